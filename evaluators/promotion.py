@@ -1,0 +1,124 @@
+"""Promotion of a study's best trial: copy its adapter to the cluster's place, evaluate it
+and the base model on the identical test examples, and write the results file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import storage
+from evaluators.evaluation import EvalItem, MethodResult, RunKey, eval_items, evaluate_method
+
+CLUSTER_ADAPTER_KIND = "cluster_adapter"
+RESULTS_KIND = "cluster_lora"
+RESULTS_FILE = "cluster_lora_results.json"
+
+
+@dataclass(frozen=True)
+class PromotedTrial:
+    """The trial to promote, as the hpo package found it."""
+
+    study_name: str
+    trial_number: int
+    eval_loss: float
+    params: dict[str, Any]
+    adapter_path: Path
+    adapter_sha256: str
+
+
+def promote_adapter(engine: Any, layout: storage.OutputLayout, trial: PromotedTrial,
+                    cluster_id: int) -> Path:
+    """Copy the trial's adapter to ``models/lora_clusters/cluster_NN/`` atomically.
+
+    Raises:
+        ValueError: If the trial's adapter is missing or its sha256 no longer matches.
+    """
+    source = Path(trial.adapter_path)
+    if not source.is_dir():
+        raise ValueError(f"adapter of trial {trial.trial_number} is missing: {source}")
+    digest, _ = storage.directory_sha256(source)
+    if digest != trial.adapter_sha256:
+        raise ValueError(f"adapter of trial {trial.trial_number} at {source} is corrupt: "
+                         f"sha256 {digest} != recorded {trial.adapter_sha256}")
+    target = layout.cluster_adapter_dir(cluster_id)
+    with storage.atomic_directory(target) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        (tmp / "promoted_from.json").write_text(json.dumps({
+            "study": trial.study_name, "trial": trial.trial_number,
+            "eval_loss": trial.eval_loss, "params": trial.params}, indent=2))
+    digest, size = storage.directory_sha256(target)
+    with storage.session_scope(engine) as session:
+        storage.record_artifact(session, kind=CLUSTER_ADAPTER_KIND, path=target, sha256=digest,
+                                size_bytes=size, study_name=trial.study_name,
+                                trial_number=trial.trial_number)
+    return target
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def evaluate_promoted(
+    engine: Any,
+    layout: storage.OutputLayout,
+    trial: PromotedTrial,
+    *,
+    base: Any,
+    dataset_id: int,
+    clustering_id: int,
+    cluster_id: int,
+    personas: list[Any],
+    embedding_model: str | None = None,
+    batch_size: int = 32,
+    max_new_tokens: int = 40,
+) -> tuple[dict[str, Any], Path]:
+    """Evaluate the promoted adapter and the bare base model on the cluster's test examples.
+
+    Returns:
+        The report (also written to ``results/cluster_lora/cluster_lora_results.json``) and
+        the path of that file.
+    """
+    adapter_dir = promote_adapter(engine, layout, trial, cluster_id)
+    items: list[EvalItem] = eval_items(personas, "test")
+    if not items:
+        raise ValueError(f"cluster {cluster_id} has no test examples")
+    methods: dict[str, MethodResult] = {}
+    for method, adapter, number in (("cluster_lora", adapter_dir, trial.trial_number),
+                                    ("base_model", None, -1)):
+        key = RunKey(study_name=trial.study_name, method=method, dataset_id=dataset_id,
+                     clustering_id=clustering_id, cluster_id=cluster_id, trial_number=number)
+        methods[method] = evaluate_method(engine, key, base, items, adapter_dir=adapter,
+                                          embedding_model=embedding_model,
+                                          batch_size=batch_size, max_new_tokens=max_new_tokens)
+    lora, bare = methods["cluster_lora"], methods["base_model"]
+    report = {
+        "study": trial.study_name,
+        "cluster_id": cluster_id,
+        "best_trial": {"number": trial.trial_number, "eval_loss": trial.eval_loss,
+                       "params": trial.params, "adapter": str(adapter_dir)},
+        "embedding_model": embedding_model or "all-MiniLM-L6-v2",
+        "n_personas": len(lora.per_persona),
+        "n_test_examples": len(items),
+        "methods": {name: result.to_dict() for name, result in methods.items()},
+        "difference_percent_points": round(100 * (lora.mean_similarity - bare.mean_similarity),
+                                           2),
+    }
+    path = layout.results_file(RESULTS_KIND, RESULTS_FILE)
+    write_json(path, report)
+    return report, path

@@ -1,0 +1,100 @@
+"""Start N workers on this machine (one per GPU, or N CPU workers) and wait for them.
+
+Each worker is a separate ``python -m hpo worker`` process with its own log file; on a GPU
+machine each sees one device through ``CUDA_VISIBLE_DEVICES``. Ctrl-C or SIGTERM is passed
+on, so every worker fails its running trial cleanly instead of leaving it RUNNING.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WorkerProcess:
+    """A started worker."""
+
+    index: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    gpu: str | None
+
+
+def worker_command(url: str, study_name: str, index: int, output_root: Path,
+                   threads: int | None) -> list[str]:
+    """The command line of one worker."""
+    cmd = [sys.executable, "-m", "hpo", "--storage", url, "worker", "--study", study_name,
+           "--worker-index", str(index), "--output-root", str(output_root)]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    return cmd
+
+
+def start_workers(url: str, study_name: str, *, n_workers: int | None = None,
+                  gpus: Sequence[str] | None = None, output_root: Path = Path("."),
+                  threads: int | None = None) -> list[WorkerProcess]:
+    """Start one worker per GPU in ``gpus``, or ``n_workers`` CPU workers.
+
+    CPU workers share the cores: each gets ``cores // n_workers`` threads unless ``threads``
+    is given.
+    """
+    if gpus:
+        slots: list[str | None] = list(gpus)
+    elif n_workers and n_workers >= 1:
+        slots = [None] * n_workers
+    else:
+        raise ValueError(f"need gpus or n_workers >= 1, got gpus={gpus}, n_workers={n_workers}")
+    if threads is None and not gpus:
+        threads = max(1, (os.cpu_count() or 1) // len(slots))
+    log_dir = Path(output_root) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    workers = []
+    for index, gpu in enumerate(slots):
+        env = dict(os.environ)
+        env["CUDA_VISIBLE_DEVICES"] = gpu if gpu is not None else ""
+        if threads:
+            env["OMP_NUM_THREADS"] = str(threads)
+        log_path = log_dir / f"{study_name}-worker-{index}.log"
+        with log_path.open("ab") as log_file:
+            process = subprocess.Popen(
+                worker_command(url, study_name, index, Path(output_root), threads),
+                stdout=log_file, stderr=subprocess.STDOUT, env=env,
+            )
+        workers.append(WorkerProcess(index, process, log_path, gpu))
+    return workers
+
+
+def wait_for_workers(workers: Sequence[WorkerProcess], *,
+                     poll: Callable[[], None] | None = None, interval: float = 2.0) -> list[int]:
+    """Wait until every worker exits, calling ``poll`` now and then (for progress).
+
+    SIGINT and SIGTERM are forwarded to the workers as SIGTERM.
+
+    Returns:
+        The exit codes, in worker order.
+    """
+    def forward(signum: int, frame: object) -> None:
+        for w in workers:
+            if w.process.poll() is None:
+                w.process.send_signal(signal.SIGTERM)
+
+    old_int = signal.signal(signal.SIGINT, forward)
+    old_term = signal.signal(signal.SIGTERM, forward)
+    try:
+        while any(w.process.poll() is None for w in workers):
+            if poll is not None:
+                poll()
+            time.sleep(interval)
+        if poll is not None:
+            poll()
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+    return [int(w.process.returncode) for w in workers]

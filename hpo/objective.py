@@ -1,0 +1,78 @@
+"""The objective: trial -> TrainConfig -> LoRA training with a report callback -> eval_loss.
+
+A completed trial's adapter is written atomically under
+``models/trials/<study>/<number>/``, then recorded with its sha256 in storage and in the
+trial's user attributes. A pruned or failed trial leaves no adapter behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+import storage
+from hpo.config import StudyConfig
+from hpo.space import suggest, train_config_for
+from trainers.recipe import PromptPair, train_lora
+
+ADAPTER_KIND = "trial_adapter"
+
+
+@dataclass
+class TrialContext:
+    """What every trial of one worker shares: loaded once, reused by each trial."""
+
+    config: StudyConfig
+    engine: Any
+    layout: storage.OutputLayout
+    base: Any
+    train: list[PromptPair]
+    val: list[PromptPair]
+
+
+class Objective:
+    """Callable for ``Study.optimize``: trains one adapter and returns its final eval_loss."""
+
+    def __init__(self, ctx: TrialContext) -> None:
+        self.ctx = ctx
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            # The reason shows in `hpo study trials` and the dashboard, not only in a log.
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
+        ctx = self.ctx
+        study_name = ctx.config.study.name
+        params = suggest(trial, ctx.config.search_space)
+        train_config = train_config_for(ctx.config, params)
+        trial.set_user_attr("train_config", train_config.to_dict())
+
+        def report(step: int, eval_loss: float) -> bool:
+            trial.report(eval_loss, step)
+            return trial.should_prune()
+
+        final = ctx.layout.trial_adapter_dir(study_name, trial.number)
+        log_path = ctx.layout.log_path(f"{study_name}-trial-{trial.number:04d}")
+        with storage.atomic_directory(final) as tmp:
+            result = train_lora(ctx.base, train_config, ctx.train, ctx.val, report=report,
+                                save_dir=tmp, log_path=log_path)
+            trial.set_user_attr("train_seconds", round(result.seconds, 2))
+            if result.stopped_early:
+                step, loss = result.eval_losses[-1]
+                raise optuna.TrialPruned(f"pruned at evaluation {step} (eval_loss {loss:.4f})")
+        sha256, size = storage.directory_sha256(final)
+        with storage.session_scope(ctx.engine) as session:
+            storage.record_artifact(session, kind=ADAPTER_KIND, path=final, sha256=sha256,
+                                    size_bytes=size, study_name=study_name,
+                                    trial_number=trial.number)
+        trial.set_user_attr("adapter_path", str(final))
+        trial.set_user_attr("adapter_sha256", sha256)
+        return result.final_eval_loss

@@ -1,0 +1,92 @@
+"""The data steps that every other step reads: import a dataset, cluster its personas,
+and fetch one cluster's personas from storage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import storage
+from trainers.clustering import Clustering, cluster_embeddings
+from trainers.data import SplitConfig, load_jsonl
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What ``hpo data import`` wrote."""
+
+    dataset_id: int
+    name: str
+    n_personas: int
+    n_examples: int
+    sha256: str
+
+
+def import_dataset(engine: Any, path: str | Path, *, name: str | None = None,
+                   split: SplitConfig = SplitConfig()) -> ImportSummary:
+    """Validate a dataset file completely, then store it (nothing is written on bad input)."""
+    dataset = load_jsonl(path, name=name, split=split)
+    storage.validate_name(dataset.name, what="dataset name")
+    with storage.session_scope(engine) as session:
+        dataset_id = storage.save_dataset(session, name=dataset.name, sha256=dataset.sha256,
+                                          source=str(path), personas=dataset.personas)
+    return ImportSummary(dataset_id, dataset.name, len(dataset.personas), dataset.n_examples,
+                         dataset.sha256)
+
+
+def cluster_dataset(engine: Any, dataset: str, *, k: int = 5, seed: int = 0,
+                    embedding_model: str | None = None) -> tuple[int, Clustering]:
+    """Embed the persona texts, run KMeans, and store the clustering and its assignments."""
+    from trainers.embedding import DEFAULT_EMBEDDING_MODEL, embed
+
+    model_name = embedding_model or DEFAULT_EMBEDDING_MODEL
+    with storage.session_scope(engine) as session:
+        dataset_id = storage.get_dataset_id(session, dataset)
+        personas = storage.load_personas(session, dataset_id)
+    vectors = embed([p.text for p in personas], model_name)
+    result = cluster_embeddings(vectors, k, seed=seed,
+                                examples_per_item=[len(p.examples) for p in personas])
+    stats = [storage.ClusterStatRow(c.cluster_id, c.n_personas, c.n_examples, c.silhouette)
+             for c in result.clusters]
+    assignments = {p.id: (label, sil) for p, label, sil
+                   in zip(personas, result.labels, result.sample_silhouette, strict=True)}
+    with storage.session_scope(engine) as session:
+        clustering_id = storage.save_clustering(
+            session, dataset_id=dataset_id, k=k, seed=seed, embedding_model=model_name,
+            silhouette=result.silhouette, assignments=assignments, stats=stats)
+    return clustering_id, result
+
+
+@dataclass(frozen=True)
+class ClusterData:
+    """One cluster's personas (with their examples), as stored."""
+
+    dataset_id: int
+    clustering_id: int
+    cluster_id: int
+    personas: list[Any]
+
+
+def load_cluster(engine: Any, dataset: str, k: int, cluster_id: int, *,
+                 seed: int = 0, embedding_model: str | None = None) -> ClusterData:
+    """Fetch the personas of one cluster of the stored clustering.
+
+    Raises:
+        storage.StorageError: No such dataset, no clustering with this k (the message says
+            which command makes one), or no such cluster id.
+    """
+    from trainers.embedding import DEFAULT_EMBEDDING_MODEL
+
+    model_name = embedding_model or DEFAULT_EMBEDDING_MODEL
+    with storage.session_scope(engine) as session:
+        dataset_id = storage.get_dataset_id(session, dataset)
+        info = storage.find_clustering(session, dataset_id, k=k, seed=seed,
+                                       embedding_model=model_name)
+        if info is None:
+            raise storage.StorageError(
+                f"dataset {dataset!r} has no clustering with k={k}, seed={seed}; run "
+                f"`hpo data cluster --dataset {dataset} --k {k} --seed {seed}`")
+        ids = set(storage.cluster_persona_ids(session, info.id, cluster_id))
+        personas = [p for p in storage.load_personas(session, dataset_id) if p.id in ids]
+    return ClusterData(dataset_id, info.id, cluster_id, personas)

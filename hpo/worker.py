@@ -1,0 +1,145 @@
+"""The trial worker: one per GPU, on any machine that reaches the database.
+
+Loop: claim a ticket of the study's exact budget -> run one trial through
+``Study.optimize(n_trials=1)`` (so Optuna records heartbeats and sweeps stale trials) ->
+repeat until the budget is spent. A FAILed trial gives its ticket back; a trial whose
+worker died goes stale, is failed by the next sweep, gives its ticket back and is re-queued
+with the same parameters (``RetryHeartbeatStaleTrialCallback``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import optuna
+
+import storage
+from hpo.objective import Objective, TrialContext
+from hpo.pipeline import load_cluster
+from hpo.strategies import make_pruner, make_sampler
+from hpo.study import GRACE_PERIOD, load_study
+
+log = logging.getLogger(__name__)
+
+MAX_CONSECUTIVE_FAILURES = 3
+"""A worker whose trials fail this many times in a row stops: something is broken."""
+
+
+class WorkerStopped(KeyboardInterrupt):
+    """Raised in the worker on SIGTERM: the current trial is failed at once, not left RUNNING."""
+
+
+@dataclass
+class WorkerSummary:
+    """What one worker did."""
+
+    worker_index: int
+    trials: list[tuple[int, str]] = field(default_factory=list)
+    stopped_by_signal: bool = False
+
+    def count(self, state: str) -> int:
+        """Trials of this worker that ended in the state (COMPLETE, PRUNED, FAIL)."""
+        return sum(1 for _, s in self.trials if s == state)
+
+
+class _StaleTrialHandler:
+    """Re-queues a stale trial (same params) and gives its budget ticket back."""
+
+    def __init__(self, engine: Any, study_name: str, max_retry: int = 3) -> None:
+        self.engine = engine
+        self.study_name = study_name
+        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        log.warning("trial %d went stale (its worker died); re-queued", trial.number)
+        with storage.session_scope(self.engine) as session:
+            storage.release_ticket(session, self.study_name)
+        self.retry(study, trial)
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise WorkerStopped(f"worker got signal {signum}")
+
+
+def run_worker(
+    url: str,
+    study_name: str,
+    *,
+    output_root: Path = Path("."),
+    worker_index: int = 0,
+    threads: int | None = None,
+    grace_period: int = GRACE_PERIOD,
+    max_trials: int | None = None,
+) -> WorkerSummary:
+    """Run trials of one study until its budget is spent (or ``max_trials`` ran here).
+
+    Args:
+        url: Storage URL shared by all workers.
+        study_name: A study made by ``hpo study create``.
+        output_root: Root of ``models/``, ``logs/`` (same layout on every machine).
+        worker_index: Distinguishes workers; offsets the sampler seed.
+        threads: CPU threads for torch (None: torch's default).
+        grace_period: Seconds without heartbeat after which a trial is stale.
+        max_trials: Stop after this many trials in this worker.
+    """
+    from trainers.base_model import load_base_model, set_threads
+    from trainers.recipe import prompt_pairs
+
+    engine = storage.open_storage(url)
+    on_stale = _StaleTrialHandler(engine, study_name)
+    study, config = load_study(url, study_name, heartbeat=True, on_stale=on_stale,
+                               grace_period=grace_period)
+    study.sampler = make_sampler(config.sampler, worker_index)
+    study.pruner = make_pruner(config.pruner)
+    section = config.study
+    cluster = load_cluster(engine, section.dataset, section.k, section.cluster_id,
+                           seed=section.clustering_seed, embedding_model=section.embedding_model)
+    data = config.train.data
+    set_threads(threads)
+    ctx = TrialContext(
+        config=config, engine=engine, layout=storage.OutputLayout(Path(output_root)),
+        base=load_base_model(config.model),
+        train=prompt_pairs(cluster.personas, "train", data.max_train_per_persona),
+        val=prompt_pairs(cluster.personas, "val", data.max_val_per_persona),
+    )
+    objective = Objective(ctx)
+    summary = WorkerSummary(worker_index)
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    failures = 0
+    log.info("worker %d (pid %d) on study %s: %d train / %d val examples", worker_index,
+             os.getpid(), study_name, len(ctx.train), len(ctx.val))
+    try:
+        while max_trials is None or len(summary.trials) < max_trials:
+            with storage.session_scope(engine) as session:
+                if not storage.claim_ticket(session, study_name):
+                    break
+            finished: list[optuna.trial.FrozenTrial] = []
+            try:
+                study.optimize(objective, n_trials=1, catch=(Exception,),
+                               callbacks=[lambda _s, t: finished.append(t)],
+                               gc_after_trial=False)
+            except WorkerStopped:
+                summary.stopped_by_signal = True
+                with storage.session_scope(engine) as session:
+                    storage.release_ticket(session, study_name)
+                break
+            trial = finished[-1]
+            summary.trials.append((trial.number, trial.state.name))
+            if trial.state == optuna.trial.TrialState.FAIL:
+                with storage.session_scope(engine) as session:
+                    storage.release_ticket(session, study_name)
+                failures += 1
+                if failures >= MAX_CONSECUTIVE_FAILURES:
+                    raise RuntimeError(f"{failures} trials failed in a row; last: trial "
+                                       f"{trial.number}; see the worker log")
+            else:
+                failures = 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return summary

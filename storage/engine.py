@@ -1,0 +1,252 @@
+"""Engines, schema creation and the session scope.
+
+One engine per URL per process, so repeated calls share a connection pool. SQLite gets WAL,
+a 60 s busy timeout, foreign keys, and ``BEGIN IMMEDIATE`` transactions: every transaction
+takes the write lock up front, so a read-then-write never fails with ``database is locked``
+halfway through. Keep sessions short on SQLite for that reason (never hold one across training
+or generation).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from storage.errors import StorageError
+from storage.models import SCHEMA_VERSION, Base, schema_version
+
+DEFAULT_STORAGE_URL = "sqlite:///hpo.db"
+"""Used when neither ``--storage`` nor ``HPO_STORAGE`` is given."""
+
+STORAGE_ENV = "HPO_STORAGE"
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+SCHEMA_LOCK_ID = 0x4850_4F31
+"""Fixed ``pg_advisory_xact_lock`` key serializing schema creation ("HPO1")."""
+
+_engines: dict[str, Engine] = {}
+_engines_pid = os.getpid()
+_engines_lock = threading.Lock()
+
+
+def default_storage_url() -> str:
+    """Return the storage URL from ``HPO_STORAGE``, or ``DEFAULT_STORAGE_URL``.
+
+    Returns:
+        The URL string.
+    """
+    return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE_URL
+
+
+def masked_url(url: str | URL) -> str:
+    """Return ``url`` as text with its password replaced by ``***``.
+
+    Args:
+        url: A database URL, parsed or not.
+
+    Returns:
+        The masked URL; the input unchanged if it cannot be parsed and has no ``@``.
+    """
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        text = str(url)
+        return "<unparsable URL>" if "@" in text else text
+
+
+def _parse_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StorageError(
+            f"cannot parse storage URL {masked_url(url)!r}: "
+            "use sqlite:///path/to/hpo.db or postgresql+psycopg://user@host/dbname"
+        ) from exc
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED_BACKENDS:
+        raise StorageError(
+            f"unsupported storage backend {backend!r} in {masked_url(parsed)!r}: "
+            "use sqlite:///path/to/hpo.db or postgresql+psycopg://user@host/dbname"
+        )
+    if parsed.drivername == "postgresql":
+        # SQLAlchemy's default PostgreSQL driver is psycopg2; we ship psycopg 3.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+    finally:
+        cursor.close()
+    # Let SQLAlchemy emit BEGIN itself (see _on_sqlite_begin), not the sqlite3 module.
+    dbapi_connection.isolation_level = None
+
+
+def _on_sqlite_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _build_engine(url: URL) -> Engine:
+    if url.get_backend_name() == "sqlite":
+        path = _sqlite_file(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, pool_pre_ping=True, connect_args={"timeout": 60})
+        event.listen(engine, "connect", _on_sqlite_connect)
+        event.listen(engine, "begin", _on_sqlite_begin)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def create_engine(url: str) -> Engine:
+    """Return the process's engine for ``url``, creating it on first use.
+
+    Args:
+        url: A ``sqlite:///...`` or ``postgresql[+psycopg]://...`` URL.
+
+    Returns:
+        A cached engine with ``pool_pre_ping`` (and, for SQLite, WAL and a 60 s busy timeout).
+
+    Raises:
+        StorageError: If the URL cannot be parsed or names another backend.
+    """
+    global _engines_pid
+    parsed = _parse_url(url)
+    key = parsed.render_as_string(hide_password=False)
+    with _engines_lock:
+        if _engines_pid != os.getpid():
+            # A forked child must not reuse the parent's sockets.
+            for inherited in _engines.values():
+                inherited.dispose(close=False)
+            _engines.clear()
+            _engines_pid = os.getpid()
+        cached = _engines.get(key)
+        if cached is None:
+            cached = _engines[key] = _build_engine(parsed)
+        return cached
+
+
+def dispose_engines() -> None:
+    """Close every cached engine's pool and forget the engines."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def init_schema(engine: Engine) -> None:
+    """Create our tables if missing and record the schema version; safe to run concurrently.
+
+    Schema creation runs in one transaction under a lock: ``pg_advisory_xact_lock`` on
+    PostgreSQL, the ``BEGIN IMMEDIATE`` write lock on SQLite.
+
+    Args:
+        engine: An engine from :func:`create_engine`.
+
+    Raises:
+        StorageError: If the database cannot be reached, or holds a newer schema version.
+    """
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_ID)))
+            Base.metadata.create_all(conn)
+            stored = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
+            if stored is None:
+                conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+            elif stored > SCHEMA_VERSION:
+                raise StorageError(
+                    f"the database at {masked_url(engine.url)} has schema version {stored}, "
+                    f"newer than this code's {SCHEMA_VERSION}: upgrade persona-hpo"
+                )
+    except SQLAlchemyError as exc:
+        raise StorageError(
+            f"cannot initialize the schema at {masked_url(engine.url)}: {_first_line(exc)}"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """Yield a session that commits on success and rolls back on error.
+
+    Args:
+        engine: An engine from :func:`create_engine`.
+
+    Yields:
+        A session; objects stay readable after commit.
+
+    Raises:
+        StorageError: Wrapping (and chaining) any ``SQLAlchemyError``.
+    """
+    session = Session(engine, expire_on_commit=False)
+    try:
+        yield session
+        session.commit()
+    except SQLAlchemyError as exc:
+        session.rollback()
+        raise StorageError(
+            f"database error at {masked_url(engine.url)}: {_first_line(exc)}"
+        ) from exc
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def open_storage(url: str | None = None) -> Engine:
+    """Return an engine for ``url`` (default: :func:`default_storage_url`) with the schema ready.
+
+    Args:
+        url: A database URL, or ``None`` for the default.
+
+    Returns:
+        The cached engine.
+
+    Raises:
+        StorageError: If the URL is invalid or the database cannot be initialized.
+    """
+    engine = create_engine(url or default_storage_url())
+    init_schema(engine)
+    return engine
+
+
+def dialect_insert(session: Session, table: Any) -> Any:
+    """Return a dialect-specific ``INSERT`` (with ``on_conflict_*``) for the session's backend.
+
+    Args:
+        session: The session whose bind decides the dialect.
+        table: A mapped class or ``Table``.
+
+    Returns:
+        A SQLite or PostgreSQL ``Insert`` construct.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)

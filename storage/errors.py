@@ -1,0 +1,11 @@
+"""Errors raised by the storage package."""
+
+from __future__ import annotations
+
+
+class StorageError(RuntimeError):
+    """A database operation failed; the message names the URL (password masked) or operation."""
+
+
+class InvalidNameError(ValueError):
+    """A study, run or file name that is unsafe to store or to use in a path."""

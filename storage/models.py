@@ -1,0 +1,199 @@
+"""SQLAlchemy models of our tables (they live next to Optuna's in the same database).
+
+Sentinels instead of NULL in unique keys: SQL treats NULLs as distinct, so a key with a
+NULL column is never enforced. ``EvaluationRun.trial_number`` is ``-1`` for "no trial" and
+``cluster_id`` ``-1`` for "all personas"; ``Artifact.study_name`` is ``''`` for "no study" and
+``trial_number`` ``-1`` for "no trial" (the artifact functions translate these to ``None``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA_VERSION = 1
+"""Bump when a table changes; a database with a newer version is refused."""
+
+NO_TRIAL = -1
+"""Stored ``trial_number`` meaning "not tied to a trial"."""
+ALL_CLUSTERS = -1
+"""Stored ``cluster_id`` of an evaluation over all personas."""
+NO_STUDY = ""
+"""Stored ``Artifact.study_name`` meaning "not tied to a study"."""
+
+SPLITS = ("train", "val", "test")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table of the storage package."""
+
+
+schema_version = Table("schema_version", Base.metadata, Column("version", Integer, nullable=False))
+
+
+def _created_at() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Dataset(Base):
+    """An imported persona dataset."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(1000))
+    n_personas: Mapped[int]
+    n_examples: Mapped[int]
+    created_at: Mapped[datetime] = _created_at()
+
+
+class Persona(Base):
+    """One persona of a dataset; ``key`` is the persona id from the file."""
+
+    __tablename__ = "personas"
+    __table_args__ = (UniqueConstraint("dataset_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+
+
+class Example(Base):
+    """One (context, reply) pair of a persona; ``idx`` is its order within the persona."""
+
+    __tablename__ = "examples"
+    __table_args__ = (UniqueConstraint("persona_id", "idx"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    persona_id: Mapped[int] = mapped_column(ForeignKey("personas.id", ondelete="CASCADE"))
+    idx: Mapped[int]
+    context: Mapped[str] = mapped_column(Text)
+    reply: Mapped[str] = mapped_column(Text)
+    split: Mapped[str] = mapped_column(String(8))
+
+
+class Clustering(Base):
+    """A k-means clustering of a dataset's personas."""
+
+    __tablename__ = "clusterings"
+    __table_args__ = (UniqueConstraint("dataset_id", "k", "seed", "embedding_model"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    k: Mapped[int]
+    seed: Mapped[int]
+    embedding_model: Mapped[str] = mapped_column(String(200))
+    silhouette: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = _created_at()
+
+
+class ClusterStat(Base):
+    """Size and silhouette of one cluster of a clustering."""
+
+    __tablename__ = "cluster_stats"
+    __table_args__ = (UniqueConstraint("clustering_id", "cluster_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    clustering_id: Mapped[int] = mapped_column(ForeignKey("clusterings.id", ondelete="CASCADE"))
+    cluster_id: Mapped[int]
+    n_personas: Mapped[int]
+    n_examples: Mapped[int]
+    silhouette: Mapped[float] = mapped_column(Float)
+
+
+class Assignment(Base):
+    """The cluster of one persona in a clustering, with the persona's silhouette."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (UniqueConstraint("clustering_id", "persona_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    clustering_id: Mapped[int] = mapped_column(ForeignKey("clusterings.id", ondelete="CASCADE"))
+    persona_id: Mapped[int] = mapped_column(ForeignKey("personas.id", ondelete="CASCADE"))
+    cluster_id: Mapped[int]
+    silhouette: Mapped[float] = mapped_column(Float)
+
+
+class Artifact(Base):
+    """A file or directory on disk (adapter, base model) with its hash."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("kind", "study_name", "trial_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    path: Mapped[str] = mapped_column(String(4096))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    study_name: Mapped[str] = mapped_column(String(200), default=NO_STUDY)
+    trial_number: Mapped[int] = mapped_column(default=NO_TRIAL)
+    persona_id: Mapped[int | None] = mapped_column(
+        ForeignKey("personas.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = _created_at()
+
+
+class EvaluationRun(Base):
+    """One evaluation of one method (trial adapter, cluster adapter, base model) on a split."""
+
+    __tablename__ = "evaluation_runs"
+    __table_args__ = (
+        UniqueConstraint("study_name", "method", "trial_number", "cluster_id", "split"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    study_name: Mapped[str] = mapped_column(String(200))
+    trial_number: Mapped[int] = mapped_column(default=NO_TRIAL)
+    method: Mapped[str] = mapped_column(String(50))
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    clustering_id: Mapped[int | None] = mapped_column(
+        ForeignKey("clusterings.id", ondelete="SET NULL"), nullable=True
+    )
+    cluster_id: Mapped[int] = mapped_column(default=ALL_CLUSTERS)
+    split: Mapped[str] = mapped_column(String(8))
+    embedding_model: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    mean_similarity: Mapped[float | None] = mapped_column(Float, nullable=True)
+    n_examples: Mapped[int | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = _created_at()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class EvaluationResult(Base):
+    """The generated reply for one example in one evaluation run, and its similarity."""
+
+    __tablename__ = "evaluation_results"
+    __table_args__ = (UniqueConstraint("run_id", "example_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("evaluation_runs.id", ondelete="CASCADE"))
+    example_id: Mapped[int] = mapped_column(ForeignKey("examples.id", ondelete="CASCADE"))
+    generated: Mapped[str] = mapped_column(Text)
+    similarity: Mapped[float] = mapped_column(Float)
+
+
+class StudyBudget(Base):
+    """The exact number of trials a study may start, shared by all its workers."""
+
+    __tablename__ = "study_budget"
+
+    study_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    n_trials: Mapped[int]
+    claimed: Mapped[int] = mapped_column(default=0, server_default="0")

