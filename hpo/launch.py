@@ -30,7 +30,7 @@ class WorkerProcess:
 def worker_command(url: str, study_name: str, index: int, output_root: Path,
                    threads: int | None) -> list[str]:
     """The command line of one worker."""
-    cmd = [sys.executable, "-m", "hpo", "--storage", url, "worker", "--study", study_name,
+    cmd = [sys.executable, "-m", "hpo", "worker", "--storage", url, "--study", study_name,
            "--worker-index", str(index), "--output-root", str(output_root)]
     if threads:
         cmd += ["--threads", str(threads)]

@@ -40,7 +40,7 @@ class TinyModelSpec:
     corpus_lines: int = 6000
     block_size: int = 64
     batch_size: int = 32
-    pretrain_steps: int = 600
+    pretrain_steps: int = 200
     learning_rate: float = 3e-3
 
 
@@ -172,7 +172,7 @@ def _pretrain(model: Any, tokenizer: Any, texts: list[str], spec: TinyModelSpec,
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / 50) * (1 - step / spec.pretrain_steps)
+        optimizer, lambda step: min(1.0, (step + 1) / 20) * (1 - step / spec.pretrain_steps)
     )
     model.train()
     smoothed = float("nan")
@@ -184,7 +184,7 @@ def _pretrain(model: Any, tokenizer: Any, texts: list[str], spec: TinyModelSpec,
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
-        value = float(loss)
+        value = loss.item()
         smoothed = value if smoothed != smoothed else 0.9 * smoothed + 0.1 * value
     model.eval()
     return smoothed

@@ -192,7 +192,7 @@ def train_lora(
     """
     import torch
     from peft import get_peft_model
-    from transformers import Trainer, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainingArguments
 
     if not train or not val:
         raise ValueError(f"need training and validation examples, got {len(train)} and "
@@ -245,6 +245,7 @@ def train_lora(
                 data_collator=PadCollator(base.tokenizer.pad_token_id),
                 callbacks=[_make_callback(state)],
             )
+            trainer.remove_callback(PrinterCallback)  # our log file gets every line instead
             output = trainer.train()
             if state.non_finite:
                 raise NonFiniteLossError(f"loss is not finite: {state.non_finite}")

@@ -1,0 +1,147 @@
+"""``hpo demo``: the whole flow on the embedded default, from generated personas to an
+evaluated best trial. Each step is a library call that the other subcommands also make."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import storage
+from hpo import display
+from hpo.config import load_config, packaged_config
+from hpo.evaluate import evaluate_best
+from hpo.launch import start_workers, wait_for_workers
+from hpo.pipeline import cluster_dataset, import_dataset
+from hpo.queries import study_status
+from hpo.study import create_study
+
+DEMO_DATASET = "demo"
+
+
+@dataclass
+class DemoOptions:
+    """Scale of the demo (defaults: the original plan's 200 personas x 40 examples)."""
+
+    output_root: Path = Path("demo_run")
+    storage_url: str | None = None
+    personas: int = 200
+    examples: int = 40
+    seed: int = 0
+    workers: int = 2
+    n_trials: int = 12
+    config: Path | None = None
+
+
+@dataclass
+class DemoResult:
+    """What the demo produced, for the final summary and for tests."""
+
+    storage_url: str
+    study_name: str
+    report: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
+    """Run every step of the service once, printing as it goes."""
+    from trainers.base_model import ensure_tiny_model
+    from trainers.generator import write_demo_dataset
+
+    console = console or Console()
+    root = options.output_root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    url = options.storage_url or f"sqlite:///{root / 'hpo.db'}"
+    layout = storage.OutputLayout(root)
+    config = load_config(options.config or packaged_config("demo"))
+    config = dataclasses.replace(
+        config, study=dataclasses.replace(config.study, n_trials=options.n_trials,
+                                          dataset=DEMO_DATASET))
+    timer: dict[str, float] = {}
+    files: dict[str, Path] = {}
+
+    def step(name: str) -> Any:
+        console.rule(f"[bold]{name}")
+        timer[name] = time.monotonic()
+        return name
+
+    def done(name: str) -> None:
+        timer[name] = time.monotonic() - timer[name]
+        console.print(f"[dim]{name}: {timer[name]:.1f} s")
+
+    name = step("1. dataset")
+    data_path = layout.data_dir() / "demo_personas.jsonl"
+    write_demo_dataset(data_path, n_personas=options.personas,
+                       examples_per_persona=options.examples, seed=options.seed)
+    engine = storage.open_storage(url)
+    imported = import_dataset(engine, data_path, name=DEMO_DATASET)
+    console.print(f"generated {imported.n_personas} personas, {imported.n_examples} examples "
+                  f"-> {data_path}; imported as dataset {imported.name!r} into {url}")
+    files["dataset"] = data_path
+    done(name)
+
+    name = step("2. clusters")
+    section = config.study
+    _, clustering = cluster_dataset(engine, DEMO_DATASET, k=section.k,
+                                    seed=section.clustering_seed,
+                                    embedding_model=section.embedding_model)
+    console.print(display.cluster_table(
+        clustering.clusters, clustering.silhouette,
+        f"KMeans k={section.k} on {section.embedding_model} persona embeddings"))
+    done(name)
+
+    name = step("3. base model")
+    model_dir = ensure_tiny_model(config.model) if config.model.base_model == "tiny" else None
+    console.print(f"base model: {config.model.base_model}"
+                  + (f" (cached at {model_dir})" if model_dir else ""))
+    if model_dir:
+        files["base model"] = model_dir
+    done(name)
+
+    name = step("4. study")
+    create_study(config, url)
+    console.print(f"study {section.name!r}: cluster {section.cluster_id}, "
+                  f"{section.n_trials} trials, seeds enqueued first, "
+                  f"{options.workers} workers (logs in {layout.root / 'logs'})")
+    workers = start_workers(url, section.name, n_workers=options.workers, output_root=root)
+    with Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        task = bar.add_task("", total=section.n_trials)
+
+        def poll() -> None:
+            s = study_status(url, section.name)
+            best = "" if s.best is None else f"best eval_loss {s.best.value:.4f}"
+            bar.update(task, completed=s.finished,
+                       description=f"{s.counts.get('PRUNED', 0)} pruned {best}")
+
+        codes = wait_for_workers(workers, poll=poll)
+    if any(codes):
+        logs = ", ".join(str(w.log_path) for w, c in zip(workers, codes, strict=True) if c)
+        raise RuntimeError(f"a worker failed (exit codes {codes}); see {logs}")
+    status = study_status(url, section.name)
+    console.print(display.status_table(status))
+    done(name)
+
+    name = step("5. evaluation")
+    report, results_path = evaluate_best(url, section.name, output_root=root)
+    console.print(display.similarity_table(report))
+    files["promoted adapter"] = Path(report["best_trial"]["adapter"])
+    files["trial adapters"] = layout.root / "models" / "trials" / section.name
+    files["results"] = results_path
+    files["logs"] = layout.root / "logs"
+    files["database"] = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite") else url
+    done(name)
+
+    console.rule("[bold]files")
+    for what, where in files.items():
+        console.print(f"{what:>17}: {where}")
+    console.print(f"\nwatch it: hpo dashboard --storage {url}\n"
+                  f"query it: hpo study best --storage {url} --study {section.name}")
+    return DemoResult(url, section.name, report, files, timer)

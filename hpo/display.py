@@ -1,0 +1,66 @@
+"""Tables the CLI prints (rich), built from library results."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.table import Table
+
+from hpo.queries import StudyStatus, TrialRow
+
+
+def cluster_table(clusters: Sequence[Any], overall: float, title: str) -> Table:
+    """The cluster table the original plan began with."""
+    table = Table(title=title)
+    for col in ("cluster", "personas", "examples", "silhouette"):
+        table.add_column(col, justify="right")
+    for c in clusters:
+        table.add_row(str(c.cluster_id), str(c.n_personas), str(c.n_examples),
+                      f"{c.silhouette:.3f}")
+    table.add_row("all", str(sum(c.n_personas for c in clusters)),
+                  str(sum(c.n_examples for c in clusters)), f"{overall:.3f}", style="bold")
+    return table
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def trials_table(rows: Sequence[TrialRow], title: str) -> Table:
+    """Trials with state, eval_loss and parameters."""
+    table = Table(title=title)
+    for col in ("trial", "state", "eval_loss", "params", "seed"):
+        table.add_column(col)
+    for r in rows:
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(r.params.items()))
+        table.add_row(str(r.number), r.state, "" if r.value is None else f"{r.value:.4f}",
+                      params, "yes" if r.seed_config else "")
+    return table
+
+
+def status_table(status: StudyStatus) -> Table:
+    """Counts by state and the best trial."""
+    table = Table(title=f"study {status.name}", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("finished / target", f"{status.finished} / {status.n_trials_target}")
+    for state in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"):
+        table.add_row(state.lower(), str(status.counts.get(state, 0)))
+    if status.best is not None:
+        table.add_row("best trial", str(status.best.number))
+        table.add_row("best eval_loss", f"{status.best.value:.4f}")
+        table.add_row("best params", ", ".join(f"{k}={_fmt(v)}"
+                                               for k, v in sorted(status.best.params.items())))
+    return table
+
+
+def similarity_table(report: dict[str, Any]) -> Table:
+    """Similarity of each evaluated method on the same test examples."""
+    table = Table(title=f"embedding similarity on cluster {report['cluster_id']} test examples "
+                        f"({report['n_test_examples']} examples, {report['n_personas']} personas)")
+    for col in ("method", "similarity %", "reply words"):
+        table.add_column(col, justify="right")
+    for name, m in report["methods"].items():
+        table.add_row(name, f"{m['mean_similarity_percent']:.2f}", f"{m['mean_reply_words']:.1f}")
+    return table
