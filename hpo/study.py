@@ -63,8 +63,11 @@ def create_study(config: StudyConfig, url: str) -> optuna.Study:
             training or model config (the message lists each difference).
     """
     name = config.study.name
-    engine = storage.open_storage(url)
-    with database_lock(engine, f"create-study:{name}"):
+    engine = storage.create_engine(url)
+    # One lock around our schema, Optuna's schema and the seeds: on a fresh SQLite file,
+    # Optuna's table creation and ours would otherwise collide ("database is locked").
+    with database_lock(engine, "create-study"):
+        storage.init_schema(engine)
         study = optuna.create_study(study_name=name, storage=optuna_storage(url),
                                     direction="minimize", load_if_exists=True)
         stored = study.user_attrs.get(CONFIG_ATTR)

@@ -54,3 +54,35 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'hpo.db'}"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No hub downloads; the tiny base model is built once per test session in a temp cache
+    (worker subprocesses inherit these variables)."""
+    saved = dict(os.environ)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ.setdefault("HPO_CACHE_DIR", str(tmp_path_factory.mktemp("model-cache")))
+    os.environ.pop("HPO_STORAGE", None)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def tiny_base():  # type: ignore[no-untyped-def]
+    """The tiny base model, loaded once for the session (tests must leave it unchanged)."""
+    from trainers.base_model import load_base_model
+    from trainers.config import ModelConfig
+
+    return load_base_model(ModelConfig())
+
+
+def write_small_dataset(path: Path, n_personas: int = 20, examples: int = 16,
+                        seed: int = 0) -> Path:
+    """A small generated dataset (5 archetypes) for fast tests."""
+    from trainers.generator import write_demo_dataset
+
+    return write_demo_dataset(path, n_personas=n_personas, examples_per_persona=examples,
+                              seed=seed)

@@ -1,0 +1,120 @@
+"""Two real `hpo worker` processes share one study, on the real PostgreSQL and on SQLite."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import optuna
+import pytest
+
+import storage
+from hpo.config import ParamSpec, PrunerConfig, StudyConfig, StudySection, default_search_space
+from hpo.launch import start_workers, wait_for_workers
+from hpo.objective import ADAPTER_KIND
+from hpo.pipeline import cluster_dataset, import_dataset
+from hpo.study import create_study, load_study
+from tests.conftest import write_small_dataset
+from trainers.config import DataConfig, TrainConfig
+from trainers.data import SplitConfig
+
+N_TRIALS = 8
+
+
+def small_study_config(name: str = "workers", n_trials: int = N_TRIALS) -> StudyConfig:
+    """A study on cluster 2 of a 20-persona dataset, with a wide learning-rate range so that
+    some trials are clearly worse than the median and get pruned."""
+    space = default_search_space()
+    space["learning_rate"] = ParamSpec("float", low=1e-6, high=1e-3, log=True)
+    return StudyConfig(
+        study=StudySection(name=name, dataset="small", k=3, cluster_id=2, n_trials=n_trials),
+        pruner=PrunerConfig(n_startup_trials=2, n_warmup_steps=1),
+        search_space=space,
+        train=TrainConfig(evals_per_epoch=2, data=DataConfig(max_train_per_persona=3,
+                                                             max_val_per_persona=2)),
+    )
+
+
+def prepare(url: str, tmp_path: Path, config: StudyConfig) -> None:
+    """Dataset -> clusters -> study, as `hpo data import/cluster` and `hpo study create` do."""
+    engine = storage.open_storage(url)
+    import_dataset(engine, write_small_dataset(tmp_path / "small.jsonl"), name="small",
+                   split=SplitConfig(n_test=4))
+    cluster_dataset(engine, "small", k=3)
+    create_study(config, url)
+
+
+def check_invariants(url: str, name: str, n_trials: int) -> list[optuna.trial.FrozenTrial]:
+    """The promises of reliability.md, checked on the finished study."""
+    study, _ = load_study(url, name)
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE,
+                                                  optuna.trial.TrialState.PRUNED)]
+    assert len(finished) == n_trials, [s.name for s in states]
+    assert optuna.trial.TrialState.RUNNING not in states
+    assert optuna.trial.TrialState.WAITING not in states
+    assert len({t.number for t in trials}) == len(trials)
+    engine = storage.open_storage(url)
+    with storage.session_scope(engine) as session:
+        for t in trials:
+            artifact = storage.get_artifact(session, kind=ADAPTER_KIND, study_name=name,
+                                            trial_number=t.number)
+            if t.state == optuna.trial.TrialState.COMPLETE:
+                assert artifact is not None, f"trial {t.number} has no adapter"
+                assert storage.verify_artifact(artifact)
+                assert t.user_attrs["adapter_sha256"] == artifact.sha256
+                assert (artifact.path / "adapter_config.json").is_file()
+            else:
+                assert artifact is None, f"{t.state.name} trial {t.number} has an adapter"
+    return trials
+
+
+def run_two_workers(url: str, tmp_path: Path) -> None:
+    config = small_study_config()
+    prepare(url, tmp_path, config)
+    workers = start_workers(url, config.study.name, n_workers=2, output_root=tmp_path)
+    codes = wait_for_workers(workers, interval=0.5)
+    logs = "\n".join(w.log_path.read_text()[-3000:] for w in workers)
+    assert codes == [0, 0], logs
+
+    trials = check_invariants(url, config.study.name, N_TRIALS)
+    seeds = [{"epochs": 5, "batch_size": 2, "learning_rate": lr, "lora_rank": r}
+             for lr, r in ((5e-4, 8), (2e-4, 8), (2e-4, 16))]
+    params = [t.params for t in trials]
+    for seed in seeds:
+        assert seed in params, f"seed config {seed} did not run"
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, "no trial was pruned"
+    assert all(t.intermediate_values for t in trials)
+    # both workers took part, each wrote its summary line
+    for w in workers:
+        assert "trials (" in w.log_path.read_text()
+    # the eval_loss lines of every trial are in its own log, as the original plan's logs were
+    for t in trials:
+        log = tmp_path / "logs" / f"{config.study.name}-trial-{t.number:04d}.log"
+        assert "eval_loss=" in log.read_text()
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_two_workers_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    run_two_workers(pg_url, tmp_path)
+
+
+@pytest.mark.slow
+def test_two_workers_on_sqlite(sqlite_url: str, tmp_path: Path) -> None:
+    run_two_workers(sqlite_url, tmp_path)
+
+
+def test_budget_is_exact_when_raised(sqlite_url: str, tmp_path: Path) -> None:
+    """A second `study create` with more trials raises the budget; other fields must match."""
+    config = small_study_config(n_trials=2)
+    prepare(sqlite_url, tmp_path, config)
+    bigger = dataclasses.replace(config, study=dataclasses.replace(config.study, n_trials=5))
+    create_study(bigger, sqlite_url)
+    engine = storage.open_storage(sqlite_url)
+    with storage.session_scope(engine) as session:
+        assert storage.budget(session, "workers") == (5, 0)
+    _, stored = load_study(sqlite_url, "workers")
+    assert stored.study.n_trials == 5
