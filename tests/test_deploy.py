@@ -1,0 +1,68 @@
+"""docker-compose.yml and the Dockerfile stay consistent with the CLI (no engine here)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hpo.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def _hpo_commands(service: dict) -> list[list[str]]:
+    """The hpo command lines a service runs (entrypoint hpo, or `sh -c` with hpo calls)."""
+    command = service.get("command", [])
+    if service.get("entrypoint") == ["sh", "-c"]:
+        return [shlex.split(part.strip())[1:] for part in command[0].split("&&")]
+    return [command]
+
+
+def test_services_and_roles(compose: dict) -> None:
+    services = compose["services"]
+    assert {"postgres", "setup", "dashboard", "worker", "evaluator"} <= set(services)
+    assert services["postgres"]["healthcheck"]["test"]
+    for name in ("setup", "dashboard", "worker", "evaluator"):
+        env = services[name]["environment"]
+        assert env["HPO_STORAGE"].startswith("postgresql+psycopg://")
+        assert "@postgres:5432/" in env["HPO_STORAGE"]
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_every_command_parses_with_the_real_cli(compose: dict) -> None:
+    parser = build_parser()
+    for name, service in compose["services"].items():
+        if name == "postgres":
+            continue
+        for argv in _hpo_commands(service):
+            args = parser.parse_args(argv)  # SystemExit would fail the test
+            assert callable(args.func), (name, argv)
+
+
+def test_dashboard_is_local_only_and_workers_get_one_gpu(compose: dict) -> None:
+    ports = compose["services"]["dashboard"]["ports"]
+    assert all(str(p).startswith("127.0.0.1:") for p in ports)
+    devices = compose["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["count"] == 1 and "gpu" in devices[0]["capabilities"]
+
+
+def test_study_config_used_by_compose_is_packaged(compose: dict) -> None:
+    setup = compose["services"]["setup"]["command"][0]
+    assert "/app/hpo/configs/cluster4.toml" in setup
+    assert (ROOT / "hpo" / "configs" / "cluster4.toml").is_file()
+
+
+def test_dockerfile_installs_the_packages() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    for package in ("hpo", "trainers", "evaluators", "storage"):
+        assert f"COPY {package} {package}" in text
+    assert 'ENTRYPOINT ["hpo"]' in text
+    assert "torch==2.13.0" in text

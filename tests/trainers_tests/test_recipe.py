@@ -1,0 +1,233 @@
+"""The LoRA recipe: reports, saving, early stop, a clean base model, and failure modes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import write_small_dataset
+from trainers.config import ModelConfig, TrainConfig
+from trainers.data import SplitConfig, load_jsonl
+from trainers.recipe import (
+    ADAPTER_CONFIG_FILE,
+    NonFiniteLossError,
+    PromptPair,
+    TrainResult,
+    prompt_pairs,
+    train_lora,
+)
+
+# 8 personas x 3 train examples = 24 pairs; batch 4 gives 6 steps an epoch, and with
+# evals_per_epoch=2 an evaluation every 3 steps (so the count of evaluations is exact).
+N_TRAIN_PERSONAS = 8
+TRAIN_CAP = 3
+BATCH = 4
+EVALS_PER_EPOCH = 2
+EPOCHS = 2
+
+
+def _lora_module_names(model: Any) -> list[str]:
+    return [name for name, _ in model.named_modules() if "lora_" in name]
+
+
+def _snapshot(model: Any) -> dict[str, Any]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def _assert_clean(model: Any, snapshot: dict[str, Any]) -> None:
+    import torch
+
+    assert _lora_module_names(model) == []
+    assert not hasattr(model, "peft_config")
+    state = model.state_dict()
+    assert set(state) == set(snapshot)
+    changed = [name for name in snapshot if not torch.equal(state[name], snapshot[name])]
+    assert changed == [], f"base model parameters changed: {changed[:5]}"
+
+
+@dataclass(frozen=True)
+class Pairs:
+    train: list[PromptPair]
+    val: list[PromptPair]
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory: pytest.TempPathFactory) -> Pairs:
+    path = write_small_dataset(tmp_path_factory.mktemp("recipe-data") / "small.jsonl",
+                               n_personas=10, examples=16)
+    dataset = load_jsonl(path, split=SplitConfig(n_test=4))
+    personas = dataset.personas[:N_TRAIN_PERSONAS]
+    train = prompt_pairs(personas, "train", TRAIN_CAP)
+    val = prompt_pairs(personas[:4], "val", 1)
+    assert len(train) == N_TRAIN_PERSONAS * TRAIN_CAP
+    assert len(val) == 4
+    return Pairs(train, val)
+
+
+def _config(**overrides: Any) -> TrainConfig:
+    values: dict[str, Any] = {"epochs": EPOCHS, "batch_size": BATCH, "learning_rate": 5e-3,
+                              "evals_per_epoch": EVALS_PER_EPOCH}
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@dataclass(frozen=True)
+class Trained:
+    result: TrainResult
+    reports: list[tuple[int, float]]
+    adapter_dir: Path
+    snapshot: dict[str, Any]
+    use_cache_before: Any
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_base: Any, pairs: Pairs, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One complete 2-epoch run, shared by the tests that inspect its outputs."""
+    snapshot = _snapshot(tiny_base.model)
+    use_cache = tiny_base.model.config.use_cache
+    reports: list[tuple[int, float]] = []
+    adapter_dir = tmp_path_factory.mktemp("recipe-adapter") / "adapter"
+
+    def report(step: int, loss: float) -> bool:
+        reports.append((step, loss))
+        return False
+
+    result = train_lora(tiny_base, _config(), pairs.train, pairs.val, report=report,
+                        save_dir=adapter_dir)
+    yield Trained(result, reports, adapter_dir, snapshot, use_cache)
+    # Leave the session model as it was for other modules (see the xfail test below).
+    tiny_base.model.config.use_cache = use_cache
+
+
+def test_reports_consecutive_finite_steps(trained: Trained) -> None:
+    steps = [step for step, _ in trained.reports]
+    assert steps == list(range(1, len(steps) + 1))
+    assert all(math.isfinite(loss) for _, loss in trained.reports)
+    assert len(steps) == EPOCHS * EVALS_PER_EPOCH
+    assert trained.result.eval_losses == tuple(trained.reports)
+    assert trained.result.final_eval_loss == trained.reports[-1][1]
+    assert not trained.result.stopped_early
+    assert trained.result.train_steps == EPOCHS * N_TRAIN_PERSONAS * TRAIN_CAP // BATCH
+
+
+def test_saved_adapter_files(trained: Trained) -> None:
+    import json
+
+    assert trained.result.adapter_dir == trained.adapter_dir
+    names = {p.name for p in trained.adapter_dir.iterdir()}
+    assert "adapter_config.json" in names
+    assert names & {"adapter_model.safetensors", "adapter_model.bin"}
+    assert ADAPTER_CONFIG_FILE in names
+    saved = json.loads((trained.adapter_dir / ADAPTER_CONFIG_FILE).read_text())
+    assert saved == json.loads(json.dumps(_config().to_dict()))
+
+
+def test_adapter_loads_with_plain_peft_and_generates(trained: Trained) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.base_model import ensure_tiny_model
+
+    tiny_dir = ensure_tiny_model(ModelConfig())
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_dir),
+                                      str(trained.adapter_dir))
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    enc = tokenizer("Persona: I love hiking.\nA: What do you do on weekends?\nB:",
+                    return_tensors="pt")
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=8, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+    assert out.shape[1] > enc["input_ids"].shape[1]
+
+
+def test_saved_lora_b_weights_are_trained(trained: Trained) -> None:
+    from safetensors.torch import load_file
+
+    weights = load_file(str(trained.adapter_dir / "adapter_model.safetensors"))
+    lora_b = {name: w for name, w in weights.items() if "lora_B" in name}
+    assert lora_b, f"no lora_B weights in {sorted(weights)[:5]}"
+    # peft initialises lora_B to zero: non-zero values mean training updated them.
+    assert all(float(w.abs().max()) > 0 for w in lora_b.values())
+
+
+def test_base_model_is_clean_after_training(trained: Trained, tiny_base: Any,
+                                            pairs: Pairs) -> None:
+    _assert_clean(tiny_base.model, trained.snapshot)
+    assert not tiny_base.model.training
+    again = train_lora(tiny_base, _config(epochs=1), pairs.train[:8], pairs.val)
+    assert len(again.eval_losses) >= 1
+    _assert_clean(tiny_base.model, trained.snapshot)
+
+
+@pytest.mark.xfail(reason="transformers' Trainer sets model.config.use_cache = "
+                          "args.use_cache (False) on the shared base model and train_lora "
+                          "does not restore it", strict=True)
+def test_base_model_config_is_unchanged_after_training(trained: Trained,
+                                                       tiny_base: Any) -> None:
+    assert tiny_base.model.config.use_cache == trained.use_cache_before
+
+
+def test_report_true_stops_early_and_saves_nothing(tiny_base: Any, pairs: Pairs,
+                                                   tmp_path: Path) -> None:
+    snapshot = _snapshot(tiny_base.model)
+    calls: list[int] = []
+    save_dir = tmp_path / "adapter"
+
+    def report(step: int, loss: float) -> bool:
+        calls.append(step)
+        return step == 2
+
+    result = train_lora(tiny_base, _config(), pairs.train, pairs.val, report=report,
+                        save_dir=save_dir)
+    assert result.stopped_early is True
+    assert calls == [1, 2]
+    assert [step for step, _ in result.eval_losses] == [1, 2]
+    assert result.adapter_dir is None
+    assert not save_dir.exists() or not any(save_dir.iterdir())
+    _assert_clean(tiny_base.model, snapshot)
+
+
+def test_higher_learning_rate_reaches_lower_eval_loss(tiny_base: Any, pairs: Pairs) -> None:
+    low = train_lora(tiny_base, _config(epochs=1, learning_rate=1e-6), pairs.train, pairs.val)
+    high = train_lora(tiny_base, _config(epochs=1, learning_rate=5e-3), pairs.train, pairs.val)
+    assert high.final_eval_loss < low.final_eval_loss - 0.01
+
+
+def test_nan_loss_raises_and_leaves_base_clean(tiny_base: Any, pairs: Pairs) -> None:
+    snapshot = _snapshot(tiny_base.model)
+
+    def poison(module: Any, inputs: Any, output: Any) -> Any:
+        return output * float("nan")
+
+    handle = tiny_base.model.get_input_embeddings().register_forward_hook(poison)
+    try:
+        with pytest.raises(NonFiniteLossError, match="not finite"):
+            train_lora(tiny_base, _config(epochs=1), pairs.train, pairs.val)
+    finally:
+        handle.remove()
+    _assert_clean(tiny_base.model, snapshot)
+
+
+@pytest.mark.parametrize("empty", ["train", "val"])
+def test_empty_split_raises(tiny_base: Any, pairs: Pairs, empty: str) -> None:
+    train = [] if empty == "train" else pairs.train
+    val = [] if empty == "val" else pairs.val
+    with pytest.raises(ValueError, match="need training and validation"):
+        train_lora(tiny_base, _config(), train, val)
+    assert _lora_module_names(tiny_base.model) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("epochs", 0), ("learning_rate", -1), ("learning_rate", float("nan")), ("lora_rank", 0),
+     ("batch_size", 0), ("lora_dropout", 1.0), ("evals_per_epoch", 0)],
+)
+def test_train_config_rejects_invalid_values_naming_the_field(field: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=rf"\b{field}="):
+        TrainConfig(**{field: value})
