@@ -52,7 +52,7 @@ class MethodResult:
     per_persona: dict[str, float]
     n_examples: int
     mean_reply_words: float
-    samples: list[dict[str, str | float]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (similarities in [-1, 1]; percent is x100)."""
@@ -120,7 +120,7 @@ def evaluate_method(
     rows = [r for r in rows if r.example_id in wanted]
     per_persona = persona_means([r.persona_key for r in rows], [r.similarity for r in rows])
     words = [len(r.generated.split()) for r in rows]
-    samples = [
+    samples: list[dict[str, Any]] = [
         {"persona": r.persona_key, "generated": r.generated, "reference": r.reference,
          "similarity": round(r.similarity, 4)}
         for r in rows[:n_samples]

@@ -108,7 +108,13 @@ class ParamSpec:
         if self.type == "categorical":
             return value in (self.choices or ())
         assert self.low is not None and self.high is not None
-        return isinstance(value, int | float) and self.low <= value <= self.high
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.type == "int" and not isinstance(value, int):
+            return False
+        if self.step and (value - self.low) % self.step:
+            return False
+        return self.low <= value <= self.high
 
 
 def default_search_space() -> dict[str, ParamSpec]:

@@ -45,7 +45,7 @@ class DemoResult:
     storage_url: str
     study_name: str
     report: dict[str, Any]
-    files: dict[str, Path] = field(default_factory=dict)
+    files: dict[str, Path | str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -64,7 +64,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         config, study=dataclasses.replace(config.study, n_trials=options.n_trials,
                                           dataset=DEMO_DATASET))
     timer: dict[str, float] = {}
-    files: dict[str, Path] = {}
+    files: dict[str, Path | str] = {}
 
     def step(name: str) -> Any:
         console.rule(f"[bold]{name}")

@@ -73,7 +73,7 @@ def load_cluster(engine: Any, dataset: str, k: int, cluster_id: int, *,
     """Fetch the personas of one cluster of the stored clustering.
 
     Raises:
-        storage.StorageError: No such dataset, no clustering with this k (the message says
+        storage.NotFoundError: No such dataset, no clustering with this k (the message says
             which command makes one), or no such cluster id.
     """
     from trainers.embedding import DEFAULT_EMBEDDING_MODEL
@@ -84,7 +84,7 @@ def load_cluster(engine: Any, dataset: str, k: int, cluster_id: int, *,
         info = storage.find_clustering(session, dataset_id, k=k, seed=seed,
                                        embedding_model=model_name)
         if info is None:
-            raise storage.StorageError(
+            raise storage.NotFoundError(
                 f"dataset {dataset!r} has no clustering with k={k}, seed={seed}; run "
                 f"`hpo data cluster --dataset {dataset} --k {k} --seed {seed}`")
         ids = set(storage.cluster_persona_ids(session, info.id, cluster_id))

@@ -59,15 +59,22 @@ def create_study(config: StudyConfig, url: str) -> optuna.Study:
     one set of seed trials results.
 
     Raises:
+        storage.NotFoundError: The dataset, its clustering or the cluster does not exist.
         StudyConfigMismatch: The stored study differs in dataset, cluster, search space,
             training or model config (the message lists each difference).
     """
+    from hpo.pipeline import load_cluster
+
     name = config.study.name
+    section = config.study
     engine = storage.create_engine(url)
     # One lock around our schema, Optuna's schema and the seeds: on a fresh SQLite file,
     # Optuna's table creation and ours would otherwise collide ("database is locked").
     with database_lock(engine, "create-study"):
         storage.init_schema(engine)
+        # Unknown dataset, clustering or cluster: a clear error before any trial exists.
+        load_cluster(engine, section.dataset, section.k, section.cluster_id,
+                     seed=section.clustering_seed, embedding_model=section.embedding_model)
         study = optuna.create_study(study_name=name, storage=optuna_storage(url),
                                     direction="minimize", load_if_exists=True)
         stored = study.user_attrs.get(CONFIG_ATTR)

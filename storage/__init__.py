@@ -44,7 +44,7 @@ from storage.engine import (
     open_storage,
     session_scope,
 )
-from storage.errors import InvalidNameError, StorageError
+from storage.errors import InvalidNameError, NotFoundError, StorageError
 from storage.evaluations import (
     ResultRow,
     RunInfo,
@@ -93,6 +93,7 @@ __all__ = [
     "Example",
     "ExampleLike",
     "InvalidNameError",
+    "NotFoundError",
     "OutputLayout",
     "Persona",
     "PersonaLike",

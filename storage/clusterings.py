@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from storage.errors import StorageError
+from storage.errors import NotFoundError, StorageError
 from storage.models import Assignment, Clustering, ClusterStat
 
 
@@ -189,10 +189,10 @@ def cluster_persona_ids(session: Session, clustering_id: int, cluster_id: int) -
     if ids:
         return ids
     if session.get(Clustering, clustering_id) is None:
-        raise StorageError(f"no clustering with id {clustering_id}")
+        raise NotFoundError(f"no clustering with id {clustering_id}")
     valid = [s.cluster_id for s in _stats(session, clustering_id)]
     if cluster_id not in valid:
-        raise StorageError(
+        raise NotFoundError(
             f"unknown cluster id {cluster_id} in clustering {clustering_id}: "
             f"valid ids are {', '.join(map(str, valid)) or '(none)'}"
         )

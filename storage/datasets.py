@@ -9,7 +9,7 @@ from typing import Protocol
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from storage.errors import StorageError
+from storage.errors import NotFoundError, StorageError
 from storage.models import SPLITS, Dataset, Example, Persona
 
 
@@ -166,7 +166,7 @@ def get_dataset_id(session: Session, name: str) -> int:
     """
     dataset_id = session.execute(select(Dataset.id).where(Dataset.name == name)).scalar()
     if dataset_id is None:
-        raise StorageError(f"no dataset named {name!r}; import one with `hpo data import`")
+        raise NotFoundError(f"no dataset named {name!r}; import one with `hpo data import`")
     return dataset_id
 
 

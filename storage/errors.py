@@ -9,3 +9,7 @@ class StorageError(RuntimeError):
 
 class InvalidNameError(ValueError):
     """A study, run or file name that is unsafe to store or to use in a path."""
+
+
+class NotFoundError(StorageError, LookupError):
+    """A named dataset, clustering or cluster does not exist (bad input, not a failure)."""

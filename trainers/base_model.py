@@ -67,8 +67,11 @@ def resolve_device(device: str) -> str:
 
 def tiny_model_dir(config: ModelConfig, spec: TinyModelSpec = TinyModelSpec()) -> Path:
     """The cache directory of the tiny model for this seed and recipe."""
+    import hashlib
+
     root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    return root / f"tiny-llama-v{TINY_RECIPE_VERSION}-h{spec.hidden_size}-seed{config.seed}"
+    digest = hashlib.sha256(json.dumps(spec.__dict__, sort_keys=True).encode()).hexdigest()[:8]
+    return root / f"tiny-llama-v{TINY_RECIPE_VERSION}-{digest}-seed{config.seed}"
 
 
 def ensure_tiny_model(config: ModelConfig, spec: TinyModelSpec = TinyModelSpec()) -> Path:
@@ -209,7 +212,7 @@ def load_base_model(config: ModelConfig) -> BaseModel:
     device = resolve_device(config.device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(  # type: ignore[call-overload]
             path, dtype=torch.bfloat16 if device == "cuda" else torch.float32
         )
     except (OSError, ValueError) as exc:

@@ -63,7 +63,7 @@ def cluster_embeddings(embeddings: Any, k: int, *, seed: int = 0,
         ClusterSummary(
             cluster_id=c,
             n_personas=int((labels == c).sum()),
-            n_examples=int(sum(counts[i] for i in np.flatnonzero(labels == c))),
+            n_examples=int(sum(counts[int(i)] for i in np.flatnonzero(labels == c))),
             silhouette=float(per_sample[labels == c].mean()),
         )
         for c in range(k)

@@ -133,34 +133,34 @@ class _ReportState:
     non_finite: str | None = None
 
 
-def _make_callback(state: _ReportState) -> Any:
+def _make_callback(shared: _ReportState) -> Any:
     from transformers import TrainerCallback
 
     class ReportCallback(TrainerCallback):  # type: ignore[misc]
         """Hands every eval_loss to ``report`` and stops on request or on a non-finite loss."""
 
-        def on_log(self, args: Any, st: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            loss = (logs or {}).get("loss")
+        def on_log(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            logs = kw.get("logs") or {}
+            loss = logs.get("loss")
             if loss is not None and not math.isfinite(loss):
-                state.non_finite = f"train loss {loss} at step {st.global_step}"
+                shared.non_finite = f"train loss {loss} at step {state.global_step}"
                 control.should_training_stop = True
-            if state.log_file and logs:
+            if shared.log_file and logs:
                 fields = " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
                                   for k, v in logs.items())
-                state.log_file.write(f"step={st.global_step} {fields}\n")
-                state.log_file.flush()
+                shared.log_file.write(f"step={state.global_step} {fields}\n")
+                shared.log_file.flush()
 
-        def on_evaluate(self, args: Any, st: Any, control: Any, metrics: Any = None,
-                        **kw: Any) -> None:
-            loss = float((metrics or {}).get("eval_loss", float("nan")))
-            step = len(state.losses) + 1
+        def on_evaluate(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            loss = float((kw.get("metrics") or {}).get("eval_loss", float("nan")))
+            step = len(shared.losses) + 1
             if not math.isfinite(loss):
-                state.non_finite = f"eval_loss {loss} at evaluation {step}"
+                shared.non_finite = f"eval_loss {loss} at evaluation {step}"
                 control.should_training_stop = True
                 return
-            state.losses.append((step, loss))
-            if state.report is not None and state.report(step, loss):
-                state.stopped_early = True
+            shared.losses.append((step, loss))
+            if shared.report is not None and shared.report(step, loss):
+                shared.stopped_early = True
                 control.should_training_stop = True
 
     return ReportCallback()
@@ -205,6 +205,7 @@ def train_lora(
     eval_steps = max(1, steps_per_epoch // config.evals_per_epoch)
 
     torch.manual_seed(config.seed)
+    use_cache = getattr(base.model.config, "use_cache", None)  # the Trainer turns it off
     model = get_peft_model(base.model, lora_config(config))
     log_file = None
     if log_path is not None:
@@ -269,3 +270,5 @@ def train_lora(
         if log_file is not None:
             log_file.close()
         base.model = model.unload()
+        if use_cache is not None:
+            base.model.config.use_cache = use_cache

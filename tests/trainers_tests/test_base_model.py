@@ -33,7 +33,8 @@ def test_build_is_deterministic_by_seed(tmp_path: Path) -> None:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
     other_seed = _build(tmp_path / "c", seed=1)
     assert (other_seed / "model.safetensors").read_bytes() != (
-        first / "model.safetensors").read_bytes()
+        first / "model.safetensors"
+    ).read_bytes()
 
 
 def test_cache_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,7 +57,8 @@ def test_no_leftover_temporary_directories(tmp_path: Path) -> None:
 
 
 def test_failed_build_leaves_no_cache_and_no_temporary_directory(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def crash(out: Path, seed: int, spec: TinyModelSpec) -> None:
         (out / "partial.bin").write_bytes(b"x")
         raise RuntimeError("killed mid-build")
@@ -69,9 +71,6 @@ def test_failed_build_leaves_no_cache_and_no_temporary_directory(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
 
 
-@pytest.mark.xfail(reason="tiny_model_dir keys the cache only by hidden_size and seed, so a "
-                          "different vocab_size/pretrain_steps/... reuses another spec's model",
-                   strict=True)
 def test_cache_directory_depends_on_the_whole_spec(tmp_path: Path) -> None:
     config = ModelConfig(cache_dir=str(tmp_path))
     assert tiny_model_dir(config, SMALL_SPEC) != tiny_model_dir(config, TinyModelSpec())
@@ -89,10 +88,13 @@ def test_load_unknown_model_names_it() -> None:
         load_base_model(ModelConfig(base_model="no/such-model-xyz", device="cpu"))
 
 
-@pytest.mark.parametrize("text", [
-    "Persona: I love hiking.\nA: What do you do on weekends?\nB: Mostly hiking trails.",
-    "Café, naïve, 東京 and emoji 🙂 survive byte-level BPE.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Persona: I love hiking.\nA: What do you do on weekends?\nB: Mostly hiking trails.",
+        "Café, naïve, 東京 and emoji 🙂 survive byte-level BPE.",
+    ],
+)
 def test_tokenizer_round_trips_text(tiny_base: Any, text: str) -> None:
     tokenizer = tiny_base.tokenizer
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]

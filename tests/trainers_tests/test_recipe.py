@@ -57,8 +57,9 @@ class Pairs:
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory: pytest.TempPathFactory) -> Pairs:
-    path = write_small_dataset(tmp_path_factory.mktemp("recipe-data") / "small.jsonl",
-                               n_personas=10, examples=16)
+    path = write_small_dataset(
+        tmp_path_factory.mktemp("recipe-data") / "small.jsonl", n_personas=10, examples=16
+    )
     dataset = load_jsonl(path, split=SplitConfig(n_test=4))
     personas = dataset.personas[:N_TRAIN_PERSONAS]
     train = prompt_pairs(personas, "train", TRAIN_CAP)
@@ -69,8 +70,12 @@ def pairs(tmp_path_factory: pytest.TempPathFactory) -> Pairs:
 
 
 def _config(**overrides: Any) -> TrainConfig:
-    values: dict[str, Any] = {"epochs": EPOCHS, "batch_size": BATCH, "learning_rate": 5e-3,
-                              "evals_per_epoch": EVALS_PER_EPOCH}
+    values: dict[str, Any] = {
+        "epochs": EPOCHS,
+        "batch_size": BATCH,
+        "learning_rate": 5e-3,
+        "evals_per_epoch": EVALS_PER_EPOCH,
+    }
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -96,10 +101,11 @@ def trained(tiny_base: Any, pairs: Pairs, tmp_path_factory: pytest.TempPathFacto
         reports.append((step, loss))
         return False
 
-    result = train_lora(tiny_base, _config(), pairs.train, pairs.val, report=report,
-                        save_dir=adapter_dir)
+    result = train_lora(
+        tiny_base, _config(), pairs.train, pairs.val, report=report, save_dir=adapter_dir
+    )
     yield Trained(result, reports, adapter_dir, snapshot, use_cache)
-    # Leave the session model as it was for other modules (see the xfail test below).
+    # Leave the session model as it was for other modules, whatever the test found.
     tiny_base.model.config.use_cache = use_cache
 
 
@@ -134,15 +140,18 @@ def test_adapter_loads_with_plain_peft_and_generates(trained: Trained) -> None:
     from trainers.base_model import ensure_tiny_model
 
     tiny_dir = ensure_tiny_model(ModelConfig())
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_dir),
-                                      str(trained.adapter_dir))
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_dir), str(trained.adapter_dir)
+    )
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
-    enc = tokenizer("Persona: I love hiking.\nA: What do you do on weekends?\nB:",
-                    return_tensors="pt")
+    enc = tokenizer(
+        "Persona: I love hiking.\nA: What do you do on weekends?\nB:", return_tensors="pt"
+    )
     with torch.inference_mode():
-        out = model.generate(**enc, max_new_tokens=8, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
+        out = model.generate(
+            **enc, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
     assert out.shape[1] > enc["input_ids"].shape[1]
 
 
@@ -156,8 +165,7 @@ def test_saved_lora_b_weights_are_trained(trained: Trained) -> None:
     assert all(float(w.abs().max()) > 0 for w in lora_b.values())
 
 
-def test_base_model_is_clean_after_training(trained: Trained, tiny_base: Any,
-                                            pairs: Pairs) -> None:
+def test_base_model_is_clean_after_training(trained: Trained, tiny_base: Any, pairs: Pairs) -> None:
     _assert_clean(tiny_base.model, trained.snapshot)
     assert not tiny_base.model.training
     again = train_lora(tiny_base, _config(epochs=1), pairs.train[:8], pairs.val)
@@ -165,16 +173,13 @@ def test_base_model_is_clean_after_training(trained: Trained, tiny_base: Any,
     _assert_clean(tiny_base.model, trained.snapshot)
 
 
-@pytest.mark.xfail(reason="transformers' Trainer sets model.config.use_cache = "
-                          "args.use_cache (False) on the shared base model and train_lora "
-                          "does not restore it", strict=True)
-def test_base_model_config_is_unchanged_after_training(trained: Trained,
-                                                       tiny_base: Any) -> None:
+def test_base_model_config_is_unchanged_after_training(trained: Trained, tiny_base: Any) -> None:
     assert tiny_base.model.config.use_cache == trained.use_cache_before
 
 
-def test_report_true_stops_early_and_saves_nothing(tiny_base: Any, pairs: Pairs,
-                                                   tmp_path: Path) -> None:
+def test_report_true_stops_early_and_saves_nothing(
+    tiny_base: Any, pairs: Pairs, tmp_path: Path
+) -> None:
     snapshot = _snapshot(tiny_base.model)
     calls: list[int] = []
     save_dir = tmp_path / "adapter"
@@ -183,8 +188,9 @@ def test_report_true_stops_early_and_saves_nothing(tiny_base: Any, pairs: Pairs,
         calls.append(step)
         return step == 2
 
-    result = train_lora(tiny_base, _config(), pairs.train, pairs.val, report=report,
-                        save_dir=save_dir)
+    result = train_lora(
+        tiny_base, _config(), pairs.train, pairs.val, report=report, save_dir=save_dir
+    )
     assert result.stopped_early is True
     assert calls == [1, 2]
     assert [step for step, _ in result.eval_losses] == [1, 2]
@@ -225,8 +231,15 @@ def test_empty_split_raises(tiny_base: Any, pairs: Pairs, empty: str) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("epochs", 0), ("learning_rate", -1), ("learning_rate", float("nan")), ("lora_rank", 0),
-     ("batch_size", 0), ("lora_dropout", 1.0), ("evals_per_epoch", 0)],
+    [
+        ("epochs", 0),
+        ("learning_rate", -1),
+        ("learning_rate", float("nan")),
+        ("lora_rank", 0),
+        ("batch_size", 0),
+        ("lora_dropout", 1.0),
+        ("evals_per_epoch", 0),
+    ],
 )
 def test_train_config_rejects_invalid_values_naming_the_field(field: str, value: Any) -> None:
     with pytest.raises(ValueError, match=rf"\b{field}="):

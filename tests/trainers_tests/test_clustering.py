@@ -1,0 +1,113 @@
+"""KMeans clustering of persona embeddings, and the shared prompt format."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from trainers.clustering import cluster_embeddings
+from trainers.prompt import PARTNER, SELF, build_prompt, reply_target
+
+SIZES = (20, 5, 9)
+"""Blob sizes, deliberately not in size order."""
+
+
+def _blobs(seed: int = 0) -> tuple[Any, list[int]]:
+    """Three well-separated unit-normalized blobs in 8 dims; returns (points, true blob)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows, truth = [], []
+    for blob, size in enumerate(SIZES):
+        center = np.zeros(8)
+        center[blob] = 1.0
+        rows.append(center + 0.05 * rng.standard_normal((size, 8)))
+        truth += [blob] * size
+    points = np.concatenate(rows)
+    return points / np.linalg.norm(points, axis=1, keepdims=True), truth
+
+
+def test_clusters_are_numbered_by_size_ascending() -> None:
+    points, truth = _blobs()
+    result = cluster_embeddings(points, 3, seed=0, examples_per_item=[2] * len(truth))
+    assert [c.cluster_id for c in result.clusters] == [0, 1, 2]
+    assert [c.n_personas for c in result.clusters] == [5, 9, 20]
+    assert [c.n_examples for c in result.clusters] == [10, 18, 40]
+    # The blobs are recovered exactly: blob 1 (5 points) -> 0, blob 2 (9) -> 1, blob 0 -> 2.
+    expected = {1: 0, 2: 1, 0: 2}
+    assert list(result.labels) == [expected[b] for b in truth]
+    assert result.k == 3 and result.seed == 0
+
+
+def test_silhouettes_are_consistent() -> None:
+    import numpy as np
+
+    points, _ = _blobs()
+    result = cluster_embeddings(points, 3)
+    samples = np.array(result.sample_silhouette)
+    assert len(samples) == len(points)
+    assert np.all((samples >= -1) & (samples <= 1))
+    assert -1 <= result.silhouette <= 1
+    assert result.silhouette == pytest.approx(samples.mean(), abs=1e-9)
+    labels = np.array(result.labels)
+    for cluster in result.clusters:
+        assert -1 <= cluster.silhouette <= 1
+        assert cluster.silhouette == pytest.approx(samples[labels == cluster.cluster_id].mean())
+    assert result.silhouette > 0.8  # well-separated blobs
+
+
+def test_clustering_is_deterministic_by_seed() -> None:
+    points, _ = _blobs()
+    assert cluster_embeddings(points, 4, seed=3) == cluster_embeddings(points, 4, seed=3)
+
+
+def test_default_example_counts_are_zero() -> None:
+    points, _ = _blobs()
+    assert all(c.n_examples == 0 for c in cluster_embeddings(points, 3).clusters)
+
+
+@pytest.mark.parametrize("k", [0, 1, 34, 35])
+def test_invalid_k_raises_naming_k(k: int) -> None:
+    points, _ = _blobs()
+    with pytest.raises(ValueError, match=rf"k={k}\b"):
+        cluster_embeddings(points, k)
+
+
+# --- prompt -----------------------------------------------------------------------------------
+
+
+def test_prompt_puts_persona_first_and_alternates_speakers() -> None:
+    prompt = build_prompt(
+        "I love   hiking.\nI have a cat.", "Hi!\nHello there.\n\nWhat do you do on weekends?"
+    )
+    lines = prompt.split("\n")
+    assert lines[0] == "Persona: I love hiking. I have a cat."
+    assert lines[1:] == [
+        f"{PARTNER}: Hi!",
+        f"{SELF}: Hello there.",
+        f"{PARTNER}: What do you do on weekends?",
+        f"{SELF}:",
+    ]
+
+
+@pytest.mark.parametrize("n_turns", [1, 2, 3, 4])
+def test_last_context_turn_is_always_the_partner(n_turns: int) -> None:
+    context = "\n".join(f"turn {i}" for i in range(n_turns))
+    lines = build_prompt("I am me.", context).split("\n")
+    assert lines[0].startswith("Persona: ")
+    turns = lines[1:-1]
+    assert len(turns) == n_turns
+    assert turns[-1] == f"{PARTNER}: turn {n_turns - 1}"
+    speakers = [t.split(":", 1)[0] for t in turns]
+    assert all(a != b for a, b in itertools.pairwise(speakers))
+    assert lines[-1] == "B:"
+
+
+def test_prompt_with_empty_context() -> None:
+    assert build_prompt("I am me.", "") == "Persona: I am me.\nB:"
+
+
+def test_reply_target_has_one_leading_space() -> None:
+    assert reply_target("  Mostly\nhiking  trails. ") == " Mostly hiking trails."
