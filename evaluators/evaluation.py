@@ -93,9 +93,14 @@ def evaluate_method(
     """Generate, score and store every item for one method; resume where a crash left off."""
     with storage.session_scope(engine) as session:
         run_id = storage.start_evaluation_run(
-            session, study_name=key.study_name, method=key.method,
-            trial_number=key.trial_number, dataset_id=key.dataset_id,
-            clustering_id=key.clustering_id, cluster_id=key.cluster_id, split=key.split,
+            session,
+            study_name=key.study_name,
+            method=key.method,
+            trial_number=key.trial_number,
+            dataset_id=key.dataset_id,
+            clustering_id=key.clustering_id,
+            cluster_id=key.cluster_id,
+            split=key.split,
             embedding_model=embedding_model or "all-MiniLM-L6-v2",
         )
         done = storage.done_example_ids(session, run_id)
@@ -104,15 +109,23 @@ def evaluate_method(
     def save(indices: list[int], replies: list[str]) -> None:
         chosen = [todo[i] for i in indices]
         sims = pairwise_similarity(replies, [it.reference for it in chosen], embedding_model)
-        rows = [(it.example_id, reply, float(s))
-                for it, reply, s in zip(chosen, replies, sims, strict=True)]
+        rows = [
+            (it.example_id, reply, float(s))
+            for it, reply, s in zip(chosen, replies, sims, strict=True)
+        ]
         with storage.session_scope(engine) as session:
             storage.save_evaluation_results(session, run_id, rows)
 
     if todo:
-        generate_replies(base, [it.prompt for it in todo], adapter_dir=adapter_dir,
-                         batch_size=batch_size, max_new_tokens=max_new_tokens,
-                         progress=f"evaluating {key.method}", on_batch=save)
+        generate_replies(
+            base,
+            [it.prompt for it in todo],
+            adapter_dir=adapter_dir,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            progress=f"evaluating {key.method}",
+            on_batch=save,
+        )
     with storage.session_scope(engine) as session:
         storage.finish_evaluation_run(session, run_id)
         rows = storage.evaluation_results(session, run_id)
@@ -121,12 +134,20 @@ def evaluate_method(
     per_persona = persona_means([r.persona_key for r in rows], [r.similarity for r in rows])
     words = [len(r.generated.split()) for r in rows]
     samples: list[dict[str, Any]] = [
-        {"persona": r.persona_key, "generated": r.generated, "reference": r.reference,
-         "similarity": round(r.similarity, 4)}
+        {
+            "persona": r.persona_key,
+            "generated": r.generated,
+            "reference": r.reference,
+            "similarity": round(r.similarity, 4),
+        }
         for r in rows[:n_samples]
     ]
     return MethodResult(
-        method=key.method, run_id=run_id, mean_similarity=macro_mean(per_persona),
-        per_persona=per_persona, n_examples=len(rows),
-        mean_reply_words=sum(words) / len(words) if words else 0.0, samples=samples,
+        method=key.method,
+        run_id=run_id,
+        mean_similarity=macro_mean(per_persona),
+        per_persona=per_persona,
+        n_examples=len(rows),
+        mean_reply_words=sum(words) / len(words) if words else 0.0,
+        samples=samples,
     )

@@ -72,15 +72,24 @@ def generate_replies(
     try:
         with adapter_applied(base, adapter_dir) as model, torch.inference_mode():
             for batch in tqdm(batches, desc=progress, disable=progress is None, leave=False):
-                enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True,
-                                truncation=True, max_length=max_prompt_tokens).to(base.device)
+                enc = tokenizer(
+                    [prompts[i] for i in batch],
+                    return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    max_length=max_prompt_tokens,
+                ).to(base.device)
                 out = model.generate(
-                    **enc, max_new_tokens=max_new_tokens, do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
                 )
-                new = out[:, enc["input_ids"].shape[1]:]
-                for i, text in zip(batch, tokenizer.batch_decode(new, skip_special_tokens=True),
-                                   strict=True):
+                new = out[:, enc["input_ids"].shape[1] :]
+                for i, text in zip(
+                    batch, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True
+                ):
                     replies[i] = clean_reply(text)
                 if on_batch is not None:
                     on_batch(batch, [replies[i] for i in batch])

@@ -31,8 +31,9 @@ class PromotedTrial:
     adapter_sha256: str
 
 
-def promote_adapter(engine: Any, layout: storage.OutputLayout, trial: PromotedTrial,
-                    cluster_id: int) -> Path:
+def promote_adapter(
+    engine: Any, layout: storage.OutputLayout, trial: PromotedTrial, cluster_id: int
+) -> Path:
     """Copy the trial's adapter to ``models/lora_clusters/cluster_NN/`` atomically.
 
     Raises:
@@ -43,19 +44,35 @@ def promote_adapter(engine: Any, layout: storage.OutputLayout, trial: PromotedTr
         raise ValueError(f"adapter of trial {trial.trial_number} is missing: {source}")
     digest, _ = storage.directory_sha256(source)
     if digest != trial.adapter_sha256:
-        raise ValueError(f"adapter of trial {trial.trial_number} at {source} is corrupt: "
-                         f"sha256 {digest} != recorded {trial.adapter_sha256}")
+        raise ValueError(
+            f"adapter of trial {trial.trial_number} at {source} is corrupt: "
+            f"sha256 {digest} != recorded {trial.adapter_sha256}"
+        )
     target = layout.cluster_adapter_dir(cluster_id)
     with storage.atomic_directory(target) as tmp:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
-        (tmp / "promoted_from.json").write_text(json.dumps({
-            "study": trial.study_name, "trial": trial.trial_number,
-            "eval_loss": trial.eval_loss, "params": trial.params}, indent=2))
+        (tmp / "promoted_from.json").write_text(
+            json.dumps(
+                {
+                    "study": trial.study_name,
+                    "trial": trial.trial_number,
+                    "eval_loss": trial.eval_loss,
+                    "params": trial.params,
+                },
+                indent=2,
+            )
+        )
     digest, size = storage.directory_sha256(target)
     with storage.session_scope(engine) as session:
-        storage.record_artifact(session, kind=CLUSTER_ADAPTER_KIND, path=target, sha256=digest,
-                                size_bytes=size, study_name=trial.study_name,
-                                trial_number=trial.trial_number)
+        storage.record_artifact(
+            session,
+            kind=CLUSTER_ADAPTER_KIND,
+            path=target,
+            sha256=digest,
+            size_bytes=size,
+            study_name=trial.study_name,
+            trial_number=trial.trial_number,
+        )
     return target
 
 
@@ -99,25 +116,43 @@ def evaluate_promoted(
     if not items:
         raise ValueError(f"cluster {cluster_id} has no test examples")
     methods: dict[str, MethodResult] = {}
-    for method, adapter, number in (("cluster_lora", adapter_dir, trial.trial_number),
-                                    ("base_model", None, -1)):
-        key = RunKey(study_name=trial.study_name, method=method, dataset_id=dataset_id,
-                     clustering_id=clustering_id, cluster_id=cluster_id, trial_number=number)
-        methods[method] = evaluate_method(engine, key, base, items, adapter_dir=adapter,
-                                          embedding_model=embedding_model,
-                                          batch_size=batch_size, max_new_tokens=max_new_tokens)
+    for method, adapter, number in (
+        ("cluster_lora", adapter_dir, trial.trial_number),
+        ("base_model", None, -1),
+    ):
+        key = RunKey(
+            study_name=trial.study_name,
+            method=method,
+            dataset_id=dataset_id,
+            clustering_id=clustering_id,
+            cluster_id=cluster_id,
+            trial_number=number,
+        )
+        methods[method] = evaluate_method(
+            engine,
+            key,
+            base,
+            items,
+            adapter_dir=adapter,
+            embedding_model=embedding_model,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+        )
     lora, bare = methods["cluster_lora"], methods["base_model"]
     report = {
         "study": trial.study_name,
         "cluster_id": cluster_id,
-        "best_trial": {"number": trial.trial_number, "eval_loss": trial.eval_loss,
-                       "params": trial.params, "adapter": str(adapter_dir)},
+        "best_trial": {
+            "number": trial.trial_number,
+            "eval_loss": trial.eval_loss,
+            "params": trial.params,
+            "adapter": str(adapter_dir),
+        },
         "embedding_model": embedding_model or "all-MiniLM-L6-v2",
         "n_personas": len(lora.per_persona),
         "n_test_examples": len(items),
         "methods": {name: result.to_dict() for name, result in methods.items()},
-        "difference_percent_points": round(100 * (lora.mean_similarity - bare.mean_similarity),
-                                           2),
+        "difference_percent_points": round(100 * (lora.mean_similarity - bare.mean_similarity), 2),
     }
     path = layout.results_file(RESULTS_KIND, RESULTS_FILE)
     write_json(path, report)

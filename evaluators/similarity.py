@@ -9,8 +9,13 @@ from typing import Any
 from trainers.embedding import embed
 
 
-def pairwise_similarity(generated: Sequence[str], references: Sequence[str],
-                        model: str | None = None, *, batch_size: int = 64) -> Any:
+def pairwise_similarity(
+    generated: Sequence[str],
+    references: Sequence[str],
+    model: str | None = None,
+    *,
+    batch_size: int = 64,
+) -> Any:
     """Cosine similarity of each generated text with its reference (numpy array, in [-1, 1])."""
     if len(generated) != len(references):
         raise ValueError(f"{len(generated)} generated texts but {len(references)} references")

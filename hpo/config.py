@@ -17,8 +17,15 @@ from typing import Any
 from storage.artifacts import validate_name
 from trainers.config import DataConfig, ModelConfig, TrainConfig
 
-TUNABLE = ("epochs", "batch_size", "learning_rate", "lora_rank", "lora_alpha", "lora_dropout",
-           "weight_decay")
+TUNABLE = (
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "weight_decay",
+)
 """TrainConfig fields a search space may tune."""
 
 PARAM_TYPES = ("float", "int", "categorical")
@@ -52,7 +59,9 @@ class StudySection:
         if self.n_trials < 1:
             raise ValueError(f"invalid study.n_trials={self.n_trials}: expected >= 1")
         if self.cluster_id < 0 or self.cluster_id >= self.k:
-            raise ValueError(f"invalid study.cluster_id={self.cluster_id}: expected 0..{self.k - 1}")
+            raise ValueError(
+                f"invalid study.cluster_id={self.cluster_id}: expected 0..{self.k - 1}"
+            )
 
 
 @dataclass(frozen=True)
@@ -150,16 +159,16 @@ class StudyConfig:
     def __post_init__(self) -> None:
         for name in self.search_space:
             if name not in TUNABLE:
-                raise ValueError(f"search_space.{name}: not tunable; choose from "
-                                 f"{', '.join(TUNABLE)}")
+                raise ValueError(
+                    f"search_space.{name}: not tunable; choose from {', '.join(TUNABLE)}"
+                )
         for i, seed in enumerate(self.seed_trials):
             for name, value in seed.items():
                 spec = self.search_space.get(name)
                 if spec is None:
                     raise ValueError(f"seed_trials[{i}].{name}: not in the search space")
                 if not spec.contains(value):
-                    raise ValueError(f"seed_trials[{i}].{name}={value!r}: outside the search "
-                                     "space")
+                    raise ValueError(f"seed_trials[{i}].{name}={value!r}: outside the search space")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored in the study)."""
@@ -168,8 +177,12 @@ class StudyConfig:
     def identity(self) -> dict[str, Any]:
         """What must match between a stored study and a config that reuses its name."""
         d = self.to_dict()
-        return {"study": {k: v for k, v in d["study"].items() if k != "n_trials"},
-                "search_space": d["search_space"], "train": d["train"], "model": d["model"]}
+        return {
+            "study": {k: v for k, v in d["study"].items() if k != "n_trials"},
+            "search_space": d["search_space"],
+            "train": d["train"],
+            "model": d["model"],
+        }
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
@@ -179,8 +192,9 @@ def _build(cls: type, data: Any, where: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key; expected one of "
-                          f"{', '.join(sorted(names))}")
+        raise ConfigError(
+            f"{where}.{unknown[0]}: unknown key; expected one of {', '.join(sorted(names))}"
+        )
     try:
         return cls(**data)
     except (TypeError, ValueError) as exc:
@@ -217,8 +231,10 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> StudyConfig
         if "seed_trials" in data:
             parts["seed_trials"] = tuple(dict(s) for s in data.pop("seed_trials"))
         if data:
-            raise ConfigError(f"{where}: unknown section [{sorted(data)[0]}]; expected study, "
-                              "sampler, pruner, search_space, seed_trials, train, model")
+            raise ConfigError(
+                f"{where}: unknown section [{sorted(data)[0]}]; expected study, "
+                "sampler, pruner, search_space, seed_trials, train, model"
+            )
         return StudyConfig(**parts)
     except ValueError as exc:
         if isinstance(exc, ConfigError):

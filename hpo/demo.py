@@ -61,8 +61,9 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     layout = storage.OutputLayout(root)
     config = load_config(options.config or packaged_config("demo"))
     config = dataclasses.replace(
-        config, study=dataclasses.replace(config.study, n_trials=options.n_trials,
-                                          dataset=DEMO_DATASET))
+        config,
+        study=dataclasses.replace(config.study, n_trials=options.n_trials, dataset=DEMO_DATASET),
+    )
     timer: dict[str, float] = {}
     files: dict[str, Path | str] = {}
 
@@ -77,49 +78,74 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
 
     name = step("1. dataset")
     data_path = layout.data_dir() / "demo_personas.jsonl"
-    write_demo_dataset(data_path, n_personas=options.personas,
-                       examples_per_persona=options.examples, seed=options.seed)
+    write_demo_dataset(
+        data_path,
+        n_personas=options.personas,
+        examples_per_persona=options.examples,
+        seed=options.seed,
+    )
     engine = storage.open_storage(url)
     imported = import_dataset(engine, data_path, name=DEMO_DATASET)
-    console.print(f"generated {imported.n_personas} personas, {imported.n_examples} examples "
-                  f"-> {data_path}; imported as dataset {imported.name!r} into {url}")
+    console.print(
+        f"generated {imported.n_personas} personas, {imported.n_examples} examples "
+        f"-> {data_path}; imported as dataset {imported.name!r} into {url}"
+    )
     files["dataset"] = data_path
     done(name)
 
     name = step("2. clusters")
     section = config.study
-    _, clustering = cluster_dataset(engine, DEMO_DATASET, k=section.k,
-                                    seed=section.clustering_seed,
-                                    embedding_model=section.embedding_model)
-    console.print(display.cluster_table(
-        clustering.clusters, clustering.silhouette,
-        f"KMeans k={section.k} on {section.embedding_model} persona embeddings"))
+    _, clustering = cluster_dataset(
+        engine,
+        DEMO_DATASET,
+        k=section.k,
+        seed=section.clustering_seed,
+        embedding_model=section.embedding_model,
+    )
+    console.print(
+        display.cluster_table(
+            clustering.clusters,
+            clustering.silhouette,
+            f"KMeans k={section.k} on {section.embedding_model} persona embeddings",
+        )
+    )
     done(name)
 
     name = step("3. base model")
     model_dir = ensure_tiny_model(config.model) if config.model.base_model == "tiny" else None
-    console.print(f"base model: {config.model.base_model}"
-                  + (f" (cached at {model_dir})" if model_dir else ""))
+    console.print(
+        f"base model: {config.model.base_model}"
+        + (f" (cached at {model_dir})" if model_dir else "")
+    )
     if model_dir:
         files["base model"] = model_dir
     done(name)
 
     name = step("4. study")
     create_study(config, url)
-    console.print(f"study {section.name!r}: cluster {section.cluster_id}, "
-                  f"{section.n_trials} trials, seeds enqueued first, "
-                  f"{options.workers} workers (logs in {layout.root / 'logs'})")
+    console.print(
+        f"study {section.name!r}: cluster {section.cluster_id}, "
+        f"{section.n_trials} trials, seeds enqueued first, "
+        f"{options.workers} workers (logs in {layout.root / 'logs'})"
+    )
     workers = start_workers(url, section.name, n_workers=options.workers, output_root=root)
-    with Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=False) as bar:
+    with Progress(
+        TextColumn("trials"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
         task = bar.add_task("", total=section.n_trials)
 
         def poll() -> None:
             s = study_status(url, section.name)
             best = "" if s.best is None else f"best eval_loss {s.best.value:.4f}"
-            bar.update(task, completed=s.finished,
-                       description=f"{s.counts.get('PRUNED', 0)} pruned {best}")
+            bar.update(
+                task, completed=s.finished, description=f"{s.counts.get('PRUNED', 0)} pruned {best}"
+            )
 
         codes = wait_for_workers(workers, poll=poll)
     if any(codes):
@@ -142,6 +168,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     console.rule("[bold]files")
     for what, where in files.items():
         console.print(f"{what:>17}: {where}")
-    console.print(f"\nwatch it: hpo dashboard --storage {url}\n"
-                  f"query it: hpo study best --storage {url} --study {section.name}")
+    console.print(
+        f"\nwatch it: hpo dashboard --storage {url}\n"
+        f"query it: hpo study best --storage {url} --study {section.name}"
+    )
     return DemoResult(url, section.name, report, files, timer)

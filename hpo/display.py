@@ -16,10 +16,16 @@ def cluster_table(clusters: Sequence[Any], overall: float, title: str) -> Table:
     for col in ("cluster", "personas", "examples", "silhouette"):
         table.add_column(col, justify="right")
     for c in clusters:
-        table.add_row(str(c.cluster_id), str(c.n_personas), str(c.n_examples),
-                      f"{c.silhouette:.3f}")
-    table.add_row("all", str(sum(c.n_personas for c in clusters)),
-                  str(sum(c.n_examples for c in clusters)), f"{overall:.3f}", style="bold")
+        table.add_row(
+            str(c.cluster_id), str(c.n_personas), str(c.n_examples), f"{c.silhouette:.3f}"
+        )
+    table.add_row(
+        "all",
+        str(sum(c.n_personas for c in clusters)),
+        str(sum(c.n_examples for c in clusters)),
+        f"{overall:.3f}",
+        style="bold",
+    )
     return table
 
 
@@ -34,8 +40,13 @@ def trials_table(rows: Sequence[TrialRow], title: str) -> Table:
         table.add_column(col)
     for r in rows:
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(r.params.items()))
-        table.add_row(str(r.number), r.state, "" if r.value is None else f"{r.value:.4f}",
-                      params, "yes" if r.seed_config else "")
+        table.add_row(
+            str(r.number),
+            r.state,
+            "" if r.value is None else f"{r.value:.4f}",
+            params,
+            "yes" if r.seed_config else "",
+        )
     return table
 
 
@@ -50,15 +61,19 @@ def status_table(status: StudyStatus) -> Table:
     if status.best is not None:
         table.add_row("best trial", str(status.best.number))
         table.add_row("best eval_loss", f"{status.best.value:.4f}")
-        table.add_row("best params", ", ".join(f"{k}={_fmt(v)}"
-                                               for k, v in sorted(status.best.params.items())))
+        table.add_row(
+            "best params",
+            ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(status.best.params.items())),
+        )
     return table
 
 
 def similarity_table(report: dict[str, Any]) -> Table:
     """Similarity of each evaluated method on the same test examples."""
-    table = Table(title=f"embedding similarity on cluster {report['cluster_id']} test examples "
-                        f"({report['n_test_examples']} examples, {report['n_personas']} personas)")
+    table = Table(
+        title=f"embedding similarity on cluster {report['cluster_id']} test examples "
+        f"({report['n_test_examples']} examples, {report['n_personas']} personas)"
+    )
     for col in ("method", "similarity %", "reply words"):
         table.add_column(col, justify="right")
     for name, m in report["methods"].items():

@@ -25,14 +25,23 @@ def best_trial_to_promote(url: str, study_name: str) -> PromotedTrial:
         raise LookupError(f"study {study_name!r} has no COMPLETE trial yet; run workers first")
     trial = study.trials[rows[0].number]
     return PromotedTrial(
-        study_name=study_name, trial_number=trial.number, eval_loss=float(trial.value or 0.0),
-        params=dict(trial.params), adapter_path=Path(trial.user_attrs["adapter_path"]),
+        study_name=study_name,
+        trial_number=trial.number,
+        eval_loss=float(trial.value or 0.0),
+        params=dict(trial.params),
+        adapter_path=Path(trial.user_attrs["adapter_path"]),
         adapter_sha256=trial.user_attrs["adapter_sha256"],
     )
 
 
-def evaluate_best(url: str, study_name: str, *, output_root: Path = Path("."),
-                  batch_size: int = 32, max_new_tokens: int = 40) -> tuple[dict[str, Any], Path]:
+def evaluate_best(
+    url: str,
+    study_name: str,
+    *,
+    output_root: Path = Path("."),
+    batch_size: int = 32,
+    max_new_tokens: int = 40,
+) -> tuple[dict[str, Any], Path]:
     """Promote the best trial of the study and evaluate it against the base model.
 
     Returns:
@@ -44,13 +53,25 @@ def evaluate_best(url: str, study_name: str, *, output_root: Path = Path("."),
     trial = best_trial_to_promote(url, study_name)
     engine = storage.open_storage(url)
     section = config.study
-    cluster = load_cluster(engine, section.dataset, section.k, section.cluster_id,
-                           seed=section.clustering_seed, embedding_model=section.embedding_model)
+    cluster = load_cluster(
+        engine,
+        section.dataset,
+        section.k,
+        section.cluster_id,
+        seed=section.clustering_seed,
+        embedding_model=section.embedding_model,
+    )
     base = load_base_model(config.model)
     return evaluate_promoted(
-        engine, storage.OutputLayout(Path(output_root)), trial, base=base,
-        dataset_id=cluster.dataset_id, clustering_id=cluster.clustering_id,
-        cluster_id=section.cluster_id, personas=cluster.personas,
-        embedding_model=section.embedding_model, batch_size=batch_size,
+        engine,
+        storage.OutputLayout(Path(output_root)),
+        trial,
+        base=base,
+        dataset_id=cluster.dataset_id,
+        clustering_id=cluster.clustering_id,
+        cluster_id=section.cluster_id,
+        personas=cluster.personas,
+        embedding_model=section.embedding_model,
+        batch_size=batch_size,
         max_new_tokens=max_new_tokens,
     )

@@ -27,19 +27,38 @@ class WorkerProcess:
     gpu: str | None
 
 
-def worker_command(url: str, study_name: str, index: int, output_root: Path,
-                   threads: int | None) -> list[str]:
+def worker_command(
+    url: str, study_name: str, index: int, output_root: Path, threads: int | None
+) -> list[str]:
     """The command line of one worker."""
-    cmd = [sys.executable, "-m", "hpo", "worker", "--storage", url, "--study", study_name,
-           "--worker-index", str(index), "--output-root", str(output_root)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hpo",
+        "worker",
+        "--storage",
+        url,
+        "--study",
+        study_name,
+        "--worker-index",
+        str(index),
+        "--output-root",
+        str(output_root),
+    ]
     if threads:
         cmd += ["--threads", str(threads)]
     return cmd
 
 
-def start_workers(url: str, study_name: str, *, n_workers: int | None = None,
-                  gpus: Sequence[str] | None = None, output_root: Path = Path("."),
-                  threads: int | None = None) -> list[WorkerProcess]:
+def start_workers(
+    url: str,
+    study_name: str,
+    *,
+    n_workers: int | None = None,
+    gpus: Sequence[str] | None = None,
+    output_root: Path = Path("."),
+    threads: int | None = None,
+) -> list[WorkerProcess]:
     """Start one worker per GPU in ``gpus``, or ``n_workers`` CPU workers.
 
     CPU workers share the cores: each gets ``cores // n_workers`` threads unless ``threads``
@@ -65,14 +84,20 @@ def start_workers(url: str, study_name: str, *, n_workers: int | None = None,
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(
                 worker_command(url, study_name, index, Path(output_root), threads),
-                stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         workers.append(WorkerProcess(index, process, log_path, gpu))
     return workers
 
 
-def wait_for_workers(workers: Sequence[WorkerProcess], *,
-                     poll: Callable[[], None] | None = None, interval: float = 2.0) -> list[int]:
+def wait_for_workers(
+    workers: Sequence[WorkerProcess],
+    *,
+    poll: Callable[[], None] | None = None,
+    interval: float = 2.0,
+) -> list[int]:
     """Wait until every worker exits, calling ``poll`` now and then (for progress).
 
     SIGINT and SIGTERM are forwarded to the workers as SIGTERM.
@@ -80,6 +105,7 @@ def wait_for_workers(workers: Sequence[WorkerProcess], *,
     Returns:
         The exit codes, in worker order.
     """
+
     def forward(signum: int, frame: object) -> None:
         for w in workers:
             if w.process.poll() is None:

@@ -62,17 +62,30 @@ class Objective:
         final = ctx.layout.trial_adapter_dir(study_name, trial.number)
         log_path = ctx.layout.log_path(f"{study_name}-trial-{trial.number:04d}")
         with storage.atomic_directory(final) as tmp:
-            result = train_lora(ctx.base, train_config, ctx.train, ctx.val, report=report,
-                                save_dir=tmp, log_path=log_path)
+            result = train_lora(
+                ctx.base,
+                train_config,
+                ctx.train,
+                ctx.val,
+                report=report,
+                save_dir=tmp,
+                log_path=log_path,
+            )
             trial.set_user_attr("train_seconds", round(result.seconds, 2))
             if result.stopped_early:
                 step, loss = result.eval_losses[-1]
                 raise optuna.TrialPruned(f"pruned at evaluation {step} (eval_loss {loss:.4f})")
         sha256, size = storage.directory_sha256(final)
         with storage.session_scope(ctx.engine) as session:
-            storage.record_artifact(session, kind=ADAPTER_KIND, path=final, sha256=sha256,
-                                    size_bytes=size, study_name=study_name,
-                                    trial_number=trial.number)
+            storage.record_artifact(
+                session,
+                kind=ADAPTER_KIND,
+                path=final,
+                sha256=sha256,
+                size_bytes=size,
+                study_name=study_name,
+                trial_number=trial.number,
+            )
         trial.set_user_attr("adapter_path", str(final))
         trial.set_user_attr("adapter_sha256", sha256)
         return result.final_eval_loss

@@ -23,20 +23,28 @@ class ImportSummary:
     sha256: str
 
 
-def import_dataset(engine: Any, path: str | Path, *, name: str | None = None,
-                   split: SplitConfig = SplitConfig()) -> ImportSummary:
+def import_dataset(
+    engine: Any, path: str | Path, *, name: str | None = None, split: SplitConfig | None = None
+) -> ImportSummary:
     """Validate a dataset file completely, then store it (nothing is written on bad input)."""
-    dataset = load_jsonl(path, name=name, split=split)
+    dataset = load_jsonl(path, name=name, split=split or SplitConfig())
     storage.validate_name(dataset.name, what="dataset name")
     with storage.session_scope(engine) as session:
-        dataset_id = storage.save_dataset(session, name=dataset.name, sha256=dataset.sha256,
-                                          source=str(path), personas=dataset.personas)
-    return ImportSummary(dataset_id, dataset.name, len(dataset.personas), dataset.n_examples,
-                         dataset.sha256)
+        dataset_id = storage.save_dataset(
+            session,
+            name=dataset.name,
+            sha256=dataset.sha256,
+            source=str(path),
+            personas=dataset.personas,
+        )
+    return ImportSummary(
+        dataset_id, dataset.name, len(dataset.personas), dataset.n_examples, dataset.sha256
+    )
 
 
-def cluster_dataset(engine: Any, dataset: str, *, k: int = 5, seed: int = 0,
-                    embedding_model: str | None = None) -> tuple[int, Clustering]:
+def cluster_dataset(
+    engine: Any, dataset: str, *, k: int = 5, seed: int = 0, embedding_model: str | None = None
+) -> tuple[int, Clustering]:
     """Embed the persona texts, run KMeans, and store the clustering and its assignments."""
     from trainers.embedding import DEFAULT_EMBEDDING_MODEL, embed
 
@@ -45,16 +53,28 @@ def cluster_dataset(engine: Any, dataset: str, *, k: int = 5, seed: int = 0,
         dataset_id = storage.get_dataset_id(session, dataset)
         personas = storage.load_personas(session, dataset_id)
     vectors = embed([p.text for p in personas], model_name)
-    result = cluster_embeddings(vectors, k, seed=seed,
-                                examples_per_item=[len(p.examples) for p in personas])
-    stats = [storage.ClusterStatRow(c.cluster_id, c.n_personas, c.n_examples, c.silhouette)
-             for c in result.clusters]
-    assignments = {p.id: (label, sil) for p, label, sil
-                   in zip(personas, result.labels, result.sample_silhouette, strict=True)}
+    result = cluster_embeddings(
+        vectors, k, seed=seed, examples_per_item=[len(p.examples) for p in personas]
+    )
+    stats = [
+        storage.ClusterStatRow(c.cluster_id, c.n_personas, c.n_examples, c.silhouette)
+        for c in result.clusters
+    ]
+    assignments = {
+        p.id: (label, sil)
+        for p, label, sil in zip(personas, result.labels, result.sample_silhouette, strict=True)
+    }
     with storage.session_scope(engine) as session:
         clustering_id = storage.save_clustering(
-            session, dataset_id=dataset_id, k=k, seed=seed, embedding_model=model_name,
-            silhouette=result.silhouette, assignments=assignments, stats=stats)
+            session,
+            dataset_id=dataset_id,
+            k=k,
+            seed=seed,
+            embedding_model=model_name,
+            silhouette=result.silhouette,
+            assignments=assignments,
+            stats=stats,
+        )
     return clustering_id, result
 
 
@@ -68,8 +88,15 @@ class ClusterData:
     personas: list[Any]
 
 
-def load_cluster(engine: Any, dataset: str, k: int, cluster_id: int, *,
-                 seed: int = 0, embedding_model: str | None = None) -> ClusterData:
+def load_cluster(
+    engine: Any,
+    dataset: str,
+    k: int,
+    cluster_id: int,
+    *,
+    seed: int = 0,
+    embedding_model: str | None = None,
+) -> ClusterData:
     """Fetch the personas of one cluster of the stored clustering.
 
     Raises:
@@ -81,12 +108,14 @@ def load_cluster(engine: Any, dataset: str, k: int, cluster_id: int, *,
     model_name = embedding_model or DEFAULT_EMBEDDING_MODEL
     with storage.session_scope(engine) as session:
         dataset_id = storage.get_dataset_id(session, dataset)
-        info = storage.find_clustering(session, dataset_id, k=k, seed=seed,
-                                       embedding_model=model_name)
+        info = storage.find_clustering(
+            session, dataset_id, k=k, seed=seed, embedding_model=model_name
+        )
         if info is None:
             raise storage.NotFoundError(
                 f"dataset {dataset!r} has no clustering with k={k}, seed={seed}; run "
-                f"`hpo data cluster --dataset {dataset} --k {k} --seed {seed}`")
+                f"`hpo data cluster --dataset {dataset} --k {k} --seed {seed}`"
+            )
         ids = set(storage.cluster_persona_ids(session, info.id, cluster_id))
         personas = [p for p in storage.load_personas(session, dataset_id) if p.id in ids]
     return ClusterData(dataset_id, info.id, cluster_id, personas)

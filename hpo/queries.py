@@ -44,8 +44,14 @@ class StudyStatus:
 
 
 def _row(t: optuna.trial.FrozenTrial) -> TrialRow:
-    return TrialRow(t.number, t.state.name, t.value, dict(t.params),
-                    t.user_attrs.get("adapter_path"), bool(t.user_attrs.get("seed_config")))
+    return TrialRow(
+        t.number,
+        t.state.name,
+        t.value,
+        dict(t.params),
+        t.user_attrs.get("adapter_path"),
+        bool(t.user_attrs.get("seed_config")),
+    )
 
 
 def study_status(url: str, name: str) -> StudyStatus:
@@ -59,14 +65,18 @@ def study_status(url: str, name: str) -> StudyStatus:
     return StudyStatus(name, config.study.n_trials, counts, best[0] if best else None)
 
 
-def best_trials(url: str, name: str, n: int = 5, *, study: optuna.Study | None = None,
-                ) -> list[TrialRow]:
+def best_trials(
+    url: str,
+    name: str,
+    n: int = 5,
+    *,
+    study: optuna.Study | None = None,
+) -> list[TrialRow]:
     """The n COMPLETE trials with the lowest eval_loss, best first."""
     if study is None:
         study, _ = load_study(url, name)
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    done = sorted(done, key=lambda t: (t.value if t.value is not None else float("inf"),
-                                       t.number))
+    done = sorted(done, key=lambda t: (t.value if t.value is not None else float("inf"), t.number))
     return [_row(t) for t in done[:n]]
 
 

@@ -19,12 +19,14 @@ def suggest(trial: optuna.Trial, space: dict[str, ParamSpec]) -> dict[str, Any]:
             params[name] = trial.suggest_categorical(name, list(spec.choices or ()))
         elif spec.type == "int":
             assert spec.low is not None and spec.high is not None
-            params[name] = trial.suggest_int(name, int(spec.low), int(spec.high),
-                                             step=int(spec.step or 1), log=spec.log)
+            params[name] = trial.suggest_int(
+                name, int(spec.low), int(spec.high), step=int(spec.step or 1), log=spec.log
+            )
         else:
             assert spec.low is not None and spec.high is not None
-            params[name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log,
-                                               step=spec.step)
+            params[name] = trial.suggest_float(
+                name, spec.low, spec.high, log=spec.log, step=spec.step
+            )
     return params
 
 

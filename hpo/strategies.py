@@ -24,9 +24,11 @@ SAMPLERS: dict[str, Callable[[SamplerConfig, int | None], optuna.samplers.BaseSa
 
 PRUNERS: dict[str, Callable[[PrunerConfig], optuna.pruners.BasePruner]] = {
     "median": lambda c: optuna.pruners.MedianPruner(
-        n_startup_trials=c.n_startup_trials, n_warmup_steps=c.n_warmup_steps),
+        n_startup_trials=c.n_startup_trials, n_warmup_steps=c.n_warmup_steps
+    ),
     "percentile": lambda c: optuna.pruners.PercentilePruner(
-        c.percentile, n_startup_trials=c.n_startup_trials, n_warmup_steps=c.n_warmup_steps),
+        c.percentile, n_startup_trials=c.n_startup_trials, n_warmup_steps=c.n_warmup_steps
+    ),
     "hyperband": lambda c: optuna.pruners.HyperbandPruner(min_resource=max(1, c.n_warmup_steps)),
     "none": lambda c: optuna.pruners.NopPruner(),
 }

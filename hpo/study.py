@@ -28,8 +28,9 @@ class StudyConfigMismatch(ValueError):
     """The stored study was created with another objective or search space."""
 
 
-def optuna_storage(url: str, *, heartbeat: bool = False, on_stale: Any = None,
-                   grace_period: int = GRACE_PERIOD) -> optuna.storages.RDBStorage:
+def optuna_storage(
+    url: str, *, heartbeat: bool = False, on_stale: Any = None, grace_period: int = GRACE_PERIOD
+) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage on the URL, pinging before use so it survives restarts."""
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
@@ -37,9 +38,11 @@ def optuna_storage(url: str, *, heartbeat: bool = False, on_stale: Any = None,
     if not heartbeat:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     return optuna.storages.RDBStorage(
-        url, engine_kwargs=engine_kwargs,
+        url,
+        engine_kwargs=engine_kwargs,
         heartbeat_interval=min(HEARTBEAT_INTERVAL, max(1, grace_period // 3)),
-        grace_period=grace_period, heartbeat_stale_trial_callback=on_stale,
+        grace_period=grace_period,
+        heartbeat_stale_trial_callback=on_stale,
     )
 
 
@@ -73,22 +76,29 @@ def create_study(config: StudyConfig, url: str) -> optuna.Study:
     with database_lock(engine, "create-study"):
         storage.init_schema(engine)
         # Unknown dataset, clustering or cluster: a clear error before any trial exists.
-        load_cluster(engine, section.dataset, section.k, section.cluster_id,
-                     seed=section.clustering_seed, embedding_model=section.embedding_model)
-        study = optuna.create_study(study_name=name, storage=optuna_storage(url),
-                                    direction="minimize", load_if_exists=True)
+        load_cluster(
+            engine,
+            section.dataset,
+            section.k,
+            section.cluster_id,
+            seed=section.clustering_seed,
+            embedding_model=section.embedding_model,
+        )
+        study = optuna.create_study(
+            study_name=name, storage=optuna_storage(url), direction="minimize", load_if_exists=True
+        )
         stored = study.user_attrs.get(CONFIG_ATTR)
         if stored is None:
             study.set_user_attr(CONFIG_ATTR, config.to_dict())
             for params in config.seed_trials:
-                study.enqueue_trial(params, user_attrs={"seed_config": True},
-                                    skip_if_exists=True)
+                study.enqueue_trial(params, user_attrs={"seed_config": True}, skip_if_exists=True)
         else:
             diffs = _differences(config_from_dict(stored).identity(), config.identity())
             if diffs:
                 raise StudyConfigMismatch(
                     f"study {name!r} exists with another config ({'; '.join(diffs[:3])}); "
-                    "use another study name or the stored config")
+                    "use another study name or the stored config"
+                )
             if stored["study"]["n_trials"] != config.study.n_trials:
                 study.set_user_attr(CONFIG_ATTR, config.to_dict())
         with storage.session_scope(engine) as session:
@@ -106,8 +116,10 @@ def load_study(url: str, name: str, **storage_kwargs: Any) -> tuple[optuna.Study
     try:
         study = optuna.load_study(study_name=name, storage=optuna_storage(url, **storage_kwargs))
     except KeyError as exc:
-        raise KeyError(f"no study named {name!r} in {storage.masked_url(url)}; "
-                       "create it with `hpo study create`") from exc
+        raise KeyError(
+            f"no study named {name!r} in {storage.masked_url(url)}; "
+            "create it with `hpo study create`"
+        ) from exc
     stored = study.user_attrs.get(CONFIG_ATTR)
     if stored is None:
         raise KeyError(f"study {name!r} was not created by `hpo study create` (no config)")

@@ -63,6 +63,11 @@ class _StaleTrialHandler:
         self.retry(study, trial)
 
 
+def _collect(into: list[optuna.trial.FrozenTrial]) -> Any:
+    """A study callback that keeps each finished trial (its final state) in ``into``."""
+    return lambda _study, trial: into.append(trial)
+
+
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise WorkerStopped(f"worker got signal {signum}")
 
@@ -93,17 +98,26 @@ def run_worker(
 
     engine = storage.open_storage(url)
     on_stale = _StaleTrialHandler(engine, study_name)
-    study, config = load_study(url, study_name, heartbeat=True, on_stale=on_stale,
-                               grace_period=grace_period)
+    study, config = load_study(
+        url, study_name, heartbeat=True, on_stale=on_stale, grace_period=grace_period
+    )
     study.sampler = make_sampler(config.sampler, worker_index)
     study.pruner = make_pruner(config.pruner)
     section = config.study
-    cluster = load_cluster(engine, section.dataset, section.k, section.cluster_id,
-                           seed=section.clustering_seed, embedding_model=section.embedding_model)
+    cluster = load_cluster(
+        engine,
+        section.dataset,
+        section.k,
+        section.cluster_id,
+        seed=section.clustering_seed,
+        embedding_model=section.embedding_model,
+    )
     data = config.train.data
     set_threads(threads)
     ctx = TrialContext(
-        config=config, engine=engine, layout=storage.OutputLayout(Path(output_root)),
+        config=config,
+        engine=engine,
+        layout=storage.OutputLayout(Path(output_root)),
         base=load_base_model(config.model),
         train=prompt_pairs(cluster.personas, "train", data.max_train_per_persona),
         val=prompt_pairs(cluster.personas, "val", data.max_val_per_persona),
@@ -112,8 +126,14 @@ def run_worker(
     summary = WorkerSummary(worker_index)
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     failures = 0
-    log.info("worker %d (pid %d) on study %s: %d train / %d val examples", worker_index,
-             os.getpid(), study_name, len(ctx.train), len(ctx.val))
+    log.info(
+        "worker %d (pid %d) on study %s: %d train / %d val examples",
+        worker_index,
+        os.getpid(),
+        study_name,
+        len(ctx.train),
+        len(ctx.val),
+    )
     try:
         while max_trials is None or len(summary.trials) < max_trials:
             with storage.session_scope(engine) as session:
@@ -121,9 +141,13 @@ def run_worker(
                     break
             finished: list[optuna.trial.FrozenTrial] = []
             try:
-                study.optimize(objective, n_trials=1, catch=(Exception,),
-                               callbacks=[lambda _s, t: finished.append(t)],
-                               gc_after_trial=False)
+                study.optimize(
+                    objective,
+                    n_trials=1,
+                    catch=(Exception,),
+                    callbacks=[_collect(finished)],
+                    gc_after_trial=False,
+                )
             except WorkerStopped:
                 summary.stopped_by_signal = True
                 with storage.session_scope(engine) as session:
@@ -136,8 +160,10 @@ def run_worker(
                     storage.release_ticket(session, study_name)
                 failures += 1
                 if failures >= MAX_CONSECUTIVE_FAILURES:
-                    raise RuntimeError(f"{failures} trials failed in a row; last: trial "
-                                       f"{trial.number}; see the worker log")
+                    raise RuntimeError(
+                        f"{failures} trials failed in a row; last: trial "
+                        f"{trial.number}; see the worker log"
+                    )
             else:
                 failures = 0
     finally:

@@ -21,8 +21,8 @@ from storage.clusterings import (
     ClusteringInfo,
     ClusterStatRow,
     cluster_persona_ids,
-    latest_clustering,
     find_clustering,
+    latest_clustering,
     save_clustering,
 )
 from storage.datasets import (
@@ -114,12 +114,12 @@ __all__ = [
     "done_example_ids",
     "evaluation_results",
     "evaluation_run_status",
+    "find_clustering",
     "finish_evaluation_run",
     "get_artifact",
     "get_dataset_id",
     "init_schema",
     "latest_clustering",
-    "find_clustering",
     "list_evaluation_runs",
     "load_personas",
     "masked_url",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from storage.errors import NotFoundError, StorageError
+from storage.errors import NotFoundError
 from storage.models import Assignment, Clustering, ClusterStat
 
 

@@ -22,8 +22,9 @@ from trainers.recipe import prompt_pairs, train_lora
 def test_data_to_clusters_to_adapter_to_evaluation(tmp_path: Path, tiny_base) -> None:  # type: ignore[no-untyped-def]
     url = f"sqlite:///{tmp_path / 'flow.db'}"
     engine = storage.open_storage(url)
-    imported = import_dataset(engine, write_small_dataset(tmp_path / "d.jsonl"), name="flow",
-                              split=SplitConfig(n_test=4))
+    imported = import_dataset(
+        engine, write_small_dataset(tmp_path / "d.jsonl"), name="flow", split=SplitConfig(n_test=4)
+    )
     assert (imported.n_personas, imported.n_examples) == (20, 320)
 
     clustering_id, clustering = cluster_dataset(engine, "flow", k=3)
@@ -35,9 +36,13 @@ def test_data_to_clusters_to_adapter_to_evaluation(tmp_path: Path, tiny_base) ->
     assert cluster.clustering_id == clustering_id
     assert len(cluster.personas) == sizes[2]
     adapter = tmp_path / "adapter"
-    result = train_lora(tiny_base, TrainConfig(epochs=2, batch_size=4, learning_rate=1e-3),
-                        prompt_pairs(cluster.personas, "train", 6),
-                        prompt_pairs(cluster.personas, "val"), save_dir=adapter)
+    result = train_lora(
+        tiny_base,
+        TrainConfig(epochs=2, batch_size=4, learning_rate=1e-3),
+        prompt_pairs(cluster.personas, "train", 6),
+        prompt_pairs(cluster.personas, "val"),
+        save_dir=adapter,
+    )
     assert (adapter / "adapter_config.json").is_file()
 
     items = eval_items(cluster.personas, "test")
@@ -45,21 +50,25 @@ def test_data_to_clusters_to_adapter_to_evaluation(tmp_path: Path, tiny_base) ->
     results = {}
     for method, adapter_dir in (("cluster_lora", adapter), ("base_model", None)):
         key = RunKey("flow", method, cluster.dataset_id, clustering_id, cluster_id=2)
-        results[method] = evaluate_method(engine, key, tiny_base, items, adapter_dir=adapter_dir,
-                                          max_new_tokens=24)
+        results[method] = evaluate_method(
+            engine, key, tiny_base, items, adapter_dir=adapter_dir, max_new_tokens=24
+        )
     lora, base = results["cluster_lora"], results["base_model"]
     assert lora.n_examples == base.n_examples == len(items)
     assert set(lora.per_persona) == {p.key for p in cluster.personas}
     assert 0 < base.mean_similarity < 1 and 0 < lora.mean_similarity < 1
     # fine-tuning on the cluster's replies moves the generations toward the references
-    assert lora.mean_similarity > base.mean_similarity, (lora.mean_similarity,
-                                                         base.mean_similarity)
+    assert lora.mean_similarity > base.mean_similarity, (lora.mean_similarity, base.mean_similarity)
     assert result.final_eval_loss == result.eval_losses[-1][1]
 
     # a second run of the same evaluation resumes from storage: no new rows, same numbers
-    again = evaluate_method(engine, RunKey("flow", "base_model", cluster.dataset_id,
-                                           clustering_id, cluster_id=2),
-                            tiny_base, items, adapter_dir=None)
+    again = evaluate_method(
+        engine,
+        RunKey("flow", "base_model", cluster.dataset_id, clustering_id, cluster_id=2),
+        tiny_base,
+        items,
+        adapter_dir=None,
+    )
     assert again.run_id == base.run_id and again.mean_similarity == base.mean_similarity
     with storage.session_scope(engine) as session:
         assert len(storage.evaluation_results(session, base.run_id)) == len(items)
@@ -70,20 +79,48 @@ def test_demo_command_end_to_end(tmp_path: Path) -> None:
     """`hpo demo` at a small scale: two workers, pruning, promotion, evaluation, report."""
     root = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "hpo", "demo", "--output-root", str(root), "--personas", "30",
-         "--examples", "14", "--n-trials", "5"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "hpo",
+            "demo",
+            "--output-root",
+            str(root),
+            "--personas",
+            "30",
+            "--examples",
+            "14",
+            "--n-trials",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     for text in ("cluster", "silhouette", "best eval_loss", "similarity", "results"):
         assert text in out
-    report = json.loads((root / "results" / "cluster_lora" /
-                         "cluster_lora_results.json").read_text())
+    report = json.loads(
+        (root / "results" / "cluster_lora" / "cluster_lora_results.json").read_text()
+    )
     assert set(report["methods"]) == {"cluster_lora", "base_model"}
     assert (root / "models" / "lora_clusters" / "cluster_04" / "adapter_config.json").is_file()
     status = subprocess.run(
-        [sys.executable, "-m", "hpo", "study", "status", "--json", "--study", "demo-cluster4",
-         "--storage", f"sqlite:///{root / 'hpo.db'}"], capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "hpo",
+            "study",
+            "status",
+            "--json",
+            "--study",
+            "demo-cluster4",
+            "--storage",
+            f"sqlite:///{root / 'hpo.db'}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["finished"] == 5

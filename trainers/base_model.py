@@ -116,7 +116,10 @@ def _train_tokenizer(corpus: list[str], spec: TinyModelSpec) -> Any:
     )
     tok.train_from_iterator(corpus, trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
         model_max_length=spec.max_positions,
     )
 
@@ -156,14 +159,23 @@ def _build_tiny_model(out: Path, seed: int, spec: TinyModelSpec) -> None:
     tokenizer.save_pretrained(out)
     params = sum(p.numel() for p in model.parameters())
     (out / "build.json").write_text(
-        json.dumps({"recipe": TINY_RECIPE_VERSION, "seed": seed, "parameters": params,
-                    "final_loss": loss, "spec": spec.__dict__}, indent=2)
+        json.dumps(
+            {
+                "recipe": TINY_RECIPE_VERSION,
+                "seed": seed,
+                "parameters": params,
+                "final_loss": loss,
+                "spec": spec.__dict__,
+            },
+            indent=2,
+        )
     )
     log.info("built tiny model: %d parameters, pretraining loss %.3f", params, loss)
 
 
-def _pretrain(model: Any, tokenizer: Any, texts: list[str], spec: TinyModelSpec,
-              seed: int) -> float:
+def _pretrain(
+    model: Any, tokenizer: Any, texts: list[str], spec: TinyModelSpec, seed: int
+) -> float:
     """A short causal-LM pretraining on packed blocks; returns the last smoothed loss."""
     import torch
 
@@ -212,7 +224,7 @@ def load_base_model(config: ModelConfig) -> BaseModel:
     device = resolve_device(config.device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(  # type: ignore[call-overload]
+        model = AutoModelForCausalLM.from_pretrained(
             path, dtype=torch.bfloat16 if device == "cuda" else torch.float32
         )
     except (OSError, ValueError) as exc:
@@ -221,7 +233,7 @@ def load_base_model(config: ModelConfig) -> BaseModel:
         ) from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]
     model.eval()
     return BaseModel(model=model, tokenizer=tokenizer, name=config.base_model, device=device)
 

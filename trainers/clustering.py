@@ -29,8 +29,9 @@ class Clustering:
     clusters: tuple[ClusterSummary, ...]
 
 
-def cluster_embeddings(embeddings: Any, k: int, *, seed: int = 0,
-                       examples_per_item: Sequence[int] | None = None) -> Clustering:
+def cluster_embeddings(
+    embeddings: Any, k: int, *, seed: int = 0, examples_per_item: Sequence[int] | None = None
+) -> Clustering:
     """Cluster unit-normalized embeddings with KMeans and score them with the silhouette.
 
     Clusters are renumbered by size, smallest first (ties by smallest member index), so that
@@ -68,6 +69,11 @@ def cluster_embeddings(embeddings: Any, k: int, *, seed: int = 0,
         )
         for c in range(k)
     )
-    return Clustering(k=k, seed=seed, labels=tuple(int(x) for x in labels),
-                      sample_silhouette=tuple(float(x) for x in per_sample),
-                      silhouette=float(per_sample.mean()), clusters=clusters)
+    return Clustering(
+        k=k,
+        seed=seed,
+        labels=tuple(int(x) for x in labels),
+        sample_silhouette=tuple(float(x) for x in per_sample),
+        silhouette=float(per_sample.mean()),
+        clusters=clusters,
+    )

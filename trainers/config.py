@@ -35,8 +35,12 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.base_model), "model.base_model", self.base_model, "a model path or id")
-        _check(self.device in ("auto", "cpu", "cuda"), "model.device", self.device,
-               "'auto', 'cpu' or 'cuda'")
+        _check(
+            self.device in ("auto", "cpu", "cuda"),
+            "model.device",
+            self.device,
+            "'auto', 'cpu' or 'cuda'",
+        )
 
 
 @dataclass(frozen=True)
@@ -89,11 +93,19 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
-        _check(math.isfinite(self.learning_rate) and 0 < self.learning_rate < 1,
-               "learning_rate", self.learning_rate, "a number in (0, 1)")
+        _check(
+            math.isfinite(self.learning_rate) and 0 < self.learning_rate < 1,
+            "learning_rate",
+            self.learning_rate,
+            "a number in (0, 1)",
+        )
         _check(self.lora_rank >= 1, "lora_rank", self.lora_rank, "an integer >= 1")
-        _check(self.lora_alpha is None or self.lora_alpha > 0, "lora_alpha", self.lora_alpha,
-               "None or a positive integer")
+        _check(
+            self.lora_alpha is None or self.lora_alpha > 0,
+            "lora_alpha",
+            self.lora_alpha,
+            "None or a positive integer",
+        )
         _check(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "a number in [0, 1)")
         _check(self.evals_per_epoch >= 1, "evals_per_epoch", self.evals_per_epoch, ">= 1")
 

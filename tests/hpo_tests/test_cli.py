@@ -248,12 +248,45 @@ def test_import_default_storage_is_in_the_working_directory(tmp_path: Path) -> N
 # --- study commands ---------------------------------------------------------------------------
 
 
-def test_study_create_then_best_and_status(tmp_path: Path) -> None:
+def test_study_create_refuses_an_unknown_dataset(tmp_path: Path) -> None:
+    config = tmp_path / "study.toml"
+    config.write_text('[study]\nname = "clitest"\ndataset = "nosuchdata"\n', encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    result = _hpo(tmp_path, "study", "create", "--config", str(config), "--storage", url)
+    assert result.returncode == 2, result.stderr
+    assert "nosuchdata" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_study_create_refuses_an_unknown_cluster(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    path = write_small_dataset(tmp_path / "small.jsonl", n_personas=10, examples=12)
+    assert (
+        _hpo(tmp_path, "data", "import", str(path), "--n-test", "2", "--storage", url).returncode
+        == 0
+    )
     config = tmp_path / "study.toml"
     config.write_text(
-        '[study]\nname = "clitest"\ndataset = "demo"\nn_trials = 3\n', encoding="utf-8"
+        '[study]\nname = "clitest"\ndataset = "small"\nk = 3\ncluster_id = 2\n', encoding="utf-8"
     )
+    result = _hpo(tmp_path, "study", "create", "--config", str(config), "--storage", url)
+    assert result.returncode == 2, result.stderr
+    assert "hpo data cluster --dataset small --k 3" in result.stderr
+
+
+def test_study_create_then_best_and_status(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"
+    path = write_small_dataset(tmp_path / "small.jsonl", n_personas=10, examples=12)
+    for args in (
+        ("data", "import", str(path), "--n-test", "2"),
+        ("data", "cluster", "--dataset", "small", "--k", "3"),
+    ):
+        assert _hpo(tmp_path, *args, "--storage", url).returncode == 0
+    config = tmp_path / "study.toml"
+    config.write_text(
+        '[study]\nname = "clitest"\ndataset = "small"\nk = 3\ncluster_id = 2\nn_trials = 3\n',
+        encoding="utf-8",
+    )
     result = _hpo(tmp_path, "study", "create", "--config", str(config), "--storage", url)
     assert result.returncode == 0, result.stderr
     assert "clitest" in result.stdout

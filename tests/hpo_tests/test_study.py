@@ -8,8 +8,26 @@ from pathlib import Path
 
 import pytest
 
+import storage
 from hpo.config import ParamSpec, StudyConfig, StudySection
+from hpo.pipeline import cluster_dataset, import_dataset
 from hpo.study import StudyConfigMismatch, create_study, load_study
+from tests.conftest import write_small_dataset
+from trainers.data import SplitConfig
+
+
+def with_data(url: str, tmp_path: Path) -> str:
+    """Import a small dataset named 'demo' and cluster it (k=5), as a study needs."""
+    engine = storage.open_storage(url)
+    import_dataset(
+        engine,
+        write_small_dataset(tmp_path / "demo.jsonl"),
+        name="demo",
+        split=SplitConfig(n_test=4),
+    )
+    cluster_dataset(engine, "demo", k=5)
+    storage.dispose_engines()
+    return url
 
 
 def _create(url: str, barrier: object) -> str:
@@ -22,7 +40,8 @@ def _create(url: str, barrier: object) -> str:
 
 
 @pytest.mark.postgres
-def test_concurrent_create_on_fresh_postgresql(pg_url: str) -> None:
+def test_concurrent_create_on_fresh_postgresql(pg_url: str, tmp_path: Path) -> None:
+    with_data(pg_url, tmp_path)
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Manager().Barrier(4)
     with ctx.Pool(4) as pool:
@@ -35,7 +54,7 @@ def test_concurrent_create_on_fresh_postgresql(pg_url: str) -> None:
 
 
 def test_concurrent_create_on_fresh_sqlite(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'race.db'}"
+    url = with_data(f"sqlite:///{tmp_path / 'race.db'}", tmp_path)
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Manager().Barrier(3)
     with ctx.Pool(3) as pool:
@@ -45,16 +64,18 @@ def test_concurrent_create_on_fresh_sqlite(tmp_path: Path) -> None:
     assert len(study.get_trials(deepcopy=False)) == 3
 
 
-def test_refuses_a_different_search_space(storage_url: str) -> None:
+def test_refuses_a_different_search_space(storage_url: str, tmp_path: Path) -> None:
+    with_data(storage_url, tmp_path)
     config = StudyConfig(study=StudySection(name="refuse"))
     create_study(config, storage_url)
     space = dict(config.search_space)
     space["lora_rank"] = ParamSpec("categorical", choices=(8, 16, 32))
-    with pytest.raises(StudyConfigMismatch, match="search_space.lora_rank"):
+    with pytest.raises(StudyConfigMismatch, match=r"search_space\.lora_rank"):
         create_study(dataclasses.replace(config, search_space=space), storage_url)
 
 
-def test_load_unknown_study_names_it(sqlite_url: str) -> None:
+def test_load_unknown_study_names_it(sqlite_url: str, tmp_path: Path) -> None:
+    with_data(sqlite_url, tmp_path)
     create_study(StudyConfig(study=StudySection(name="known")), sqlite_url)
     with pytest.raises(KeyError, match="nosuch"):
         load_study(sqlite_url, "nosuch")

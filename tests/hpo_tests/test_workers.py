@@ -30,16 +30,21 @@ def small_study_config(name: str = "workers", n_trials: int = N_TRIALS) -> Study
         study=StudySection(name=name, dataset="small", k=3, cluster_id=2, n_trials=n_trials),
         pruner=PrunerConfig(n_startup_trials=2, n_warmup_steps=1),
         search_space=space,
-        train=TrainConfig(evals_per_epoch=2, data=DataConfig(max_train_per_persona=3,
-                                                             max_val_per_persona=2)),
+        train=TrainConfig(
+            evals_per_epoch=2, data=DataConfig(max_train_per_persona=3, max_val_per_persona=2)
+        ),
     )
 
 
 def prepare(url: str, tmp_path: Path, config: StudyConfig) -> None:
     """Dataset -> clusters -> study, as `hpo data import/cluster` and `hpo study create` do."""
     engine = storage.open_storage(url)
-    import_dataset(engine, write_small_dataset(tmp_path / "small.jsonl"), name="small",
-                   split=SplitConfig(n_test=4))
+    import_dataset(
+        engine,
+        write_small_dataset(tmp_path / "small.jsonl"),
+        name="small",
+        split=SplitConfig(n_test=4),
+    )
     cluster_dataset(engine, "small", k=3)
     create_study(config, url)
 
@@ -49,8 +54,11 @@ def check_invariants(url: str, name: str, n_trials: int) -> list[optuna.trial.Fr
     study, _ = load_study(url, name)
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
-    finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE,
-                                                  optuna.trial.TrialState.PRUNED)]
+    finished = [
+        t
+        for t in trials
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    ]
     assert len(finished) == n_trials, [s.name for s in states]
     assert optuna.trial.TrialState.RUNNING not in states
     assert optuna.trial.TrialState.WAITING not in states
@@ -58,8 +66,9 @@ def check_invariants(url: str, name: str, n_trials: int) -> list[optuna.trial.Fr
     engine = storage.open_storage(url)
     with storage.session_scope(engine) as session:
         for t in trials:
-            artifact = storage.get_artifact(session, kind=ADAPTER_KIND, study_name=name,
-                                            trial_number=t.number)
+            artifact = storage.get_artifact(
+                session, kind=ADAPTER_KIND, study_name=name, trial_number=t.number
+            )
             if t.state == optuna.trial.TrialState.COMPLETE:
                 assert artifact is not None, f"trial {t.number} has no adapter"
                 assert storage.verify_artifact(artifact)
@@ -79,8 +88,10 @@ def run_two_workers(url: str, tmp_path: Path) -> None:
     assert codes == [0, 0], logs
 
     trials = check_invariants(url, config.study.name, N_TRIALS)
-    seeds = [{"epochs": 5, "batch_size": 2, "learning_rate": lr, "lora_rank": r}
-             for lr, r in ((5e-4, 8), (2e-4, 8), (2e-4, 16))]
+    seeds = [
+        {"epochs": 5, "batch_size": 2, "learning_rate": lr, "lora_rank": r}
+        for lr, r in ((5e-4, 8), (2e-4, 8), (2e-4, 16))
+    ]
     params = [t.params for t in trials]
     for seed in seeds:
         assert seed in params, f"seed config {seed} did not run"
