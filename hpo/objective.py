@@ -43,7 +43,7 @@ class Objective:
             return self._run(trial)
         except optuna.TrialPruned:
             raise
-        except Exception as exc:
+        except (Exception, KeyboardInterrupt) as exc:
             # The reason shows in `hpo study trials` and the dashboard, not only in a log.
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
             raise

@@ -341,3 +341,78 @@ def test_unknown_subcommand_is_a_usage_error(tmp_path: Path) -> None:
     result = _hpo(tmp_path, "nosuchcommand")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_train_command_saves_a_loadable_adapter(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'train.db'}"
+    path = write_small_dataset(tmp_path / "small.jsonl", n_personas=10, examples=12)
+    for args in (
+        ("data", "import", str(path), "--n-test", "2"),
+        ("data", "cluster", "--dataset", "small", "--k", "3"),
+    ):
+        assert _hpo(tmp_path, *args, "--storage", url).returncode == 0
+    result = _hpo(
+        tmp_path,
+        "train",
+        "--dataset",
+        "small",
+        "--k",
+        "3",
+        "--cluster-id",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--lr",
+        "5e-4",
+        "--rank",
+        "4",
+        "--max-train-per-persona",
+        "3",
+        "--storage",
+        url,
+        "--output-root",
+        str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "eval_loss" in result.stdout
+    adapter = tmp_path / "models" / "lora_clusters" / "cluster_02"
+    assert (adapter / "adapter_config.json").is_file()
+    assert "eval_loss=" in (tmp_path / "logs" / "train-cluster-02.log").read_text()
+
+
+def test_dashboard_serves_the_study_on_localhost(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"sqlite:///{tmp_path / 'dash.db'}"
+    import optuna
+
+    optuna.create_study(study_name="shown", storage=url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpo", "dashboard", "--storage", url, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
+    try:
+        body = ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as r:
+                    body = r.read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert '"shown"' in body
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -1,0 +1,63 @@
+"""SIGTERM stops a worker cleanly: its running trial is failed at once, not left RUNNING,
+and its budget ticket is given back so that the study still ends with the trials asked for."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import optuna
+
+import storage
+from hpo.launch import start_workers, wait_for_workers
+from hpo.study import load_study
+from tests.hpo_tests.test_workers import check_invariants, prepare, small_study_config
+
+
+def _wait_for_running(url: str, name: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        study, _ = load_study(url, name)
+        if any(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials()):
+            return
+        time.sleep(0.2)
+    raise AssertionError("no trial started running")
+
+
+def test_sigterm_fails_the_running_trial_and_frees_its_ticket(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    config = small_study_config(name="sigterm", n_trials=3)
+    prepare(sqlite_url, tmp_path, config)
+    [worker] = start_workers(sqlite_url, "sigterm", n_workers=1, output_root=tmp_path)
+    _wait_for_running(sqlite_url, "sigterm")
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.process.wait(timeout=60) == 130, worker.log_path.read_text()[-2000:]
+
+    study, _ = load_study(sqlite_url, "sigterm")
+    states = [t.state for t in study.get_trials()]
+    assert optuna.trial.TrialState.RUNNING not in states
+    assert optuna.trial.TrialState.FAIL in states
+    failed = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.FAIL]
+    assert "signal" in failed[-1].user_attrs.get("fail_reason", "")
+    engine = storage.open_storage(sqlite_url)
+    finished = sum(
+        s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states
+    )
+    with storage.session_scope(engine) as session:
+        assert storage.budget(session, "sigterm") == (3, finished)
+    # no half-written adapter: only complete trials have a directory
+    trial_dirs = tmp_path / "models" / "trials" / "sigterm"
+    done = {
+        str(t.number) for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE
+    }
+    present = {p.name for p in trial_dirs.iterdir()} if trial_dirs.exists() else set()
+    assert {p for p in present if not p.startswith(".")} == done
+
+    # a new worker finishes the study with exactly the trials asked for
+    codes = wait_for_workers(
+        start_workers(sqlite_url, "sigterm", n_workers=1, output_root=tmp_path), interval=0.5
+    )
+    assert codes == [0]
+    check_invariants(sqlite_url, "sigterm", 3)
