@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -68,6 +69,36 @@ def _collect(into: list[optuna.trial.FrozenTrial]) -> Any:
     return lambda _study, trial: into.append(trial)
 
 
+def _study_is_done(study: optuna.Study, engine: Any, study_name: str) -> bool:
+    """Whether the budget is spent and no trial runs (checked before loading a model)."""
+    optuna.storages.fail_stale_trials(study)
+    with storage.session_scope(engine) as session:
+        n_trials, claimed = storage.budget(session, study_name) or (0, 0)
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return claimed >= n_trials and not running
+
+
+def _wait_for_ticket(study: optuna.Study, engine: Any, study_name: str, poll: float) -> bool:
+    """Claim a ticket of the budget; while none is free but trials still run elsewhere, wait.
+
+    A worker that died holds its ticket until its trial goes stale. Sweeping stale trials
+    here (not only inside ``optimize``) gives that ticket back and re-queues the trial, so
+    the study still ends with the trials asked for as long as one worker is alive.
+
+    Returns:
+        True when a ticket was claimed, False when the budget is spent and nothing runs.
+    """
+    running = (optuna.trial.TrialState.RUNNING,)
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        with storage.session_scope(engine) as session:
+            if storage.claim_ticket(session, study_name):
+                return True
+        if not study.get_trials(deepcopy=False, states=running):
+            return False
+        time.sleep(poll)
+
+
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise WorkerStopped(f"worker got signal {signum}")
 
@@ -81,6 +112,7 @@ def run_worker(
     threads: int | None = None,
     grace_period: int = GRACE_PERIOD,
     max_trials: int | None = None,
+    poll_seconds: float = 2.0,
 ) -> WorkerSummary:
     """Run trials of one study until its budget is spent (or ``max_trials`` ran here).
 
@@ -92,6 +124,8 @@ def run_worker(
         threads: CPU threads for torch (None: torch's default).
         grace_period: Seconds without heartbeat after which a trial is stale.
         max_trials: Stop after this many trials in this worker.
+        poll_seconds: While the budget is spent but other workers' trials still run, how
+            often to check whether one of them went stale (its ticket is then free again).
     """
     from trainers.base_model import load_base_model, set_threads
     from trainers.recipe import prompt_pairs
@@ -103,6 +137,10 @@ def run_worker(
     )
     study.sampler = make_sampler(config.sampler, worker_index)
     study.pruner = make_pruner(config.pruner)
+    summary = WorkerSummary(worker_index)
+    if _study_is_done(study, engine, study_name):
+        log.info("study %s: budget spent and no trial running; nothing to do", study_name)
+        return summary
     section = config.study
     cluster = load_cluster(
         engine,
@@ -123,7 +161,6 @@ def run_worker(
         val=prompt_pairs(cluster.personas, "val", data.max_val_per_persona),
     )
     objective = Objective(ctx)
-    summary = WorkerSummary(worker_index)
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     failures = 0
     log.info(
@@ -136,9 +173,8 @@ def run_worker(
     )
     try:
         while max_trials is None or len(summary.trials) < max_trials:
-            with storage.session_scope(engine) as session:
-                if not storage.claim_ticket(session, study_name):
-                    break
+            if not _wait_for_ticket(study, engine, study_name, poll_seconds):
+                break
             finished: list[optuna.trial.FrozenTrial] = []
             try:
                 study.optimize(

@@ -1,0 +1,80 @@
+"""A worker killed with SIGKILL mid-trial: its trial goes stale, is failed and retried with the
+same parameters by the surviving worker, and the study still ends with exactly the trials
+asked for (reliability.md, first row of the fault matrix)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hpo.launch import WorkerProcess, wait_for_workers
+from hpo.study import load_study
+from tests.hpo_tests.test_workers import check_invariants, prepare, small_study_config
+
+GRACE = 6
+
+
+def _start(url: str, name: str, index: int, root: Path) -> WorkerProcess:
+    log_path = root / f"worker-{index}.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hpo",
+                "worker",
+                "--storage",
+                url,
+                "--study",
+                name,
+                "--worker-index",
+                str(index),
+                "--output-root",
+                str(root),
+                "--threads",
+                "1",
+                "--grace-period",
+                str(GRACE),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return WorkerProcess(index, proc, log_path, None)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_sigkill_mid_trial_is_retried_and_budget_stays_exact(pg_url: str, tmp_path: Path) -> None:
+    n_trials = 5
+    config = small_study_config(name="kill", n_trials=n_trials)
+    prepare(pg_url, tmp_path, config)
+    victim = _start(pg_url, "kill", 0, tmp_path)
+    deadline = time.monotonic() + 120
+    running: list[optuna.trial.FrozenTrial] = []
+    while not running and time.monotonic() < deadline:
+        study, _ = load_study(pg_url, "kill")
+        running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        time.sleep(0.2)
+    assert running, victim.log_path.read_text()[-2000:]
+    os.kill(victim.process.pid, signal.SIGKILL)
+    victim.process.wait(timeout=30)
+    killed = running[0]
+
+    survivor = _start(pg_url, "kill", 1, tmp_path)
+    assert wait_for_workers([survivor], interval=0.5) == [0], survivor.log_path.read_text()[-3000:]
+
+    trials = check_invariants(pg_url, "kill", n_trials)
+    stale = next(t for t in trials if t.number == killed.number)
+    assert stale.state == optuna.trial.TrialState.FAIL
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retried) == 1 and retried[0].params == killed.params
+    assert retried[0].state != optuna.trial.TrialState.FAIL
+    # the killed trial's partial adapter is never referenced
+    assert "adapter_path" not in stale.user_attrs
