@@ -105,13 +105,9 @@ def cmd_data_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import dataclasses
-
     import storage
-    from hpo.pipeline import load_cluster
-    from trainers.base_model import load_base_model
+    from hpo.pipeline import load_cluster, train_cluster_adapter
     from trainers.config import DataConfig, ModelConfig, TrainConfig
-    from trainers.recipe import prompt_pairs, train_lora
 
     config = TrainConfig(
         epochs=args.epochs,
@@ -124,17 +120,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     cluster = load_cluster(engine, args.dataset, args.k, args.cluster_id)
     layout = storage.OutputLayout(args.output_root)
     target = args.out or layout.cluster_adapter_dir(args.cluster_id)
-    base = load_base_model(dataclasses.replace(ModelConfig(), base_model=args.base_model))
     log_path = layout.log_path(f"train-cluster-{args.cluster_id:02d}")
-    with storage.atomic_directory(Path(target)) as tmp:
-        result = train_lora(
-            base,
-            config,
-            prompt_pairs(cluster.personas, "train", args.max_train_per_persona),
-            prompt_pairs(cluster.personas, "val"),
-            save_dir=tmp,
-            log_path=log_path,
-        )
+    result = train_cluster_adapter(
+        cluster, config, ModelConfig(base_model=args.base_model), target, log_path=log_path
+    )
     print(
         f"eval_loss {result.final_eval_loss:.4f} after {result.train_steps} steps "
         f"({result.seconds:.0f} s); adapter: {target}; log: {log_path}"
@@ -242,6 +231,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from hpo.display import study_progress
     from hpo.launch import start_workers, wait_for_workers
 
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
@@ -259,7 +251,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
             + (f" gpu {w.gpu}" if w.gpu is not None else "")
             + f" log {w.log_path}"
         )
-    codes = wait_for_workers(workers)
+    with study_progress(_url(args), args.study, Console()) as refresh:
+        codes = wait_for_workers(workers, poll=refresh)
     print(f"workers exited with {codes}")
     return 0 if not any(codes) else 1
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import storage
 from hpo import display
@@ -129,24 +128,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         f"{options.workers} workers (logs in {layout.root / 'logs'})"
     )
     workers = start_workers(url, section.name, n_workers=options.workers, output_root=root)
-    with Progress(
-        TextColumn("trials"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
-        task = bar.add_task("", total=section.n_trials)
-
-        def poll() -> None:
-            s = study_status(url, section.name)
-            best = "" if s.best is None else f"best eval_loss {s.best.value:.4f}"
-            bar.update(
-                task, completed=s.finished, description=f"{s.counts.get('PRUNED', 0)} pruned {best}"
-            )
-
+    with display.study_progress(url, section.name, console) as poll:
         codes = wait_for_workers(workers, poll=poll)
     if any(codes):
         logs = ", ".join(str(w.log_path) for w, c in zip(workers, codes, strict=True) if c)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hpo.queries import StudyStatus, TrialRow
+from hpo.queries import StudyStatus, TrialRow, study_status
 
 
 def cluster_table(clusters: Sequence[Any], overall: float, title: str) -> Table:
@@ -79,3 +82,31 @@ def similarity_table(report: dict[str, Any]) -> Table:
     for name, m in report["methods"].items():
         table.add_row(name, f"{m['mean_similarity_percent']:.2f}", f"{m['mean_reply_words']:.1f}")
     return table
+
+
+@contextmanager
+def study_progress(url: str, name: str, console: Console) -> Iterator[Callable[[], None]]:
+    """A progress bar of finished trials; call the yielded function to refresh it."""
+    total = study_status(url, name).n_trials_target
+    columns = (
+        TextColumn("trials"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("", total=total)
+
+        def refresh() -> None:
+            s = study_status(url, name)
+            best = (
+                ""
+                if s.best is None or s.best.value is None
+                else (f"best eval_loss {s.best.value:.4f}")
+            )
+            bar.update(
+                task, completed=s.finished, description=f"{s.counts.get('PRUNED', 0)} pruned {best}"
+            )
+
+        yield refresh

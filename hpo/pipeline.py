@@ -9,7 +9,9 @@ from typing import Any
 
 import storage
 from trainers.clustering import Clustering, cluster_embeddings
+from trainers.config import ModelConfig, TrainConfig
 from trainers.data import SplitConfig, load_jsonl
+from trainers.recipe import TrainResult
 
 
 @dataclass(frozen=True)
@@ -119,3 +121,29 @@ def load_cluster(
         ids = set(storage.cluster_persona_ids(session, info.id, cluster_id))
         personas = [p for p in storage.load_personas(session, dataset_id) if p.id in ids]
     return ClusterData(dataset_id, info.id, cluster_id, personas)
+
+
+def train_cluster_adapter(
+    cluster: ClusterData,
+    config: TrainConfig,
+    model: ModelConfig,
+    target: Path,
+    *,
+    log_path: Path | None = None,
+) -> TrainResult:
+    """One training run on a cluster (``hpo train``), saved atomically to ``target``."""
+    from trainers.base_model import load_base_model
+    from trainers.recipe import prompt_pairs, train_lora
+
+    data = config.data
+    base = load_base_model(model)
+    with storage.atomic_directory(Path(target)) as tmp:
+        return train_lora(
+            base,
+            config,
+            prompt_pairs(cluster.personas, "train", data.max_train_per_persona),
+            prompt_pairs(cluster.personas, "val", data.max_val_per_persona),
+            save_dir=tmp,
+            log_path=log_path,
+            progress=True,
+        )

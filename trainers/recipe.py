@@ -181,6 +181,7 @@ def train_lora(
     report: ReportFn | None = None,
     save_dir: Path | None = None,
     log_path: Path | None = None,
+    progress: bool = False,
 ) -> TrainResult:
     """Train one LoRA adapter on the base model, then remove it from the base model again.
 
@@ -191,6 +192,7 @@ def train_lora(
         report: Called after every evaluation with (step, eval_loss); True stops the run.
         save_dir: Where ``save_pretrained`` writes the adapter when the run completes.
         log_path: A log file that gets one ``eval_loss=`` line per evaluation.
+        progress: Show the Trainer's progress bar (off in workers, whose output is a log).
 
     Raises:
         ValueError: If there is no training or validation data.
@@ -241,7 +243,7 @@ def train_lora(
                 bf16=base.device == "cuda" and torch.cuda.is_bf16_supported(),
                 dataloader_num_workers=0,
                 remove_unused_columns=False,
-                disable_tqdm=True,
+                disable_tqdm=not progress,
             )
             trainer = Trainer(
                 model=model,
