@@ -4,9 +4,7 @@ and the base model on the identical test examples, and write the results file.""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,17 +76,8 @@ def promote_adapter(
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temp file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with storage.atomic_file(path) as out:
+        json.dump(data, out, indent=2)
 
 
 def evaluate_promoted(

@@ -8,7 +8,7 @@ from typing import Any
 
 import storage
 from evaluators.promotion import PromotedTrial, evaluate_promoted
-from hpo.pipeline import load_cluster
+from hpo.pipeline import load_study_cluster
 from hpo.queries import best_trials
 from hpo.study import load_study
 
@@ -53,14 +53,7 @@ def evaluate_best(
     trial = best_trial_to_promote(url, study_name)
     engine = storage.open_storage(url)
     section = config.study
-    cluster = load_cluster(
-        engine,
-        section.dataset,
-        section.k,
-        section.cluster_id,
-        seed=section.clustering_seed,
-        embedding_model=section.embedding_model,
-    )
+    cluster = load_study_cluster(engine, section)
     base = load_base_model(config.model)
     return evaluate_promoted(
         engine,

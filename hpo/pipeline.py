@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import storage
+from hpo.config import StudySection
 from trainers.clustering import Clustering, cluster_embeddings
 from trainers.config import ModelConfig, TrainConfig
 from trainers.data import SplitConfig, load_jsonl
@@ -147,3 +148,15 @@ def train_cluster_adapter(
             log_path=log_path,
             progress=True,
         )
+
+
+def load_study_cluster(engine: Any, section: StudySection) -> ClusterData:
+    """The cluster a study tunes, as its config names it."""
+    return load_cluster(
+        engine,
+        section.dataset,
+        section.k,
+        section.cluster_id,
+        seed=section.clustering_seed,
+        embedding_model=section.embedding_model,
+    )

@@ -66,7 +66,7 @@ def create_study(config: StudyConfig, url: str) -> optuna.Study:
         StudyConfigMismatch: The stored study differs in dataset, cluster, search space,
             training or model config (the message lists each difference).
     """
-    from hpo.pipeline import load_cluster
+    from hpo.pipeline import load_study_cluster
 
     name = config.study.name
     section = config.study
@@ -76,14 +76,7 @@ def create_study(config: StudyConfig, url: str) -> optuna.Study:
     with database_lock(engine, "create-study"):
         storage.init_schema(engine)
         # Unknown dataset, clustering or cluster: a clear error before any trial exists.
-        load_cluster(
-            engine,
-            section.dataset,
-            section.k,
-            section.cluster_id,
-            seed=section.clustering_seed,
-            embedding_model=section.embedding_model,
-        )
+        load_study_cluster(engine, section)
         study = optuna.create_study(
             study_name=name, storage=optuna_storage(url), direction="minimize", load_if_exists=True
         )

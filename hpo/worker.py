@@ -22,7 +22,7 @@ import optuna
 
 import storage
 from hpo.objective import Objective, TrialContext
-from hpo.pipeline import load_cluster
+from hpo.pipeline import load_study_cluster
 from hpo.strategies import make_pruner, make_sampler
 from hpo.study import GRACE_PERIOD, load_study
 
@@ -142,14 +142,7 @@ def run_worker(
         log.info("study %s: budget spent and no trial running; nothing to do", study_name)
         return summary
     section = config.study
-    cluster = load_cluster(
-        engine,
-        section.dataset,
-        section.k,
-        section.cluster_id,
-        seed=section.clustering_seed,
-        embedding_model=section.embedding_model,
-    )
+    cluster = load_study_cluster(engine, section)
     data = config.train.data
     set_threads(threads)
     ctx = TrialContext(

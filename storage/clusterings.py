@@ -155,6 +155,11 @@ def latest_clustering(
     clustering = session.execute(query.order_by(Clustering.id.desc()).limit(1)).scalar()
     if clustering is None:
         return None
+    return _info(session, clustering)
+
+
+def _info(session: Session, clustering: Clustering) -> ClusteringInfo:
+    """A clustering row with its stats, as returned to callers."""
     return ClusteringInfo(
         id=clustering.id,
         k=clustering.k,
@@ -213,11 +218,4 @@ def find_clustering(
     ).scalar()
     if clustering is None:
         return None
-    return ClusteringInfo(
-        id=clustering.id,
-        k=clustering.k,
-        seed=clustering.seed,
-        embedding_model=clustering.embedding_model,
-        silhouette=clustering.silhouette,
-        stats=_stats(session, clustering.id),
-    )
+    return _info(session, clustering)

@@ -86,3 +86,16 @@ def write_small_dataset(
     from trainers.generator import write_demo_dataset
 
     return write_demo_dataset(path, n_personas=n_personas, examples_per_persona=examples, seed=seed)
+
+
+def import_and_cluster(url: str, tmp_path: Path, name: str, k: int) -> str:
+    """Import a small generated dataset under ``name`` and cluster it, as a study needs."""
+    import storage
+    from hpo.pipeline import cluster_dataset, import_dataset
+    from trainers.data import SplitConfig
+
+    engine = storage.open_storage(url)
+    path = write_small_dataset(tmp_path / f"{name}.jsonl")
+    import_dataset(engine, path, name=name, split=SplitConfig(n_test=4))
+    cluster_dataset(engine, name, k=k)
+    return url

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -380,21 +378,13 @@ def write_jsonl(path: str | Path, records: Iterable[Mapping[str, object]]) -> in
     Returns:
         The number of records written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    from storage import atomic_file
+
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            for record in records:
-                out.write(json.dumps(dict(record), ensure_ascii=False) + "\n")
-                count += 1
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_file(Path(path)) as out:
+        for record in records:
+            out.write(json.dumps(dict(record), ensure_ascii=False) + "\n")
+            count += 1
     return count
 
 

@@ -10,22 +10,13 @@ import pytest
 
 import storage
 from hpo.config import ParamSpec, StudyConfig, StudySection
-from hpo.pipeline import cluster_dataset, import_dataset
 from hpo.study import StudyConfigMismatch, create_study, load_study
-from tests.conftest import write_small_dataset
-from trainers.data import SplitConfig
+from tests.conftest import import_and_cluster
 
 
 def with_data(url: str, tmp_path: Path) -> str:
-    """Import a small dataset named 'demo' and cluster it (k=5), as a study needs."""
-    engine = storage.open_storage(url)
-    import_dataset(
-        engine,
-        write_small_dataset(tmp_path / "demo.jsonl"),
-        name="demo",
-        split=SplitConfig(n_test=4),
-    )
-    cluster_dataset(engine, "demo", k=5)
+    """A small dataset named 'demo', clustered with k=5, as the default study config needs."""
+    import_and_cluster(url, tmp_path, "demo", k=5)
     storage.dispose_engines()
     return url
 

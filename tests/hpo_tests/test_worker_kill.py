@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import pytest
 
-from hpo.launch import WorkerProcess, wait_for_workers
+from hpo.launch import WorkerProcess, wait_for_workers, worker_command
 from hpo.study import load_study
 from tests.hpo_tests.test_workers import check_invariants, prepare, small_study_config
 
@@ -24,27 +23,9 @@ GRACE = 6
 def _start(url: str, name: str, index: int, root: Path) -> WorkerProcess:
     log_path = root / f"worker-{index}.log"
     with log_path.open("ab") as log:
+        command = worker_command(url, name, index, root, threads=1)
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hpo",
-                "worker",
-                "--storage",
-                url,
-                "--study",
-                name,
-                "--worker-index",
-                str(index),
-                "--output-root",
-                str(root),
-                "--threads",
-                "1",
-                "--grace-period",
-                str(GRACE),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            [*command, "--grace-period", str(GRACE)], stdout=log, stderr=subprocess.STDOUT
         )
     return WorkerProcess(index, proc, log_path, None)
 

@@ -12,11 +12,9 @@ import storage
 from hpo.config import ParamSpec, PrunerConfig, StudyConfig, StudySection, default_search_space
 from hpo.launch import start_workers, wait_for_workers
 from hpo.objective import ADAPTER_KIND
-from hpo.pipeline import cluster_dataset, import_dataset
 from hpo.study import create_study, load_study
-from tests.conftest import write_small_dataset
+from tests.conftest import import_and_cluster
 from trainers.config import DataConfig, TrainConfig
-from trainers.data import SplitConfig
 
 N_TRIALS = 8
 
@@ -38,14 +36,7 @@ def small_study_config(name: str = "workers", n_trials: int = N_TRIALS) -> Study
 
 def prepare(url: str, tmp_path: Path, config: StudyConfig) -> None:
     """Dataset -> clusters -> study, as `hpo data import/cluster` and `hpo study create` do."""
-    engine = storage.open_storage(url)
-    import_dataset(
-        engine,
-        write_small_dataset(tmp_path / "small.jsonl"),
-        name="small",
-        split=SplitConfig(n_test=4),
-    )
-    cluster_dataset(engine, "small", k=3)
+    import_and_cluster(url, tmp_path, "small", k=3)
     create_study(config, url)
 
 
