@@ -102,3 +102,33 @@ def test_tokenizer_round_trips_text(tiny_base: Any, text: str) -> None:
     assert tokenizer.decode(ids) == text
     assert tokenizer.pad_token_id is not None
     assert tokenizer.eos_token_id is not None
+
+
+def test_any_hugging_face_model_path_trains_and_generates(tmp_path: Path) -> None:
+    """`base_model` may name any local Hugging Face model: here a GPT-2 architecture, which
+    peft adapts on its own target modules (c_attn)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from trainers.base_model import ensure_tiny_model, load_base_model
+    from trainers.config import ModelConfig, TrainConfig
+    from trainers.recipe import PromptPair, train_lora
+
+    tokenizer_dir = ensure_tiny_model(ModelConfig())
+    gpt2_dir = tmp_path / "gpt2-tiny"
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(tokenizer), n_embd=64, n_layer=2, n_head=2, n_positions=256)
+    )
+    model.save_pretrained(gpt2_dir)
+    tokenizer.save_pretrained(gpt2_dir)
+
+    base = load_base_model(ModelConfig(base_model=str(gpt2_dir)))
+    assert base.model.config.model_type == "gpt2"
+    pairs = [PromptPair("Persona: I hike.\nA: Hi!\nB:", " I love hiking.")] * 8
+    result = train_lora(
+        base, TrainConfig(epochs=1, batch_size=4), pairs, pairs[:2], save_dir=tmp_path / "adapter"
+    )
+    assert result.eval_losses and (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert '"c_attn"' in (tmp_path / "adapter" / "adapter_config.json").read_text()
