@@ -14,7 +14,13 @@ from typing import Any
 
 import storage
 from evaluators.generation import generate_replies
-from evaluators.similarity import macro_mean, pairwise_similarity, persona_means
+from evaluators.similarity import (
+    macro_mean,
+    normalized,
+    pairwise_similarity,
+    persona_means,
+    similarity_floor,
+)
 from trainers.base_model import BaseModel
 from trainers.prompt import build_prompt
 
@@ -52,6 +58,8 @@ class MethodResult:
     per_persona: dict[str, float]
     n_examples: int
     mean_reply_words: float
+    floor: float
+    """Similarity of the replies to references of other personas (what unrelated text gets)."""
     samples: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,6 +70,9 @@ class MethodResult:
             "mean_similarity_percent": round(100 * self.mean_similarity, 2),
             "n_examples": self.n_examples,
             "n_personas": len(self.per_persona),
+            "floor": self.floor,
+            "floor_percent": round(100 * self.floor, 2),
+            "normalized": normalized(self.mean_similarity, self.floor),
             "mean_reply_words": self.mean_reply_words,
             "per_persona": self.per_persona,
             "samples": self.samples,
@@ -133,6 +144,12 @@ def evaluate_method(
     rows = [r for r in rows if r.example_id in wanted]
     per_persona = persona_means([r.persona_key for r in rows], [r.similarity for r in rows])
     words = [len(r.generated.split()) for r in rows]
+    floor = similarity_floor(
+        [r.generated for r in rows],
+        [r.reference for r in rows],
+        [r.persona_key for r in rows],
+        embedding_model,
+    )
     samples: list[dict[str, Any]] = [
         {
             "persona": r.persona_key,
@@ -149,5 +166,6 @@ def evaluate_method(
         per_persona=per_persona,
         n_examples=len(rows),
         mean_reply_words=sum(words) / len(words) if words else 0.0,
+        floor=floor,
         samples=samples,
     )

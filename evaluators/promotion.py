@@ -11,6 +11,7 @@ from typing import Any
 
 import storage
 from evaluators.evaluation import EvalItem, MethodResult, RunKey, eval_items, evaluate_method
+from evaluators.similarity import reference_ceiling
 
 CLUSTER_ADAPTER_KIND = "cluster_adapter"
 RESULTS_KIND = "cluster_lora"
@@ -140,6 +141,9 @@ def evaluate_promoted(
         "embedding_model": embedding_model or "all-MiniLM-L6-v2",
         "n_personas": len(lora.per_persona),
         "n_test_examples": len(items),
+        "reference_ceiling": reference_ceiling(
+            [it.reference for it in items], [it.persona_key for it in items], embedding_model
+        ),
         "methods": {name: result.to_dict() for name, result in methods.items()},
         "difference_percent_points": round(100 * (lora.mean_similarity - bare.mean_similarity), 2),
     }

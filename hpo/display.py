@@ -72,15 +72,24 @@ def status_table(status: StudyStatus) -> Table:
 
 
 def similarity_table(report: dict[str, Any]) -> Table:
-    """Similarity of each evaluated method on the same test examples."""
+    """Similarity of each evaluated method on the same test examples, with its floor."""
     table = Table(
         title=f"embedding similarity on cluster {report['cluster_id']} test examples "
-        f"({report['n_test_examples']} examples, {report['n_personas']} personas)"
+        f"({report['n_test_examples']} examples, {report['n_personas']} personas)",
+        caption=f"floor: replies vs other personas' references; normalized = "
+        f"(s - floor) / (1 - floor); two references of the same persona score "
+        f"{100 * report['reference_ceiling']:.2f}%",
     )
-    for col in ("method", "similarity %", "reply words"):
+    for col in ("method", "similarity %", "floor %", "normalized %", "reply words"):
         table.add_column(col, justify="right")
     for name, m in report["methods"].items():
-        table.add_row(name, f"{m['mean_similarity_percent']:.2f}", f"{m['mean_reply_words']:.1f}")
+        table.add_row(
+            name,
+            f"{m['mean_similarity_percent']:.2f}",
+            f"{m['floor_percent']:.2f}",
+            f"{100 * m['normalized']:.2f}",
+            f"{m['mean_reply_words']:.1f}",
+        )
     return table
 
 

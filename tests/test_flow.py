@@ -105,6 +105,9 @@ def test_demo_command_end_to_end(tmp_path: Path) -> None:
         (root / "results" / "cluster_lora" / "cluster_lora_results.json").read_text()
     )
     assert set(report["methods"]) == {"cluster_lora", "base_model"}
+    assert 0 < report["reference_ceiling"] < 1
+    for method in report["methods"].values():
+        assert 0 < method["floor"] < 1 and method["normalized"] < 1
     assert (root / "models" / "lora_clusters" / "cluster_04" / "adapter_config.json").is_file()
     status = subprocess.run(
         [

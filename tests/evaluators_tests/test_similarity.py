@@ -61,3 +61,28 @@ def test_persona_means_rejects_mismatched_lengths() -> None:
 
 def test_macro_mean_of_nothing_is_nan() -> None:
     assert math.isnan(macro_mean({}))
+
+
+def test_floor_and_ceiling_on_real_embeddings() -> None:
+    from evaluators.similarity import normalized, reference_ceiling, similarity_floor
+
+    keys = ["hiker", "hiker", "cook", "cook"]
+    references = [
+        "I went hiking in the mountains this weekend.",
+        "Climbing a steep mountain trail is my favourite hobby.",
+        "I baked fresh sourdough bread this morning.",
+        "Cooking pasta for my family makes me happy.",
+    ]
+    generated = [
+        "I love hiking up mountain trails.",
+        "The mountains are where I go hiking.",
+        "I bake bread in my kitchen.",
+        "I cook pasta every day.",
+    ]
+    own = float(pairwise_similarity(generated, references).mean())
+    floor = similarity_floor(generated, references, keys)
+    ceiling = reference_ceiling(references, keys)
+    assert floor < own, (floor, own)
+    assert floor < ceiling
+    assert 0 < normalized(own, floor) < 1
+    assert normalized(floor, floor) == 0
