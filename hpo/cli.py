@@ -291,11 +291,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from hpo.demo import DemoOptions, run_demo
 
-    root = args.output_root if args.output_root != Path(".") else Path("demo_run")
     run_demo(
         DemoOptions(
-            output_root=root,
-            storage_url=args.storage,
+            output_root=args.output_root,
+            storage_url=args.storage or os.environ.get("HPO_STORAGE"),
             personas=args.personas,
             examples=args.examples,
             seed=args.seed,
@@ -536,10 +535,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "demo",
         cmd_demo,
-        "the whole flow on the embedded default: data, clusters, study with 2 workers, evaluation",
-        "hpo demo --output-root demo_run",
+        "the whole flow on the embedded default: data, clusters, study with 2 workers, "
+        "evaluation. Files go to demo_run/ (or --output-root / HPO_OUTPUT_ROOT); the database "
+        "is OUTPUT_ROOT/hpo.db unless --storage or HPO_STORAGE names another. A second run "
+        "resumes: finished trials and evaluations are reused.",
+        "hpo demo --output-root demo_run --n-trials 12",
         [common],
     )
+    p.set_defaults(output_root=Path(os.environ.get("HPO_OUTPUT_ROOT", "demo_run")))
     p.add_argument("--personas", type=int, default=200, help="personas (200)")
     p.add_argument("--examples", type=int, default=40, help="examples per persona (40)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (0)")

@@ -78,25 +78,21 @@ def test_data_to_clusters_to_adapter_to_evaluation(tmp_path: Path, tiny_base) ->
 def test_demo_command_end_to_end(tmp_path: Path) -> None:
     """`hpo demo` at a small scale: two workers, pruning, promotion, evaluation, report."""
     root = tmp_path / "demo"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hpo",
-            "demo",
-            "--output-root",
-            str(root),
-            "--personas",
-            "30",
-            "--examples",
-            "14",
-            "--n-trials",
-            "5",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    command = [
+        sys.executable,
+        "-m",
+        "hpo",
+        "demo",
+        "--output-root",
+        str(root),
+        "--personas",
+        "30",
+        "--examples",
+        "14",
+        "--n-trials",
+        "5",
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     for text in ("cluster", "silhouette", "best eval_loss", "similarity", "results"):
@@ -127,3 +123,17 @@ def test_demo_command_end_to_end(tmp_path: Path) -> None:
     )
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["finished"] == 5
+
+    # a second run resumes: no new trials, the same evaluation rows, the same numbers
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rerun = json.loads(
+        (root / "results" / "cluster_lora" / "cluster_lora_results.json").read_text()
+    )
+    assert rerun["methods"] == report["methods"]
+    engine = storage.open_storage(f"sqlite:///{root / 'hpo.db'}")
+    with storage.session_scope(engine) as session:
+        runs = storage.list_evaluation_runs(session, "demo-cluster4")
+        assert len(runs) == 2
+        for run in runs:
+            assert len(storage.evaluation_results(session, run.id)) == run.n_examples
