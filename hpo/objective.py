@@ -7,6 +7,7 @@ trial's user attributes. A pruned or failed trial leaves no adapter behind.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +46,8 @@ class Objective:
             raise
         except (Exception, KeyboardInterrupt) as exc:
             # The reason shows in `hpo study trials` and the dashboard, not only in a log.
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
             raise
 
     def _run(self, trial: optuna.Trial) -> float:

@@ -99,6 +99,13 @@ def _wait_for_ticket(study: optuna.Study, engine: Any, study_name: str, poll: fl
         time.sleep(poll)
 
 
+def _finished_elsewhere(exc: Exception) -> bool:
+    """Whether an error says our trial was already finished by someone else."""
+    return isinstance(exc, optuna.exceptions.UpdateFinishedTrialError) or str(exc).startswith(
+        "Cannot tell a "
+    )
+
+
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise WorkerStopped(f"worker got signal {signum}")
 
@@ -182,6 +189,14 @@ def run_worker(
                 with storage.session_scope(engine) as session:
                     storage.release_ticket(session, study_name)
                 break
+            except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
+                if not _finished_elsewhere(exc):
+                    raise
+                # Our heartbeat stopped (a database error ends Optuna's heartbeat thread), so
+                # another worker failed the trial as stale, freed its ticket and re-queued it.
+                # Drop it: nothing was saved or told.
+                log.warning("trial was finished by another worker (stale): %s", exc)
+                continue
             trial = finished[-1]
             summary.trials.append((trial.number, trial.state.name))
             if trial.state == optuna.trial.TrialState.FAIL:

@@ -61,3 +61,31 @@ def test_sigterm_fails_the_running_trial_and_frees_its_ticket(
     )
     assert codes == [0]
     check_invariants(sqlite_url, "sigterm", 3)
+
+
+def test_trial_failed_elsewhere_is_dropped_and_the_worker_goes_on(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Optuna's heartbeat thread dies quietly on a database error; the live trial then looks
+    stale and another worker fails and re-queues it. The first worker must notice (its next
+    report raises), drop the trial without saving or telling, and carry on."""
+    from hpo.worker import _StaleTrialHandler
+
+    config = small_study_config(name="elsewhere", n_trials=3)
+    prepare(sqlite_url, tmp_path, config)
+    [worker] = start_workers(sqlite_url, "elsewhere", n_workers=1, output_root=tmp_path)
+    _wait_for_running(sqlite_url, "elsewhere")
+    study, _ = load_study(sqlite_url, "elsewhere")
+    [running] = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    # what optuna.storages.fail_stale_trials does in another worker, with our callback
+    assert study._storage.set_trial_state_values(running._trial_id, optuna.trial.TrialState.FAIL)
+    _StaleTrialHandler(storage.open_storage(sqlite_url), "elsewhere")(study, running)
+
+    codes = wait_for_workers([worker], interval=0.5)
+    assert codes == [0], worker.log_path.read_text()[-3000:]
+    assert "finished by another worker" in worker.log_path.read_text()
+    trials = check_invariants(sqlite_url, "elsewhere", 3)
+    dropped = next(t for t in trials if t.number == running.number)
+    assert dropped.state == optuna.trial.TrialState.FAIL
+    assert "adapter_path" not in dropped.user_attrs
+    assert any(t.system_attrs.get("failed_trial") == running.number for t in trials)
