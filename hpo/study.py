@@ -32,6 +32,7 @@ def optuna_storage(
     url: str, *, heartbeat: bool = False, on_stale: Any = None, grace_period: int = GRACE_PERIOD
 ) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage on the URL, pinging before use so it survives restarts."""
+    url = storage.normalize_url(url)
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}

@@ -42,10 +42,11 @@ from storage.engine import (
     dispose_engines,
     init_schema,
     masked_url,
+    normalize_url,
     open_storage,
     session_scope,
 )
-from storage.errors import InvalidNameError, NotFoundError, StorageError
+from storage.errors import InvalidNameError, InvalidURLError, NotFoundError, StorageError
 from storage.evaluations import (
     ResultRow,
     RunInfo,
@@ -94,6 +95,7 @@ __all__ = [
     "Example",
     "ExampleLike",
     "InvalidNameError",
+    "InvalidURLError",
     "NotFoundError",
     "OutputLayout",
     "Persona",
@@ -125,6 +127,7 @@ __all__ = [
     "list_evaluation_runs",
     "load_personas",
     "masked_url",
+    "normalize_url",
     "open_storage",
     "record_artifact",
     "release_ticket",

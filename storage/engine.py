@@ -23,7 +23,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from storage.errors import StorageError
+from storage.errors import InvalidURLError, StorageError
 from storage.models import SCHEMA_VERSION, Base, schema_version
 
 DEFAULT_STORAGE_URL = "sqlite:///hpo.db"
@@ -68,13 +68,13 @@ def _parse_url(url: str) -> URL:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise StorageError(
+        raise InvalidURLError(
             f"cannot parse storage URL {masked_url(url)!r}: "
             "use sqlite:///path/to/hpo.db or postgresql+psycopg://user@host/dbname"
         ) from exc
     backend = parsed.get_backend_name()
     if backend not in SUPPORTED_BACKENDS:
-        raise StorageError(
+        raise InvalidURLError(
             f"unsupported storage backend {backend!r} in {masked_url(parsed)!r}: "
             "use sqlite:///path/to/hpo.db or postgresql+psycopg://user@host/dbname"
         )
@@ -82,6 +82,15 @@ def _parse_url(url: str) -> URL:
         # SQLAlchemy's default PostgreSQL driver is psycopg2; we ship psycopg 3.
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+def normalize_url(url: str) -> str:
+    """The URL as every engine of ours uses it (``postgresql://`` means psycopg 3).
+
+    Raises:
+        InvalidURLError: If the URL cannot be parsed or names another backend.
+    """
+    return _parse_url(url).render_as_string(hide_password=False)
 
 
 def _sqlite_file(url: URL) -> Path | None:

@@ -13,3 +13,7 @@ class InvalidNameError(ValueError):
 
 class NotFoundError(StorageError, LookupError):
     """A named dataset, clustering or cluster does not exist (bad input, not a failure)."""
+
+
+class InvalidURLError(StorageError, ValueError):
+    """A storage URL that cannot be parsed or names an unsupported backend (bad input)."""

@@ -416,3 +416,17 @@ def test_dashboard_serves_the_study_on_localhost(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_unsupported_storage_url_is_bad_input(tmp_path: Path) -> None:
+    result = _hpo(tmp_path, "study", "status", "--study", "x", "--storage", "mysql://h/db")
+    assert result.returncode == 2
+    assert "mysql" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.postgres
+def test_plain_postgresql_url_means_psycopg3(tmp_path: Path, pg_url: str) -> None:
+    plain = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    result = _hpo(tmp_path, "study", "status", "--study", "nosuch", "--storage", plain)
+    assert result.returncode == 2
+    assert "no study named 'nosuch'" in result.stderr
