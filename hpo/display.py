@@ -39,7 +39,7 @@ def _fmt(value: Any) -> str:
 def trials_table(rows: Sequence[TrialRow], title: str) -> Table:
     """Trials with state, eval_loss and parameters."""
     table = Table(title=title)
-    for col in ("trial", "state", "eval_loss", "params", "seed"):
+    for col in ("trial", "state", "eval_loss", "params", "seed", "note"):
         table.add_column(col)
     for r in rows:
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(r.params.items()))
@@ -49,6 +49,7 @@ def trials_table(rows: Sequence[TrialRow], title: str) -> Table:
             "" if r.value is None else f"{r.value:.4f}",
             params,
             "yes" if r.seed_config else "",
+            r.note,
         )
     return table
 

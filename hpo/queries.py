@@ -22,6 +22,8 @@ class TrialRow:
     params: dict[str, Any]
     adapter_path: str | None
     seed_config: bool
+    note: str = ""
+    """Why a trial failed, or at which evaluation it was pruned."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -51,7 +53,20 @@ def _row(t: optuna.trial.FrozenTrial) -> TrialRow:
         dict(t.params),
         t.user_attrs.get("adapter_path"),
         bool(t.user_attrs.get("seed_config")),
+        _note(t),
     )
+
+
+def _note(t: optuna.trial.FrozenTrial) -> str:
+    if t.state == TrialState.FAIL:
+        retried = t.system_attrs.get("failed_trial")
+        reason = t.user_attrs.get("fail_reason") or "worker lost (no heartbeat)"
+        return reason if retried is None else f"{reason}; retry of trial {retried}"
+    if t.state == TrialState.PRUNED and t.intermediate_values:
+        step = max(t.intermediate_values)
+        return f"pruned at evaluation {step} (eval_loss {t.intermediate_values[step]:.4f})"
+    retried = t.system_attrs.get("failed_trial")
+    return "" if retried is None else f"retry of trial {retried}"
 
 
 def study_status(url: str, name: str) -> StudyStatus:

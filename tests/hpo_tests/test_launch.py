@@ -1,0 +1,59 @@
+"""The launcher pins one GPU per worker and shares CPU cores between CPU workers."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from hpo import launch
+
+
+class _FakePopen:
+    started: ClassVar[list[dict[str, Any]]] = []
+
+    def __init__(self, cmd: list[str], **kwargs: Any) -> None:
+        self.cmd = cmd
+        self.env = kwargs["env"]
+        self.pid = 1000 + len(self.started)
+        self.returncode = 0
+        _FakePopen.started.append({"cmd": cmd, "env": kwargs["env"]})
+
+    def poll(self) -> int:
+        return 0
+
+
+@pytest.fixture
+def fake_popen(monkeypatch: pytest.MonkeyPatch) -> type[_FakePopen]:
+    _FakePopen.started = []
+    monkeypatch.setattr(subprocess, "Popen", _FakePopen)
+    return _FakePopen
+
+
+def test_one_gpu_per_worker(fake_popen: type[_FakePopen], tmp_path: Path) -> None:
+    workers = launch.start_workers("sqlite:///x.db", "s", gpus=["0", "3"], output_root=tmp_path)
+    assert [w.gpu for w in workers] == ["0", "3"]
+    envs = [s["env"] for s in fake_popen.started]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "3"]
+    cmds = [s["cmd"] for s in fake_popen.started]
+    assert all(c[1:4] == ["-m", "hpo", "worker"] for c in cmds)
+    assert [c[c.index("--worker-index") + 1] for c in cmds] == ["0", "1"]
+    assert launch.wait_for_workers(workers, interval=0) == [0, 0]
+
+
+def test_cpu_workers_share_the_cores(
+    fake_popen: type[_FakePopen], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(launch.os, "cpu_count", lambda: 8)
+    launch.start_workers("sqlite:///x.db", "s", n_workers=4, output_root=tmp_path)
+    for started in fake_popen.started:
+        assert started["env"]["CUDA_VISIBLE_DEVICES"] == ""
+        assert started["env"]["OMP_NUM_THREADS"] == "2"
+        assert started["cmd"][started["cmd"].index("--threads") + 1] == "2"
+
+
+def test_needs_workers_or_gpus(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="n_workers"):
+        launch.start_workers("sqlite:///x.db", "s", output_root=tmp_path)
