@@ -38,8 +38,11 @@ class Objective:
 
     def __init__(self, ctx: TrialContext) -> None:
         self.ctx = ctx
+        self.last_trial_id: int | None = None
+        """Storage id of the trial this objective ran last (for a clean stop on SIGTERM)."""
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.last_trial_id = trial._trial_id
         try:
             return self._run(trial)
         except optuna.TrialPruned:

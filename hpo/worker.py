@@ -9,6 +9,7 @@ with the same parameters (``RetryHeartbeatStaleTrialCallback``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -106,6 +107,19 @@ def _finished_elsewhere(exc: Exception) -> bool:
     )
 
 
+def _stop_cleanly(study: optuna.Study, engine: Any, study_name: str, trial_id: int | None) -> None:
+    """After SIGTERM inside ``optimize``: fail our trial if it is still RUNNING, and give the
+    ticket back unless the trial finished (COMPLETE or PRUNED) before the signal landed."""
+    state = None if trial_id is None else study._storage.get_trial(trial_id).state
+    if trial_id is not None and state == optuna.trial.TrialState.RUNNING:
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            study._storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        state = optuna.trial.TrialState.FAIL
+    if state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+        with storage.session_scope(engine) as session:
+            storage.release_ticket(session, study_name)
+
+
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise WorkerStopped(f"worker got signal {signum}")
 
@@ -186,8 +200,7 @@ def run_worker(
                 )
             except WorkerStopped:
                 summary.stopped_by_signal = True
-                with storage.session_scope(engine) as session:
-                    storage.release_ticket(session, study_name)
+                _stop_cleanly(study, engine, study_name, objective.last_trial_id)
                 break
             except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
                 if not _finished_elsewhere(exc):
