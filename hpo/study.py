@@ -31,20 +31,25 @@ class StudyConfigMismatch(ValueError):
 def optuna_storage(
     url: str, *, heartbeat: bool = False, on_stale: Any = None, grace_period: int = GRACE_PERIOD
 ) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage on the URL, pinging before use so it survives restarts."""
+    """An Optuna RDB storage on the URL, pinging before use so it survives restarts; on
+    SQLite its transactions take the write lock at BEGIN, as ours do, so that workers wait
+    for each other instead of failing with "database is locked"."""
     url = storage.normalize_url(url)
+    sqlite = url.startswith("sqlite")
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
+    if sqlite:
         engine_kwargs["connect_args"] = {"timeout": 60}
-    if not heartbeat:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=min(HEARTBEAT_INTERVAL, max(1, grace_period // 3)),
-        grace_period=grace_period,
-        heartbeat_stale_trial_callback=on_stale,
-    )
+    heartbeat_kwargs: dict[str, Any] = {}
+    if heartbeat:
+        heartbeat_kwargs = {
+            "heartbeat_interval": min(HEARTBEAT_INTERVAL, max(1, grace_period // 3)),
+            "grace_period": grace_period,
+            "heartbeat_stale_trial_callback": on_stale,
+        }
+    rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
+    if sqlite:
+        storage.configure_sqlite(rdb.engine)
+    return rdb
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:

@@ -37,6 +37,7 @@ from storage.datasets import (
 )
 from storage.engine import (
     DEFAULT_STORAGE_URL,
+    configure_sqlite,
     create_engine,
     default_storage_url,
     dispose_engines,
@@ -111,6 +112,7 @@ __all__ = [
     "budget",
     "claim_ticket",
     "cluster_persona_ids",
+    "configure_sqlite",
     "create_engine",
     "default_storage_url",
     "directory_sha256",

@@ -122,10 +122,24 @@ def _build_engine(url: URL) -> Engine:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, pool_pre_ping=True, connect_args={"timeout": 60})
-        event.listen(engine, "connect", _on_sqlite_connect)
-        event.listen(engine, "begin", _on_sqlite_begin)
+        configure_sqlite(engine)
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+def configure_sqlite(engine: Engine) -> None:
+    """Give an SQLite engine our pragmas (WAL, busy timeout) and ``BEGIN IMMEDIATE``
+    transactions, and drop its pooled connections so that every new one gets them.
+
+    Deferred transactions that read and then write fail at once with "database is locked"
+    when two processes upgrade their locks together (SQLite cannot wait there without a
+    deadlock); taking the write lock at BEGIN makes them wait their turn instead. Used for
+    Optuna's own engine too, whose read-then-write transactions otherwise collide between
+    workers.
+    """
+    event.listen(engine, "connect", _on_sqlite_connect)
+    event.listen(engine, "begin", _on_sqlite_begin)
+    engine.dispose()
 
 
 def create_engine(url: str) -> Engine:

@@ -4,6 +4,7 @@ asked for (reliability.md, first row of the fault matrix)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from hpo.launch import WorkerProcess, wait_for_workers, worker_command
 from hpo.study import load_study
 from tests.hpo_tests.test_workers import check_invariants, prepare, small_study_config
+from trainers.config import DataConfig
 
 GRACE = 6
 
@@ -35,13 +37,19 @@ def _start(url: str, name: str, index: int, root: Path) -> WorkerProcess:
 def test_sigkill_mid_trial_is_retried_and_budget_stays_exact(pg_url: str, tmp_path: Path) -> None:
     n_trials = 5
     config = small_study_config(name="kill", n_trials=n_trials)
+    # all training examples, so that a trial runs long enough to be killed in the middle
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, data=DataConfig()))
     prepare(pg_url, tmp_path, config)
     victim = _start(pg_url, "kill", 0, tmp_path)
     deadline = time.monotonic() + 120
     running: list[optuna.trial.FrozenTrial] = []
     while not running and time.monotonic() < deadline:
         study, _ = load_study(pg_url, "kill")
-        running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        running = [  # mid-training: parameters suggested, an eval_loss reported
+            t
+            for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+            if t.intermediate_values
+        ]
         time.sleep(0.2)
     assert running, victim.log_path.read_text()[-2000:]
     os.kill(victim.process.pid, signal.SIGKILL)
