@@ -70,14 +70,7 @@ def save_clustering(
             f"assignments name clusters {unknown} that have no stats row "
             f"(stats cover {sorted(known)})"
         )
-    clustering = session.execute(
-        select(Clustering).where(
-            Clustering.dataset_id == dataset_id,
-            Clustering.k == k,
-            Clustering.seed == seed,
-            Clustering.embedding_model == embedding_model,
-        )
-    ).scalar_one_or_none()
+    clustering = _lookup(session, dataset_id, k, seed, embedding_model)
     if clustering is None:
         clustering = Clustering(
             dataset_id=dataset_id,
@@ -204,18 +197,25 @@ def cluster_persona_ids(session: Session, clustering_id: int, cluster_id: int) -
     return ids
 
 
-def find_clustering(
-    session: Session, dataset_id: int, *, k: int, seed: int, embedding_model: str
-) -> ClusteringInfo | None:
-    """Return the clustering of a dataset with exactly this k, seed and embedding model."""
-    clustering = session.execute(
+def _lookup(
+    session: Session, dataset_id: int, k: int, seed: int, embedding_model: str
+) -> Clustering | None:
+    """The clustering row with this unique key, if any."""
+    return session.execute(
         select(Clustering).where(
             Clustering.dataset_id == dataset_id,
             Clustering.k == k,
             Clustering.seed == seed,
             Clustering.embedding_model == embedding_model,
         )
-    ).scalar()
+    ).scalar_one_or_none()
+
+
+def find_clustering(
+    session: Session, dataset_id: int, *, k: int, seed: int, embedding_model: str
+) -> ClusteringInfo | None:
+    """Return the clustering of a dataset with exactly this k, seed and embedding model."""
+    clustering = _lookup(session, dataset_id, k, seed, embedding_model)
     if clustering is None:
         return None
     return _info(session, clustering)
