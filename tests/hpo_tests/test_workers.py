@@ -70,6 +70,30 @@ def check_invariants(url: str, name: str, n_trials: int) -> list[optuna.trial.Fr
     return trials
 
 
+def assert_trial_adapter_loads_with_plain_peft(trials: list[optuna.trial.FrozenTrial]) -> None:
+    """The best trial's adapter is a plain peft adapter: it loads and generates."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.base_model import ensure_tiny_model
+    from trainers.config import ModelConfig
+
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = min(done, key=lambda t: t.value if t.value is not None else float("inf"))
+    base_dir = ensure_tiny_model(ModelConfig())
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base_dir), best.user_attrs["adapter_path"]
+    )
+    inputs = tokenizer(
+        "Persona: I love hiking.\nA: What do you do on weekends?\nB:", return_tensors="pt"
+    )
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+
+
 def run_two_workers(url: str, tmp_path: Path) -> None:
     config = small_study_config()
     prepare(url, tmp_path, config)
@@ -92,6 +116,7 @@ def run_two_workers(url: str, tmp_path: Path) -> None:
     # both workers took part, each wrote its summary line
     for w in workers:
         assert "trials (" in w.log_path.read_text()
+    assert_trial_adapter_loads_with_plain_peft(trials)
     # the eval_loss lines of every trial are in its own log, as the original plan's logs were
     for t in trials:
         log = tmp_path / "logs" / f"{config.study.name}-trial-{t.number:04d}.log"
