@@ -4,20 +4,21 @@ asked for (reliability.md, first row of the fault matrix)."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 
 from hpo.launch import WorkerProcess, wait_for_workers, worker_command
-from hpo.study import load_study
-from tests.hpo_tests.test_workers import check_invariants, prepare, small_study_config
-from trainers.config import DataConfig
+from tests.hpo_tests.test_workers import (
+    check_invariants,
+    long_study_config,
+    prepare,
+    wait_for_training,
+)
 
 GRACE = 6
 
@@ -36,25 +37,12 @@ def _start(url: str, name: str, index: int, root: Path) -> WorkerProcess:
 @pytest.mark.postgres
 def test_sigkill_mid_trial_is_retried_and_budget_stays_exact(pg_url: str, tmp_path: Path) -> None:
     n_trials = 5
-    config = small_study_config(name="kill", n_trials=n_trials)
-    # all training examples, so that a trial runs long enough to be killed in the middle
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, data=DataConfig()))
+    config = long_study_config(name="kill", n_trials=n_trials)
     prepare(pg_url, tmp_path, config)
     victim = _start(pg_url, "kill", 0, tmp_path)
-    deadline = time.monotonic() + 120
-    running: list[optuna.trial.FrozenTrial] = []
-    while not running and time.monotonic() < deadline:
-        study, _ = load_study(pg_url, "kill")
-        running = [  # mid-training: parameters suggested, an eval_loss reported
-            t
-            for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
-            if t.intermediate_values
-        ]
-        time.sleep(0.2)
-    assert running, victim.log_path.read_text()[-2000:]
+    killed = wait_for_training(pg_url, "kill")
     os.kill(victim.process.pid, signal.SIGKILL)
     victim.process.wait(timeout=30)
-    killed = running[0]
 
     survivor = _start(pg_url, "kill", 1, tmp_path)
     assert wait_for_workers([survivor], interval=0.5) == [0], survivor.log_path.read_text()[-3000:]

@@ -4,7 +4,6 @@ and its budget ticket is given back so that the study still ends with the trials
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import optuna
@@ -12,26 +11,21 @@ import optuna
 import storage
 from hpo.launch import start_workers, wait_for_workers
 from hpo.study import load_study
-from tests.hpo_tests.test_workers import check_invariants, prepare, small_study_config
-
-
-def _wait_for_running(url: str, name: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        study, _ = load_study(url, name)
-        if any(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials()):
-            return
-        time.sleep(0.2)
-    raise AssertionError("no trial started running")
+from tests.hpo_tests.test_workers import (
+    check_invariants,
+    long_study_config,
+    prepare,
+    wait_for_training,
+)
 
 
 def test_sigterm_fails_the_running_trial_and_frees_its_ticket(
     sqlite_url: str, tmp_path: Path
 ) -> None:
-    config = small_study_config(name="sigterm", n_trials=3)
+    config = long_study_config(name="sigterm", n_trials=3)
     prepare(sqlite_url, tmp_path, config)
     [worker] = start_workers(sqlite_url, "sigterm", n_workers=1, output_root=tmp_path)
-    _wait_for_running(sqlite_url, "sigterm")
+    wait_for_training(sqlite_url, "sigterm")
     worker.process.send_signal(signal.SIGTERM)
     assert worker.process.wait(timeout=60) == 130, worker.log_path.read_text()[-2000:]
 
@@ -71,12 +65,11 @@ def test_trial_failed_elsewhere_is_dropped_and_the_worker_goes_on(
     report raises), drop the trial without saving or telling, and carry on."""
     from hpo.worker import _StaleTrialHandler
 
-    config = small_study_config(name="elsewhere", n_trials=3)
+    config = long_study_config(name="elsewhere", n_trials=3)
     prepare(sqlite_url, tmp_path, config)
     [worker] = start_workers(sqlite_url, "elsewhere", n_workers=1, output_root=tmp_path)
-    _wait_for_running(sqlite_url, "elsewhere")
+    running = wait_for_training(sqlite_url, "elsewhere")
     study, _ = load_study(sqlite_url, "elsewhere")
-    [running] = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
     # what optuna.storages.fail_stale_trials does in another worker, with our callback
     assert study._storage.set_trial_state_values(running._trial_id, optuna.trial.TrialState.FAIL)
     _StaleTrialHandler(storage.open_storage(sqlite_url), "elsewhere")(study, running)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import optuna
@@ -32,6 +33,25 @@ def small_study_config(name: str = "workers", n_trials: int = N_TRIALS) -> Study
             evals_per_epoch=2, data=DataConfig(max_train_per_persona=3, max_val_per_persona=2)
         ),
     )
+
+
+def long_study_config(name: str, n_trials: int) -> StudyConfig:
+    """Like small_study_config, on all training examples: trials last seconds, long enough
+    for a test to signal or kill a worker in the middle of one."""
+    config = small_study_config(name=name, n_trials=n_trials)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, data=DataConfig()))
+
+
+def wait_for_training(url: str, name: str, timeout: float = 120) -> optuna.trial.FrozenTrial:
+    """Wait until a trial is mid-training (parameters set, an eval_loss reported)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        study, _ = load_study(url, name)
+        for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+            if t.intermediate_values:
+                return t
+        time.sleep(0.1)
+    raise AssertionError(f"no trial of {name} started training within {timeout} s")
 
 
 def prepare(url: str, tmp_path: Path, config: StudyConfig) -> None:
