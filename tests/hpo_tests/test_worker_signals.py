@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import optuna
+import pytest
 
 import storage
 from hpo.launch import start_workers, wait_for_workers
@@ -19,6 +20,7 @@ from tests.hpo_tests.test_workers import (
 )
 
 
+@pytest.mark.slow
 def test_sigterm_fails_the_running_trial_and_frees_its_ticket(
     sqlite_url: str, tmp_path: Path
 ) -> None:
@@ -57,6 +59,7 @@ def test_sigterm_fails_the_running_trial_and_frees_its_ticket(
     check_invariants(sqlite_url, "sigterm", 3)
 
 
+@pytest.mark.slow
 def test_trial_failed_elsewhere_is_dropped_and_the_worker_goes_on(
     sqlite_url: str, tmp_path: Path
 ) -> None:
