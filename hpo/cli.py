@@ -118,7 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     engine = storage.open_storage(_url(args))
     cluster = load_cluster(engine, args.dataset, args.k, args.cluster_id)
-    layout = storage.OutputLayout(args.output_root)
+    layout = storage.OutputLayout(args.output_root.resolve())
     target = args.out or layout.cluster_adapter_dir(args.cluster_id)
     log_path = layout.log_path(f"train-cluster-{args.cluster_id:02d}")
     result = train_cluster_adapter(

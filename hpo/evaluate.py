@@ -57,7 +57,7 @@ def evaluate_best(
     base = load_base_model(config.model)
     return evaluate_promoted(
         engine,
-        storage.OutputLayout(Path(output_root)),
+        storage.OutputLayout(Path(output_root).resolve()),
         trial,
         base=base,
         dataset_id=cluster.dataset_id,

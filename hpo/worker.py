@@ -169,7 +169,7 @@ def run_worker(
     ctx = TrialContext(
         config=config,
         engine=engine,
-        layout=storage.OutputLayout(Path(output_root)),
+        layout=storage.OutputLayout(Path(output_root).resolve()),
         base=load_base_model(config.model),
         train=prompt_pairs(cluster.personas, "train", data.max_train_per_persona),
         val=prompt_pairs(cluster.personas, "val", data.max_val_per_persona),
