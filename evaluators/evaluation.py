@@ -22,6 +22,7 @@ from evaluators.similarity import (
     similarity_floor,
 )
 from trainers.base_model import BaseModel
+from trainers.embedding import DEFAULT_EMBEDDING_MODEL
 from trainers.prompt import build_prompt
 
 
@@ -112,7 +113,7 @@ def evaluate_method(
             clustering_id=key.clustering_id,
             cluster_id=key.cluster_id,
             split=key.split,
-            embedding_model=embedding_model or "all-MiniLM-L6-v2",
+            embedding_model=embedding_model or DEFAULT_EMBEDDING_MODEL,
         )
         done = storage.done_example_ids(session, run_id)
     todo = [item for item in items if item.example_id not in done]

@@ -12,6 +12,7 @@ from typing import Any
 import storage
 from evaluators.evaluation import EvalItem, MethodResult, RunKey, eval_items, evaluate_method
 from evaluators.similarity import reference_ceiling
+from trainers.embedding import DEFAULT_EMBEDDING_MODEL
 
 CLUSTER_ADAPTER_KIND = "cluster_adapter"
 RESULTS_KIND = "cluster_lora"
@@ -138,7 +139,7 @@ def evaluate_promoted(
             "params": trial.params,
             "adapter": str(adapter_dir),
         },
-        "embedding_model": embedding_model or "all-MiniLM-L6-v2",
+        "embedding_model": embedding_model or DEFAULT_EMBEDDING_MODEL,
         "n_personas": len(lora.per_persona),
         "n_test_examples": len(items),
         "reference_ceiling": reference_ceiling(

@@ -16,6 +16,7 @@ from typing import Any
 
 from storage.artifacts import validate_name
 from trainers.config import DataConfig, ModelConfig, TrainConfig
+from trainers.embedding import DEFAULT_EMBEDDING_MODEL
 
 TUNABLE = (
     "epochs",
@@ -49,7 +50,7 @@ class StudySection:
     """The cluster whose adapter is tuned (clusters are numbered by size, smallest first)."""
     n_trials: int = 12
     """Trials the study runs in total (complete + pruned), over all workers."""
-    embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
     """Sentence-transformers model (name or path) for clustering and similarity."""
     clustering_seed: int = 0
     """KMeans seed of the clustering to use."""

@@ -6,28 +6,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 import storage
 from evaluators.promotion import PromotedTrial, evaluate_promoted
 from hpo.pipeline import load_study_cluster
-from hpo.queries import best_trials
 from hpo.study import load_study
 
 
-def best_trial_to_promote(url: str, study_name: str) -> PromotedTrial:
+def best_trial_to_promote(study: optuna.Study) -> PromotedTrial:
     """The best COMPLETE trial with its adapter.
 
     Raises:
         LookupError: The study has no COMPLETE trial yet.
     """
-    study, _ = load_study(url, study_name)
-    rows = best_trials(url, study_name, 1, study=study)
-    if not rows:
-        raise LookupError(f"study {study_name!r} has no COMPLETE trial yet; run workers first")
-    trial = study.trials[rows[0].number]
+    try:
+        trial = study.best_trial
+    except ValueError as exc:
+        raise LookupError(
+            f"study {study.study_name!r} has no COMPLETE trial yet; run workers first"
+        ) from exc
+    assert trial.value is not None
     return PromotedTrial(
-        study_name=study_name,
+        study_name=study.study_name,
         trial_number=trial.number,
-        eval_loss=float(trial.value or 0.0),
+        eval_loss=trial.value,
         params=dict(trial.params),
         adapter_path=Path(trial.user_attrs["adapter_path"]),
         adapter_sha256=trial.user_attrs["adapter_sha256"],
@@ -49,8 +52,8 @@ def evaluate_best(
     """
     from trainers.base_model import load_base_model
 
-    _, config = load_study(url, study_name)
-    trial = best_trial_to_promote(url, study_name)
+    study, config = load_study(url, study_name)
+    trial = best_trial_to_promote(study)
     engine = storage.open_storage(url)
     section = config.study
     cluster = load_study_cluster(engine, section)
