@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-fast lint clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,9 @@ demo: install  ## the whole flow on the embedded default (SQLite, tiny model, bu
 
 test: install  ## the test suite, including the tests against the running PostgreSQL
 	$(PY) -m pytest
+
+test-fast: install  ## the inner loop: every test not marked slow (about a minute)
+	$(PY) -m pytest -m "not slow" -q
 
 lint: install  ## ruff and mypy, as CI runs them
 	$(VENV)/bin/ruff check .
