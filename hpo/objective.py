@@ -8,17 +8,42 @@ trial's user attributes. A pruned or failed trial leaves no adapter behind.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import optuna
 
 import storage
 from hpo.config import StudyConfig
 from hpo.space import suggest, train_config_for
-from trainers.recipe import PromptPair, train_lora
+from trainers.config import TrainConfig
+from trainers.recipe import PromptPair, TrainResult, train_lora
 
 ADAPTER_KIND = "trial_adapter"
+WORKER_ATTR = "worker"
+"""Trial user attribute: the index of the worker that ran the trial (last run, for a retry)."""
+
+
+class TrainFn(Protocol):
+    """The training function a trial calls; :func:`trainers.recipe.train_lora` by default.
+
+    It must call ``report(step, eval_loss)`` after each evaluation, stop when that returns
+    True (``stopped_early``, nothing saved), and otherwise save the adapter into ``save_dir``.
+    """
+
+    def __call__(
+        self,
+        base: Any,
+        config: TrainConfig,
+        train: list[PromptPair],
+        val: list[PromptPair],
+        *,
+        report: Callable[[int, float], bool],
+        save_dir: Path,
+        log_path: Path,
+    ) -> TrainResult: ...
 
 
 @dataclass
@@ -31,6 +56,10 @@ class TrialContext:
     base: Any
     train: list[PromptPair]
     val: list[PromptPair]
+    worker_index: int = 0
+    """Recorded in each trial's ``worker`` user attribute (dashboard, tests)."""
+    train_fn: TrainFn = train_lora
+    """Trains one adapter; tests pass a stand-in that writes a small adapter directory."""
 
 
 class Objective:
@@ -38,11 +67,13 @@ class Objective:
 
     def __init__(self, ctx: TrialContext) -> None:
         self.ctx = ctx
-        self.last_trial_id: int | None = None
-        """Storage id of the trial this objective ran last (for a clean stop on SIGTERM)."""
+        self.last_trial_number: int | None = None
+        """Number of the trial this objective ran last; the worker resets it to None before
+        each trial and looks the trial up by number (after SIGTERM, or when Optuna refuses
+        to record the trial's end)."""
 
     def __call__(self, trial: optuna.Trial) -> float:
-        self.last_trial_id = trial._trial_id
+        self.last_trial_number = trial.number
         try:
             return self._run(trial)
         except optuna.TrialPruned:
@@ -56,6 +87,7 @@ class Objective:
     def _run(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
         study_name = ctx.config.study.name
+        trial.set_user_attr(WORKER_ATTR, ctx.worker_index)
         params = suggest(trial, ctx.config.search_space)
         train_config = train_config_for(ctx.config, params)
         trial.set_user_attr("train_config", train_config.to_dict())
@@ -67,7 +99,7 @@ class Objective:
         final = ctx.layout.trial_adapter_dir(study_name, trial.number)
         log_path = ctx.layout.log_path(f"{study_name}-trial-{trial.number:04d}")
         with storage.atomic_directory(final) as tmp:
-            result = train_lora(
+            result = ctx.train_fn(
                 ctx.base,
                 train_config,
                 ctx.train,

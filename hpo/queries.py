@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,15 +58,25 @@ def _row(t: optuna.trial.FrozenTrial) -> TrialRow:
     )
 
 
+def retried_trial_number(t: optuna.trial.FrozenTrial) -> int | None:
+    """The number of the stale trial that ``t`` retries, or None if it is no retry.
+
+    Optuna's ``RetryHeartbeatStaleTrialCallback.retried_trial_number`` is marked experimental;
+    its warning is silenced here so that every listing does not repeat it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
+
+
 def _note(t: optuna.trial.FrozenTrial) -> str:
+    retried = retried_trial_number(t)
     if t.state == TrialState.FAIL:
-        retried = t.system_attrs.get("failed_trial")
         reason = t.user_attrs.get("fail_reason") or "worker lost (no heartbeat)"
         return reason if retried is None else f"{reason}; retry of trial {retried}"
     if t.state == TrialState.PRUNED and t.intermediate_values:
         step = max(t.intermediate_values)
         return f"pruned at evaluation {step} (eval_loss {t.intermediate_values[step]:.4f})"
-    retried = t.system_attrs.get("failed_trial")
     return "" if retried is None else f"retry of trial {retried}"
 
 

@@ -105,15 +105,32 @@ def create_study(config: StudyConfig, url: str) -> optuna.Study:
     return study
 
 
-def load_study(url: str, name: str, **storage_kwargs: Any) -> tuple[optuna.Study, StudyConfig]:
+def load_study(
+    url: str,
+    name: str,
+    *,
+    rdb: optuna.storages.RDBStorage | None = None,
+    **storage_kwargs: Any,
+) -> tuple[optuna.Study, StudyConfig]:
     """Load a study created by :func:`create_study`, with its stored config.
+
+    Args:
+        url: The storage URL.
+        name: The study name.
+        rdb: An Optuna storage already built on ``url`` by :func:`optuna_storage` (the worker
+            keeps its own to look trials up); None builds one with ``storage_kwargs``.
+        **storage_kwargs: Passed to :func:`optuna_storage` when ``rdb`` is None.
 
     Raises:
         KeyError: No such study (the message names it and the storage).
     """
     storage.validate_name(name, what="study name")
+    if rdb is None:
+        rdb = optuna_storage(url, **storage_kwargs)
+    elif storage_kwargs:
+        raise TypeError(f"give either rdb or storage options, not both: {sorted(storage_kwargs)}")
     try:
-        study = optuna.load_study(study_name=name, storage=optuna_storage(url, **storage_kwargs))
+        study = optuna.load_study(study_name=name, storage=rdb)
     except KeyError as exc:
         raise KeyError(
             f"no study named {name!r} in {storage.masked_url(url)}; "

@@ -25,7 +25,7 @@ import storage
 from hpo.objective import Objective, TrialContext
 from hpo.pipeline import load_study_cluster
 from hpo.strategies import make_pruner, make_sampler
-from hpo.study import GRACE_PERIOD, load_study
+from hpo.study import GRACE_PERIOD, load_study, optuna_storage
 
 log = logging.getLogger(__name__)
 
@@ -100,20 +100,32 @@ def _wait_for_ticket(study: optuna.Study, engine: Any, study_name: str, poll: fl
         time.sleep(poll)
 
 
-def _finished_elsewhere(exc: Exception) -> bool:
-    """Whether an error says our trial was already finished by someone else."""
-    return isinstance(exc, optuna.exceptions.UpdateFinishedTrialError) or str(exc).startswith(
-        "Cannot tell a "
-    )
+def _trial_id(rdb: optuna.storages.RDBStorage, study_id: int, number: int | None) -> int | None:
+    """The storage id of the study's trial with this number (None for None)."""
+    return None if number is None else rdb.get_trial_id_from_study_id_trial_number(study_id, number)
 
 
-def _stop_cleanly(study: optuna.Study, engine: Any, study_name: str, trial_id: int | None) -> None:
+def _finished_elsewhere(rdb: optuna.storages.RDBStorage, trial_id: int | None) -> bool:
+    """Whether our trial was failed by someone else while it ran.
+
+    Asked when ``optimize`` raised ``UpdateFinishedTrialError`` or ``ValueError``: Optuna
+    refuses to store the end of a trial that is no longer RUNNING. The objective's own errors
+    never get here (``catch=(Exception,)`` stores them as FAIL), so a FAIL trial here was
+    failed by another worker's sweep of stale trials, which also gave its ticket back. Decided by
+    the stored state, not by the wording of Optuna's message, which may change.
+    """
+    return trial_id is not None and rdb.get_trial(trial_id).state == optuna.trial.TrialState.FAIL
+
+
+def _stop_cleanly(
+    rdb: optuna.storages.RDBStorage, trial_id: int | None, engine: Any, study_name: str
+) -> None:
     """After SIGTERM inside ``optimize``: fail our trial if it is still RUNNING, and give the
     ticket back unless the trial finished (COMPLETE or PRUNED) before the signal landed."""
-    state = None if trial_id is None else study._storage.get_trial(trial_id).state
+    state = None if trial_id is None else rdb.get_trial(trial_id).state
     if trial_id is not None and state == optuna.trial.TrialState.RUNNING:
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-            study._storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+            rdb.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
         state = optuna.trial.TrialState.FAIL
     if state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
         with storage.session_scope(engine) as session:
@@ -149,13 +161,14 @@ def run_worker(
             often to check whether one of them went stale (its ticket is then free again).
     """
     from trainers.base_model import load_base_model, set_threads
-    from trainers.recipe import prompt_pairs
+    from trainers.batching import prompt_pairs
 
     engine = storage.open_storage(url)
     on_stale = _StaleTrialHandler(engine, study_name)
-    study, config = load_study(
-        url, study_name, heartbeat=True, on_stale=on_stale, grace_period=grace_period
-    )
+    # Kept to look our trials up by number with the storage's public getters.
+    rdb = optuna_storage(url, heartbeat=True, on_stale=on_stale, grace_period=grace_period)
+    study, config = load_study(url, study_name, rdb=rdb)
+    study_id = rdb.get_study_id_from_name(study_name)
     study.sampler = make_sampler(config.sampler, worker_index)
     study.pruner = make_pruner(config.pruner)
     summary = WorkerSummary(worker_index)
@@ -173,6 +186,7 @@ def run_worker(
         base=load_base_model(config.model),
         train=prompt_pairs(cluster.personas, "train", data.max_train_per_persona),
         val=prompt_pairs(cluster.personas, "val", data.max_val_per_persona),
+        worker_index=worker_index,
     )
     objective = Objective(ctx)
     previous = signal.signal(signal.SIGTERM, _raise_stop)
@@ -190,6 +204,8 @@ def run_worker(
             if not _wait_for_ticket(study, engine, study_name, poll_seconds):
                 break
             finished: list[optuna.trial.FrozenTrial] = []
+            # Set by the objective once Optuna has created the trial; None while still asking.
+            objective.last_trial_number = None
             try:
                 study.optimize(
                     objective,
@@ -200,10 +216,13 @@ def run_worker(
                 )
             except WorkerStopped:
                 summary.stopped_by_signal = True
-                _stop_cleanly(study, engine, study_name, objective.last_trial_id)
+                trial_id = _trial_id(rdb, study_id, objective.last_trial_number)
+                _stop_cleanly(rdb, trial_id, engine, study_name)
                 break
             except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
-                if not _finished_elsewhere(exc):
+                if not _finished_elsewhere(
+                    rdb, _trial_id(rdb, study_id, objective.last_trial_number)
+                ):
                     raise
                 # Our heartbeat stopped (a database error ends Optuna's heartbeat thread), so
                 # another worker failed the trial as stale, freed its ticket and re-queued it.
