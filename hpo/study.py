@@ -1,22 +1,36 @@
-"""Race-safe study creation and loading on one SQL storage URL.
+"""Race-safe, all-or-nothing study creation and loading on one SQL storage URL.
 
-The study and our own tables share the database. Creation runs under a database-wide lock,
-enqueues the seed configs once, records the exact trial budget, and refuses a config whose
-objective or search space differs from the stored one.
+The study and our own tables share the database. :func:`create_study` checks everything
+before it writes anything, then, under a database-wide lock, writes the trial budget, the
+study, its seed trials, and last the stored config, which marks the study complete. Optuna
+writes through its own sessions, so no single SQL transaction spans its tables and ours;
+creation is atomic in effect instead: a failure part-way deletes what was written, and a study
+left without its config by a killed process is deleted and created afresh by the next call.
+Workers only load a study that has its config. A config that differs in any value from the
+stored one is refused; the stored one is kept.
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 import optuna
 
 import storage
-from hpo.config import StudyConfig, config_from_dict
+from hpo.config import ConfigError, StudyConfig, config_from_dict
+from hpo.strategies import make_pruner, make_sampler
 from storage.locks import database_lock
+from trainers.config import TINY_MODEL, ModelConfig
+
+logger = logging.getLogger(__name__)
 
 CONFIG_ATTR = "hpo_config"
-"""Study user attribute that holds the whole StudyConfig as JSON."""
+"""Study user attribute that holds the whole StudyConfig as JSON; written last at creation,
+so its presence marks a complete study."""
+SEED_ATTR = "seed_config"
+"""Trial user attribute of the seed trials that creation enqueues."""
 HEARTBEAT_INTERVAL = 10
 """Seconds between heartbeats of a running trial."""
 GRACE_PERIOD = 60
@@ -25,7 +39,7 @@ short database outage, so that a restart does not fail live trials."""
 
 
 class StudyConfigMismatch(ValueError):
-    """The stored study was created with another objective or search space."""
+    """The stored study was created with another config, or not by :func:`create_study`."""
 
 
 def optuna_storage(
@@ -61,47 +75,146 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix}: stored {a!r}, given {b!r}"]
 
 
-def create_study(config: StudyConfig, url: str) -> optuna.Study:
-    """Create the study (or load the same one), enqueue the seed trials, set the budget.
+def _check_strategies(config: StudyConfig) -> None:
+    """Build the sampler and the pruner once, as every worker will."""
+    for section, build in (
+        ("sampler", lambda: make_sampler(config.sampler)),
+        ("pruner", lambda: make_pruner(config.pruner)),
+    ):
+        try:
+            build()
+        except ValueError as exc:
+            raise ConfigError(f"{section}: {exc}") from exc
 
-    Safe to call from several processes at once on a fresh database: exactly one study and
-    one set of seed trials results.
+
+def _check_base_model(model: ModelConfig) -> None:
+    """A base model given as a local path must be a saved model folder; a Hugging Face id
+    (``name`` or ``org/name``) is resolved by the workers."""
+    name = model.base_model
+    if name == TINY_MODEL:
+        return
+    path = Path(name).expanduser()
+    local = path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1
+    if not local and not path.exists():
+        return
+    if not path.is_dir():
+        raise ConfigError(f"model.base_model={name!r}: no such folder ({path.resolve()})")
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"model.base_model={name!r}: {path.resolve()} has no config.json; "
+            "expected a folder written by save_pretrained, or a Hugging Face model id"
+        )
+
+
+def _existing_study(rdb: optuna.storages.RDBStorage, name: str) -> optuna.Study | None:
+    """The complete study named ``name``, or None; deletes one left half-created."""
+    try:
+        study = optuna.load_study(study_name=name, storage=rdb)
+    except KeyError:
+        return None
+    if CONFIG_ATTR in study.user_attrs:
+        return study
+    trials = study.get_trials(deepcopy=False)
+    waiting = optuna.trial.TrialState.WAITING
+    if all(t.state == waiting and t.user_attrs.get(SEED_ATTR) for t in trials):
+        logger.warning("study %r was left half-created (no config): deleting it", name)
+        optuna.delete_study(study_name=name, storage=rdb)
+        return None
+    raise StudyConfigMismatch(
+        f"study {name!r} exists with {len(trials)} trials but no stored config: it was not "
+        "created by `hpo study create`; use another study name"
+    )
+
+
+def _check_same_config(study: optuna.Study, config: StudyConfig) -> None:
+    name = config.study.name
+    stored = config_from_dict(study.user_attrs[CONFIG_ATTR], f"study {name}")
+    diffs = _differences(stored.to_dict(), config.to_dict())
+    if diffs:
+        more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+        raise StudyConfigMismatch(
+            f"study {name!r} exists with another config ({'; '.join(diffs[:3])}{more}); "
+            "the stored config is kept: create it again with that config, or use another "
+            "study name"
+        )
+
+
+def _create_new(engine: Any, rdb: optuna.storages.RDBStorage, config: StudyConfig) -> optuna.Study:
+    """Write budget, study, seed trials and (last) the config; undo all of it on failure."""
+    name = config.study.name
+    with storage.session_scope(engine) as session:
+        # A fresh budget: a row left by an earlier study of this name keeps no claims.
+        storage.delete_budget(session, name)
+        storage.set_budget(session, name, config.study.n_trials)
+    created = False
+    try:
+        study = optuna.create_study(study_name=name, storage=rdb, direction="minimize")
+        created = True
+        for params in config.seed_trials:
+            study.enqueue_trial(params, user_attrs={SEED_ATTR: True}, skip_if_exists=True)
+        study.set_user_attr(CONFIG_ATTR, config.to_dict())
+    except BaseException:
+        _undo_create(engine, rdb, name, created)
+        raise
+    return study
+
+
+def _undo_create(
+    engine: Any, rdb: optuna.storages.RDBStorage, name: str, study_created: bool
+) -> None:
+    """Delete what a failed creation wrote; a failure here is logged, not raised over the
+    original error (the next create also deletes a study left without its config)."""
+    try:
+        if study_created:
+            optuna.delete_study(study_name=name, storage=rdb)
+        with storage.session_scope(engine) as session:
+            storage.delete_budget(session, name)
+    except Exception:
+        logger.exception("could not undo the half-created study %r", name)
+
+
+def create_study(config: StudyConfig, url: str) -> optuna.Study:
+    """Create the study with its seed trials and budget, all or nothing, or load the same one.
+
+    Checks before anything is written: the config's fields (on construction), the sampler and
+    pruner (built once), a base model given as a local path, and the dataset, clustering and
+    cluster. Safe to call from several processes at once on a fresh database: exactly one
+    study, one budget and one set of seed trials results.
+
+    Args:
+        config: The study config.
+        url: The SQL storage URL (our tables and Optuna's).
+
+    Returns:
+        The study.
 
     Raises:
+        ConfigError: A sampler, pruner or local base model that cannot be used.
         storage.NotFoundError: The dataset, its clustering or the cluster does not exist.
-        StudyConfigMismatch: The stored study differs in dataset, cluster, search space,
-            training or model config (the message lists each difference).
+        StudyConfigMismatch: A study of this name exists with another config (the message
+            lists the differences; n_trials included: the stored one is kept), or was not
+            created by this function.
     """
     from hpo.pipeline import load_study_cluster
 
+    _check_strategies(config)
+    _check_base_model(config.model)
     name = config.study.name
-    section = config.study
     engine = storage.create_engine(url)
-    # One lock around our schema, Optuna's schema and the seeds: on a fresh SQLite file,
+    # One lock around our schema, Optuna's schema and the study: on a fresh SQLite file,
     # Optuna's table creation and ours would otherwise collide ("database is locked").
     with database_lock(engine, "create-study"):
         storage.init_schema(engine)
-        # Unknown dataset, clustering or cluster: a clear error before any trial exists.
-        load_study_cluster(engine, section)
-        study = optuna.create_study(
-            study_name=name, storage=optuna_storage(url), direction="minimize", load_if_exists=True
-        )
-        stored = study.user_attrs.get(CONFIG_ATTR)
-        if stored is None:
-            study.set_user_attr(CONFIG_ATTR, config.to_dict())
-            for params in config.seed_trials:
-                study.enqueue_trial(params, user_attrs={"seed_config": True}, skip_if_exists=True)
-        else:
-            diffs = _differences(config_from_dict(stored).identity(), config.identity())
-            if diffs:
-                raise StudyConfigMismatch(
-                    f"study {name!r} exists with another config ({'; '.join(diffs[:3])}); "
-                    "use another study name or the stored config"
-                )
-            if stored["study"]["n_trials"] != config.study.n_trials:
-                study.set_user_attr(CONFIG_ATTR, config.to_dict())
+        # Unknown dataset, clustering or cluster: a clear error before anything is written.
+        load_study_cluster(engine, config.study)
+        rdb = optuna_storage(url)
+        study = _existing_study(rdb, name)
+        if study is None:
+            return _create_new(engine, rdb, config)
+        _check_same_config(study, config)
         with storage.session_scope(engine) as session:
-            storage.set_budget(session, name, config.study.n_trials)
+            if storage.budget(session, name) is None:  # lost by an older version: restore
+                storage.set_budget(session, name, config.study.n_trials)
     return study
 
 
@@ -122,7 +235,8 @@ def load_study(
         **storage_kwargs: Passed to :func:`optuna_storage` when ``rdb`` is None.
 
     Raises:
-        KeyError: No such study (the message names it and the storage).
+        storage.NotFoundError: No such study, or one not made by :func:`create_study` (the
+            message names it and the storage): bad input.
     """
     storage.validate_name(name, what="study name")
     if rdb is None:
@@ -131,12 +245,14 @@ def load_study(
         raise TypeError(f"give either rdb or storage options, not both: {sorted(storage_kwargs)}")
     try:
         study = optuna.load_study(study_name=name, storage=rdb)
-    except KeyError as exc:
-        raise KeyError(
+    except KeyError as exc:  # Optuna's way of saying "no such study"
+        raise storage.NotFoundError(
             f"no study named {name!r} in {storage.masked_url(url)}; "
             "create it with `hpo study create`"
         ) from exc
     stored = study.user_attrs.get(CONFIG_ATTR)
     if stored is None:
-        raise KeyError(f"study {name!r} was not created by `hpo study create` (no config)")
+        raise storage.NotFoundError(
+            f"study {name!r} was not created by `hpo study create` (no config)"
+        )
     return study, config_from_dict(stored, f"study {name}")

@@ -68,5 +68,5 @@ def test_refuses_a_different_search_space(storage_url: str, tmp_path: Path) -> N
 def test_load_unknown_study_names_it(sqlite_url: str, tmp_path: Path) -> None:
     with_data(sqlite_url, tmp_path)
     create_study(StudyConfig(study=StudySection(name="known")), sqlite_url)
-    with pytest.raises(KeyError, match="nosuch"):
+    with pytest.raises(storage.NotFoundError, match="nosuch"):
         load_study(sqlite_url, "nosuch")
