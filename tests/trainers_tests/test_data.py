@@ -294,8 +294,9 @@ def test_too_few_examples_names_the_persona(tmp_path: Path) -> None:
     write_jsonl(path, [*_records(1, 12), *(_record("tiny", i) for i in range(11))])
     error = _error(path, SplitConfig(n_test=10))
     assert str(error) == (
-        f"{path}: persona 'tiny' has 11 examples; it needs at least n_test + 2 = 12 "
-        "(10 test, >= 1 val, >= 1 train) or explicit 'split' values"
+        f"{path}: 1 of 2 personas have fewer than 12 examples (n_test 10 + 1 val + 1 train): "
+        "'tiny' (11); drop them with --min-examples 12 or lower the test split with "
+        "--n-test N (or give the examples explicit 'split' values)"
     )
     write_jsonl(path, [*_records(1, 12), *(_record("tiny", i) for i in range(12))])
     assert len(load_jsonl(path, split=SplitConfig(n_test=10)).personas) == 2
