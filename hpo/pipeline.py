@@ -11,7 +11,7 @@ import storage
 from hpo.config import StudySection
 from trainers.clustering import Clustering, cluster_embeddings
 from trainers.config import ModelConfig, TrainConfig
-from trainers.data import SplitConfig, load_jsonl
+from trainers.data import LoadSummary, SplitConfig, load_dataset
 from trainers.recipe import TrainResult
 
 
@@ -24,13 +24,37 @@ class ImportSummary:
     n_personas: int
     n_examples: int
     sha256: str
+    load: LoadSummary
+    """Personas kept and dropped, examples per split, lines skipped; ``load.line()``."""
 
 
 def import_dataset(
-    engine: Any, path: str | Path, *, name: str | None = None, split: SplitConfig | None = None
+    engine: Any,
+    path: str | Path,
+    *,
+    name: str | None = None,
+    split: SplitConfig | None = None,
+    format: str | None = None,
+    min_examples: int | None = None,
 ) -> ImportSummary:
-    """Validate a dataset file completely, then store it (nothing is written on bad input)."""
-    dataset = load_jsonl(path, name=name, split=split or SplitConfig())
+    """Validate a dataset file completely, then store it (nothing is written on bad input).
+
+    Args:
+        engine: The storage engine.
+        path: The dataset file, in any format of :mod:`trainers.formats`.
+        name: The dataset's name; default the file stem.
+        split: How examples without an explicit split are divided; default ``SplitConfig()``.
+        format: A format name to force; default detect it from the file.
+        min_examples: Drop personas with fewer examples; default keep all (a persona too
+            small to split is then an error).
+
+    Raises:
+        trainers.data.DatasetError: The file cannot be used; nothing is stored.
+    """
+    loaded = load_dataset(
+        path, name=name, format=format, split=split or SplitConfig(), min_examples=min_examples
+    )
+    dataset = loaded.dataset
     storage.validate_name(dataset.name, what="dataset name")
     with storage.session_scope(engine) as session:
         dataset_id = storage.save_dataset(
@@ -41,7 +65,12 @@ def import_dataset(
             personas=dataset.personas,
         )
     return ImportSummary(
-        dataset_id, dataset.name, len(dataset.personas), dataset.n_examples, dataset.sha256
+        dataset_id,
+        dataset.name,
+        len(dataset.personas),
+        dataset.n_examples,
+        dataset.sha256,
+        loaded.summary,
     )
 
 
