@@ -1,9 +1,11 @@
-"""The persona dataset: loading, every validation error (file and line), and the split."""
+"""The persona dataset: loading, every validation error (file and line), the split, and
+the summary and persona selection of :func:`load_dataset` (each format: formats_tests/)."""
 
 from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -12,10 +14,13 @@ from trainers.data import (
     SPLITS,
     DatasetError,
     Example,
+    LoadSummary,
     PersonaDataset,
     SplitConfig,
     dataset_records,
+    load_dataset,
     load_jsonl,
+    persona_id_for,
     write_jsonl,
 )
 
@@ -327,3 +332,92 @@ def test_example_is_frozen() -> None:
     example = Example("ctx", "reply", "train")
     with pytest.raises(AttributeError):
         example.reply = "other"  # type: ignore[misc]
+
+
+# --- load_dataset: min_examples, the summary, what a database cannot store -------------------
+
+
+def test_load_dataset_summarizes_a_jsonl_file(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    write_jsonl(path, _records(2, 6))
+    result = load_dataset(path, split=SMALL)
+    assert result.dataset == load_jsonl(path, split=SMALL)
+    assert result.summary == LoadSummary(
+        format="jsonl",
+        personas_kept=2,
+        personas_dropped=0,
+        min_examples=None,
+        examples={"train": 6, "val": 2, "test": 4},
+        skipped={},
+    )
+    assert result.summary.line() == (
+        "jsonl: kept 2 personas, dropped 0; examples 6 train, 2 val, 4 test; skipped 0 lines"
+    )
+
+
+def test_min_examples_drops_short_personas(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    write_jsonl(path, [*_records(2, 12), *(_record("tiny", i) for i in range(11))])
+    result = load_dataset(path, min_examples=12)
+    assert [p.persona_id for p in result.dataset.personas] == ["p0", "p1"]
+    assert (result.summary.personas_kept, result.summary.personas_dropped) == (2, 1)
+    assert "dropped 1 with fewer than 12 examples" in result.summary.line()
+
+    # A threshold below n_test + 2 keeps the short persona, which then cannot split.
+    with pytest.raises(DatasetError, match="1 of 3 personas kept by --min-examples 5 have fewer"):
+        load_dataset(path, min_examples=5)
+    with pytest.raises(DatasetError, match=r"drops all 3 personas \(the largest has 12 exa"):
+        load_dataset(path, min_examples=13)
+
+
+def test_short_personas_error_counts_them_and_names_the_first_five(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    write_jsonl(
+        path, [*_records(1, 12), *(_record(f"s{p}", i) for p in range(7) for i in range(3))]
+    )
+    error = _error(path, SplitConfig(n_test=10))
+    assert str(error) == (
+        f"{path}: 7 of 8 personas have fewer than 12 examples (n_test 10 + 1 val + 1 train): "
+        "'s0' (3), 's1' (3), 's2' (3), 's3' (3), 's4' (3), ...; drop them with "
+        "--min-examples 12 or lower the test split with --n-test N "
+        "(or give the examples explicit 'split' values)"
+    )
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "3"])
+def test_min_examples_is_checked(tmp_path: Path, bad: object) -> None:
+    with pytest.raises(ValueError, match=f"invalid min_examples={bad!r}"):
+        load_dataset(tmp_path / "d.jsonl", min_examples=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("reply", "a\x00b", "'reply' contains a NUL character"),
+        (
+            "persona",
+            "I am \ud800.",
+            "'persona' contains an unpaired surrogate '\\ud800'; the text must be valid Unicode",
+        ),
+    ],
+)
+def test_text_a_database_cannot_store_names_the_line(
+    tmp_path: Path, field: str, value: str, expected: str
+) -> None:
+    lines = _good_lines(4)
+    lines.insert(1, json.dumps(_record("q", 0, **{field: value})))  # escaped in the JSON
+    path = _write_lines(tmp_path / "d.jsonl", lines)
+    error = _error(path)
+    assert str(error) == f"{path}:2: {expected}"
+
+
+def test_error_message_stays_on_one_line() -> None:
+    error = DatasetError("a.csv", 2, "persona 'x\ny\u2028z' is odd")
+    assert str(error) == "a.csv:2: persona 'x\\ny\\u2028z' is odd"
+    assert error.message == "persona 'x\ny\u2028z' is odd"
+
+
+def test_persona_id_is_derived_from_the_normalized_text() -> None:
+    assert persona_id_for("I like cats.\nI run.") == persona_id_for("  I like cats.  I run. ")
+    assert persona_id_for("I like cats.") != persona_id_for("I like dogs.")
+    assert re.fullmatch(r"p_[0-9a-f]{12}", persona_id_for("I like cats."))
