@@ -1,6 +1,7 @@
 """Storage: our tables next to Optuna's, in SQLite or PostgreSQL, and safe output paths.
 
-Imports only SQLAlchemy and the standard library, so queries start fast.
+Imports only SQLAlchemy and the standard library (Alembic when the schema is checked), so
+queries start fast.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from storage.engine import (
     DEFAULT_STORAGE_URL,
     configure_sqlite,
     create_engine,
+    current_revision,
     default_storage_url,
     dispose_engines,
     init_schema,
@@ -46,6 +48,7 @@ from storage.engine import (
     normalize_url,
     open_storage,
     session_scope,
+    upgrade_database,
 )
 from storage.errors import InvalidNameError, InvalidURLError, NotFoundError, StorageError
 from storage.evaluations import (
@@ -59,6 +62,7 @@ from storage.evaluations import (
     save_evaluation_results,
     start_evaluation_run,
 )
+from storage.migrations import head_revision
 from storage.models import (
     ALL_CLUSTERS,
     NO_TRIAL,
@@ -114,6 +118,7 @@ __all__ = [
     "cluster_persona_ids",
     "configure_sqlite",
     "create_engine",
+    "current_revision",
     "default_storage_url",
     "directory_sha256",
     "dispose_engines",
@@ -124,6 +129,7 @@ __all__ = [
     "finish_evaluation_run",
     "get_artifact",
     "get_dataset_id",
+    "head_revision",
     "init_schema",
     "latest_clustering",
     "list_evaluation_runs",
@@ -139,6 +145,7 @@ __all__ = [
     "session_scope",
     "set_budget",
     "start_evaluation_run",
+    "upgrade_database",
     "validate_name",
     "verify_artifact",
 ]

@@ -9,6 +9,7 @@ or generation).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -23,8 +24,8 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from storage import migrations
 from storage.errors import InvalidURLError, StorageError
-from storage.models import SCHEMA_VERSION, Base, schema_version
 
 DEFAULT_STORAGE_URL = "sqlite:///hpo.db"
 """Used when neither ``--storage`` nor ``HPO_STORAGE`` is given."""
@@ -32,7 +33,9 @@ DEFAULT_STORAGE_URL = "sqlite:///hpo.db"
 STORAGE_ENV = "HPO_STORAGE"
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 SCHEMA_LOCK_ID = 0x4850_4F31
-"""Fixed ``pg_advisory_xact_lock`` key serializing schema creation ("HPO1")."""
+"""Fixed ``pg_advisory_xact_lock`` key serializing schema creation and upgrades ("HPO1")."""
+
+log = logging.getLogger(__name__)
 
 _engines: dict[str, Engine] = {}
 _engines_pid = os.getpid()
@@ -179,34 +182,145 @@ def dispose_engines() -> None:
 
 
 def init_schema(engine: Engine) -> None:
-    """Create our tables if missing and record the schema version; safe to run concurrently.
+    """Bring our tables to this code's revision at start; safe to run concurrently.
 
-    Schema creation runs in one transaction under a lock: ``pg_advisory_xact_lock`` on
-    PostgreSQL, the ``BEGIN IMMEDIATE`` write lock on SQLite.
+    A database without our tables gets them (every migration runs). A database at an older
+    revision is upgraded on SQLite and refused on PostgreSQL, where workers on other machines
+    may still run the older code: there ``hpo db upgrade`` is an explicit step. Everything
+    runs in one transaction under the schema lock (see :func:`_schema_transaction`).
 
     Args:
         engine: An engine from :func:`create_engine`.
 
     Raises:
-        StorageError: If the database cannot be reached, or holds a newer schema version.
+        StorageError: If the database cannot be reached, is at a revision this code does not
+            know (newer code made it), or is an older PostgreSQL database.
     """
     try:
-        with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_ID)))
-            Base.metadata.create_all(conn)
-            stored = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
-            if stored is None:
-                conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
-            elif stored > SCHEMA_VERSION:
+        with _schema_transaction(engine) as conn:
+            before = migrations.stored_revision(conn)
+            head = migrations.head_revision()
+            if before == head:
+                return
+            _refuse_unknown(engine, before)
+            if before is not None and conn.dialect.name != "sqlite":
                 raise StorageError(
-                    f"the database at {masked_url(engine.url)} has schema version {stored}, "
-                    f"newer than this code's {SCHEMA_VERSION}: upgrade persona-hpo"
+                    f"the database at {masked_url(engine.url)} has our tables at revision "
+                    f"{before}, older than this code's {head}: stop the workers and run "
+                    "`hpo db upgrade --storage URL`"
                 )
+            _migrate(conn)
+        if before is not None:
+            log.warning(
+                "upgraded our tables at %s from revision %s to %s",
+                masked_url(engine.url),
+                before,
+                head,
+            )
     except SQLAlchemyError as exc:
         raise StorageError(
             f"cannot initialize the schema at {masked_url(engine.url)}: {_first_line(exc)}"
         ) from exc
+
+
+def upgrade_database(url: str) -> tuple[str | None, str]:
+    """Upgrade our tables at ``url`` to this code's head revision (``hpo db upgrade``).
+
+    Optuna's tables are left alone (``optuna storage upgrade`` migrates them). Runs in one
+    transaction under the schema lock, so a failure leaves the database as it was; a second
+    call is a no-op. A database without our tables gets them.
+
+    Args:
+        url: A ``sqlite:///...`` or ``postgresql[+psycopg]://...`` URL.
+
+    Returns:
+        The revision before (``None`` for a database without our tables) and after.
+
+    Raises:
+        StorageError: If the URL is invalid, the database cannot be reached, or its revision
+            is unknown to this code (newer code made it).
+    """
+    engine = create_engine(url)
+    try:
+        with _schema_transaction(engine) as conn:
+            before = migrations.stored_revision(conn)
+            head = migrations.head_revision()
+            if before != head:
+                _refuse_unknown(engine, before)
+                _migrate(conn)
+    except SQLAlchemyError as exc:
+        raise StorageError(
+            f"cannot upgrade the schema at {masked_url(engine.url)}: {_first_line(exc)}"
+        ) from exc
+    return before, head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision of our tables in the database of ``engine``.
+
+    Returns:
+        The revision, ``"0001"`` for a database made before migrations, ``None`` for a
+        database without our tables.
+
+    Raises:
+        StorageError: If the database cannot be read.
+    """
+    try:
+        with engine.connect() as conn:
+            return migrations.stored_revision(conn)
+    except SQLAlchemyError as exc:
+        raise StorageError(
+            f"cannot read the schema revision at {masked_url(engine.url)}: {_first_line(exc)}"
+        ) from exc
+
+
+@contextmanager
+def _schema_transaction(engine: Engine) -> Iterator[sa.Connection]:
+    """One transaction under the schema lock: ``pg_advisory_xact_lock`` on PostgreSQL, the
+    ``BEGIN IMMEDIATE`` write lock on SQLite.
+
+    On SQLite, foreign keys are off first (they cannot change inside a transaction): a
+    migration that rebuilds a table drops the old one, and with foreign keys on that drop
+    would cascade-delete the rows referencing it. :func:`_migrate` checks them before the
+    commit, and the connection is closed afterwards rather than pooled with them off.
+    """
+    with engine.connect() as conn:
+        is_sqlite = conn.dialect.name == "sqlite"
+        try:
+            if is_sqlite:
+                # On the DBAPI connection: through SQLAlchemy it would run after our BEGIN.
+                cursor = conn.connection.cursor()
+                cursor.execute("PRAGMA foreign_keys=OFF")
+                cursor.close()
+            with conn.begin():
+                if not is_sqlite:
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_ID)))
+                yield conn
+        finally:
+            if is_sqlite:
+                conn.invalidate()
+
+
+def _refuse_unknown(engine: Engine, revision: str | None) -> None:
+    known = migrations.known_revisions()
+    if revision is not None and revision not in known:
+        raise StorageError(
+            f"the database at {masked_url(engine.url)} has our tables at revision "
+            f"{revision!r}, newer than this code's {known[-1]!r} (it knows {', '.join(known)}): "
+            "upgrade persona-hpo"
+        )
+
+
+def _migrate(conn: sa.Connection) -> None:
+    """Run the migrations to head, then (SQLite) check the foreign keys they left."""
+    migrations.upgrade(conn)
+    if conn.dialect.name == "sqlite":
+        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+        if broken is not None:
+            raise StorageError(
+                f"migration left row {broken[1]} of table {broken[0]!r} pointing at a missing "
+                f"row of {broken[2]!r}; nothing was changed"
+            )
 
 
 def _first_line(exc: BaseException) -> str:

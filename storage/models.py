@@ -25,8 +25,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
-"""Bump when a table changes; a database with a newer version is refused."""
+SCHEMA_VERSION = 2
+"""The ``schema_version`` marker since migrations (revision 0002); never bump it again.
+
+Code from before migrations refuses a marker above its 1, so it cannot write into a migrated
+schema. The schema's version is the Alembic revision in ``hpo_alembic_version``: a table
+change needs a new revision in ``storage/migrations/versions`` (see ``storage.migrations``).
+"""
 
 NO_TRIAL = -1
 """Stored ``trial_number`` meaning "not tied to a trial"."""
