@@ -17,6 +17,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -202,3 +203,39 @@ class StudyBudget(Base):
     study_name: Mapped[str] = mapped_column(String(200), primary_key=True)
     n_trials: Mapped[int]
     claimed: Mapped[int] = mapped_column(default=0, server_default="0")
+
+
+class PersonaEmbedding(Base):
+    """A persona text's sentence embedding under one model, computed once and reused.
+
+    Clustering with another k or seed, the MoE router and the persona-effect baseline read
+    these rows instead of embedding again. ``vector`` holds ``dim`` little-endian float32s.
+    """
+
+    __tablename__ = "persona_embeddings"
+    __table_args__ = (
+        UniqueConstraint("persona_id", "embedding_model", name="uq_persona_embeddings_model"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    persona_id: Mapped[int] = mapped_column(ForeignKey("personas.id", ondelete="CASCADE"))
+    embedding_model: Mapped[str] = mapped_column(String(200))
+    dim: Mapped[int]
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class EvaluationLease(Base):
+    """Who evaluates what, until when: two evaluators never evaluate one target at once.
+
+    ``target`` names the work (for example ``trial:12`` or ``baseline:unified``). A lease is
+    taken with one conditional write and renewed while the work runs; an expired lease (its
+    evaluator died) may be taken over by another.
+    """
+
+    __tablename__ = "evaluation_leases"
+
+    study_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    target: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
