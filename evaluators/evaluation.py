@@ -2,17 +2,21 @@
 
 A method is the base model with an adapter (or none). Each batch's replies and similarities
 are written to storage at once; a restarted evaluation skips the examples already done, and
-the unique keys of storage make a duplicate row impossible.
+the unique keys of storage make a duplicate row impossible. A run is stored under its method
+name and the key of its :class:`~evaluators.config.EvalConfig`, so replies generated with other
+settings (another decoding, another length) are never reused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import storage
+from evaluators.config import EvalConfig
+from evaluators.diversity import Diversity, diversity
 from evaluators.generation import generate_replies
 from evaluators.similarity import (
     macro_mean,
@@ -20,6 +24,14 @@ from evaluators.similarity import (
     pairwise_similarity,
     persona_means,
     similarity_floor,
+)
+from evaluators.stats import (
+    Difference,
+    Estimate,
+    beats,
+    holm_corrected,
+    mean_ci,
+    paired_difference,
 )
 from trainers.base_model import BaseModel
 from trainers.embedding import DEFAULT_EMBEDDING_MODEL
@@ -47,34 +59,59 @@ class RunKey:
     cluster_id: int = -1
     trial_number: int = -1
     split: str = "test"
+    eval_config: EvalConfig = EvalConfig()
+    """How replies are generated; part of the key, so other settings never reuse rows."""
+
+    @property
+    def stored_method(self) -> str:
+        """The method name in storage: ``method@<eval_config.key>``."""
+        return f"{self.method}@{self.eval_config.key}"
+
+
+@dataclass(frozen=True)
+class ExampleScore:
+    """One evaluated example of a method: what pairs it with another method's."""
+
+    example_id: int
+    persona_key: str
+    similarity: float
 
 
 @dataclass(frozen=True)
 class MethodResult:
-    """Similarity of one method on the examples, per persona and overall."""
+    """Similarity of one method on the examples, per persona and overall, and its diversity."""
 
     method: str
     run_id: int
     mean_similarity: float
     per_persona: dict[str, float]
     n_examples: int
-    mean_reply_words: float
     floor: float
     """Similarity of the replies to references of other personas (what unrelated text gets)."""
+    diversity: Diversity
+    """How varied the replies are; a degenerate method cannot win a comparison."""
+    similarity_ci: Estimate | None
+    """Persona-level bootstrap interval of ``mean_similarity`` (None under two personas)."""
+    scores: tuple[ExampleScore, ...] = ()
+    """Every example's similarity, for paired comparisons with other methods."""
     samples: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (similarities in [-1, 1]; percent is x100)."""
+        ci = self.similarity_ci
         return {
             "method": self.method,
             "mean_similarity": self.mean_similarity,
             "mean_similarity_percent": round(100 * self.mean_similarity, 2),
+            "mean_similarity_ci": None if ci is None else ci.to_dict(),
             "n_examples": self.n_examples,
             "n_personas": len(self.per_persona),
             "floor": self.floor,
             "floor_percent": round(100 * self.floor, 2),
             "normalized": normalized(self.mean_similarity, self.floor),
-            "mean_reply_words": self.mean_reply_words,
+            "mean_reply_words": self.diversity.mean_words,
+            "diversity": self.diversity.to_dict(),
+            "degenerate": self.diversity.degenerate,
             "per_persona": self.per_persona,
             "samples": self.samples,
         }
@@ -98,16 +135,29 @@ def evaluate_method(
     *,
     adapter_dir: Path | None,
     embedding_model: str | None = None,
-    batch_size: int = 32,
-    max_new_tokens: int = 40,
     n_samples: int = 5,
 ) -> MethodResult:
-    """Generate, score and store every item for one method; resume where a crash left off."""
+    """Generate, score and store every item for one method; resume where a crash left off.
+
+    Args:
+        engine: The storage engine.
+        key: The run: study, method, data, and the :class:`EvalConfig` to generate with.
+        base: The loaded base model.
+        items: The examples to evaluate.
+        adapter_dir: The method's peft adapter, or None for the bare base model.
+        embedding_model: The model that scores similarity (default: the packaged one).
+        n_samples: Example replies to keep in the summary.
+
+    Raises:
+        ValueError: If there are no items.
+    """
+    if not items:
+        raise ValueError(f"no examples to evaluate {key.method} on")
     with storage.session_scope(engine) as session:
         run_id = storage.start_evaluation_run(
             session,
             study_name=key.study_name,
-            method=key.method,
+            method=key.stored_method,
             trial_number=key.trial_number,
             dataset_id=key.dataset_id,
             clustering_id=key.clustering_id,
@@ -132,9 +182,8 @@ def evaluate_method(
         generate_replies(
             base,
             [it.prompt for it in todo],
+            eval_config=key.eval_config,
             adapter_dir=adapter_dir,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
             progress=f"evaluating {key.method}",
             on_batch=save,
         )
@@ -143,8 +192,9 @@ def evaluate_method(
         rows = storage.evaluation_results(session, run_id)
     wanted = {it.example_id for it in items}
     rows = [r for r in rows if r.example_id in wanted]
-    per_persona = persona_means([r.persona_key for r in rows], [r.similarity for r in rows])
-    words = [len(r.generated.split()) for r in rows]
+    keys = [r.persona_key for r in rows]
+    similarities = [r.similarity for r in rows]
+    per_persona = persona_means(keys, similarities)
     floor = similarity_floor(
         [r.generated for r in rows],
         [r.reference for r in rows],
@@ -166,7 +216,65 @@ def evaluate_method(
         mean_similarity=macro_mean(per_persona),
         per_persona=per_persona,
         n_examples=len(rows),
-        mean_reply_words=sum(words) / len(words) if words else 0.0,
         floor=floor,
+        diversity=diversity([r.generated for r in rows]),
+        similarity_ci=mean_ci(similarities, keys) if len(per_persona) >= 2 else None,
+        scores=tuple(ExampleScore(r.example_id, r.persona_key, r.similarity) for r in rows),
         samples=samples,
     )
+
+
+def compare(a: MethodResult, b: MethodResult, *, seed: int = 0) -> Difference:
+    """The paired difference ``a - b`` in similarity, on the examples both methods scored.
+
+    Raises:
+        ValueError: If the two methods were not scored on the same examples (a comparison
+            on different test sets is what this project refuses to make).
+    """
+    by_id = {s.example_id: s for s in b.scores}
+    missing = {s.example_id for s in a.scores} ^ set(by_id)
+    if missing:
+        raise ValueError(
+            f"{a.method} and {b.method} were scored on different examples "
+            f"({len(missing)} not in both, e.g. example {min(missing)}): not comparable"
+        )
+    return paired_difference(
+        [s.similarity for s in a.scores],
+        [by_id[s.example_id].similarity for s in a.scores],
+        [s.persona_key for s in a.scores],
+        seed=seed,
+    )
+
+
+def compare_methods(
+    results: Mapping[str, MethodResult], pairs: Sequence[tuple[str, str]], *, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Paired comparisons ``a - b`` of methods, Holm-corrected among themselves.
+
+    A method beats another when :func:`evaluators.stats.beats` holds for the difference and
+    the method is not degenerate (its one common reply would win by repeating itself).
+
+    Args:
+        results: Evaluated methods by name, all on the same examples.
+        pairs: ``(a, b)`` names to compare.
+        seed: Seed of the resampling.
+
+    Returns:
+        For each pair, named ``"a - b"``: the difference (also in percent points), its
+        interval, p-value, Holm p-value and ``"beats"``.
+    """
+    for name in {n for pair in pairs for n in pair}:
+        if name not in results:
+            raise ValueError(f"no evaluated method {name!r} to compare; have {sorted(results)}")
+    diffs = holm_corrected(
+        {f"{a} - {b}": compare(results[a], results[b], seed=seed) for a, b in pairs}
+    )
+    report: dict[str, dict[str, Any]] = {}
+    for (a, _), (name, diff) in zip(pairs, diffs.items(), strict=True):
+        report[name] = {
+            **diff.to_dict(),
+            "mean_percent_points": round(100 * diff.mean, 2),
+            "ci_percent_points": [round(100 * diff.low, 2), round(100 * diff.high, 2)],
+            "beats": beats(diff) and not results[a].diversity.degenerate,
+        }
+    return report

@@ -1,4 +1,5 @@
-"""Batched greedy generation of replies, with or without a LoRA adapter."""
+"""Batched generation of replies, with or without a LoRA adapter, decoded as an
+:class:`~evaluators.config.EvalConfig` says (greedy by default)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from evaluators.config import EvalConfig
 from trainers.base_model import BaseModel
+
+REPLY_END = "\n"
+"""A reply is one line: the partner's next turn starts after a newline."""
 
 
 @contextmanager
@@ -20,9 +25,10 @@ def adapter_applied(base: BaseModel, adapter_dir: Path | None) -> Iterator[Any]:
         yield base.model
         return
     from peft import PeftModel
+    from peft.utils import CONFIG_NAME
 
-    if not (Path(adapter_dir) / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"no peft adapter in {adapter_dir} (adapter_config.json missing)")
+    if not (Path(adapter_dir) / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"no peft adapter in {adapter_dir} ({CONFIG_NAME} missing)")
     model = PeftModel.from_pretrained(base.model, str(adapter_dir))
     model.eval()
     try:
@@ -32,30 +38,72 @@ def adapter_applied(base: BaseModel, adapter_dir: Path | None) -> Iterator[Any]:
 
 
 def clean_reply(text: str) -> str:
-    """Keep the reply's first turn: generation may run on into the partner's next line."""
-    return " ".join(text.strip().split("\n", 1)[0].split())
+    """Keep the reply's line: the text before the first newline, whitespace collapsed.
+
+    Generation may run on into the partner's next line; a reply that starts with a newline
+    is empty (the model ended its turn at once), whether or not generation stopped there.
+    """
+    return " ".join(text.split(REPLY_END, 1)[0].split())
+
+
+def generation_config(config: EvalConfig, tokenizer: Any) -> Any:
+    """The transformers ``GenerationConfig`` for an evaluation's decoding settings.
+
+    Every decoding option is set explicitly, so the model's own generation defaults (such
+    as transformers' ``top_k=50`` when sampling) cannot change an evaluation silently.
+    """
+    from transformers import GenerationConfig
+
+    sampling: dict[str, Any] = (
+        {"temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k}
+        if config.do_sample
+        else {}
+    )
+    return GenerationConfig(
+        max_new_tokens=config.max_new_tokens,
+        do_sample=config.do_sample,
+        num_beams=1,
+        repetition_penalty=config.repetition_penalty,
+        no_repeat_ngram_size=config.no_repeat_ngram_size,
+        stop_strings=[REPLY_END] if config.stop_at_newline else None,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **sampling,
+    )
+
+
+@contextmanager
+def _seeded(seed: int, device: str) -> Iterator[None]:
+    """Seed torch's generator for the block and restore the caller's state afterwards."""
+    import torch
+
+    devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def generate_replies(
     base: BaseModel,
     prompts: Sequence[str],
     *,
+    eval_config: EvalConfig = EvalConfig(),
     adapter_dir: Path | None = None,
-    batch_size: int = 32,
-    max_new_tokens: int = 40,
-    max_prompt_tokens: int = 384,
     progress: str | None = None,
     on_batch: Callable[[list[int], list[str]], None] | None = None,
 ) -> list[str]:
-    """Generate one reply per prompt by greedy decoding, in batches of similar length.
+    """Generate one reply per prompt, in batches of similar length, left-padded.
+
+    With ``eval_config.stop_at_newline`` a batch ends once every reply in it has reached its
+    newline (transformers' ``stop_strings``), instead of running ``max_new_tokens`` steps;
+    the replies are the same either way, since only the first line is kept. Sampling is
+    seeded once per call, so the same prompts, model and config give the same replies.
 
     Args:
         base: The loaded base model.
         prompts: Prompts from :func:`trainers.prompt.build_prompt`.
+        eval_config: Batch size, lengths and decoding.
         adapter_dir: A peft adapter directory to apply, or None for the bare base model.
-        batch_size: Prompts per generate call.
-        max_new_tokens: Length limit of a reply.
-        max_prompt_tokens: Longer prompts are cut from the left.
         progress: A label for a progress bar, or None for none.
         on_batch: Called after each batch with the prompt indices and their replies, so a
             caller can save results as they come (and resume after a crash).
@@ -64,28 +112,28 @@ def generate_replies(
     from tqdm.auto import tqdm
 
     tokenizer = base.tokenizer
+    settings = generation_config(eval_config, tokenizer)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     replies: list[str] = [""] * len(prompts)
     side, trunc = tokenizer.padding_side, tokenizer.truncation_side
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    size = eval_config.batch_size
+    batches = [order[i : i + size] for i in range(0, len(order), size)]
     try:
-        with adapter_applied(base, adapter_dir) as model, torch.inference_mode():
+        with (
+            adapter_applied(base, adapter_dir) as model,
+            torch.inference_mode(),
+            _seeded(eval_config.seed, base.device),
+        ):
             for batch in tqdm(batches, desc=progress, disable=progress is None, leave=False):
                 enc = tokenizer(
                     [prompts[i] for i in batch],
                     return_tensors="pt",
                     padding=True,
                     truncation=True,
-                    max_length=max_prompt_tokens,
+                    max_length=eval_config.max_prompt_tokens,
                 ).to(base.device)
-                out = model.generate(
-                    **enc,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                )
+                out = model.generate(**enc, generation_config=settings, tokenizer=tokenizer)
                 new = out[:, enc["input_ids"].shape[1] :]
                 for i, text in zip(
                     batch, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True

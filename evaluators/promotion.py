@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import storage
-from evaluators.evaluation import EvalItem, MethodResult, RunKey, eval_items, evaluate_method
+from evaluators.config import EvalConfig
+from evaluators.evaluation import (
+    EvalItem,
+    MethodResult,
+    RunKey,
+    compare_methods,
+    eval_items,
+    evaluate_method,
+)
 from evaluators.similarity import reference_ceiling
 from trainers.embedding import DEFAULT_EMBEDDING_MODEL
 
@@ -93,10 +101,12 @@ def evaluate_promoted(
     cluster_id: int,
     personas: list[Any],
     embedding_model: str | None = None,
-    batch_size: int = 32,
-    max_new_tokens: int = 40,
+    eval_config: EvalConfig = EvalConfig(),
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate the promoted adapter and the bare base model on the cluster's test examples.
+
+    Both are generated with ``eval_config``, scored on the identical examples, and compared
+    paired by persona (see :func:`evaluators.evaluation.compare_methods`).
 
     Returns:
         The report (also written to ``results/cluster_lora/cluster_lora_results.json``) and
@@ -118,6 +128,7 @@ def evaluate_promoted(
             clustering_id=clustering_id,
             cluster_id=cluster_id,
             trial_number=number,
+            eval_config=eval_config,
         )
         methods[method] = evaluate_method(
             engine,
@@ -126,8 +137,6 @@ def evaluate_promoted(
             items,
             adapter_dir=adapter,
             embedding_model=embedding_model,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
         )
     lora, bare = methods["cluster_lora"], methods["base_model"]
     report = {
@@ -140,6 +149,8 @@ def evaluate_promoted(
             "adapter": str(adapter_dir),
         },
         "embedding_model": embedding_model or DEFAULT_EMBEDDING_MODEL,
+        "eval_config": eval_config.to_dict(),
+        "eval_config_key": eval_config.key,
         "n_personas": len(lora.per_persona),
         "n_test_examples": len(items),
         "reference_ceiling": reference_ceiling(
@@ -147,6 +158,7 @@ def evaluate_promoted(
         ),
         "methods": {name: result.to_dict() for name, result in methods.items()},
         "difference_percent_points": round(100 * (lora.mean_similarity - bare.mean_similarity), 2),
+        "comparisons": compare_methods(methods, [("cluster_lora", "base_model")]),
     }
     path = layout.results_file(RESULTS_KIND, RESULTS_FILE)
     write_json(path, report)

@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 
 import storage
+from evaluators.config import EvalConfig
 from evaluators.promotion import PromotedTrial, evaluate_promoted
 from hpo.pipeline import load_study_cluster
 from hpo.study import load_study
@@ -42,10 +43,15 @@ def evaluate_best(
     study_name: str,
     *,
     output_root: Path = Path("."),
-    batch_size: int = 32,
-    max_new_tokens: int = 40,
+    eval_config: EvalConfig = EvalConfig(),
 ) -> tuple[dict[str, Any], Path]:
     """Promote the best trial of the study and evaluate it against the base model.
+
+    Args:
+        url: The storage URL.
+        study_name: The study whose best trial to promote.
+        output_root: Where ``models/`` and ``results/`` go.
+        eval_config: How replies are generated (batching, lengths, decoding).
 
     Returns:
         The report and the path of ``results/cluster_lora/cluster_lora_results.json``.
@@ -68,6 +74,5 @@ def evaluate_best(
         cluster_id=section.cluster_id,
         personas=cluster.personas,
         embedding_model=section.embedding_model,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
+        eval_config=eval_config,
     )

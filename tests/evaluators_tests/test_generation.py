@@ -1,13 +1,16 @@
-"""Batched greedy generation: replies in input order, batch callbacks, adapters, cleaning."""
+"""Batched generation: replies in input order, batch callbacks, adapters, cleaning, decoding
+options, stopping at the end of the reply line, seeded sampling."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from evaluators.generation import clean_reply, generate_replies
+from evaluators.config import EvalConfig
+from evaluators.generation import clean_reply, generate_replies, generation_config
 from trainers.prompt import build_prompt
 
 PROMPTS = [
@@ -30,11 +33,14 @@ def _state(model: Any) -> dict[str, Any]:
 
 
 def test_replies_follow_input_order_and_match_single_generation(tiny_base: Any) -> None:
-    batched = generate_replies(tiny_base, PROMPTS, batch_size=3, max_new_tokens=12)
+    batched = generate_replies(
+        tiny_base, PROMPTS, eval_config=EvalConfig(batch_size=3, max_new_tokens=12)
+    )
     assert len(batched) == len(PROMPTS)
     assert all(isinstance(r, str) and r for r in batched)
     singles = [
-        generate_replies(tiny_base, [p], batch_size=1, max_new_tokens=12)[0] for p in PROMPTS
+        generate_replies(tiny_base, [p], eval_config=EvalConfig(batch_size=1, max_new_tokens=12))[0]
+        for p in PROMPTS
     ]
     assert batched == singles
 
@@ -49,7 +55,10 @@ def test_on_batch_sees_every_index_once(tiny_base: Any) -> None:
         calls.append((list(indices), list(replies)))
 
     replies = generate_replies(
-        tiny_base, PROMPTS, batch_size=2, max_new_tokens=6, on_batch=on_batch
+        tiny_base,
+        PROMPTS,
+        eval_config=EvalConfig(batch_size=2, max_new_tokens=6),
+        on_batch=on_batch,
     )
     assert sorted(seen) == list(range(len(PROMPTS)))
     assert len(calls) == 3
@@ -60,7 +69,7 @@ def test_on_batch_sees_every_index_once(tiny_base: Any) -> None:
 def test_padding_side_is_restored(tiny_base: Any) -> None:
     tokenizer = tiny_base.tokenizer
     before = (tokenizer.padding_side, tokenizer.truncation_side)
-    generate_replies(tiny_base, PROMPTS[:2], max_new_tokens=2)
+    generate_replies(tiny_base, PROMPTS[:2], eval_config=EvalConfig(max_new_tokens=2))
     assert (tokenizer.padding_side, tokenizer.truncation_side) == before
 
 
@@ -74,9 +83,9 @@ def zero_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from trainers.base_model import ensure_tiny_model
     from trainers.config import ModelConfig, TrainConfig
     from trainers.recipe import lora_config
+    from trainers.tiny import ensure_tiny_model
 
     model = AutoModelForCausalLM.from_pretrained(ensure_tiny_model(ModelConfig()))
     out = tmp_path_factory.mktemp("zero-adapter") / "adapter"
@@ -86,8 +95,9 @@ def zero_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_adapter_is_applied_then_removed(tiny_base: Any, zero_adapter: Path) -> None:
     before = _state(tiny_base.model)
-    plain = generate_replies(tiny_base, PROMPTS, max_new_tokens=8)
-    with_adapter = generate_replies(tiny_base, PROMPTS, adapter_dir=zero_adapter, max_new_tokens=8)
+    short = EvalConfig(max_new_tokens=8)
+    plain = generate_replies(tiny_base, PROMPTS, eval_config=short)
+    with_adapter = generate_replies(tiny_base, PROMPTS, adapter_dir=zero_adapter, eval_config=short)
     assert with_adapter == plain  # a zero lora_B does not change the model's output
     assert [n for n, _ in tiny_base.model.named_modules() if "lora_" in n] == []
     after = _state(tiny_base.model)
@@ -98,7 +108,9 @@ def test_adapter_is_applied_then_removed(tiny_base: Any, zero_adapter: Path) -> 
 
 
 def test_missing_adapter_raises(tiny_base: Any, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"adapter_config\.json"):
+    from peft.utils import CONFIG_NAME
+
+    with pytest.raises(FileNotFoundError, match=re.escape(CONFIG_NAME)):
         generate_replies(tiny_base, PROMPTS[:1], adapter_dir=tmp_path)
     assert [n for n, _ in tiny_base.model.named_modules() if "lora_" in n] == []
 
@@ -108,10 +120,99 @@ def test_missing_adapter_raises(tiny_base: Any, tmp_path: Path) -> None:
     [
         (" Mostly hiking.\nA: And you?", "Mostly hiking."),
         ("  two   spaces\tand tab ", "two spaces and tab"),
-        ("\nstarts with a newline\nsecond", "starts with a newline"),
+        ("\nstarts with a newline\nsecond", ""),
+        ("ends the line.\n", "ends the line."),
         ("", ""),
         ("no newline", "no newline"),
     ],
 )
 def test_clean_reply_keeps_the_first_line(raw: str, cleaned: str) -> None:
     assert clean_reply(raw) == cleaned
+
+
+RUN_ON_PROMPTS = [
+    "Persona: I am a chef.",
+    "hello",
+    "The",
+    "Persona: I love hiking.\nA: Hi!\nB: Hello!",
+    "Persona: I have two cats.\nA: What do you do?\nB: I work at a bank.",
+]
+"""Prompts after which the tiny model runs on past a newline into another turn."""
+
+
+def _forward_calls(tiny_base: Any, prompts: list[str], config: EvalConfig) -> tuple[list[str], int]:
+    calls = 0
+
+    def count(*_: Any) -> None:
+        nonlocal calls
+        calls += 1
+
+    handle = tiny_base.model.register_forward_hook(count)
+    try:
+        replies = generate_replies(tiny_base, prompts, eval_config=config)
+    finally:
+        handle.remove()
+    return replies, calls
+
+
+def test_stop_at_newline_ends_the_batch_early_with_the_same_replies(tiny_base: Any) -> None:
+    full = EvalConfig(max_new_tokens=30, stop_at_newline=False)
+    stopped = EvalConfig(max_new_tokens=30, stop_at_newline=True)
+    replies_full, steps_full = _forward_calls(tiny_base, RUN_ON_PROMPTS, full)
+    replies_stopped, steps_stopped = _forward_calls(tiny_base, RUN_ON_PROMPTS, stopped)
+    assert replies_stopped == replies_full
+    # one batch: one forward pass per generated token; stopping at the newline saves most
+    assert steps_stopped < steps_full / 2, (steps_stopped, steps_full)
+
+
+def test_seeded_sampling_is_reproducible_and_leaves_the_global_rng_alone(
+    tiny_base: Any,
+) -> None:
+    import torch
+
+    state = torch.random.get_rng_state()
+    sample = EvalConfig(do_sample=True, temperature=1.5, max_new_tokens=20, seed=0)
+    first = generate_replies(tiny_base, PROMPTS, eval_config=sample)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    again = generate_replies(tiny_base, PROMPTS, eval_config=sample)
+    assert again == first
+    other_seed = generate_replies(
+        tiny_base, PROMPTS, eval_config=EvalConfig(**{**sample.to_dict(), "seed": 1})
+    )
+    greedy = generate_replies(tiny_base, PROMPTS, eval_config=EvalConfig(max_new_tokens=20))
+    assert other_seed != first
+    assert greedy != first
+
+
+def test_decoding_options_reach_generate(tiny_base: Any) -> None:
+    prompts = [*RUN_ON_PROMPTS[3:], "Persona: I am a chef.\nB:"]
+    greedy = generate_replies(tiny_base, prompts)
+    for option in ({"no_repeat_ngram_size": 1}, {"repetition_penalty": 3.0}):
+        changed = generate_replies(tiny_base, prompts, eval_config=EvalConfig(**option))
+        assert changed != greedy, option
+
+
+def test_generation_config_sets_every_decoding_option(tiny_base: Any) -> None:
+    tokenizer = tiny_base.tokenizer
+    greedy = generation_config(EvalConfig(), tokenizer)
+    assert (greedy.do_sample, greedy.num_beams, greedy.max_new_tokens) == (False, 1, 40)
+    assert greedy.stop_strings == ["\n"]
+    assert greedy.temperature is None and greedy.top_k is None  # not sampling: not set
+    sample = generation_config(
+        EvalConfig(
+            do_sample=True,
+            temperature=0.7,
+            top_p=0.9,
+            repetition_penalty=1.2,
+            no_repeat_ngram_size=3,
+            stop_at_newline=False,
+        ),
+        tokenizer,
+    )
+    assert sample.do_sample and sample.stop_strings is None
+    assert (sample.temperature, sample.top_p, sample.top_k) == (0.7, 0.9, 0)
+    assert (sample.repetition_penalty, sample.no_repeat_ngram_size) == (1.2, 3)
+    assert (sample.pad_token_id, sample.eos_token_id) == (
+        tokenizer.pad_token_id,
+        tokenizer.eos_token_id,
+    )

@@ -1,0 +1,111 @@
+"""Evaluation settings: how replies are generated, in one frozen dataclass.
+
+The CLI derives its ``hpo evaluate`` flags from these fields and their docstrings, and passes
+the whole config down to :func:`evaluators.generation.generate_replies`; the defaults live here
+only. Change a field with :func:`dataclasses.replace`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+KEY_LENGTH = 12
+"""Hex digits of :attr:`EvalConfig.key` (48 bits: no collision among a study's configs)."""
+
+FLOAT_FIELDS = ("temperature", "top_p", "repetition_penalty")
+"""Fields given as int are stored as float, so that equal settings have an equal key."""
+
+
+def _check(condition: bool, name: str, value: object, expected: str) -> None:
+    if not condition:
+        raise ValueError(f"invalid {name}={value!r}: expected {expected}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How an evaluation generates replies: batching, lengths and decoding.
+
+    Greedy decoding by default; ``do_sample=True`` samples with ``temperature``, ``top_p``
+    and ``top_k``, seeded by ``seed``. Sampling settings are refused without ``do_sample``,
+    where they would silently do nothing.
+    """
+
+    batch_size: int = 32
+    """Prompts per generate call."""
+    max_new_tokens: int = 40
+    """Length limit of a reply, in tokens."""
+    max_prompt_tokens: int = 384
+    """Longer prompts are cut from the left, in tokens."""
+    stop_at_newline: bool = True
+    """End a reply at its first newline instead of always generating max_new_tokens."""
+    do_sample: bool = False
+    """Sample the next token instead of taking the most likely one (greedy)."""
+    temperature: float = 1.0
+    """Sampling temperature; below 1 sharpens the distribution (only with do_sample)."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the likeliest tokens up to this total probability (with do_sample)."""
+    top_k: int = 0
+    """Keep only the k most likely tokens when sampling; 0 keeps all (only with do_sample)."""
+    repetition_penalty: float = 1.0
+    """Penalty on tokens already in the prompt or reply (CTRL); 1.0 is none."""
+    no_repeat_ngram_size: int = 0
+    """Never repeat an n-gram of this many tokens; 0 is off."""
+    seed: int = 0
+    """Seed of the sampling: the same seed, prompts and model give the same replies."""
+
+    def __post_init__(self) -> None:
+        for name in FLOAT_FIELDS:  # 1 and 1.0 are one setting, with one key
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        _check(self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, "an integer >= 1")
+        _check(self.max_prompt_tokens >= 1, "max_prompt_tokens", self.max_prompt_tokens, ">= 1")
+        _check(
+            math.isfinite(self.temperature) and self.temperature > 0,
+            "temperature",
+            self.temperature,
+            "a number > 0",
+        )
+        _check(0 < self.top_p <= 1, "top_p", self.top_p, "a number in (0, 1]")
+        _check(self.top_k >= 0, "top_k", self.top_k, "an integer >= 0 (0: no limit)")
+        _check(
+            math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0,
+            "repetition_penalty",
+            self.repetition_penalty,
+            "a number > 0 (1.0: none)",
+        )
+        _check(
+            self.no_repeat_ngram_size >= 0,
+            "no_repeat_ngram_size",
+            self.no_repeat_ngram_size,
+            "an integer >= 0 (0: off)",
+        )
+        _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        if not self.do_sample:
+            for name, neutral in (("temperature", 1.0), ("top_p", 1.0), ("top_k", 0)):
+                value = getattr(self, name)
+                _check(
+                    value == neutral,
+                    name,
+                    value,
+                    f"{neutral!r} with greedy decoding, or do_sample=True to sample",
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy, saved in the results file."""
+        return asdict(self)
+
+    @property
+    def key(self) -> str:
+        """A short digest of every field: stored replies are reused only under the same key.
+
+        A change of any field (a decoding option, a length, even the batch size, which can
+        move greedy replies through padding) gives another key and so another evaluation run.
+        """
+        canonical = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:KEY_LENGTH]

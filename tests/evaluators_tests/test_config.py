@@ -1,0 +1,77 @@
+"""EvalConfig: defaults, checks that name the field, and a key that changes with every field."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from evaluators.config import EvalConfig
+
+
+def test_defaults_are_greedy_and_stop_at_the_newline() -> None:
+    config = EvalConfig()
+    assert (config.batch_size, config.max_new_tokens, config.max_prompt_tokens) == (32, 40, 384)
+    assert config.stop_at_newline and not config.do_sample
+    assert config.to_dict()["repetition_penalty"] == 1.0
+
+
+def test_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        EvalConfig().batch_size = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("batch_size", 0),
+        ("max_new_tokens", 0),
+        ("max_prompt_tokens", 0),
+        ("temperature", 0.0),
+        ("temperature", float("nan")),
+        ("top_p", 0.0),
+        ("top_p", 1.5),
+        ("top_k", -1),
+        ("repetition_penalty", 0.0),
+        ("no_repeat_ngram_size", -1),
+        ("seed", -1),
+    ],
+)
+def test_bad_values_name_the_field(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=rf"invalid {field}=.*expected"):
+        EvalConfig(**{field: value, "do_sample": True})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("field", "value"), [("temperature", 0.7), ("top_p", 0.9), ("top_k", 5)])
+def test_sampling_settings_need_do_sample(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=rf"invalid {field}=.*do_sample=True"):
+        EvalConfig(**{field: value})  # type: ignore[arg-type]
+    assert getattr(EvalConfig(**{field: value, "do_sample": True}), field) == value  # type: ignore[arg-type]
+
+
+def test_key_is_stable_and_changes_with_every_field() -> None:
+    base = EvalConfig(do_sample=True)
+    assert base.key == EvalConfig(do_sample=True).key
+    assert len(base.key) == 12 and int(base.key, 16) >= 0
+    changed = {
+        "batch_size": 8,
+        "max_new_tokens": 20,
+        "max_prompt_tokens": 128,
+        "stop_at_newline": False,
+        "do_sample": False,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 5,
+        "repetition_penalty": 1.3,
+        "no_repeat_ngram_size": 3,
+        "seed": 7,
+    }
+    assert set(changed) == {f.name for f in dataclasses.fields(EvalConfig)}
+    keys = {dataclasses.replace(base, **{name: value}).key for name, value in changed.items()}
+    assert len(keys) == len(changed) and base.key not in keys
+
+
+def test_an_integer_float_setting_has_the_key_of_its_float() -> None:
+    as_int = EvalConfig(repetition_penalty=2)  # type: ignore[arg-type]
+    assert as_int.repetition_penalty == 2.0 and isinstance(as_int.repetition_penalty, float)
+    assert as_int.key == EvalConfig(repetition_penalty=2.0).key
