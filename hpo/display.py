@@ -81,15 +81,27 @@ def similarity_table(report: dict[str, Any]) -> Table:
         f"(s - floor) / (1 - floor); two references of the same persona score "
         f"{100 * report['reference_ceiling']:.2f}%",
     )
-    for col in ("method", "similarity %", "floor %", "normalized %", "reply words"):
+    columns = ("method", "similarity %", "95% CI", "floor %", "normalized %", "reply words")
+    for col in (*columns, "distinct-2", "top reply %"):
         table.add_column(col, justify="right")
     for name, m in report["methods"].items():
+        ci, diversity = m.get("mean_similarity_ci"), m.get("diversity")
         table.add_row(
-            name,
+            name + (" (degenerate)" if m.get("degenerate") else ""),
             f"{m['mean_similarity_percent']:.2f}",
+            "" if ci is None else f"{100 * ci['low']:.2f} to {100 * ci['high']:.2f}",
             f"{m['floor_percent']:.2f}",
             f"{100 * m['normalized']:.2f}",
             f"{m['mean_reply_words']:.1f}",
+            "" if diversity is None else f"{diversity['distinct_2']:.2f}",
+            "" if diversity is None else f"{100 * diversity['top_reply_share']:.1f}",
+        )
+    for name, c in report.get("comparisons", {}).items():
+        low, high = c["ci_percent_points"]
+        verdict = "beats" if c["beats"] else "no win"
+        table.caption = (
+            f"{table.caption}\n{name}: {c['mean_percent_points']:+.2f} pt, 95% CI {low:+.2f} "
+            f"to {high:+.2f} (paired, by persona): {verdict}"
         )
     return table
 
