@@ -97,7 +97,7 @@ def evaluate_promoted(
     *,
     base: Any,
     dataset_id: int,
-    clustering_id: int,
+    clustering_id: int | None,
     cluster_id: int,
     personas: list[Any],
     embedding_model: str | None = None,

@@ -3,7 +3,9 @@ similarity, resume under the same EvalConfig, a new run under another; paired co
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from evaluators.evaluation import (
     eval_items,
     evaluate_method,
 )
+from evaluators.promotion import PromotedTrial, evaluate_promoted
 
 SHORT = EvalConfig(max_new_tokens=8, batch_size=4)
 
@@ -201,3 +204,39 @@ def test_methods_on_different_examples_are_not_compared() -> None:
         compare(a, b)
     with pytest.raises(ValueError, match="no evaluated method 'c'"):
         compare_methods({"a": a, "b": b}, [("a", "c")])
+
+
+def test_promoted_report_has_config_diversity_and_the_paired_comparison(
+    stored: tuple[Any, int, list[Any]], tiny_base: Any, zero_adapter: Path, tmp_path: Path
+) -> None:
+    """A zero adapter (lora_B = 0) changes nothing: the comparison must find no difference."""
+    engine, dataset_id, personas = stored
+    digest, _ = storage.directory_sha256(zero_adapter)
+    trial = PromotedTrial("promo", 3, 1.5, {"lora_rank": 8}, zero_adapter, digest)
+    report, path = evaluate_promoted(
+        engine,
+        storage.OutputLayout(tmp_path),
+        trial,
+        base=tiny_base,
+        dataset_id=dataset_id,
+        clustering_id=None,
+        cluster_id=1,
+        personas=personas,
+        eval_config=SHORT,
+    )
+    assert json.loads(path.read_text()) == report
+    assert report["eval_config"] == SHORT.to_dict()
+    assert report["eval_config_key"] == SHORT.key
+    lora, base = report["methods"]["cluster_lora"], report["methods"]["base_model"]
+    assert lora["mean_similarity"] == pytest.approx(base["mean_similarity"])
+    for method in (lora, base):
+        assert set(method["diversity"]) >= {"distinct_1", "distinct_2", "top_reply_share"}
+        ci = method["mean_similarity_ci"]
+        assert ci["low"] <= method["mean_similarity"] <= ci["high"]
+    comparison = report["comparisons"]["cluster_lora - base_model"]
+    assert comparison["mean"] == pytest.approx(0.0, abs=1e-6)
+    assert comparison["low"] <= 0 <= comparison["high"]
+    assert comparison["p_holm"] is not None
+    assert comparison["beats"] is False
+    runs = _run_count(engine, "promo")
+    assert {r.method for r in runs} == {f"cluster_lora@{SHORT.key}", f"base_model@{SHORT.key}"}
