@@ -95,11 +95,15 @@ def _check_base_model(model: ModelConfig) -> None:
         return
     path = Path(name).expanduser()
     local = path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1
-    if not local and not path.exists():
-        return
-    if not path.is_dir():
+    try:
+        if not local and not path.exists():
+            return
+        found = path.is_dir(), (path / "config.json").is_file()
+    except OSError as exc:  # a name too long for a path, say
+        raise ConfigError(f"model.base_model={name!r}: {exc.strerror or exc}") from exc
+    if not found[0]:
         raise ConfigError(f"model.base_model={name!r}: no such folder ({path.resolve()})")
-    if not (path / "config.json").is_file():
+    if not found[1]:
         raise ConfigError(
             f"model.base_model={name!r}: {path.resolve()} has no config.json; "
             "expected a folder written by save_pretrained, or a Hugging Face model id"

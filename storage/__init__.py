@@ -18,7 +18,7 @@ from storage.artifacts import (
     validate_name,
     verify_artifact,
 )
-from storage.budget import budget, claim_ticket, release_ticket, set_budget
+from storage.budget import budget, claim_ticket, delete_budget, release_ticket, set_budget
 from storage.clusterings import (
     ClusteringInfo,
     ClusterStatRow,
@@ -120,6 +120,7 @@ __all__ = [
     "create_engine",
     "current_revision",
     "default_storage_url",
+    "delete_budget",
     "directory_sha256",
     "dispose_engines",
     "done_example_ids",

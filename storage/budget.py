@@ -7,7 +7,7 @@ claims a ticket with one conditional ``UPDATE`` before it asks for a trial; the 
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from storage.engine import dialect_insert
@@ -36,6 +36,17 @@ def set_budget(session: Session, study_name: str, n_trials: int) -> None:
             index_elements=["study_name"], set_={"n_trials": stmt.excluded.n_trials}
         )
     )
+
+
+def delete_budget(session: Session, study_name: str) -> None:
+    """Delete a study's trial budget, if it has one (a study created afresh starts with no
+    tickets claimed; a failed creation leaves no budget behind).
+
+    Args:
+        session: An open session.
+        study_name: The study.
+    """
+    session.execute(delete(StudyBudget).where(StudyBudget.study_name == study_name))
 
 
 def claim_ticket(session: Session, study_name: str) -> bool:

@@ -84,14 +84,28 @@ def _parse_url(url: str) -> URL:
     if parsed.drivername == "postgresql":
         # SQLAlchemy's default PostgreSQL driver is psycopg2; we ship psycopg 3.
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        _check_sqlite_folder(parsed)
     return parsed
+
+
+def _check_sqlite_folder(url: URL) -> None:
+    """Refuse a SQLite file in a folder that does not exist: creating it would scatter
+    databases wherever a typo points (a folder outside the output root, say)."""
+    path = _sqlite_file(url)
+    if path is not None and not path.parent.is_dir():
+        raise InvalidURLError(
+            f"storage URL {masked_url(url)!r}: folder {str(path.parent)!r} does not exist; "
+            "create it first, or put the database in an existing folder"
+        )
 
 
 def normalize_url(url: str) -> str:
     """The URL as every engine of ours uses it (``postgresql://`` means psycopg 3).
 
     Raises:
-        InvalidURLError: If the URL cannot be parsed or names another backend.
+        InvalidURLError: If the URL cannot be parsed, names another backend, or is a SQLite
+            file in a folder that does not exist.
     """
     return _parse_url(url).render_as_string(hide_password=False)
 
@@ -121,9 +135,6 @@ def _on_sqlite_begin(conn: sa.Connection) -> None:
 
 def _build_engine(url: URL) -> Engine:
     if url.get_backend_name() == "sqlite":
-        path = _sqlite_file(url)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, pool_pre_ping=True, connect_args={"timeout": 60})
         configure_sqlite(engine)
         return engine

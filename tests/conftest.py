@@ -8,6 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests: ~200 examples per test in the suite; HYPOTHESIS_PROFILE=thorough runs 10,000.
+settings.register_profile("default", max_examples=200, deadline=None)
+settings.register_profile("thorough", max_examples=10_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # The server CI and every session's machine start before the tests; override for another one.
 PG_ADMIN_URL = os.environ.get(

@@ -195,3 +195,191 @@ def test_seed_trials_are_the_original_plan() -> None:
 def test_int_dimension_rejects_non_integer_seed_values(value: object) -> None:
     with pytest.raises(ValueError, match=r"seed_trials\[0\]\.epochs"):
         StudyConfig(seed_trials=({"epochs": value},))
+
+
+# --- every field checked against its type and range, named with the file ----------------------
+
+README_CONFIG = """\
+[study]
+name = "cluster4"      # also names output folders
+dataset = "demo"
+k = 5
+cluster_id = 4
+n_trials = 20
+
+[pruner]               # median (default), percentile, hyperband, none
+n_startup_trials = 3
+n_warmup_steps = 1     # evaluations before a trial may be pruned
+
+[search_space.learning_rate]
+type = "float"
+low = 1e-5
+high = 1e-3
+log = true
+
+[train.data]
+max_train_per_persona = 10   # cap for small machines
+
+[model]
+base_model = "tiny"          # or a Hugging Face model path or id
+"""
+"""The example of README.md's "Study config (TOML)" section, copied."""
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[study]\nn_trials = 3.7\n", "study.n_trials=3.7: expected an integer"),
+        ("[study]\nn_trials = true\n", "study.n_trials=True: expected an integer"),
+        ("[study]\nn_trials = 0\n", "study.n_trials=0: expected an integer in 1..1,000,000"),
+        ("[study]\nn_trials = 1000001\n", "study.n_trials=1000001: expected an integer in"),
+        ('[study]\nk = "five"\n', "study.k='five': expected an integer"),
+        ("[train]\ntarget_modules = 5\n", "train.target_modules=5: expected a list of strings"),
+        ('[train]\ntarget_modules = ["q_proj", 5]\n', "train.target_modules[1]=5: expected"),
+        ("seed_trials = [5]\n", "seed_trials[0]=5: expected a table"),
+        ("[train]\nlearning_rate = nan\n", "train.learning_rate=nan: expected a finite number"),
+        ("[train.data]\nmax_seq_length = 1.5\n", "train.data.max_seq_length=1.5: expected"),
+        ('[sampler]\nname = "grid"\n', "sampler.name='grid': expected one of tpe, random"),
+        ("[sampler]\nseed = -1\n", "sampler.seed=-1: expected 0.."),
+        ('[pruner]\nname = "sha"\n', "pruner.name='sha': expected one of median, percentile"),
+        ("[pruner]\npercentile = 101\n", "pruner.percentile=101: expected a number in 0..100"),
+        (
+            '[search_space.batch_size]\ntype = "categorical"\nchoices = 5\n',
+            "search_space.batch_size.choices=5: expected a list",
+        ),
+        (
+            '[search_space.epochs]\ntype = "int"\nlow = "1"\nhigh = 5\n',
+            "search_space.epochs.low='1': expected",
+        ),
+        (
+            '[search_space.epochs]\ntype = "int"\nlow = 1.5\nhigh = 5\n',
+            "search_space.epochs.low=1.5: expected an integer",
+        ),
+        (
+            '[search_space.epochs]\ntype = "float"\nlow = 1\nhigh = 5\n',
+            "search_space.epochs.type='float': train.epochs is an integer",
+        ),
+        (
+            '[search_space.batch_size]\ntype = "categorical"\nchoices = [2, 2.5]\n',
+            "search_space.batch_size.choices[1]=2.5: expected an integer",
+        ),
+        (
+            '[search_space.lora_dropout]\ntype = "float"\nlow = 0.0\nhigh = 1.5\n',
+            "search_space.lora_dropout.high=1.5: invalid lora_dropout=1.5",
+        ),
+        (
+            "[search_space.lora_dropout]\nlow = 0.0\nhigh = 0.2\n",
+            "search_space.lora_dropout.type: missing",
+        ),
+        (
+            '[search_space.learning_rate]\ntype = "float"\nlow = 1e-5\nhigh = 1e-3\nstep = 1e-5\n'
+            "log = true\n",
+            "search_space.learning_rate.log=True: expected false with a step",
+        ),
+    ],
+)
+def test_type_and_range_errors_name_file_and_field(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {expected}"), message
+    assert "\n" not in message
+
+
+def test_a_config_built_in_code_is_checked_too() -> None:
+    with pytest.raises(ConfigError, match=r"^n_trials=3\.7: expected an integer"):
+        dataclasses.replace(StudySection(), n_trials=3.7)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"train\.seed='8': expected an integer"):
+        StudyConfig(train=dataclasses.replace(StudyConfig().train, seed="8"))  # type: ignore[arg-type]
+
+
+def test_seed_values_match_choices_by_kind() -> None:
+    with pytest.raises(ConfigError, match=r"seed_trials\[0\]\.batch_size=True: outside"):
+        StudyConfig(seed_trials=({"batch_size": True},))
+    space = {"lora_dropout": ParamSpec("float", low=0.0, high=0.3, step=0.1)}
+    config = StudyConfig(search_space=space, seed_trials=({"lora_dropout": 0.3},))
+    assert config.seed_trials == ({"lora_dropout": 0.3},)
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n\n"])
+def test_an_empty_config_is_refused(tmp_path: Path, text: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match="empty config") as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_a_folder_is_not_a_config(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="a folder, not a config file") as info:
+        load_config(tmp_path)
+    assert str(tmp_path) in str(info.value)
+
+
+# --- a [search_space] table changes the default space -----------------------------------------
+
+
+def test_readme_example_merges_into_the_default_space(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert README_CONFIG in readme, "README's example config changed: update the copy here"
+    config = load_config(_write(tmp_path, README_CONFIG))
+    assert config.search_space == default_search_space()
+    assert config.seed_trials == SEED_TRIALS
+    assert config.study.n_trials == 20
+
+
+def test_a_dimension_is_added_or_replaced_and_the_others_stay(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        '[search_space.lora_dropout]\ntype = "float"\nlow = 0.0\nhigh = 0.2\n'
+        '[search_space.lora_rank]\ntype = "categorical"\nchoices = [8, 16, 32]\n',
+    )
+    space = load_config(path).search_space
+    assert list(space) == ["epochs", "batch_size", "learning_rate", "lora_rank", "lora_dropout"]
+    assert space["lora_rank"].choices == (8, 16, 32)
+    assert space["lora_dropout"] == ParamSpec("float", low=0.0, high=0.2)
+
+
+def test_exclude_drops_a_default_dimension(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'seed_trials = []\n[search_space]\nexclude = ["lora_rank"]\n')
+    config = load_config(path)
+    assert set(config.search_space) == {"epochs", "batch_size", "learning_rate"}
+    assert config.seed_trials == ()
+    # The stored form is the complete space: read back as it is, not merged again.
+    assert config_from_dict(config.to_dict()) == config
+
+
+def test_default_seeds_that_no_longer_fit_say_what_to_do(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[search_space]\nexclude = ["lora_rank"]\n')
+    with pytest.raises(ConfigError, match=r"seed_trials\[0\]\.lora_rank.*\[\[seed_trials\]\]"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[search_space]\nexclude = ["lora_alpha"]\n', r"exclude\[0\]='lora_alpha': not a default"),
+        ('[search_space]\nexclude = "lora_rank"\n', r"search_space\.exclude='lora_rank'"),
+        (
+            '[search_space]\nexclude = ["epochs"]\n[search_space.epochs]\ntype = "int"\n'
+            "low = 1\nhigh = 2\n",
+            r"search_space\.epochs: both excluded and given",
+        ),
+    ],
+)
+def test_bad_exclude_is_named(tmp_path: Path, text: str, expected: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_a_key_with_a_newline_stays_on_one_line(tmp_path: Path) -> None:
+    """Found by the fuzz test: TOML's quoted keys may hold any character."""
+    path = _write(tmp_path, '[study]\n"a\\nb" = 1\n[search_space."x\\ny"]\ntype = "int"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f'{path}: study."a\\nb": unknown key')
+    assert "\n" not in str(info.value)

@@ -1,4 +1,5 @@
-"""Study creation: race-safe on a fresh database, seeds once, refusal of a different config."""
+"""Study creation: race-safe on a fresh database, all or nothing, seeds once, refusal of a
+different config."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import dataclasses
 import multiprocessing
 from pathlib import Path
 
+import optuna
 import pytest
 
 import storage
-from hpo.config import ParamSpec, StudyConfig, StudySection
-from hpo.study import StudyConfigMismatch, create_study, load_study
+from hpo.config import ConfigError, ParamSpec, StudyConfig, StudySection
+from hpo.study import CONFIG_ATTR, SEED_ATTR, StudyConfigMismatch, create_study, load_study
 from tests.conftest import import_and_cluster
+from tests.hpo_tests.test_config import README_CONFIG
+from trainers.config import ModelConfig
 
 
 def with_data(url: str, tmp_path: Path) -> str:
@@ -70,3 +74,146 @@ def test_load_unknown_study_names_it(sqlite_url: str, tmp_path: Path) -> None:
     create_study(StudyConfig(study=StudySection(name="known")), sqlite_url)
     with pytest.raises(storage.NotFoundError, match="nosuch"):
         load_study(sqlite_url, "nosuch")
+
+
+def _names(url: str) -> list[str]:
+    from hpo.study import optuna_storage
+
+    return [s.study_name for s in optuna.get_all_study_summaries(optuna_storage(url))]
+
+
+def _budget(url: str, name: str) -> tuple[int, int] | None:
+    with storage.session_scope(storage.create_engine(url)) as session:
+        return storage.budget(session, name)
+
+
+def test_a_failure_part_way_leaves_nothing(
+    storage_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_data(storage_url, tmp_path)
+    config = StudyConfig(study=StudySection(name="undo", n_trials=5))
+    enqueue = optuna.Study.enqueue_trial
+    calls: list[int] = []
+
+    def fail_on_the_second(study: optuna.Study, *args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("injected failure")
+        enqueue(study, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", fail_on_the_second)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        create_study(config, storage_url)
+    assert "undo" not in _names(storage_url)
+    assert _budget(storage_url, "undo") is None
+
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", enqueue)
+    study = create_study(config, storage_url)
+    assert len(study.get_trials(deepcopy=False)) == 3
+    assert _budget(storage_url, "undo") == (5, 0)
+
+
+def test_a_study_left_half_created_is_created_afresh(storage_url: str, tmp_path: Path) -> None:
+    """As if a create was killed after its first seed trial: no config stored yet."""
+    from hpo.study import optuna_storage
+
+    with_data(storage_url, tmp_path)
+    left = optuna.create_study(study_name="killed", storage=optuna_storage(storage_url))
+    left.enqueue_trial({"epochs": 5}, user_attrs={SEED_ATTR: True})
+    with storage.session_scope(storage.create_engine(storage_url)) as session:
+        storage.set_budget(session, "killed", 9)
+        assert storage.claim_ticket(session, "killed")
+    study = create_study(StudyConfig(study=StudySection(name="killed", n_trials=4)), storage_url)
+    assert len(study.get_trials(deepcopy=False)) == 3
+    assert CONFIG_ATTR in study.user_attrs
+    assert _budget(storage_url, "killed") == (4, 0)
+
+
+def test_a_foreign_study_with_trials_is_not_touched(sqlite_url: str, tmp_path: Path) -> None:
+    from hpo.study import optuna_storage
+
+    with_data(sqlite_url, tmp_path)
+    foreign = optuna.create_study(study_name="theirs", storage=optuna_storage(sqlite_url))
+    foreign.add_trial(optuna.trial.create_trial(value=1.0))
+    with pytest.raises(StudyConfigMismatch, match="not created by `hpo study create`"):
+        create_study(StudyConfig(study=StudySection(name="theirs")), sqlite_url)
+    assert len(optuna.load_study(study_name="theirs", storage=sqlite_url).trials) == 1
+
+
+def test_another_n_trials_is_refused_and_the_stored_one_kept(
+    storage_url: str, tmp_path: Path
+) -> None:
+    with_data(storage_url, tmp_path)
+    config = StudyConfig(study=StudySection(name="keep", n_trials=12))
+    create_study(config, storage_url)
+    create_study(config, storage_url)  # the same config again: fine, nothing duplicated
+    more = dataclasses.replace(config, study=dataclasses.replace(config.study, n_trials=20))
+    with pytest.raises(StudyConfigMismatch, match=r"study\.n_trials: stored 12, given 20.*kept"):
+        create_study(more, storage_url)
+    study, stored = load_study(storage_url, "keep")
+    assert stored.study.n_trials == 12
+    assert _budget(storage_url, "keep") == (12, 0)
+    assert len(study.get_trials(deepcopy=False)) == 3
+
+
+def test_a_lost_budget_is_restored(sqlite_url: str, tmp_path: Path) -> None:
+    with_data(sqlite_url, tmp_path)
+    config = StudyConfig(study=StudySection(name="nobudget", n_trials=6))
+    create_study(config, sqlite_url)
+    with storage.session_scope(storage.create_engine(sqlite_url)) as session:
+        storage.delete_budget(session, "nobudget")
+    create_study(config, sqlite_url)
+    assert _budget(sqlite_url, "nobudget") == (6, 0)
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_a_local_base_model_is_checked_before_anything_is_written(
+    sqlite_url: str, tmp_path: Path, make: str
+) -> None:
+    with_data(sqlite_url, tmp_path)
+    folder = tmp_path / "my-model"
+    if make == "empty":
+        folder.mkdir()
+    config = StudyConfig(
+        study=StudySection(name="local"), model=ModelConfig(base_model=str(folder))
+    )
+    with pytest.raises(ConfigError, match=r"model\.base_model=.*my-model"):
+        create_study(config, sqlite_url)
+    assert "local" not in _names(sqlite_url)
+    assert _budget(sqlite_url, "local") is None
+
+
+def test_cli_create_with_the_readme_example(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hpo.cli import main
+
+    url = with_data(f"sqlite:///{tmp_path / 'readme.db'}", tmp_path)
+    path = tmp_path / "cluster4.toml"
+    path.write_text(README_CONFIG, encoding="utf-8")
+    assert main(["study", "create", "--config", str(path), "--storage", url]) == 0
+    assert "study 'cluster4' ready: 20 trials" in capsys.readouterr().out
+    study, config = load_study(url, "cluster4")
+    assert set(config.search_space) == {"epochs", "batch_size", "learning_rate", "lora_rank"}
+    assert len(study.get_trials(deepcopy=False)) == 3
+
+
+def test_cli_bad_n_trials_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hpo.cli import main
+
+    url = with_data(f"sqlite:///{tmp_path / 'bad.db'}", tmp_path)
+    path = tmp_path / "bad.toml"
+    path.write_text('[study]\nname = "bad"\nn_trials = 3.7\n', encoding="utf-8")
+    assert main(["study", "create", "--config", str(path), "--storage", url]) == 2
+    assert f"{path}: study.n_trials=3.7: expected an integer" in capsys.readouterr().err
+    assert "bad" not in _names(url)
+    assert _budget(url, "bad") is None
+
+
+def test_a_sqlite_url_in_a_missing_folder_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'nowhere' / 'hpo.db'}"
+    with pytest.raises(storage.InvalidURLError, match="does not exist"):
+        create_study(StudyConfig(study=StudySection(name="nowhere")), url)
+    assert not (tmp_path / "nowhere").exists()

@@ -75,8 +75,19 @@ def test_default_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_storage_url() == "sqlite:///x.db"
 
 
-def test_sqlite_pragmas_and_parent_dir(tmp_path: Path) -> None:
-    engine = open_storage(f"sqlite:///{tmp_path / 'sub' / 'dir' / 'hpo.db'}")
+def test_sqlite_url_in_a_missing_folder_is_refused(tmp_path: Path) -> None:
+    from storage import InvalidURLError, normalize_url
+
+    url = f"sqlite:///{tmp_path / 'sub' / 'dir' / 'hpo.db'}"
+    for use in (open_storage, normalize_url):
+        with pytest.raises(InvalidURLError, match="does not exist") as info:
+            use(url)
+        assert str(tmp_path / "sub" / "dir") in str(info.value)
+    assert not (tmp_path / "sub").exists()
+
+
+def test_sqlite_pragmas(tmp_path: Path) -> None:
+    engine = open_storage(f"sqlite:///{tmp_path / 'hpo.db'}")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
