@@ -36,6 +36,7 @@ from storage.datasets import (
     load_personas,
     save_dataset,
 )
+from storage.embeddings import load_persona_embeddings, save_persona_embeddings
 from storage.engine import (
     DEFAULT_STORAGE_URL,
     configure_sqlite,
@@ -134,6 +135,7 @@ __all__ = [
     "init_schema",
     "latest_clustering",
     "list_evaluation_runs",
+    "load_persona_embeddings",
     "load_personas",
     "masked_url",
     "normalize_url",
@@ -143,6 +145,7 @@ __all__ = [
     "save_clustering",
     "save_dataset",
     "save_evaluation_results",
+    "save_persona_embeddings",
     "session_scope",
     "set_budget",
     "start_evaluation_run",
