@@ -29,8 +29,28 @@ class Clustering:
     clusters: tuple[ClusterSummary, ...]
 
 
+N_INIT = 10
+"""KMeans restarts, the lowest inertia wins (scikit-learn's "auto" would fit k-means++ once;
+ten restarts make the clustering steadier across seeds)."""
+
+
+def check_k(k: int, n: int) -> None:
+    """Check a number of clusters against the number of personas, before any work is done.
+
+    Raises:
+        ValueError: Unless 2 <= k < n; the message names k and n.
+    """
+    if not 2 <= k < n:
+        raise ValueError(f"invalid k={k}: need 2 <= k < number of personas ({n})")
+
+
 def cluster_embeddings(
-    embeddings: Any, k: int, *, seed: int = 0, examples_per_item: Sequence[int] | None = None
+    embeddings: Any,
+    k: int,
+    *,
+    seed: int = 0,
+    examples_per_item: Sequence[int] | None = None,
+    progress: bool = False,
 ) -> Clustering:
     """Cluster unit-normalized embeddings with KMeans and score them with the silhouette.
 
@@ -43,18 +63,17 @@ def cluster_embeddings(
         k: Number of clusters, 2 <= k < n.
         seed: KMeans random_state.
         examples_per_item: Example count of each persona, for the table.
+        progress: Show a progress bar over the KMeans restarts (on stderr).
 
     Raises:
         ValueError: If k is out of range.
     """
     import numpy as np
-    from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_samples
 
     n = len(embeddings)
-    if not 2 <= k < n:
-        raise ValueError(f"invalid k={k}: need 2 <= k < number of personas ({n})")
-    raw = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(embeddings)
+    check_k(k, n)
+    raw = _kmeans_labels(embeddings, k, seed=seed, progress=progress)
     order = sorted(range(k), key=lambda c: (int((raw == c).sum()), int(np.argmax(raw == c))))
     relabel = {old: new for new, old in enumerate(order)}
     labels = np.array([relabel[int(c)] for c in raw])
@@ -77,3 +96,24 @@ def cluster_embeddings(
         silhouette=float(per_sample.mean()),
         clusters=clusters,
     )
+
+
+def _kmeans_labels(embeddings: Any, k: int, *, seed: int, progress: bool) -> Any:
+    """KMeans labels of the best of ``N_INIT`` restarts, with a progress bar over them.
+
+    KMeans has no progress callback, so the restarts run here one fit at a time (n_init=1)
+    and the lowest inertia is kept, as scikit-learn does inside one fit. All fits draw their
+    k-means++ seeds from one RandomState in turn, which is how a single ``n_init=N_INIT`` fit
+    draws them, so the result does not depend on ``progress``.
+    """
+    import numpy as np
+    from sklearn.cluster import KMeans
+    from tqdm.auto import tqdm
+
+    random_state = np.random.RandomState(seed)
+    best_labels, best_inertia = None, float("inf")
+    for _ in tqdm(range(N_INIT), desc=f"KMeans k={k}", unit="fit", disable=not progress):
+        fit = KMeans(n_clusters=k, n_init=1, random_state=random_state).fit(embeddings)
+        if fit.inertia_ < best_inertia:
+            best_labels, best_inertia = fit.labels_, float(fit.inertia_)
+    return best_labels

@@ -71,3 +71,36 @@ def test_invalid_k_raises_naming_k(k: int) -> None:
     points, _ = _blobs()
     with pytest.raises(ValueError, match=rf"k={k}\b"):
         cluster_embeddings(points, k)
+
+
+def _random_unit_rows(n: int = 300, dim: int = 16, seed: int = 1) -> Any:
+    """Points without cluster structure, where KMeans restarts end in different optima."""
+    import numpy as np
+
+    rows = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(("k", "seed"), [(3, 0), (5, 7), (8, 2)])
+def test_restarts_one_by_one_match_one_scikit_learn_fit(k: int, seed: int) -> None:
+    """The restarts run one fit at a time (for the progress bar) and still give exactly the
+    partition of scikit-learn's KMeans(n_init=N_INIT) with the same seed."""
+    from sklearn.cluster import KMeans
+
+    from trainers.clustering import N_INIT
+
+    points = _random_unit_rows()
+    reference = KMeans(n_clusters=k, n_init=N_INIT, random_state=seed).fit_predict(points)
+    labels = cluster_embeddings(points, k, seed=seed).labels
+    pairs = set(zip(labels, reference.tolist(), strict=True))
+    assert len(pairs) == k  # a one-to-one relabelling: the same partition
+
+
+def test_progress_bar_counts_the_restarts(capsys: pytest.CaptureFixture[str]) -> None:
+    points, _ = _blobs()
+    quiet = cluster_embeddings(points, 3)
+    assert capsys.readouterr().err == ""
+    shown = cluster_embeddings(points, 3, progress=True)
+    err = capsys.readouterr().err
+    assert "KMeans k=3" in err and "10/10" in err
+    assert shown == quiet  # the bar does not change the result
