@@ -3,13 +3,14 @@ and fetch one cluster's personas from storage."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import storage
 from hpo.config import StudySection
-from trainers.clustering import Clustering, cluster_embeddings
+from trainers.clustering import Clustering, check_k, cluster_embeddings
 from trainers.config import ModelConfig, TrainConfig
 from trainers.data import LoadSummary, SplitConfig, load_dataset
 from trainers.recipe import TrainResult
@@ -74,19 +75,89 @@ def import_dataset(
     )
 
 
+PROGRESS_MIN_PERSONAS = 200
+"""From this many personas on, clustering shows progress bars by default (below, it takes
+seconds and bars would be noise)."""
+
+
+def embed_personas(
+    engine: Any,
+    dataset_id: int,
+    personas: Sequence[storage.StoredPersona],
+    model_name: str,
+    *,
+    progress: bool = False,
+) -> Any:
+    """The personas' embeddings, in order: stored ones read back, only the rest embedded.
+
+    Embeddings are computed once per dataset and model and stored (``persona_embeddings``),
+    so clustering again with another k or seed, or anything else that needs the vectors,
+    does not embed again.
+
+    Args:
+        engine: The storage engine.
+        dataset_id: The dataset the personas belong to.
+        personas: Personas of that dataset, as stored.
+        model_name: The embedding model (its name is the cache key).
+        progress: Show a progress bar while embedding.
+
+    Returns:
+        A (len(personas), dim) float32 numpy array.
+    """
+    import numpy as np
+
+    from trainers.embedding import embed
+
+    with storage.session_scope(engine) as session:
+        cached = storage.load_persona_embeddings(session, dataset_id, model_name)
+    missing = [p for p in personas if p.key not in cached]
+    if missing:
+        fresh = embed([p.text for p in missing], model_name, progress=progress)
+        computed = {p.key: vector for p, vector in zip(missing, fresh, strict=True)}
+        with storage.session_scope(engine) as session:
+            storage.save_persona_embeddings(session, dataset_id, model_name, computed)
+        cached.update(computed)
+    return np.stack([np.asarray(cached[p.key], dtype=np.float32) for p in personas])
+
+
 def cluster_dataset(
-    engine: Any, dataset: str, *, k: int = 5, seed: int = 0, embedding_model: str | None = None
+    engine: Any,
+    dataset: str,
+    *,
+    k: int = 5,
+    seed: int = 0,
+    embedding_model: str | None = None,
+    progress: bool | None = None,
 ) -> tuple[int, Clustering]:
-    """Embed the persona texts, run KMeans, and store the clustering and its assignments."""
-    from trainers.embedding import DEFAULT_EMBEDDING_MODEL, embed
+    """Embed the persona texts (once per model), run KMeans, and store the clustering.
+
+    Args:
+        engine: The storage engine.
+        dataset: The dataset's name.
+        k: Number of clusters.
+        seed: KMeans random seed.
+        embedding_model: Embedding model name or path; default the packaged all-MiniLM-L6-v2.
+        progress: Show progress bars for embedding and KMeans (on stderr); default only from
+            ``PROGRESS_MIN_PERSONAS`` personas on.
+
+    Returns:
+        The clustering id and the clustering.
+    """
+    from trainers.embedding import DEFAULT_EMBEDDING_MODEL
 
     model_name = embedding_model or DEFAULT_EMBEDDING_MODEL
     with storage.session_scope(engine) as session:
         dataset_id = storage.get_dataset_id(session, dataset)
         personas = storage.load_personas(session, dataset_id)
-    vectors = embed([p.text for p in personas], model_name)
+    check_k(k, len(personas))
+    show = len(personas) >= PROGRESS_MIN_PERSONAS if progress is None else progress
+    vectors = embed_personas(engine, dataset_id, personas, model_name, progress=show)
     result = cluster_embeddings(
-        vectors, k, seed=seed, examples_per_item=[len(p.examples) for p in personas]
+        vectors,
+        k,
+        seed=seed,
+        examples_per_item=[len(p.examples) for p in personas],
+        progress=show,
     )
     stats = [
         storage.ClusterStatRow(c.cluster_id, c.n_personas, c.n_examples, c.silhouette)
@@ -163,7 +234,8 @@ def train_cluster_adapter(
 ) -> TrainResult:
     """One training run on a cluster (``hpo train``), saved atomically to ``target``."""
     from trainers.base_model import load_base_model
-    from trainers.recipe import prompt_pairs, train_lora
+    from trainers.batching import prompt_pairs
+    from trainers.recipe import train_lora
 
     data = config.data
     base = load_base_model(model)
