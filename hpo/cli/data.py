@@ -1,0 +1,101 @@
+"""``hpo data``: generate, import and cluster persona datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hpo.cli.dataclass_options import build_dataclass, dataclass_options, dataclass_values
+from hpo.cli.options import common_options, example, storage_url
+from hpo.config import StudySection
+from hpo.demo import DemoOptions
+from trainers.data import SplitConfig
+
+
+@click.group()
+def data() -> None:
+    """Generate, import and cluster persona datasets."""
+
+
+@data.command(
+    epilog=example("hpo data generate --out data/demo.jsonl --personas 200 --examples 40")
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="JSONL path  [default: OUTPUT_ROOT/data/demo_personas.jsonl]",
+)
+@dataclass_options(DemoOptions, include=("personas", "examples", "seed"))
+@common_options()
+def generate(out: Path | None, output_root: Path, storage: str | None, **kwargs: Any) -> None:
+    """Write the demo persona dataset (JSONL), deterministic by seed."""
+    from trainers.tiny import write_demo_dataset
+
+    options = build_dataclass(DemoOptions, kwargs)
+    path = out or output_root / "data" / "demo_personas.jsonl"
+    write_demo_dataset(
+        path,
+        n_personas=options.personas,
+        examples_per_persona=options.examples,
+        seed=options.seed,
+    )
+    click.echo(f"wrote {options.personas} personas x {options.examples} examples to {path}")
+
+
+@data.command(name="import", epilog=example("hpo data import data/demo.jsonl --name demo"))
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--name", default=None, help="dataset name  [default: the file's stem]")
+@dataclass_options(SplitConfig, rename={"seed": "--split-seed"})
+@common_options()
+def import_(
+    path: Path, name: str | None, storage: str | None, output_root: Path, **kwargs: Any
+) -> None:
+    """Validate a JSONL dataset (PATH; see README: dataset format) and store it with a
+    deterministic train/val/test split."""
+    import storage as storage_package
+    from hpo.pipeline import import_dataset
+
+    split = build_dataclass(SplitConfig, kwargs)
+    summary = import_dataset(
+        storage_package.open_storage(storage_url(storage)), path, name=name, split=split
+    )
+    click.echo(
+        f"dataset {summary.name!r}: {summary.n_personas} personas, {summary.n_examples} "
+        f"examples, sha256 {summary.sha256[:12]}"
+    )
+
+
+@data.command(epilog=example("hpo data cluster --dataset demo --k 5"))
+@click.option("--dataset", required=True, help="an imported dataset name")
+@dataclass_options(
+    StudySection,
+    include=("k", "clustering_seed", "embedding_model"),
+    rename={"clustering_seed": "--seed"},
+)
+@common_options()
+def cluster(dataset: str, storage: str | None, output_root: Path, **kwargs: Any) -> None:
+    """Embed persona texts and cluster them with KMeans; prints the cluster table."""
+    from rich.console import Console
+
+    import storage as storage_package
+    from hpo.display import cluster_table
+    from hpo.pipeline import cluster_dataset
+
+    # A study's section would also check a cluster id against k; here only its defaults count.
+    values = dataclass_values(StudySection, kwargs)
+    k = values["k"]
+    if k < 2:
+        raise click.BadParameter(f"{k} clusters: expected k >= 2", param_hint="'--k'")
+    _, result = cluster_dataset(
+        storage_package.open_storage(storage_url(storage)),
+        dataset,
+        k=k,
+        seed=values["clustering_seed"],
+        embedding_model=values["embedding_model"],
+    )
+    Console().print(
+        cluster_table(result.clusters, result.silhouette, f"dataset {dataset}: KMeans k={k}")
+    )

@@ -1,0 +1,86 @@
+"""``hpo evaluator``: the evaluator service beside the workers (``--watch``), or one round
+(``--once``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from evaluators.config import EvalConfig
+from hpo.cli.dataclass_options import build_dataclass, dataclass_options
+from hpo.cli.options import common_options, example, storage_url, study_option
+from hpo.evaluator import DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_TOP_K
+
+
+@click.command(
+    epilog=example(
+        "hpo evaluator --study cluster4 --watch --storage postgresql+psycopg://hpo@db/hpo",
+        "hpo evaluator --study cluster4 --once --top-trials 5",
+    )
+)
+@study_option
+@click.option(
+    "--watch/--once",
+    default=True,
+    show_default=True,
+    help="keep polling the study, or evaluate what is due now and exit",
+)
+@click.option(
+    "--top-trials",
+    "top_trials",
+    type=click.IntRange(min=1),
+    default=DEFAULT_TOP_K,
+    show_default=True,
+    metavar="K",
+    help="evaluate the best K COMPLETE trials by eval_loss (eval_loss rank is not similarity "
+    "rank)",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_POLL_INTERVAL,
+    show_default=True,
+    help="seconds between passes with --watch",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_LEASE_TTL,
+    show_default=True,
+    help="seconds a lease lives without renewal: a killed evaluator's work is taken over "
+    "after this long",
+)
+@dataclass_options(EvalConfig)
+@common_options(log_level=logging.INFO)
+def evaluator(
+    name: str,
+    watch: bool,
+    top_trials: int,
+    poll_interval: float,
+    lease_ttl: float,
+    storage: str | None,
+    output_root: Path,
+    **kwargs: Any,
+) -> None:
+    """Evaluate a study's top trials as they come and promote the best similarity.
+
+    Several evaluators may run at once, on any machines: each trial is evaluated by one of
+    them (a lease in the database). Results: OUTPUT_ROOT/results/STUDY/cluster_lora/.
+    """
+    from hpo.evaluator import open_evaluator, run_evaluator
+
+    service = open_evaluator(
+        storage_url(storage),
+        name,
+        output_root=output_root,
+        eval_config=build_dataclass(EvalConfig, kwargs),
+        top_k=top_trials,
+        lease_ttl=lease_ttl,
+    )
+    result = run_evaluator(service, once=not watch, poll_interval=poll_interval)
+    click.echo(f"evaluated here: {', '.join(result.evaluated) or 'nothing'}")
+    if result.results is not None:
+        click.echo(f"results: {result.results}")

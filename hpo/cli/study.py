@@ -1,0 +1,130 @@
+"""``hpo study``: create a study from its config, and query its trials."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from hpo.cli.options import common_options, example, storage_url, study_option
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def json_option(f: F) -> F:
+    """``--json``: print JSON instead of a table."""
+    return click.option("--json", "as_json", is_flag=True, help="print JSON")(f)
+
+
+@click.group()
+def study() -> None:
+    """Create a study and query its trials."""
+
+
+@study.command(epilog=example("hpo study create --config hpo/configs/cluster4.toml"))
+@click.option(
+    "--config",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="study config (TOML)",
+)
+@click.option(
+    "--n-trials",
+    type=click.IntRange(min=1),
+    default=None,
+    help="override study.n_trials of the config",
+)
+@common_options()
+def create(config: Path, n_trials: int | None, storage: str | None, output_root: Path) -> None:
+    """Create a study from a TOML config and enqueue its seed configs."""
+    import dataclasses
+
+    from hpo.config import load_config
+    from hpo.study import create_study
+
+    study_config = load_config(config)
+    if n_trials is not None:
+        study_config = dataclasses.replace(
+            study_config, study=dataclasses.replace(study_config.study, n_trials=n_trials)
+        )
+    section = study_config.study
+    created = create_study(study_config, storage_url(storage))
+    click.echo(
+        f"study {created.study_name!r} ready: {section.n_trials} trials on cluster "
+        f"{section.cluster_id} of dataset {section.dataset!r}; start workers with "
+        f"`hpo launch --study {created.study_name}`"
+    )
+
+
+@study.command(epilog=example("hpo study status --study cluster4"))
+@study_option
+@json_option
+@common_options()
+def status(name: str, as_json: bool, storage: str | None, output_root: Path) -> None:
+    """Trial counts by state and the best trial."""
+    from rich.console import Console
+
+    from hpo.display import status_table
+    from hpo.queries import study_status
+
+    result = study_status(storage_url(storage), name)
+    if as_json:
+        _print_json(
+            {
+                "study": result.name,
+                "target": result.n_trials_target,
+                "finished": result.finished,
+                "counts": result.counts,
+                "best": result.best.to_dict() if result.best else None,
+            }
+        )
+    else:
+        Console().print(status_table(result))
+
+
+@study.command(epilog=example("hpo study best --study cluster4 -n 3 --json"))
+@study_option
+@click.option(
+    "-n", "n", type=click.IntRange(min=1), default=5, show_default=True, help="how many trials"
+)
+@json_option
+@common_options()
+def best(name: str, n: int, as_json: bool, storage: str | None, output_root: Path) -> None:
+    """The best COMPLETE trials by eval_loss."""
+    from rich.console import Console
+
+    from hpo.display import trials_table
+    from hpo.queries import best_trials
+
+    rows = best_trials(storage_url(storage), name, n)
+    if as_json:
+        _print_json([r.to_dict() for r in rows])
+    elif not rows:
+        click.echo(f"study {name!r} has no COMPLETE trial yet")
+    else:
+        Console().print(trials_table(rows, f"best {len(rows)} trials of {name}"))
+
+
+@study.command(epilog=example("hpo study trials --study cluster4"))
+@study_option
+@json_option
+@common_options()
+def trials(name: str, as_json: bool, storage: str | None, output_root: Path) -> None:
+    """Every trial with state, eval_loss and parameters."""
+    from rich.console import Console
+
+    from hpo.display import trials_table
+    from hpo.queries import all_trials
+
+    rows = all_trials(storage_url(storage), name)
+    if as_json:
+        _print_json([r.to_dict() for r in rows])
+    else:
+        Console().print(trials_table(rows, f"trials of {name}"))

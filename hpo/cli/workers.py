@@ -1,0 +1,152 @@
+"""``hpo worker`` and ``hpo launch``: run a study's trials, in this process or in several."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from hpo.cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED
+from hpo.cli.options import common_options, example, storage_url, study_option
+from hpo.study import GRACE_PERIOD
+
+
+@click.command(
+    epilog=example(
+        "CUDA_VISIBLE_DEVICES=0 hpo worker --study cluster4 "
+        "--storage postgresql+psycopg://hpo@db/hpo"
+    )
+)
+@study_option
+@click.option(
+    "--worker-index",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="offsets the sampler seed, so that workers propose different points",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads for torch  [default: torch's choice]",
+)
+@click.option(
+    "--max-trials",
+    type=click.IntRange(min=1),
+    default=None,
+    help="stop after this many trials here  [default: until the budget is spent]",
+)
+@click.option(
+    "--grace-period",
+    type=click.IntRange(min=1),
+    default=GRACE_PERIOD,
+    show_default=True,
+    help="seconds without heartbeat before a trial is failed and retried",
+)
+@common_options(log_level=logging.INFO)
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    name: str,
+    worker_index: int,
+    threads: int | None,
+    max_trials: int | None,
+    grace_period: int,
+    storage: str | None,
+    output_root: Path,
+) -> None:
+    """Run trials of a study until its budget is spent (one worker per GPU)."""
+    from hpo.worker import run_worker
+
+    summary = run_worker(
+        storage_url(storage),
+        name,
+        output_root=output_root,
+        worker_index=worker_index,
+        threads=threads,
+        grace_period=grace_period,
+        max_trials=max_trials,
+    )
+    click.echo(
+        f"worker {summary.worker_index}: {len(summary.trials)} trials "
+        f"({summary.count('COMPLETE')} complete, {summary.count('PRUNED')} pruned, "
+        f"{summary.count('FAIL')} failed)"
+        + (" - stopped by signal" if summary.stopped_by_signal else "")
+    )
+    if summary.stopped_by_signal:
+        ctx.exit(EXIT_INTERRUPTED)
+
+
+def _gpu_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    gpus = [g.strip() for g in value.split(",") if g.strip()]
+    if not gpus:
+        raise click.BadParameter(f"{value!r} names no GPU; expected ids like 0,1,2,3")
+    return gpus
+
+
+@click.command(
+    epilog=example(
+        "hpo launch --study cluster4 --gpus 0,1,2,3", "hpo launch --study cluster4 --workers 2"
+    )
+)
+@study_option
+@click.option(
+    "--workers",
+    "n_workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="number of CPU workers (they share the cores)",
+)
+@click.option(
+    "--gpus",
+    callback=_gpu_list,
+    default=None,
+    metavar="IDS",
+    help="comma-separated GPU ids, one worker each",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads per worker  [default: the cores divided among the workers]",
+)
+@common_options()
+@click.pass_context
+def launch(
+    ctx: click.Context,
+    name: str,
+    n_workers: int | None,
+    gpus: list[str] | None,
+    threads: int | None,
+    storage: str | None,
+    output_root: Path,
+) -> None:
+    """Start workers on this machine (--workers N or --gpus IDS) and wait for them."""
+    from rich.console import Console
+
+    from hpo.display import study_progress
+    from hpo.launch import start_workers, wait_for_workers
+    from hpo.study import load_study
+
+    if (n_workers is None) == (gpus is None):
+        raise click.UsageError("give either --workers N or --gpus IDS")
+    url = storage_url(storage)
+    load_study(url, name)  # an unknown study is bad input, before any process starts
+    started = start_workers(
+        url, name, n_workers=n_workers, gpus=gpus, output_root=output_root, threads=threads
+    )
+    for w in started:
+        click.echo(
+            f"worker {w.index} pid {w.process.pid}"
+            + (f" gpu {w.gpu}" if w.gpu is not None else "")
+            + f" log {w.log_path}"
+        )
+    with study_progress(url, name, Console()) as refresh:
+        codes = wait_for_workers(started, poll=refresh)
+    click.echo(f"workers exited with {codes}")
+    if any(codes):
+        ctx.exit(EXIT_FAILURE)
