@@ -14,7 +14,7 @@ from rich.console import Console
 import storage
 from hpo import display
 from hpo.config import load_config, packaged_config
-from hpo.evaluate import evaluate_best
+from hpo.evaluator import evaluate_study
 from hpo.launch import start_workers, wait_for_workers
 from hpo.pipeline import cluster_dataset, import_dataset
 from hpo.queries import study_status
@@ -138,9 +138,9 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     done(name)
 
     name = step("5. evaluation")
-    report, results_path = evaluate_best(url, section.name, output_root=root)
+    report, results_path = evaluate_study(url, section.name, output_root=root)
     console.print(display.similarity_table(report))
-    files["promoted adapter"] = Path(report["best_trial"]["adapter"])
+    files["promoted adapter"] = Path(report["promoted_trial"]["adapter"])
     files["trial adapters"] = layout.root / "models" / "trials" / section.name
     files["results"] = results_path
     files["logs"] = layout.root / "logs"

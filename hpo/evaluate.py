@@ -1,78 +1,102 @@
-"""Promote a study's best COMPLETE trial and run its full evaluation (the evaluators do the
-work; this module only reads the study to find the trial)."""
+"""Evaluate one thing by hand (``hpo evaluate``): a trial of a study, or an adapter folder.
+
+Both take the same leases as the evaluator service (:mod:`hpo.evaluator`), waiting for them
+if an evaluator holds them, so a hand evaluation never runs beside the service's on the same
+work, and both store into the same resumable evaluation runs.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import optuna
-
 import storage
+from evaluators import promotion
 from evaluators.config import EvalConfig
-from evaluators.promotion import PromotedTrial, evaluate_promoted
-from hpo.pipeline import load_study_cluster
-from hpo.study import load_study
+from hpo.evaluator import DEFAULT_LEASE_TTL, StudyEvaluator, complete_trials, open_evaluator
 
 
-def best_trial_to_promote(study: optuna.Study) -> PromotedTrial:
-    """The best COMPLETE trial with its adapter.
-
-    Raises:
-        LookupError: The study has no COMPLETE trial yet.
-    """
-    try:
-        trial = study.best_trial
-    except ValueError as exc:
-        raise LookupError(
-            f"study {study.study_name!r} has no COMPLETE trial yet; run workers first"
-        ) from exc
-    assert trial.value is not None
-    return PromotedTrial(
-        study_name=study.study_name,
-        trial_number=trial.number,
-        eval_loss=trial.value,
-        params=dict(trial.params),
-        adapter_path=Path(trial.user_attrs["adapter_path"]),
-        adapter_sha256=trial.user_attrs["adapter_sha256"],
+def _open(
+    url: str, study_name: str, output_root: Path, eval_config: EvalConfig, lease_ttl: float
+) -> StudyEvaluator:
+    return open_evaluator(
+        url, study_name, output_root=output_root, eval_config=eval_config, lease_ttl=lease_ttl
     )
 
 
-def evaluate_best(
+def evaluate_trial_by_hand(
     url: str,
     study_name: str,
+    trial_number: int | None = None,
     *,
     output_root: Path = Path("."),
     eval_config: EvalConfig = EvalConfig(),
+    lease_ttl: float = DEFAULT_LEASE_TTL,
 ) -> tuple[dict[str, Any], Path]:
-    """Promote the best trial of the study and evaluate it against the base model.
+    """Evaluate one COMPLETE trial and the baselines, then promote the best evaluated trial.
 
     Args:
         url: The storage URL.
-        study_name: The study whose best trial to promote.
+        study_name: The study.
+        trial_number: The trial; None for the best by eval_loss.
         output_root: Where ``models/`` and ``results/`` go.
-        eval_config: How replies are generated (batching, lengths, decoding).
+        eval_config: How replies are generated.
+        lease_ttl: Time to live of the leases taken.
 
     Returns:
-        The report and the path of ``results/cluster_lora/cluster_lora_results.json``.
-    """
-    from trainers.base_model import load_base_model
+        The study's report (all evaluated trials; the promoted one may be another trial) and
+        the path of ``results/<study>/cluster_lora/cluster_lora_results.json``.
 
-    study, config = load_study(url, study_name)
-    trial = best_trial_to_promote(study)
-    engine = storage.open_storage(url)
-    section = config.study
-    cluster = load_study_cluster(engine, section)
-    base = load_base_model(config.model)
-    return evaluate_promoted(
-        engine,
-        storage.OutputLayout(Path(output_root).resolve()),
-        trial,
-        base=base,
-        dataset_id=cluster.dataset_id,
-        clustering_id=cluster.clustering_id,
-        cluster_id=section.cluster_id,
-        personas=cluster.personas,
-        embedding_model=section.embedding_model,
-        eval_config=eval_config,
-    )
+    Raises:
+        storage.NotFoundError: The study has no such COMPLETE trial with an adapter.
+    """
+    evaluator = _open(url, study_name, output_root, eval_config, lease_ttl)
+    trials = complete_trials(evaluator.study)
+    if not trials:
+        raise storage.NotFoundError(
+            f"study {study_name!r} has no COMPLETE trial yet; run workers first"
+        )
+    if trial_number is None:
+        trial = trials[0]
+    else:
+        by_number = {t.trial_number: t for t in trials}
+        if trial_number not in by_number:
+            raise storage.NotFoundError(
+                f"study {study_name!r} has no COMPLETE trial {trial_number} with an adapter; "
+                f"COMPLETE trials: {sorted(by_number)}"
+            )
+        trial = by_number[trial_number]
+    evaluator.evaluate_trial(trial, wait=True)
+    evaluator.evaluate_baselines(wait=True)
+    promoted = evaluator.promote(force=True)
+    assert promoted is not None  # the trial and the baselines are evaluated
+    return promoted
+
+
+def evaluate_adapter_by_hand(
+    url: str,
+    study_name: str,
+    adapter: Path,
+    *,
+    output_root: Path = Path("."),
+    eval_config: EvalConfig = EvalConfig(),
+    lease_ttl: float = DEFAULT_LEASE_TTL,
+) -> tuple[dict[str, Any], Path]:
+    """Evaluate an adapter folder on the study's cluster against the study's baselines.
+
+    The adapter is named by its content's sha256 (``adapter-<12 hex>``), never promoted, and
+    its report goes to ``results/<study>/cluster_lora/adapter-<12 hex>_results.json``.
+
+    Raises:
+        storage.NotFoundError: ``adapter`` is not a directory.
+    """
+    adapter = Path(adapter).resolve()
+    if not adapter.is_dir():
+        raise storage.NotFoundError(f"adapter {str(adapter)!r} is not a directory")
+    evaluator = _open(url, study_name, output_root, eval_config, lease_ttl)
+    evaluator.evaluate_baselines(wait=True)
+    method, _ = promotion.adapter_method(adapter)
+    with evaluator.lease(method, wait=True):
+        return promotion.evaluate_adapter(
+            evaluator.engine, evaluator.layout, evaluator.scope, adapter, base=evaluator.base()
+        )

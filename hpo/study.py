@@ -13,6 +13,7 @@ stored one is refused; the stored one is kept.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ CONFIG_ATTR = "hpo_config"
 so its presence marks a complete study."""
 SEED_ATTR = "seed_config"
 """Trial user attribute of the seed trials that creation enqueues."""
+METRIC_NAME = "eval_loss"
+"""The name of the study's one objective value (``Study.set_metric_names``)."""
 HEARTBEAT_INTERVAL = 10
 """Seconds between heartbeats of a running trial."""
 GRACE_PERIOD = 60
@@ -154,6 +157,9 @@ def _create_new(engine: Any, rdb: optuna.storages.RDBStorage, config: StudyConfi
     try:
         study = optuna.create_study(study_name=name, storage=rdb, direction="minimize")
         created = True
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and what we want
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAME])  # the dashboard labels the objective with it
         for params in config.seed_trials:
             study.enqueue_trial(params, user_attrs={SEED_ATTR: True}, skip_if_exists=True)
         study.set_user_attr(CONFIG_ATTR, config.to_dict())

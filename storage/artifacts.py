@@ -24,6 +24,9 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 """Names that are safe as one path component: no '/', NUL, quotes, no leading '.'."""
 
 _NAME_RE = re.compile(NAME_PATTERN)
+RESERVED_FOLDERS = frozenset({"trials", "lora_clusters", "figures"})
+"""Folders that sit where a study's folder would (``models/trials``, ``results/figures``): a
+study of that name would nest its outputs inside another's."""
 _CHUNK = 1 << 20
 
 
@@ -73,25 +76,45 @@ class OutputLayout:
         number = _check_index(trial_number, "trial number")
         return self._under("models", "trials", study_name, str(number))
 
-    def cluster_adapter_dir(self, cluster_id: int) -> Path:
-        """Return ``root/models/lora_clusters/cluster_<NN>``."""
+    def _study(self, study_name: str) -> str:
+        validate_name(study_name, what="study name")
+        if study_name in RESERVED_FOLDERS:
+            raise InvalidNameError(
+                f"study name {study_name!r} is the name of a shared output folder "
+                f"({', '.join(sorted(RESERVED_FOLDERS))}): use another study name"
+            )
+        return study_name
+
+    def cluster_adapter_dir(self, cluster_id: int, *, study_name: str | None = None) -> Path:
+        """Return ``root/models/<study>/lora_clusters/cluster_<NN>``, the study's promoted
+        adapter; without a study (``hpo train`` by hand) ``root/models/lora_clusters/...``."""
         number = _check_index(cluster_id, "cluster id")
-        return self._under("models", "lora_clusters", f"cluster_{number:02d}")
+        study = () if study_name is None else (self._study(study_name),)
+        return self._under("models", *study, "lora_clusters", f"cluster_{number:02d}")
+
+    def baseline_adapter_dir(self, study_name: str, name: str) -> Path:
+        """Return ``root/models/<study>/baselines/<name>``, an adapter trained as a baseline
+        of the study (the unified adapter, the cluster-0 adapter)."""
+        validate_name(name, what="baseline name")
+        return self._under("models", self._study(study_name), "baselines", name)
 
     def log_path(self, run_name: str) -> Path:
         """Return ``root/logs/<run_name>.log``."""
         validate_name(run_name, what="run name")
         return self._under("logs", f"{run_name}.log")
 
-    def results_file(self, kind: str, filename: str) -> Path:
-        """Return ``root/results/<kind>/<filename>``."""
+    def results_file(self, kind: str, filename: str, *, study_name: str | None = None) -> Path:
+        """Return ``root/results/<study>/<kind>/<filename>``, or ``root/results/<kind>/...``
+        for results that belong to no study."""
         validate_name(kind, what="results kind")
         validate_name(filename, what="file name")
-        return self._under("results", kind, filename)
+        study = () if study_name is None else (self._study(study_name),)
+        return self._under("results", *study, kind, filename)
 
-    def figures_dir(self) -> Path:
-        """Return ``root/results/figures``."""
-        return self._under("results", "figures")
+    def figures_dir(self, *, study_name: str | None = None) -> Path:
+        """Return ``root/results/<study>/figures``, or ``root/results/figures``."""
+        study = () if study_name is None else (self._study(study_name),)
+        return self._under("results", *study, "figures")
 
     def data_dir(self) -> Path:
         """Return ``root/data``."""

@@ -36,7 +36,8 @@ def test_promotion_copies_the_adapter_and_records_it(sqlite_url: str, tmp_path: 
     trial = trial_adapter(tmp_path, 1, b"\x01" * 512)
     target = promote_adapter(storage.open_storage(sqlite_url), layout, trial, cluster_id=2)
 
-    assert target == layout.cluster_adapter_dir(2)
+    assert target == layout.cluster_adapter_dir(2, study_name=STUDY)
+    assert target == tmp_path / "models" / STUDY / "lora_clusters" / "cluster_02"
     weights = (target / "adapter_model.safetensors").read_bytes()
     assert weights == (trial.adapter_path / "adapter_model.safetensors").read_bytes()
     promoted_from = json.loads((target / "promoted_from.json").read_text())
@@ -73,4 +74,4 @@ def test_promotion_refuses_a_missing_adapter(sqlite_url: str, tmp_path: Path) ->
     gone = PromotedTrial(STUDY, 3, 0.4, {}, tmp_path / "elsewhere", trial.adapter_sha256)
     with pytest.raises(ValueError, match="adapter of trial 3 is missing"):
         promote_adapter(storage.open_storage(sqlite_url), layout, gone, cluster_id=0)
-    assert not layout.cluster_adapter_dir(0).exists()
+    assert not layout.cluster_adapter_dir(0, study_name=STUDY).exists()
