@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from hpo.cli import EXIT_BAD_INPUT, EXIT_FAILURE, main
-from tests.conftest import import_and_cluster
 from tests.hpo_tests.cli_tests.conftest import Hpo, one_line
 
 
@@ -32,15 +32,18 @@ def test_bad_input_from_the_library_is_exit_2_in_one_line(hpo: Hpo, tmp_path: Pa
 
 
 def test_a_failure_that_is_not_bad_input_is_exit_1(hpo: Hpo, tmp_path: Path) -> None:
-    """A study without a COMPLETE trial cannot be evaluated: the input is fine, the state is
-    not (a LookupError, which no longer counts as bad input by its class)."""
-    url = import_and_cluster(f"sqlite:///{tmp_path}/hpo.db", tmp_path, "small", k=3)
-    config = tmp_path / "study.toml"
-    config.write_text('[study]\nname = "fresh"\ndataset = "small"\nk = 3\ncluster_id = 2\n')
-    assert hpo("study", "create", "--config", config, "--storage", url).exit_code == 0
-    result = hpo("evaluate", "--study", "fresh", "--storage", url)
+    """A port already taken is the machine's state, not the user's input: an OSError, which
+    is not bad input by its class (no catch-all by base class any more)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        url = f"sqlite:///{tmp_path}/x.db"
+        result = hpo("dashboard", "--port", str(port), "--storage", url)
     assert result.exit_code == EXIT_FAILURE
-    assert "no COMPLETE trial" in one_line(result)
+    last = result.stderr.strip().splitlines()[-1]  # after the web server's banner
+    assert last.startswith("hpo: error:") and "already in use" in last
+    assert "Traceback" not in result.stderr
 
 
 def test_verbose_shows_the_traceback_and_keeps_the_exit_code(hpo: Hpo, tmp_path: Path) -> None:
