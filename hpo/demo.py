@@ -25,16 +25,38 @@ DEMO_DATASET = "demo"
 
 @dataclass
 class DemoOptions:
-    """Scale of the demo (defaults: the original plan's 200 personas x 40 examples)."""
+    """Scale of the demo, the single home of its numbers (``hpo demo`` and ``hpo data
+    generate`` derive their flags from these fields; defaults: the original plan's 200
+    personas x 40 examples)."""
 
     output_root: Path = Path("demo_run")
+    """Folder of the demo's data, models, logs, results and SQLite database."""
     storage_url: str | None = None
+    """Storage URL; None: a SQLite file in the output root."""
     personas: int = 200
+    """Personas in the generated dataset."""
     examples: int = 40
+    """Examples per persona."""
     seed: int = 0
+    """Seed of the generated dataset."""
     workers: int = 2
+    """Worker processes that run the study's trials."""
     n_trials: int = 12
+    """Trials in the study (complete + pruned)."""
     config: Path | None = None
+    """Study config (TOML); None: the packaged demo.toml."""
+
+    def __post_init__(self) -> None:
+        from trainers.tiny import archetype_sizes
+
+        for name in ("personas", "examples", "workers", "n_trials"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"invalid {name}={value!r}: expected an integer >= 1")
+        try:
+            archetype_sizes(self.personas)  # the generator's own minimum
+        except ValueError as exc:
+            raise ValueError(f"invalid personas={self.personas}: {exc}") from exc
 
 
 @dataclass
@@ -50,8 +72,7 @@ class DemoResult:
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
     """Run every step of the service once, printing as it goes."""
-    from trainers.base_model import ensure_tiny_model
-    from trainers.generator import write_demo_dataset
+    from trainers.tiny import ensure_tiny_model, write_demo_dataset
 
     console = console or Console()
     root = options.output_root.resolve()
