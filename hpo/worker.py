@@ -74,9 +74,11 @@ def _study_is_done(study: optuna.Study, engine: Any, study_name: str) -> bool:
     """Whether the budget is spent and no trial runs (checked before loading a model)."""
     optuna.storages.fail_stale_trials(study)
     with storage.session_scope(engine) as session:
-        n_trials, claimed = storage.budget(session, study_name) or (0, 0)
+        spent = storage.budget(session, study_name) is None or storage.budget_spent(
+            session, study_name
+        )  # trials or steps
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    return claimed >= n_trials and not running
+    return spent and not running
 
 
 def _wait_for_ticket(study: optuna.Study, engine: Any, study_name: str, poll: float) -> bool:
@@ -100,7 +102,7 @@ def _wait_for_ticket(study: optuna.Study, engine: Any, study_name: str, poll: fl
         time.sleep(poll)
 
 
-def _trial_id(rdb: optuna.storages.RDBStorage, study_id: int, number: int | None) -> int | None:
+def _storage_id(rdb: optuna.storages.RDBStorage, study_id: int, number: int | None) -> int | None:
     """The storage id of the study's trial with this number (None for None)."""
     return None if number is None else rdb.get_trial_id_from_study_id_trial_number(study_id, number)
 
@@ -216,12 +218,12 @@ def run_worker(
                 )
             except WorkerStopped:
                 summary.stopped_by_signal = True
-                trial_id = _trial_id(rdb, study_id, objective.last_trial_number)
+                trial_id = _storage_id(rdb, study_id, objective.last_trial_number)
                 _stop_cleanly(rdb, trial_id, engine, study_name)
                 break
             except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
                 if not _finished_elsewhere(
-                    rdb, _trial_id(rdb, study_id, objective.last_trial_number)
+                    rdb, _storage_id(rdb, study_id, objective.last_trial_number)
                 ):
                     raise
                 # Our heartbeat stopped (a database error ends Optuna's heartbeat thread), so

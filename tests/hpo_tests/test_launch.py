@@ -48,6 +48,7 @@ def test_cpu_workers_share_the_cores(
 ) -> None:
     monkeypatch.setattr(launch.os, "cpu_count", lambda: 8)
     launch.start_workers("sqlite:///x.db", "s", n_workers=4, output_root=tmp_path)
+    assert len(fake_popen.started) == 4  # the loop below checks each of them
     for started in fake_popen.started:
         assert started["env"]["CUDA_VISIBLE_DEVICES"] == ""
         assert started["env"]["OMP_NUM_THREADS"] == "2"

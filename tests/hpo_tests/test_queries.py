@@ -11,7 +11,7 @@ import pytest
 
 from hpo.config import StudyConfig, StudySection
 from hpo.queries import all_trials, best_trials, retried_trial_number, study_status
-from hpo.study import CONFIG_ATTR, load_study, optuna_storage
+from hpo.study import CONFIG_ATTR, optuna_storage
 
 NAME = "queries"
 DIST = {"learning_rate": optuna.distributions.FloatDistribution(1e-6, 1e-3, log=True)}
@@ -122,5 +122,3 @@ def test_retried_trial_number_of_a_retry_of_a_retry_names_the_first(sqlite_url: 
     trials = study.get_trials()
     assert [retried_trial_number(t) for t in trials] == [None, 0, 0]
     assert trials[2].state == State.WAITING
-    with pytest.raises(KeyError, match="not created by `hpo study create`"):
-        load_study(sqlite_url, NAME)

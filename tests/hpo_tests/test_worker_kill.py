@@ -13,6 +13,8 @@ import optuna
 import pytest
 
 from hpo.launch import WorkerProcess, wait_for_workers, worker_command
+from hpo.objective import WORKER_ATTR
+from hpo.queries import retried_trial_number
 from tests.hpo_tests.test_workers import (
     check_invariants,
     long_study_config,
@@ -50,8 +52,11 @@ def test_sigkill_mid_trial_is_retried_and_budget_stays_exact(pg_url: str, tmp_pa
     trials = check_invariants(pg_url, "kill", n_trials)
     stale = next(t for t in trials if t.number == killed.number)
     assert stale.state == optuna.trial.TrialState.FAIL
-    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    retried = [t for t in trials if retried_trial_number(t) == killed.number]
     assert len(retried) == 1 and retried[0].params == killed.params
     assert retried[0].state != optuna.trial.TrialState.FAIL
+    # the killed worker started the trial, the survivor ran its retry
+    assert stale.user_attrs[WORKER_ATTR] == 0
+    assert retried[0].user_attrs[WORKER_ATTR] == 1
     # the killed trial's partial adapter is never referenced
     assert "adapter_path" not in stale.user_attrs
