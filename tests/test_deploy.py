@@ -57,6 +57,14 @@ def test_every_command_parses_with_the_real_cli(compose: dict) -> None:
             assert ctx.command.callback is not None, (name, argv)
 
 
+def test_the_evaluator_watches_beside_the_workers(compose: dict) -> None:
+    evaluator = compose["services"]["evaluator"]
+    ctx = _parse(evaluator["command"])
+    assert ctx.command.name == "evaluator" and ctx.params["watch"] is True
+    # beside the workers, not after them: it waits for the database only
+    assert set(evaluator["depends_on"]) == {"postgres"}
+
+
 def test_dashboard_is_local_only_and_workers_get_one_gpu(compose: dict) -> None:
     ports = compose["services"]["dashboard"]["ports"]
     assert all(str(p).startswith("127.0.0.1:") for p in ports)
