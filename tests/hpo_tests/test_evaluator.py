@@ -5,7 +5,13 @@ and similarity, and the per-study output folders."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import optuna
@@ -233,3 +239,117 @@ def test_bad_settings_are_refused(sqlite_url: str, tmp_path: Path) -> None:
         open_evaluator(sqlite_url, "none", top_k=0)
     with pytest.raises(storage.NotFoundError, match="no study named 'none'"):
         open_evaluator(sqlite_url, "none")
+
+
+# -- several evaluator processes on one PostgreSQL study -----------------------------------
+
+
+def start_evaluator(
+    url: str, root: Path, name: str, log: Path, *flags: str
+) -> subprocess.Popen[bytes]:
+    """``hpo evaluator --once`` in its own process, logging to ``log``."""
+    command = [
+        sys.executable, "-m", "hpo", "evaluator", "--study", name, "--once",
+        "--storage", url, "--output-root", str(root),
+        "--max-new-tokens", str(SHORT.max_new_tokens), *flags,
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+
+
+def evaluated_here(log: Path, name: str) -> list[str]:
+    """The targets an evaluator's log says it evaluated."""
+    return re.findall(rf"evaluated (\S+) of {re.escape(name)}", log.read_text())
+
+
+def check_runs(url: str, name: str, n_items: int) -> list[storage.RunInfo]:
+    """Every run of the study complete, with one result per test example and no more."""
+    with storage.session_scope(storage.open_storage(url)) as session:
+        runs = storage.list_evaluation_runs(session, name)
+        for run in runs:
+            rows = storage.evaluation_results(session, run.id)
+            assert run.status == "complete" and run.n_examples == n_items
+            assert len(rows) == len({r.example_id for r in rows}) == n_items
+        assert storage.list_leases(session, name) == []  # every lease given back
+    return runs
+
+
+@pytest.mark.slow
+def test_two_evaluator_processes_never_evaluate_the_same_trial(
+    pg_url: str, tmp_path: Path, adapters: list[Path]
+) -> None:
+    make_study(pg_url, tmp_path, "race")
+    numbers = [
+        add_trial(pg_url, tmp_path, "race", adapters[i], loss)
+        for i, loss in enumerate([0.9, 0.7, 0.8, 1.5])
+    ]
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [
+        start_evaluator(pg_url, tmp_path, "race", log, "--batch-size", str(SHORT.batch_size))
+        for log in logs
+    ]
+    codes = [p.wait(timeout=900) for p in procs]
+    assert codes == [0, 0], "\n".join(log.read_text()[-3000:] for log in logs)
+
+    done = Counter(target for log in logs for target in evaluated_here(log, "race"))
+    expected = {f"trial:{n}" for n in numbers[:3]} | {"baselines"}
+    assert set(done) == expected and set(done.values()) == {1}  # each once, by one process
+    n_items = len(open_evaluator(pg_url, "race", eval_config=SHORT).scope.items())
+    runs = check_runs(pg_url, "race", n_items)
+    assert sorted(r.trial_number for r in runs) == sorted([-1, *numbers[:3]])
+    report = json.loads(
+        (tmp_path / "results/race/cluster_lora/cluster_lora_results.json").read_text()
+    )
+    assert {row["trial"] for row in report["evaluated_trials"]} == set(numbers[:3])
+
+
+@pytest.mark.slow
+def test_a_killed_evaluators_lease_expires_and_another_finishes_its_work(
+    pg_url: str, tmp_path: Path, adapters: list[Path]
+) -> None:
+    make_study(pg_url, tmp_path, "killed")
+    number = add_trial(pg_url, tmp_path, "killed", adapters[0], 0.9)
+    target = f"trial:{number}"
+    one_by_one = ("--batch-size", "1", "--lease-ttl", "3", "--top-trials", "1")
+    first = start_evaluator(pg_url, tmp_path, "killed", tmp_path / "a.log", *one_by_one)
+    engine = storage.open_storage(pg_url)
+
+    def partial() -> dict[int, str] | None:
+        """The stored replies of the trial's run while it is leased and unfinished."""
+        with storage.session_scope(engine) as session:
+            lease = storage.get_lease(session, "killed", target)
+            runs = [
+                r
+                for r in storage.list_evaluation_runs(session, "killed")
+                if r.trial_number == number
+            ]
+            if lease is None or not runs or runs[0].status == "complete":
+                return None
+            rows = storage.evaluation_results(session, runs[0].id)
+        return {r.example_id: r.generated for r in rows} or None
+
+    deadline = time.monotonic() + 600
+    while (before := partial()) is None:
+        assert first.poll() is None, (tmp_path / "a.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the evaluator never started the trial"
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=60)
+    with storage.session_scope(engine) as session:
+        held = storage.get_lease(session, "killed", target)
+    assert held is not None  # left behind by the killed process, to expire by itself
+
+    second = start_evaluator(pg_url, tmp_path, "killed", tmp_path / "b.log", *one_by_one)
+    assert second.wait(timeout=900) == 0, (tmp_path / "b.log").read_text()[-3000:]
+    assert evaluated_here(tmp_path / "b.log", "killed") == [target, "baselines"]
+    n_items = len(open_evaluator(pg_url, "killed", eval_config=SHORT).scope.items())
+    assert len(before) < n_items
+    runs = check_runs(pg_url, "killed", n_items)
+    [run] = [r for r in runs if r.trial_number == number]
+    with storage.session_scope(engine) as session:
+        after = {r.example_id: r.generated for r in storage.evaluation_results(session, run.id)}
+    assert {k: after[k] for k in before} == before  # resumed: the killed one's rows kept
+    report = json.loads(
+        (tmp_path / "results/killed/cluster_lora/cluster_lora_results.json").read_text()
+    )
+    assert report["promoted_trial"]["number"] == number
