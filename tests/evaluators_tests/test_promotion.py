@@ -75,3 +75,50 @@ def test_promotion_refuses_a_missing_adapter(sqlite_url: str, tmp_path: Path) ->
     with pytest.raises(ValueError, match="adapter of trial 3 is missing"):
         promote_adapter(storage.open_storage(sqlite_url), layout, gone, cluster_id=0)
     assert not layout.cluster_adapter_dir(0, study_name=STUDY).exists()
+
+
+def test_each_study_promotes_into_its_own_folder(sqlite_url: str, tmp_path: Path) -> None:
+    """Two studies on the same cluster: the second promotion leaves the first one's adapter."""
+    engine = storage.open_storage(sqlite_url)
+    layout = storage.OutputLayout(tmp_path)
+    first = promote_adapter(engine, layout, trial_adapter(tmp_path, 1, b"\x01" * 256), 4)
+    before = storage.directory_sha256(first)
+    other = PromotedTrial("other", 1, 0.3, {}, *_copy_adapter(tmp_path, "other", b"\x09" * 256))
+    second = promote_adapter(engine, layout, other, 4)
+
+    assert first == tmp_path / "models" / STUDY / "lora_clusters" / "cluster_04"
+    assert second == tmp_path / "models" / "other" / "lora_clusters" / "cluster_04"
+    assert storage.directory_sha256(first) == before
+    assert json.loads((second / "promoted_from.json").read_text())["study"] == "other"
+    assert cluster_artifact(sqlite_url, 1) is not None  # the first study's record stays
+
+
+def _copy_adapter(root: Path, study: str, weights: bytes) -> tuple[Path, str]:
+    adapter = storage.OutputLayout(root).trial_adapter_dir(study, 1)
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_model.safetensors").write_bytes(weights)
+    return adapter, storage.directory_sha256(adapter)[0]
+
+
+def test_promoting_the_same_trial_again_copies_nothing(sqlite_url: str, tmp_path: Path) -> None:
+    engine = storage.open_storage(sqlite_url)
+    layout = storage.OutputLayout(tmp_path)
+    trial = trial_adapter(tmp_path, 2, b"\x05" * 128)
+    target = promote_adapter(engine, layout, trial, 0)
+    stamp = (target / "promoted_from.json").stat().st_mtime_ns
+    assert promote_adapter(engine, layout, trial, 0) == target
+    assert (target / "promoted_from.json").stat().st_mtime_ns == stamp
+
+    # a damaged copy is not trusted: it is copied again
+    (target / "adapter_model.safetensors").write_bytes(b"\x00")
+    promote_adapter(engine, layout, trial, 0)
+    assert (target / "adapter_model.safetensors").read_bytes() == b"\x05" * 128
+
+
+@pytest.mark.parametrize("name", ["trials", "lora_clusters", "figures"])
+def test_a_study_named_like_a_shared_folder_is_refused(tmp_path: Path, name: str) -> None:
+    layout = storage.OutputLayout(tmp_path)
+    with pytest.raises(storage.InvalidNameError, match=f"study name '{name}' is the name of"):
+        layout.cluster_adapter_dir(0, study_name=name)
+    with pytest.raises(storage.InvalidNameError, match="shared output folder"):
+        layout.results_file("cluster_lora", "x.json", study_name=name)
