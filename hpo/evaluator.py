@@ -102,6 +102,8 @@ class PassResult:
     """Targets this evaluator evaluated (``trial:N``, ``baselines``)."""
     waiting: list[str] = field(default_factory=list)
     """Targets due but leased by another live evaluator."""
+    failed: list[str] = field(default_factory=list)
+    """Trials skipped because their adapter is missing or changed (logged; never promoted)."""
     results: Path | None = None
     """The results file, if this pass rewrote it."""
     report: dict[str, Any] | None = None
@@ -226,10 +228,13 @@ class StudyEvaluator:
             if trial.trial_number in done:
                 continue
             target = trial_target(trial.trial_number)
-            if self.evaluate_trial(trial):
-                result.evaluated.append(target)
-            else:
-                result.waiting.append(target)
+            try:
+                evaluated = self.evaluate_trial(trial)
+            except ValueError as exc:  # its adapter is gone or changed: the others go on
+                log.error("skipping %s of %s: %s", target, self.name, exc)
+                result.failed.append(target)
+                continue
+            (result.evaluated if evaluated else result.waiting).append(target)
         if top and not promotion.baselines_evaluated(self.engine, self.scope):
             if self.evaluate_baselines():
                 result.evaluated.append(BASELINES_TARGET)
@@ -373,6 +378,7 @@ def run_evaluator(
             passes += 1
             total.evaluated += result.evaluated
             total.waiting = result.waiting
+            total.failed = sorted(set(total.failed) | set(result.failed))
             if result.results is not None:
                 total.results, total.report = result.results, result.report
             if max_passes is not None and passes >= max_passes:

@@ -11,6 +11,7 @@ import click
 
 from evaluators.config import EvalConfig
 from hpo.cli.dataclass_options import build_dataclass, dataclass_options
+from hpo.cli.errors import CommandError
 from hpo.cli.options import common_options, example, storage_url, study_option
 from hpo.evaluator import DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_TOP_K
 
@@ -35,8 +36,7 @@ from hpo.evaluator import DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_TOP_
     default=DEFAULT_TOP_K,
     show_default=True,
     metavar="K",
-    help="evaluate the best K COMPLETE trials by eval_loss (eval_loss rank is not similarity "
-    "rank)",
+    help="evaluate the best K COMPLETE trials by eval_loss (eval_loss rank is not similarity rank)",
 )
 @click.option(
     "--poll-interval",
@@ -84,3 +84,7 @@ def evaluator(
     click.echo(f"evaluated here: {', '.join(result.evaluated) or 'nothing'}")
     if result.results is not None:
         click.echo(f"results: {result.results}")
+    if result.failed:
+        raise CommandError(
+            f"skipped {', '.join(result.failed)}: adapter missing or changed (see the log)"
+        )

@@ -222,6 +222,24 @@ def test_a_second_study_on_the_same_cluster_leaves_the_first_ones_files_alone(
     assert not (tmp_path / "results/cluster_lora").exists()
 
 
+@pytest.mark.slow
+def test_a_trial_whose_adapter_changed_is_skipped_and_the_others_go_on(
+    sqlite_url: str, tmp_path: Path, adapters: list[Path]
+) -> None:
+    make_study(sqlite_url, tmp_path, "damaged")
+    bad = add_trial(sqlite_url, tmp_path, "damaged", adapters[0], 0.5)
+    good = add_trial(sqlite_url, tmp_path, "damaged", adapters[1], 0.9)
+    weights = storage.OutputLayout(tmp_path).trial_adapter_dir("damaged", bad)
+    (weights / "adapter_model.safetensors").write_bytes(b"not the recorded adapter")
+    result = run_evaluator(
+        open_evaluator(sqlite_url, "damaged", output_root=tmp_path, eval_config=SHORT), once=True
+    )
+    assert result.failed == [f"trial:{bad}"]
+    assert result.evaluated == [f"trial:{good}", "baselines"]
+    assert set(trial_runs(sqlite_url, "damaged")) == {good}
+    assert result.report is not None and result.report["promoted_trial"]["number"] == good
+
+
 def test_optuna_refuses_user_attributes_on_a_finished_trial(sqlite_url: str) -> None:
     """Why the figures go into study user attributes (see docs/architecture.md)."""
     from hpo.study import optuna_storage
