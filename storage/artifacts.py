@@ -98,6 +98,13 @@ class OutputLayout:
         validate_name(name, what="baseline name")
         return self._under("models", self._study(study_name), "baselines", name)
 
+    def study_adapter_dir(self, study_name: str, group: str, name: str) -> Path:
+        """Return ``root/models/<study>/<group>/<name>``, an adapter the study made beside its
+        trials (``personas/<persona>``, ``moe_self/<persona>``)."""
+        validate_name(group, what="adapter group")
+        validate_name(name, what="adapter name")
+        return self._under("models", self._study(study_name), group, name)
+
     def log_path(self, run_name: str) -> Path:
         """Return ``root/logs/<run_name>.log``."""
         validate_name(run_name, what="run name")
