@@ -34,14 +34,18 @@ N_INIT = 10
 ten restarts make the clustering steadier across seeds)."""
 
 
+class ClusteringError(ValueError):
+    """A clustering cannot be made as asked (bad input: the message names k and the count)."""
+
+
 def check_k(k: int, n: int) -> None:
     """Check a number of clusters against the number of personas, before any work is done.
 
     Raises:
-        ValueError: Unless 2 <= k < n; the message names k and n.
+        ClusteringError: Unless 2 <= k < n; the message names k and n.
     """
     if not 2 <= k < n:
-        raise ValueError(f"invalid k={k}: need 2 <= k < number of personas ({n})")
+        raise ClusteringError(f"invalid k={k}: need 2 <= k < number of personas ({n})")
 
 
 def cluster_embeddings(

@@ -12,6 +12,7 @@ from hpo.cli.options import common_options, example, storage_url
 from hpo.config import StudySection
 from hpo.demo import DemoOptions
 from trainers.data import SplitConfig
+from trainers.formats import FORMATS
 
 
 @click.group()
@@ -45,23 +46,57 @@ def generate(out: Path | None, output_root: Path, storage: str | None, **kwargs:
     click.echo(f"wrote {options.personas} personas x {options.examples} examples to {path}")
 
 
-@data.command(name="import", epilog=example("hpo data import data/demo.jsonl --name demo"))
+@data.command(
+    name="import",
+    epilog=example(
+        "hpo data import data/demo.jsonl --name demo",
+        "hpo data import Synthetic-Persona-Chat_valid.csv --name spc --min-examples 12",
+    ),
+)
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--name", default=None, help="dataset name  [default: the file's stem]")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(sorted(FORMATS)),
+    default=None,
+    help="the file's format  [default: detected from the file]",
+)
+@click.option(
+    "--min-examples",
+    type=click.IntRange(min=1),
+    default=None,
+    help="drop personas with fewer examples than this  [default: keep all; a persona too "
+    "small for the split is then an error]",
+)
 @dataclass_options(SplitConfig, rename={"seed": "--split-seed"})
 @common_options()
 def import_(
-    path: Path, name: str | None, storage: str | None, output_root: Path, **kwargs: Any
+    path: Path,
+    name: str | None,
+    format_: str | None,
+    min_examples: int | None,
+    storage: str | None,
+    output_root: Path,
+    **kwargs: Any,
 ) -> None:
-    """Validate a JSONL dataset (PATH; see README: dataset format) and store it with a
-    deterministic train/val/test split."""
+    """Validate a dataset file (PATH: our JSONL, the Synthetic-Persona-Chat CSV or the
+    PersonaChat/ConvAI2 text format; see README) and store it with a deterministic
+    train/val/test split. Ends with one summary line: personas kept and dropped, examples per
+    split, lines skipped."""
     import storage as storage_package
     from hpo.pipeline import import_dataset
 
     split = build_dataclass(SplitConfig, kwargs)
     summary = import_dataset(
-        storage_package.open_storage(storage_url(storage)), path, name=name, split=split
+        storage_package.open_storage(storage_url(storage)),
+        path,
+        name=name,
+        split=split,
+        format=format_,
+        min_examples=min_examples,
     )
+    click.echo(summary.load.line())
     click.echo(
         f"dataset {summary.name!r}: {summary.n_personas} personas, {summary.n_examples} "
         f"examples, sha256 {summary.sha256[:12]}"

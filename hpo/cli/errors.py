@@ -23,10 +23,12 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     from hpo.config import ConfigError
     from hpo.study import StudyConfigMismatch
     from storage import InvalidNameError, InvalidURLError, NotFoundError
+    from trainers.clustering import ClusteringError
     from trainers.data import DatasetError
 
     return (
         DatasetError,
+        ClusteringError,
         ConfigError,
         StudyConfigMismatch,
         InvalidNameError,

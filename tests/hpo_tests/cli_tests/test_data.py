@@ -189,3 +189,47 @@ def test_storage_from_the_environment(
     monkeypatch.setenv("HPO_STORAGE", f"sqlite:///{tmp_path}/from_env.db")
     assert hpo("data", "import", path, "--n-test", "2").exit_code == 0
     assert (tmp_path / "from_env.db").is_file() and not (tmp_path / "hpo.db").exists()
+
+
+def test_cluster_k_above_the_persona_count_is_bad_input(hpo: Hpo, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    out = tmp_path / "small.jsonl"
+    assert (
+        hpo("data", "generate", "--out", out, "--personas", "20", "--examples", "16").exit_code == 0
+    )
+    assert (
+        hpo("data", "import", out, "--name", "small", "--n-test", "4", "--storage", url).exit_code
+        == 0
+    )
+    result = hpo("data", "cluster", "--dataset", "small", "--k", "50", "--storage", url)
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "k=50" in one_line(result)
+
+
+SPC_CSV = (
+    Path(__file__).resolve().parents[4]
+    / "shared"
+    / "data"
+    / "synthetic-persona-chat"
+    / "Synthetic-Persona-Chat_valid.csv"
+)
+
+
+def test_import_the_real_synthetic_persona_chat_csv(hpo: Hpo, tmp_path: Path) -> None:
+    assert SPC_CSV.is_file(), f"the shared dataset is missing: {SPC_CSV}"
+    url = f"sqlite:///{tmp_path / 'spc.db'}"
+    refused = hpo("data", "import", SPC_CSV, "--name", "spc", "--storage", url)
+    assert refused.exit_code == EXIT_BAD_INPUT
+    message = one_line(refused)
+    assert "personas have fewer than" in message and "--min-examples" in message
+    result = hpo(
+        "data", "import", SPC_CSV, "--name", "spc", "--min-examples", "12", "--storage", url
+    )
+    assert result.exit_code == 0, result.output
+    summary = result.output.splitlines()[0]
+    assert summary.startswith("synthetic_persona_chat: kept ")
+    assert "dropped" in summary and "skipped" in summary
+    forced = hpo(
+        "data", "import", SPC_CSV, "--name", "spc2", "--format", "convai2", "--storage", url
+    )
+    assert forced.exit_code == EXIT_BAD_INPUT
