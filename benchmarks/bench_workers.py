@@ -25,7 +25,7 @@ from hpo.queries import study_status
 from hpo.study import create_study
 from trainers.config import DataConfig, TrainConfig
 from trainers.data import SplitConfig
-from trainers.generator import write_demo_dataset
+from trainers.tiny import write_demo_dataset
 
 
 def study_config(name: str, trials: int) -> StudyConfig:

@@ -10,16 +10,20 @@ from pathlib import Path
 import pytest
 
 import storage
+from evaluators.config import EvalConfig
 from evaluators.evaluation import RunKey, eval_items, evaluate_method
 from hpo.pipeline import cluster_dataset, import_dataset, load_cluster
 from tests.conftest import write_small_dataset
+from trainers.batching import prompt_pairs
 from trainers.config import TrainConfig
 from trainers.data import SplitConfig
-from trainers.recipe import prompt_pairs, train_lora
+from trainers.recipe import train_lora
 
 
 @pytest.mark.timeout(120, func_only=True)
 def test_data_to_clusters_to_adapter_to_evaluation(tmp_path: Path, tiny_base) -> None:  # type: ignore[no-untyped-def]
+    from peft.utils import CONFIG_NAME
+
     url = f"sqlite:///{tmp_path / 'flow.db'}"
     engine = storage.open_storage(url)
     imported = import_dataset(
@@ -43,16 +47,17 @@ def test_data_to_clusters_to_adapter_to_evaluation(tmp_path: Path, tiny_base) ->
         prompt_pairs(cluster.personas, "val"),
         save_dir=adapter,
     )
-    assert (adapter / "adapter_config.json").is_file()
+    assert (adapter / CONFIG_NAME).is_file()
 
     items = eval_items(cluster.personas, "test")
     assert len(items) == 4 * len(cluster.personas)
     results = {}
+    short = EvalConfig(max_new_tokens=24)
     for method, adapter_dir in (("cluster_lora", adapter), ("base_model", None)):
-        key = RunKey("flow", method, cluster.dataset_id, clustering_id, cluster_id=2)
-        results[method] = evaluate_method(
-            engine, key, tiny_base, items, adapter_dir=adapter_dir, max_new_tokens=24
+        key = RunKey(
+            "flow", method, cluster.dataset_id, clustering_id, cluster_id=2, eval_config=short
         )
+        results[method] = evaluate_method(engine, key, tiny_base, items, adapter_dir=adapter_dir)
     lora, base = results["cluster_lora"], results["base_model"]
     assert lora.n_examples == base.n_examples == len(items)
     assert set(lora.per_persona) == {p.key for p in cluster.personas}
@@ -77,6 +82,8 @@ def test_data_to_clusters_to_adapter_to_evaluation(tmp_path: Path, tiny_base) ->
 @pytest.mark.slow
 def test_demo_command_end_to_end(tmp_path: Path) -> None:
     """`hpo demo` at a small scale: two workers, pruning, promotion, evaluation, report."""
+    from peft.utils import CONFIG_NAME
+
     root = tmp_path / "demo"
     command = [
         sys.executable,
@@ -104,7 +111,9 @@ def test_demo_command_end_to_end(tmp_path: Path) -> None:
     assert 0 < report["reference_ceiling"] < 1
     for method in report["methods"].values():
         assert 0 < method["floor"] < 1 and method["normalized"] < 1
-    assert (root / "models" / "lora_clusters" / "cluster_04" / "adapter_config.json").is_file()
+    assert (
+        root / "models" / "demo-cluster4" / "lora_clusters" / "cluster_04" / CONFIG_NAME
+    ).is_file()
     status = subprocess.run(
         [
             sys.executable,

@@ -63,6 +63,8 @@ def prepare(url: str, tmp_path: Path, config: StudyConfig) -> None:
 
 def check_invariants(url: str, name: str, n_trials: int) -> list[optuna.trial.FrozenTrial]:
     """The promises of reliability.md, checked on the finished study."""
+    from peft.utils import CONFIG_NAME
+
     study, _ = load_study(url, name)
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
@@ -85,7 +87,7 @@ def check_invariants(url: str, name: str, n_trials: int) -> list[optuna.trial.Fr
                 assert artifact is not None, f"trial {t.number} has no adapter"
                 assert storage.verify_artifact(artifact)
                 assert t.user_attrs["adapter_sha256"] == artifact.sha256
-                assert (artifact.path / "adapter_config.json").is_file()
+                assert (artifact.path / CONFIG_NAME).is_file()
             else:
                 assert artifact is None, f"{t.state.name} trial {t.number} has an adapter"
     return trials
@@ -97,8 +99,8 @@ def assert_trial_adapter_loads_with_plain_peft(trials: list[optuna.trial.FrozenT
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainers.base_model import ensure_tiny_model
     from trainers.config import ModelConfig
+    from trainers.tiny import ensure_tiny_model
 
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = min(done, key=lambda t: t.value if t.value is not None else float("inf"))

@@ -10,16 +10,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import write_small_dataset
+from trainers.batching import PromptPair, prompt_pairs
 from trainers.config import ModelConfig, TrainConfig
 from trainers.data import SplitConfig, load_jsonl
-from trainers.recipe import (
-    ADAPTER_CONFIG_FILE,
-    NonFiniteLossError,
-    PromptPair,
-    TrainResult,
-    prompt_pairs,
-    train_lora,
-)
+from trainers.recipe import TRAIN_CONFIG_FILE, TrainResult, train_lora
+from trainers.report import NonFiniteLossError
 
 # 8 personas x 3 train examples = 24 pairs; batch 4 gives 6 steps an epoch, and with
 # evals_per_epoch=2 an evaluation every 3 steps (so the count of evaluations is exact).
@@ -123,12 +118,14 @@ def test_reports_consecutive_finite_steps(trained: Trained) -> None:
 def test_saved_adapter_files(trained: Trained) -> None:
     import json
 
+    from peft.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
+
     assert trained.result.adapter_dir == trained.adapter_dir
     names = {p.name for p in trained.adapter_dir.iterdir()}
-    assert "adapter_config.json" in names
-    assert names & {"adapter_model.safetensors", "adapter_model.bin"}
-    assert ADAPTER_CONFIG_FILE in names
-    saved = json.loads((trained.adapter_dir / ADAPTER_CONFIG_FILE).read_text())
+    assert CONFIG_NAME in names
+    assert SAFETENSORS_WEIGHTS_NAME in names
+    assert TRAIN_CONFIG_FILE in names
+    saved = json.loads((trained.adapter_dir / TRAIN_CONFIG_FILE).read_text())
     assert saved == json.loads(json.dumps(_config().to_dict()))
 
 
@@ -137,7 +134,7 @@ def test_adapter_loads_with_plain_peft_and_generates(trained: Trained) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainers.base_model import ensure_tiny_model
+    from trainers.tiny import ensure_tiny_model
 
     tiny_dir = ensure_tiny_model(ModelConfig())
     model = PeftModel.from_pretrained(
@@ -197,6 +194,33 @@ def test_report_true_stops_early_and_saves_nothing(
     assert result.adapter_dir is None
     assert not save_dir.exists() or not any(save_dir.iterdir())
     _assert_clean(tiny_base.model, snapshot)
+
+
+def test_uneven_last_interval_is_evaluated_once(tiny_base: Any, pairs: Pairs) -> None:
+    """20 pairs in batches of 2 are 10 steps; 3 evaluations an epoch are one every 3 steps.
+    The Trainer evaluates at steps 3, 6, 9 and at the last step, 10: four evaluations, each
+    of other weights (the last one is not repeated)."""
+    config = _config(epochs=1, batch_size=2, evals_per_epoch=3)
+    result = train_lora(tiny_base, config, pairs.train[:20], pairs.val)
+    assert result.train_steps == 10
+    assert [step for step, _ in result.eval_losses] == [1, 2, 3, 4]
+    losses = [loss for _, loss in result.eval_losses]
+    assert len(set(losses)) == len(losses), f"the final weights were evaluated twice: {losses}"
+
+
+def test_log_file_gets_the_config_and_every_evaluation(
+    tiny_base: Any, pairs: Pairs, tmp_path: Path
+) -> None:
+    import json
+
+    log_path = tmp_path / "logs" / "run.log"
+    config = _config(epochs=1)
+    result = train_lora(tiny_base, config, pairs.train, pairs.val, log_path=log_path)
+    lines = log_path.read_text().splitlines()
+    assert lines[0] == f"config {json.dumps(config.to_dict(), sort_keys=True)}"
+    eval_lines = [line for line in lines if "eval_loss=" in line]
+    assert len(eval_lines) == len(result.eval_losses) == EVALS_PER_EPOCH
+    assert f"eval_loss={result.final_eval_loss:.6g}" in eval_lines[-1]
 
 
 def test_higher_learning_rate_reaches_lower_eval_loss(tiny_base: Any, pairs: Pairs) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from trainers.data import SplitConfig, load_jsonl
-from trainers.generator import (
+from trainers.tiny.generator import (
     ARCHETYPE_TRAITS,
     ARCHETYPE_WEIGHTS,
     CATCHPHRASES,

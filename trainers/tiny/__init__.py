@@ -1,0 +1,33 @@
+"""The demo's stand-ins: a synthetic persona dataset and a tiny base model, both offline.
+
+Nothing in the training chain depends on them: :func:`trainers.base_model.load_base_model`
+imports this package only for ``base_model = "tiny"``, and the demo writes its dataset here.
+"""
+
+from __future__ import annotations
+
+from trainers.tiny.generator import (
+    archetype_sizes,
+    generate_generic_corpus,
+    generate_personas,
+    persona_archetypes,
+    write_demo_dataset,
+)
+from trainers.tiny.model import (
+    TINY_RECIPE_VERSION,
+    TinyModelSpec,
+    ensure_tiny_model,
+    tiny_model_dir,
+)
+
+__all__ = [
+    "TINY_RECIPE_VERSION",
+    "TinyModelSpec",
+    "archetype_sizes",
+    "ensure_tiny_model",
+    "generate_generic_corpus",
+    "generate_personas",
+    "persona_archetypes",
+    "tiny_model_dir",
+    "write_demo_dataset",
+]

@@ -1,0 +1,287 @@
+"""The demo persona dataset: synthetic personas in five archetypes, deterministic by seed.
+
+Each persona is a few first-person trait sentences: three or four from its archetype's pool
+and one generic one (job, pet, family, city), so personas of one archetype share a theme but
+differ. Each also gets a speaking style of its own. Its replies answer a short conversation,
+mention one of its traits and are rendered in its style, so a fine-tuned model can learn both
+what a persona talks about and how it talks.
+
+The archetypes have unequal sizes (16:28:40:44:72 of 200) and far-apart themes, so clustering
+the persona texts' embeddings finds them again, with one cluster much larger than the rest.
+
+We write this generator ourselves because the service needs a small dataset with a known
+cluster structure that builds offline in a second; no published persona corpus has both.
+This module and its vocabulary import only the standard library.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainers.data import write_jsonl
+from trainers.tiny.vocabulary import (
+    ARCHETYPE_TRAITS,
+    ARCHETYPE_WEIGHTS,
+    CATCHPHRASES,
+    CONTRACTIONS,
+    GENERIC_TRAITS,
+    GREETINGS,
+    QUESTIONS,
+    SELF_GREETINGS,
+    STYLES,
+    Trait,
+)
+
+GENERIC_REPLY_SHARE = 0.2
+"""Share of replies about the generic trait; the rest are about the archetype traits."""
+
+MIN_PER_ARCHETYPE = 2
+"""Every archetype has at least this many personas, whatever ``n_personas``."""
+
+
+@dataclass(frozen=True)
+class _Persona:
+    archetype: str
+    traits: tuple[Trait, ...]
+    """Archetype traits first, the generic trait last."""
+    style: str
+    catchphrase: str
+
+    @property
+    def text(self) -> str:
+        return " ".join(trait.sentence for trait in self.traits)
+
+
+def archetype_sizes(n_personas: int) -> dict[str, int]:
+    """How many personas each archetype gets: 16:28:40:44:72 scaled, each at least 2.
+
+    Args:
+        n_personas: The total, at least ``2 * len(ARCHETYPE_WEIGHTS)``.
+
+    Returns:
+        Archetype name -> count, summing to exactly ``n_personas``.
+
+    Raises:
+        ValueError: ``n_personas`` is too small to give every archetype two personas.
+    """
+    minimum = MIN_PER_ARCHETYPE * len(ARCHETYPE_WEIGHTS)
+    if n_personas < minimum:
+        raise ValueError(f"n_personas={n_personas!r} is too small: expected >= {minimum}")
+    total = sum(ARCHETYPE_WEIGHTS.values())
+    exact = {name: n_personas * w / total for name, w in ARCHETYPE_WEIGHTS.items()}
+    sizes = {name: max(MIN_PER_ARCHETYPE, int(value)) for name, value in exact.items()}
+    # Largest remainder: hand out what rounding down left, biggest fractions first ...
+    by_fraction = sorted(exact, key=lambda name: exact[name] - sizes[name], reverse=True)
+    for name in by_fraction[: max(0, n_personas - sum(sizes.values()))]:
+        sizes[name] += 1
+    # ... or, where the minimum pushed the sum over, take back from the largest.
+    while sum(sizes.values()) > n_personas:
+        largest = max(sizes, key=lambda name: sizes[name])
+        sizes[largest] -= 1
+    return sizes
+
+
+def persona_archetypes(n_personas: int = 200, *, seed: int = 0) -> list[str]:
+    """The archetype of each generated persona, in persona order.
+
+    Args:
+        n_personas: As for :func:`generate_personas`.
+        seed: As for :func:`generate_personas`.
+
+    Returns:
+        One archetype name per persona (``p000`` first).
+    """
+    labels = [name for name, size in archetype_sizes(n_personas).items() for _ in range(size)]
+    random.Random(f"archetypes:{seed}").shuffle(labels)
+    return labels
+
+
+def generate_personas(
+    n_personas: int = 200, examples_per_persona: int = 40, *, seed: int = 0
+) -> list[dict[str, object]]:
+    """Generate the demo dataset's records.
+
+    Args:
+        n_personas: How many personas (at least 10, two per archetype).
+        examples_per_persona: Replies per persona (at least 1).
+        seed: Same seed, same records; another seed gives other personas and replies.
+
+    Returns:
+        JSONL records with keys ``persona_id``, ``persona``, ``context`` (a list of 1-3
+        turns) and ``reply``, persona by persona. No ``split``: the loader splits.
+
+    Raises:
+        ValueError: A count is out of range.
+    """
+    if examples_per_persona < 1:
+        raise ValueError(f"examples_per_persona={examples_per_persona!r}: expected >= 1")
+    archetypes = persona_archetypes(n_personas, seed=seed)
+    width = max(3, len(str(n_personas - 1)))
+    taken: list[frozenset[Trait]] = []
+    records: list[dict[str, object]] = []
+    for index, archetype in enumerate(archetypes):
+        rng = random.Random(f"persona:{seed}:{index}")
+        persona = _draw_persona(rng, archetype, taken)
+        persona_id = f"p{index:0{width}d}"
+        for _ in range(examples_per_persona):
+            context, reply = _draw_example(rng, persona)
+            records.append(
+                {
+                    "persona_id": persona_id,
+                    "persona": persona.text,
+                    "context": context,
+                    "reply": reply,
+                }
+            )
+    return records
+
+
+_MAX_DRAWS = 10_000
+"""Draws per persona before giving up on finding a distinct trait set."""
+
+
+def _draw_persona(rng: random.Random, archetype: str, taken: list[frozenset[Trait]]) -> _Persona:
+    """A persona whose traits neither contain nor are contained in an earlier persona's.
+
+    So every persona has a trait that tells it apart from each other one.
+    """
+    for _ in range(_MAX_DRAWS):
+        own = rng.sample(ARCHETYPE_TRAITS[archetype], rng.choice((3, 4)))
+        traits = (*own, rng.choice(GENERIC_TRAITS))
+        key = frozenset(traits)
+        if not any(key <= other or other <= key for other in taken):
+            taken.append(key)
+            return _Persona(archetype, traits, rng.choice(STYLES), rng.choice(CATCHPHRASES))
+    raise ValueError(
+        f"archetype {archetype!r} ran out of distinct trait sets after {len(taken)} personas; "
+        "expected fewer personas (a few thousand at most)"
+    )
+
+
+def _draw_example(rng: random.Random, persona: _Persona) -> tuple[list[str], str]:
+    """One context (1-3 turns, the partner's question last) and the persona's reply."""
+    question = rng.choice(QUESTIONS)
+    n_turns = rng.choice((1, 1, 2, 3))
+    if n_turns == 1:
+        context = [question.text]
+    elif n_turns == 2:
+        # The persona spoke first, then the partner asks.
+        context = [_render(rng, persona, rng.choice(SELF_GREETINGS), topic=None), question.text]
+    else:
+        context = [
+            rng.choice(GREETINGS),
+            _render(rng, persona, rng.choice(SELF_GREETINGS), topic=None),
+            question.text,
+        ]
+    generic = rng.random() < GENERIC_REPLY_SHARE
+    trait = persona.traits[-1] if generic else rng.choice(persona.traits[:-1])
+    core = rng.choice(question.answers).format(topic=trait.topic)
+    return context, _render(rng, persona, core, topic=trait.topic)
+
+
+def _render(rng: random.Random, persona: _Persona, core: str, *, topic: str | None) -> str:
+    """Say ``core`` (one sentence ending in a period) in the persona's style."""
+    style = persona.style
+    if style == "enthusiastic":
+        opener = rng.choice(("Oh, great question!", "Wow!", "Yes!", "Oh, I love this!"))
+        return f"{opener} {core[:-1]}! {rng.choice(('Absolutely love it!', 'So much fun!'))}"
+    if style == "terse":
+        return core
+    if style == "formal" and topic is None:
+        return f"Good day. {core}"
+    if style == "formal":
+        for short, full in CONTRACTIONS.items():
+            core = core.replace(short, full)
+        opener = rng.choice(("Thank you for asking.", "If I may say so,", "Certainly."))
+        if opener.endswith(","):
+            core = core[0].lower() + core[1:]
+        return f"{opener} {core} {rng.choice(('Kind regards.', 'I hope that answers it.'))}"
+    if style == "casual":
+        opener = rng.choice(("haha", "lol", "tbh", "ngl"))
+        closer = rng.choice(("haha", "lol", "haha yeah"))
+        return f"{opener} {core[0].lower()}{core[1:-1]} {closer}"
+    if style == "inquisitive":
+        if topic is None:
+            return f"{core} And how are you?"
+        if " my " in f" {topic} ":
+            back = rng.choice(("What about you?", "How about you?"))
+        else:
+            back = rng.choice(
+                (f"Have you ever tried {topic}?", f"Do you like {topic} too?", "What about you?")
+            )
+        return f"{core} {back}"
+    if style == "catchphrase":
+        return f"{core} {persona.catchphrase}"
+    if style == "storyteller":
+        opener = rng.choice(("Funny story:", "Let me tell you,", "You know what?"))
+        if opener.endswith(","):
+            core = core[0].lower() + core[1:]
+        return f"{opener} {core} {rng.choice(('True story.', 'That is my story.'))}"
+    # hesitant
+    opener = rng.choice(("Well, I guess", "Hmm, I suppose", "Um, well,"))
+    return f"{opener} {core[0].lower()}{core[1:-1]}... if that makes sense."
+
+
+def generate_generic_corpus(n_lines: int = 4000, *, seed: int = 0) -> list[str]:
+    """Generic chat lines for pretraining a tiny language model on the demo's vocabulary.
+
+    The lines are questions, answers and trait sentences over every archetype's and the
+    generic traits' words, with the styles' fillers, but tied to no persona: a model
+    pretrained on them can produce the words, not any persona's preferences.
+
+    Args:
+        n_lines: How many lines.
+        seed: Same seed, same lines.
+
+    Returns:
+        ``n_lines`` short lines.
+
+    Raises:
+        ValueError: ``n_lines`` is negative.
+    """
+    if n_lines < 0:
+        raise ValueError(f"n_lines={n_lines!r}: expected >= 0")
+    rng = random.Random(f"corpus:{seed}")
+    traits = [t for pool in ARCHETYPE_TRAITS.values() for t in pool] + list(GENERIC_TRAITS)
+    templates = [t for q in QUESTIONS for t in q.answers]
+    generic_speaker = _Persona("", (), "terse", "")
+    lines: list[str] = []
+    while len(lines) < n_lines:
+        kind = rng.random()
+        trait = rng.choice(traits)
+        if kind < 0.25:
+            lines.append(rng.choice(QUESTIONS).text)
+        elif kind < 0.35:
+            lines.append(rng.choice(GREETINGS + SELF_GREETINGS))
+        elif kind < 0.5:
+            lines.append(trait.sentence)
+        elif kind < 0.9:
+            # An answer in a random style: the words of every style, no persona's habits.
+            speaker = _Persona("", (), rng.choice(STYLES), rng.choice(CATCHPHRASES))
+            core = rng.choice(templates).format(topic=trait.topic)
+            lines.append(_render(rng, speaker, core, topic=trait.topic))
+        else:
+            core = rng.choice(templates).format(topic=trait.topic)
+            lines.append(_render(rng, generic_speaker, core, topic=trait.topic))
+    return lines
+
+
+def write_demo_dataset(
+    path: str | Path, *, n_personas: int = 200, examples_per_persona: int = 40, seed: int = 0
+) -> Path:
+    """Generate the demo dataset and write it as JSONL, atomically.
+
+    Args:
+        path: The file to write.
+        n_personas: As for :func:`generate_personas`.
+        examples_per_persona: As for :func:`generate_personas`.
+        seed: As for :func:`generate_personas`.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    write_jsonl(path, generate_personas(n_personas, examples_per_persona, seed=seed))
+    return path
