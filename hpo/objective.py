@@ -18,17 +18,13 @@ import optuna
 import storage
 from hpo.config import StudyConfig
 from hpo.space import suggest, train_config_for
-from hpo.step_budget import BUDGET_SPENT, StepCharger
-from trainers.batching import PromptPair
 from trainers.config import TrainConfig
+from trainers.batching import PromptPair
 from trainers.recipe import TrainResult, train_lora
 
 ADAPTER_KIND = "trial_adapter"
 WORKER_ATTR = "worker"
 """Trial user attribute: the index of the worker that ran the trial (last run, for a retry)."""
-PRUNE_REASON_ATTR = "prune_reason"
-"""Trial user attribute of a pruned trial: ``pruned`` (by the pruner) or the step budget's
-:data:`hpo.step_budget.BUDGET_SPENT`."""
 
 
 class TrainFn(Protocol):

@@ -89,7 +89,7 @@ def write_small_dataset(
     path: Path, n_personas: int = 20, examples: int = 16, seed: int = 0
 ) -> Path:
     """A small generated dataset (5 archetypes) for fast tests."""
-    from trainers.generator import write_demo_dataset
+    from trainers.tiny import write_demo_dataset
 
     return write_demo_dataset(path, n_personas=n_personas, examples_per_persona=examples, seed=seed)
 

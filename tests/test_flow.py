@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 import storage
-from evaluators.config import EvalConfig
 from evaluators.evaluation import RunKey, eval_items, evaluate_method
 from hpo.pipeline import cluster_dataset, import_dataset, load_cluster
 from tests.conftest import write_small_dataset
@@ -52,12 +51,11 @@ def test_data_to_clusters_to_adapter_to_evaluation(tmp_path: Path, tiny_base) ->
     items = eval_items(cluster.personas, "test")
     assert len(items) == 4 * len(cluster.personas)
     results = {}
-    short = EvalConfig(max_new_tokens=24)
     for method, adapter_dir in (("cluster_lora", adapter), ("base_model", None)):
-        key = RunKey(
-            "flow", method, cluster.dataset_id, clustering_id, cluster_id=2, eval_config=short
+        key = RunKey("flow", method, cluster.dataset_id, clustering_id, cluster_id=2)
+        results[method] = evaluate_method(
+            engine, key, tiny_base, items, adapter_dir=adapter_dir, max_new_tokens=24
         )
-        results[method] = evaluate_method(engine, key, tiny_base, items, adapter_dir=adapter_dir)
     lora, base = results["cluster_lora"], results["base_model"]
     assert lora.n_examples == base.n_examples == len(items)
     assert set(lora.per_persona) == {p.key for p in cluster.personas}
@@ -111,9 +109,7 @@ def test_demo_command_end_to_end(tmp_path: Path) -> None:
     assert 0 < report["reference_ceiling"] < 1
     for method in report["methods"].values():
         assert 0 < method["floor"] < 1 and method["normalized"] < 1
-    assert (
-        root / "models" / "demo-cluster4" / "lora_clusters" / "cluster_04" / CONFIG_NAME
-    ).is_file()
+    assert (root / "models" / "lora_clusters" / "cluster_04" / CONFIG_NAME).is_file()
     status = subprocess.run(
         [
             sys.executable,
