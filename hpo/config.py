@@ -53,19 +53,11 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from storage.artifacts import validate_name
-from trainers.config import ModelConfig, TrainConfig
+from trainers.config import ModelConfig, TrainConfig, tunable_fields
 from trainers.embedding import DEFAULT_EMBEDDING_MODEL
 
-TUNABLE = (
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "lora_rank",
-    "lora_alpha",
-    "lora_dropout",
-    "weight_decay",
-)
-"""TrainConfig fields a search space may tune."""
+TUNABLE = tunable_fields()
+"""TrainConfig fields a search space may tune (marked on the fields in trainers/config.py)."""
 
 PARAM_TYPES = ("float", "int", "categorical")
 N_TRIALS_MAX = 1_000_000

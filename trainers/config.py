@@ -7,7 +7,7 @@ field has a default that a study config only overrides where it differs.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -63,23 +63,27 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One LoRA training run: the hyperparameters a study tunes, and the rest."""
+    """One LoRA training run: the hyperparameters a study tunes, and the rest.
 
-    epochs: int = 5
+    The fields a search space may tune carry ``metadata={"tunable": True}``;
+    :func:`tunable_fields` lists them, so a new knob is one edit here.
+    """
+
+    epochs: int = field(default=5, metadata={"tunable": True})
     """Passes over the training examples."""
-    batch_size: int = 2
+    batch_size: int = field(default=2, metadata={"tunable": True})
     """Examples per optimizer step (per device)."""
-    learning_rate: float = 2e-4
+    learning_rate: float = field(default=2e-4, metadata={"tunable": True})
     """Peak learning rate of AdamW with linear decay."""
-    lora_rank: int = 8
+    lora_rank: int = field(default=8, metadata={"tunable": True})
     """LoRA rank r."""
-    lora_alpha: int | None = None
+    lora_alpha: int | None = field(default=None, metadata={"tunable": True})
     """LoRA alpha; None means 2 * rank, the usual choice."""
-    lora_dropout: float = 0.05
+    lora_dropout: float = field(default=0.05, metadata={"tunable": True})
     """Dropout on the LoRA input."""
     target_modules: tuple[str, ...] | None = None
     """Module names to adapt; None lets peft choose for the architecture."""
-    weight_decay: float = 0.0
+    weight_decay: float = field(default=0.0, metadata={"tunable": True})
     """AdamW weight decay."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm."""
@@ -117,6 +121,11 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy, saved next to every adapter."""
         return asdict(self)
+
+
+def tunable_fields() -> tuple[str, ...]:
+    """The names of the :class:`TrainConfig` fields a search space may tune, in field order."""
+    return tuple(f.name for f in fields(TrainConfig) if f.metadata.get("tunable"))
 
 
 def default_cache_dir() -> Path:
