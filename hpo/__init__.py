@@ -1,1 +1,74 @@
-"""hpo package."""
+"""hpo: the study service. Optuna studies over TrainConfig, workers that train trials, and the
+``hpo`` command line (:mod:`hpo.cli`, a thin layer over the names below).
+
+:mod:`hpo.config` reads a study config; :mod:`hpo.study` creates and loads the Optuna study;
+:mod:`hpo.worker` runs trials (:mod:`hpo.objective`, :mod:`hpo.space`, :mod:`hpo.strategies`);
+:mod:`hpo.launch` starts worker processes; :mod:`hpo.pipeline` imports and clusters datasets;
+:mod:`hpo.queries` reads results; :mod:`hpo.demo` runs every step once. ``hpo`` never imports
+transformers or peft.
+"""
+
+from __future__ import annotations
+
+from hpo.config import (
+    TUNABLE,
+    ConfigError,
+    ParamSpec,
+    PrunerConfig,
+    SamplerConfig,
+    StudyConfig,
+    StudySection,
+    config_from_dict,
+    default_search_space,
+    load_config,
+    packaged_config,
+)
+from hpo.demo import DemoOptions, DemoResult, run_demo
+from hpo.launch import WorkerProcess, start_workers, wait_for_workers
+from hpo.objective import Objective, TrialContext
+from hpo.pipeline import cluster_dataset, import_dataset, load_cluster, train_cluster_adapter
+from hpo.queries import StudyStatus, TrialRow, all_trials, best_trials, study_status
+from hpo.space import suggest, train_config_for
+from hpo.strategies import make_pruner, make_sampler
+from hpo.study import StudyConfigMismatch, create_study, load_study
+from hpo.worker import WorkerSummary, run_worker
+
+__all__ = [
+    "TUNABLE",
+    "ConfigError",
+    "DemoOptions",
+    "DemoResult",
+    "Objective",
+    "ParamSpec",
+    "PrunerConfig",
+    "SamplerConfig",
+    "StudyConfig",
+    "StudyConfigMismatch",
+    "StudySection",
+    "StudyStatus",
+    "TrialContext",
+    "TrialRow",
+    "WorkerProcess",
+    "WorkerSummary",
+    "all_trials",
+    "best_trials",
+    "cluster_dataset",
+    "config_from_dict",
+    "create_study",
+    "default_search_space",
+    "import_dataset",
+    "load_cluster",
+    "load_config",
+    "load_study",
+    "make_pruner",
+    "make_sampler",
+    "packaged_config",
+    "run_demo",
+    "run_worker",
+    "start_workers",
+    "study_status",
+    "suggest",
+    "train_cluster_adapter",
+    "train_config_for",
+    "wait_for_workers",
+]

@@ -1,1 +1,87 @@
-"""trainers package."""
+"""Trainers: the persona dataset, the base model, and the LoRA recipe that trains on them.
+
+Read in that order: :mod:`trainers.data` loads and splits a dataset, :mod:`trainers.base_model`
+loads a causal LM, :mod:`trainers.recipe` trains one LoRA adapter on it (composing
+:mod:`trainers.batching` and :mod:`trainers.report`). :mod:`trainers.embedding` and
+:mod:`trainers.clustering` group personas. The demo's stand-ins (a generated dataset and a tiny
+model) live apart, in :mod:`trainers.tiny`.
+
+``trainers`` never imports Optuna: training reports through a plain ``report(step, eval_loss)``
+callback. Torch, transformers, peft and sentence-transformers are imported inside the
+functions that need them, so importing this package is fast.
+"""
+
+from __future__ import annotations
+
+from trainers.base_model import (
+    BaseModel,
+    load_base_model,
+    parameter_count,
+    resolve_device,
+    set_threads,
+)
+from trainers.batching import PromptPair, prompt_pairs, tokenize_pairs
+from trainers.clustering import Clustering, ClusterSummary, cluster_embeddings
+from trainers.config import (
+    TINY_MODEL,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    default_cache_dir,
+    tunable_fields,
+)
+from trainers.data import (
+    DatasetError,
+    Example,
+    LoadResult,
+    LoadSummary,
+    Persona,
+    PersonaDataset,
+    SplitConfig,
+    load_dataset,
+    write_jsonl,
+)
+from trainers.embedding import DEFAULT_EMBEDDING_MODEL, embed, load_embedding_model
+from trainers.prompt import build_prompt, reply_target
+from trainers.recipe import TRAIN_CONFIG_FILE, TrainResult, lora_config, train_lora
+from trainers.report import NonFiniteLossError, ReportFn
+
+__all__ = [
+    "DEFAULT_EMBEDDING_MODEL",
+    "TINY_MODEL",
+    "TRAIN_CONFIG_FILE",
+    "BaseModel",
+    "ClusterSummary",
+    "Clustering",
+    "DataConfig",
+    "DatasetError",
+    "Example",
+    "LoadResult",
+    "LoadSummary",
+    "ModelConfig",
+    "NonFiniteLossError",
+    "Persona",
+    "PersonaDataset",
+    "PromptPair",
+    "ReportFn",
+    "SplitConfig",
+    "TrainConfig",
+    "TrainResult",
+    "build_prompt",
+    "cluster_embeddings",
+    "default_cache_dir",
+    "embed",
+    "load_base_model",
+    "load_dataset",
+    "load_embedding_model",
+    "lora_config",
+    "parameter_count",
+    "prompt_pairs",
+    "reply_target",
+    "resolve_device",
+    "set_threads",
+    "tokenize_pairs",
+    "train_lora",
+    "tunable_fields",
+    "write_jsonl",
+]
