@@ -153,19 +153,7 @@ def evaluate_method(
     """
     if not items:
         raise ValueError(f"no examples to evaluate {key.method} on")
-    with storage.session_scope(engine) as session:
-        run_id = storage.start_evaluation_run(
-            session,
-            study_name=key.study_name,
-            method=key.stored_method,
-            trial_number=key.trial_number,
-            dataset_id=key.dataset_id,
-            clustering_id=key.clustering_id,
-            cluster_id=key.cluster_id,
-            split=key.split,
-            embedding_model=embedding_model or DEFAULT_EMBEDDING_MODEL,
-        )
-        done = storage.done_example_ids(session, run_id)
+    run_id, done = _open_run(engine, key, embedding_model)
     todo = [item for item in items if item.example_id not in done]
 
     def save(indices: list[int], replies: list[str]) -> None:
@@ -187,6 +175,72 @@ def evaluate_method(
             progress=f"evaluating {key.method}",
             on_batch=save,
         )
+    return _finished_result(engine, key, run_id, items, embedding_model, n_samples)
+
+
+def score_replies(
+    engine: Any,
+    key: RunKey,
+    items: Sequence[EvalItem],
+    replies: Sequence[str],
+    *,
+    embedding_model: str | None = None,
+    n_samples: int = 5,
+) -> MethodResult:
+    """Score and store given replies as one method's, without generating (the baselines that
+    answer with a fixed text, such as the persona itself or another reference).
+
+    The replies are stored and summarized exactly like a generated method's, so they get the
+    same floor, interval and diversity, and pair with other methods on the example ids.
+
+    Raises:
+        ValueError: If there are no items, or not one reply per item.
+    """
+    if not items:
+        raise ValueError(f"no examples to evaluate {key.method} on")
+    if len(replies) != len(items):
+        raise ValueError(f"{len(replies)} replies for {len(items)} examples of {key.method}")
+    run_id, done = _open_run(engine, key, embedding_model)
+    todo = [(it, r) for it, r in zip(items, replies, strict=True) if it.example_id not in done]
+    if todo:
+        sims = pairwise_similarity(
+            [r for _, r in todo], [it.reference for it, _ in todo], embedding_model
+        )
+        with storage.session_scope(engine) as session:
+            storage.save_evaluation_results(
+                session,
+                run_id,
+                [(it.example_id, r, float(s)) for (it, r), s in zip(todo, sims, strict=True)],
+            )
+    return _finished_result(engine, key, run_id, items, embedding_model, n_samples)
+
+
+def _open_run(engine: Any, key: RunKey, embedding_model: str | None) -> tuple[int, set[int]]:
+    """The run of ``key`` (created if new) and the ids of the examples it already has."""
+    with storage.session_scope(engine) as session:
+        run_id = storage.start_evaluation_run(
+            session,
+            study_name=key.study_name,
+            method=key.stored_method,
+            trial_number=key.trial_number,
+            dataset_id=key.dataset_id,
+            clustering_id=key.clustering_id,
+            cluster_id=key.cluster_id,
+            split=key.split,
+            embedding_model=embedding_model or DEFAULT_EMBEDDING_MODEL,
+        )
+        return run_id, storage.done_example_ids(session, run_id)
+
+
+def _finished_result(
+    engine: Any,
+    key: RunKey,
+    run_id: int,
+    items: Sequence[EvalItem],
+    embedding_model: str | None,
+    n_samples: int,
+) -> MethodResult:
+    """Mark the run complete and summarize its results on ``items``."""
     with storage.session_scope(engine) as session:
         storage.finish_evaluation_run(session, run_id)
         rows = storage.evaluation_results(session, run_id)

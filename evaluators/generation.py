@@ -72,6 +72,22 @@ def generation_config(config: EvalConfig, tokenizer: Any) -> Any:
     )
 
 
+def static_cache(model: Any, prompt_tokens: int, max_new_tokens: int) -> Any:
+    """A transformers ``StaticCache`` sized for one batch, or None where the model has none.
+
+    The default dynamic cache concatenates every layer's keys and values at every step; on
+    the tiny model at batch 32 that was a third of the decoding time. A static cache is
+    allocated once per batch, sized to this batch (``cache_implementation="static"`` would
+    instead keep the largest size ever used on the model, and attend over it).
+    """
+    from transformers import StaticCache
+
+    try:
+        return StaticCache(config=model.config, max_cache_len=prompt_tokens + max_new_tokens)
+    except (ValueError, TypeError, KeyError, NotImplementedError):
+        return None  # an architecture without a static cache keeps the dynamic one
+
+
 @contextmanager
 def _seeded(seed: int, device: str) -> Iterator[None]:
     """Seed torch's generator for the block and restore the caller's state afterwards."""
@@ -133,7 +149,11 @@ def generate_replies(
                     truncation=True,
                     max_length=eval_config.max_prompt_tokens,
                 ).to(base.device)
-                out = model.generate(**enc, generation_config=settings, tokenizer=tokenizer)
+                cache = static_cache(model, enc["input_ids"].shape[1], eval_config.max_new_tokens)
+                extra = {} if cache is None else {"cache": cache}
+                out = model.generate(
+                    **enc, generation_config=settings, tokenizer=tokenizer, **extra
+                )
                 new = out[:, enc["input_ids"].shape[1] :]
                 for i, text in zip(
                     batch, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True
