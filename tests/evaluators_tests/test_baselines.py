@@ -29,10 +29,10 @@ from evaluators.baselines import (
     ceiling_replies,
     evaluate_base_model,
     evaluate_baselines,
+    items_hash,
     method_digest,
     run_key,
     swapped_partners,
-    items_hash,
 )
 from evaluators.config import EvalConfig
 from evaluators.evaluation import EvalItem
