@@ -28,7 +28,20 @@ from hpo.cli.errors import (
 )
 from hpo.cli.options import example, is_verbose
 
-from . import dashboard, data, db, demo, evaluate, evaluator, study, train, workers
+from . import (
+    dashboard,
+    data,
+    db,
+    demo,
+    evaluate,
+    evaluator,
+    moe,
+    personas,
+    report,
+    study,
+    train,
+    workers,
+)
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "EXIT_OK", "cli", "main"]
 
@@ -71,6 +84,9 @@ cli.add_command(dashboard.dashboard)
 cli.add_command(evaluate.evaluate)
 cli.add_command(evaluator.evaluator)
 cli.add_command(db.db)
+cli.add_command(personas.personas)
+cli.add_command(moe.moe)
+cli.add_command(report.report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,41 @@
+"""``hpo report``: the comparison of every method with the plan's decision."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from evaluators.config import EvalConfig
+from hpo.cli.dataclass_options import build_dataclass, dataclass_options
+from hpo.cli.options import common_options, example, storage_url, study_option
+
+
+@click.command(epilog=example("hpo report --study cluster4"))
+@study_option
+@click.option(
+    "--png/--no-png", default=True, show_default=True, help="render the PNG (kaleido and Chromium)"
+)
+@dataclass_options(EvalConfig)
+@common_options(log_level=logging.WARNING)
+def report(name: str, png: bool, storage: str | None, output_root: Path, **kwargs: Any) -> None:
+    """Write the study's comparison: every evaluated method on the identical test examples,
+    the decision rule's branch, comprehensive_comparison.html/.png and a markdown summary
+    under OUTPUT_ROOT/results/STUDY/comparison/. Methods not evaluated yet are listed."""
+    from hpo.report import write_report
+
+    written, files = write_report(
+        storage_url(storage),
+        name,
+        output_root=output_root,
+        eval_config=build_dataclass(EvalConfig, kwargs),
+        png=png,
+    )
+    decision = written["decision"]
+    click.echo(f"decision: {decision['branch']}; main result: {decision['main_result']}")
+    for reason in decision["reasons"]:
+        click.echo(f"  {reason}")
+    for what, path in files.items():
+        click.echo(f"{what}: {path}")
