@@ -9,12 +9,13 @@ settings (another decoding, another length) are never reused.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import storage
+from evaluators.comparison import Comparison, compare, compare_methods, paired_comparisons
 from evaluators.config import EvalConfig
 from evaluators.diversity import Diversity, diversity
 from evaluators.generation import generate_replies
@@ -25,14 +26,7 @@ from evaluators.similarity import (
     persona_means,
     similarity_floor,
 )
-from evaluators.stats import (
-    Difference,
-    Estimate,
-    beats,
-    holm_corrected,
-    mean_ci,
-    paired_difference,
-)
+from evaluators.stats import Estimate, mean_ci
 from trainers.base_model import BaseModel
 from trainers.embedding import DEFAULT_EMBEDDING_MODEL
 from trainers.prompt import build_prompt
@@ -96,19 +90,34 @@ class MethodResult:
     """Every example's similarity, for paired comparisons with other methods."""
     samples: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def mean_similarity_percent(self) -> float:
+        """``mean_similarity`` in percent, to two decimals."""
+        return round(100 * self.mean_similarity, 2)
+
+    @property
+    def floor_percent(self) -> float:
+        """``floor`` in percent, to two decimals."""
+        return round(100 * self.floor, 2)
+
+    @property
+    def normalized_similarity(self) -> float:
+        """``(mean_similarity - floor) / (1 - floor)``: 0 at the floor, 1 at a perfect match."""
+        return normalized(self.mean_similarity, self.floor)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (similarities in [-1, 1]; percent is x100)."""
         ci = self.similarity_ci
         return {
             "method": self.method,
             "mean_similarity": self.mean_similarity,
-            "mean_similarity_percent": round(100 * self.mean_similarity, 2),
+            "mean_similarity_percent": self.mean_similarity_percent,
             "mean_similarity_ci": None if ci is None else ci.to_dict(),
             "n_examples": self.n_examples,
             "n_personas": len(self.per_persona),
             "floor": self.floor,
-            "floor_percent": round(100 * self.floor, 2),
-            "normalized": normalized(self.mean_similarity, self.floor),
+            "floor_percent": self.floor_percent,
+            "normalized": self.normalized_similarity,
             "mean_reply_words": self.diversity.mean_words,
             "diversity": self.diversity.to_dict(),
             "degenerate": self.diversity.degenerate,
@@ -278,57 +287,16 @@ def _finished_result(
     )
 
 
-def compare(a: MethodResult, b: MethodResult, *, seed: int = 0) -> Difference:
-    """The paired difference ``a - b`` in similarity, on the examples both methods scored.
-
-    Raises:
-        ValueError: If the two methods were not scored on the same examples (a comparison
-            on different test sets is what this project refuses to make).
-    """
-    by_id = {s.example_id: s for s in b.scores}
-    missing = {s.example_id for s in a.scores} ^ set(by_id)
-    if missing:
-        raise ValueError(
-            f"{a.method} and {b.method} were scored on different examples "
-            f"({len(missing)} not in both, e.g. example {min(missing)}): not comparable"
-        )
-    return paired_difference(
-        [s.similarity for s in a.scores],
-        [by_id[s.example_id].similarity for s in a.scores],
-        [s.persona_key for s in a.scores],
-        seed=seed,
-    )
-
-
-def compare_methods(
-    results: Mapping[str, MethodResult], pairs: Sequence[tuple[str, str]], *, seed: int = 0
-) -> dict[str, dict[str, Any]]:
-    """Paired comparisons ``a - b`` of methods, Holm-corrected among themselves.
-
-    A method beats another when :func:`evaluators.stats.beats` holds for the difference and
-    the method is not degenerate (its one common reply would win by repeating itself).
-
-    Args:
-        results: Evaluated methods by name, all on the same examples.
-        pairs: ``(a, b)`` names to compare.
-        seed: Seed of the resampling.
-
-    Returns:
-        For each pair, named ``"a - b"``: the difference (also in percent points), its
-        interval, p-value, Holm p-value and ``"beats"``.
-    """
-    for name in {n for pair in pairs for n in pair}:
-        if name not in results:
-            raise ValueError(f"no evaluated method {name!r} to compare; have {sorted(results)}")
-    diffs = holm_corrected(
-        {f"{a} - {b}": compare(results[a], results[b], seed=seed) for a, b in pairs}
-    )
-    report: dict[str, dict[str, Any]] = {}
-    for (a, _), (name, diff) in zip(pairs, diffs.items(), strict=True):
-        report[name] = {
-            **diff.to_dict(),
-            "mean_percent_points": round(100 * diff.mean, 2),
-            "ci_percent_points": [round(100 * diff.low, 2), round(100 * diff.high, 2)],
-            "beats": beats(diff) and not results[a].diversity.degenerate,
-        }
-    return report
+__all__ = [
+    "Comparison",
+    "EvalItem",
+    "ExampleScore",
+    "MethodResult",
+    "RunKey",
+    "compare",
+    "compare_methods",
+    "eval_items",
+    "evaluate_method",
+    "paired_comparisons",
+    "score_replies",
+]
