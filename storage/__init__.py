@@ -15,10 +15,21 @@ from storage.artifacts import (
     directory_sha256,
     get_artifact,
     record_artifact,
+    sweep_temp_dirs,
     validate_name,
     verify_artifact,
 )
-from storage.budget import budget, claim_ticket, delete_budget, release_ticket, set_budget
+from storage.budget import (
+    StepBudget,
+    budget,
+    budget_spent,
+    charge_steps,
+    claim_ticket,
+    delete_budget,
+    release_ticket,
+    set_budget,
+    step_budget,
+)
 from storage.clusterings import (
     ClusteringInfo,
     ClusterStatRow,
@@ -52,6 +63,7 @@ from storage.engine import (
     upgrade_database,
 )
 from storage.errors import InvalidNameError, InvalidURLError, NotFoundError, StorageError
+from storage.outage import DatabaseUnavailable, OutageGuard, is_disconnect
 from storage.evaluations import (
     ResultRow,
     RunInfo,
@@ -92,10 +104,12 @@ from storage.models import (
     Persona,
     StudyBudget,
 )
+from storage.optuna_tables import KNOWN_OPTUNA_REVISIONS, StoredStudy, StoredTrial
 
 __all__ = [
     "ALL_CLUSTERS",
     "DEFAULT_STORAGE_URL",
+    "KNOWN_OPTUNA_REVISIONS",
     "NAME_PATTERN",
     "NO_TRIAL",
     "SCHEMA_VERSION",
@@ -107,6 +121,7 @@ __all__ = [
     "ClusterStatRow",
     "Clustering",
     "ClusteringInfo",
+    "DatabaseUnavailable",
     "Dataset",
     "EvaluationResult",
     "EvaluationRun",
@@ -117,19 +132,25 @@ __all__ = [
     "InvalidURLError",
     "LeaseInfo",
     "NotFoundError",
+    "OutageGuard",
     "OutputLayout",
     "Persona",
     "PersonaLike",
     "ResultRow",
     "RunInfo",
+    "StepBudget",
     "StorageError",
     "StoredExample",
     "StoredPersona",
+    "StoredStudy",
+    "StoredTrial",
     "StudyBudget",
     "acquire_lease",
     "atomic_directory",
     "atomic_file",
     "budget",
+    "budget_spent",
+    "charge_steps",
     "claim_ticket",
     "cluster_persona_ids",
     "configure_sqlite",
@@ -151,6 +172,7 @@ __all__ = [
     "head_revision",
     "hold_lease",
     "init_schema",
+    "is_disconnect",
     "latest_clustering",
     "lease_holder_id",
     "list_evaluation_runs",
@@ -170,7 +192,9 @@ __all__ = [
     "save_persona_embeddings",
     "session_scope",
     "set_budget",
+    "sweep_temp_dirs",
     "start_evaluation_run",
+    "step_budget",
     "upgrade_database",
     "validate_name",
     "verify_artifact",
