@@ -15,21 +15,10 @@ from storage.artifacts import (
     directory_sha256,
     get_artifact,
     record_artifact,
-    sweep_temp_dirs,
     validate_name,
     verify_artifact,
 )
-from storage.budget import (
-    StepBudget,
-    budget,
-    budget_spent,
-    charge_steps,
-    claim_ticket,
-    delete_budget,
-    release_ticket,
-    set_budget,
-    step_budget,
-)
+from storage.budget import budget, claim_ticket, delete_budget, release_ticket, set_budget
 from storage.clusterings import (
     ClusteringInfo,
     ClusterStatRow,
@@ -63,7 +52,6 @@ from storage.engine import (
     upgrade_database,
 )
 from storage.errors import InvalidNameError, InvalidURLError, NotFoundError, StorageError
-from storage.outage import DatabaseUnavailable, OutageGuard, is_disconnect
 from storage.evaluations import (
     ResultRow,
     RunInfo,
@@ -121,7 +109,6 @@ __all__ = [
     "ClusterStatRow",
     "Clustering",
     "ClusteringInfo",
-    "DatabaseUnavailable",
     "Dataset",
     "EvaluationResult",
     "EvaluationRun",
@@ -132,13 +119,11 @@ __all__ = [
     "InvalidURLError",
     "LeaseInfo",
     "NotFoundError",
-    "OutageGuard",
     "OutputLayout",
     "Persona",
     "PersonaLike",
     "ResultRow",
     "RunInfo",
-    "StepBudget",
     "StorageError",
     "StoredExample",
     "StoredPersona",
@@ -149,8 +134,6 @@ __all__ = [
     "atomic_directory",
     "atomic_file",
     "budget",
-    "budget_spent",
-    "charge_steps",
     "claim_ticket",
     "cluster_persona_ids",
     "configure_sqlite",
@@ -172,7 +155,6 @@ __all__ = [
     "head_revision",
     "hold_lease",
     "init_schema",
-    "is_disconnect",
     "latest_clustering",
     "lease_holder_id",
     "list_evaluation_runs",
@@ -192,9 +174,7 @@ __all__ = [
     "save_persona_embeddings",
     "session_scope",
     "set_budget",
-    "sweep_temp_dirs",
     "start_evaluation_run",
-    "step_budget",
     "upgrade_database",
     "validate_name",
     "verify_artifact",
