@@ -11,20 +11,39 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import optuna
 
 import storage
 from hpo.config import StudyConfig
 from hpo.space import suggest, train_config_for
-from trainers.config import TrainConfig
 from trainers.batching import PromptPair
+from trainers.config import TrainConfig
 from trainers.recipe import TrainResult, train_lora
+
+T = TypeVar("T")
 
 ADAPTER_KIND = "trial_adapter"
 WORKER_ATTR = "worker"
 """Trial user attribute: the index of the worker that ran the trial (last run, for a retry)."""
+
+
+FAIL_REASON_ATTR = "fail_reason"
+"""Trial user attribute of a failed trial: the error's type and message."""
+
+
+def fault_outside_params(exc: BaseException) -> bool:
+    """Whether a trial that raised ``exc`` failed for a reason outside its parameters.
+
+    A stop signal (``KeyboardInterrupt`` and the worker's ``WorkerStopped``), an ``OSError``
+    (a full disk, a read-only or vanished output folder) and a lost or failing database say
+    nothing about the parameters: the trial is re-queued with the same ones. A non-finite loss
+    or running out of memory (``RuntimeError``s) are the parameters' fault: not re-queued.
+    """
+    return isinstance(exc, KeyboardInterrupt | OSError | storage.StorageError) or (
+        storage.is_disconnect(exc)
+    )
 
 
 class TrainFn(Protocol):
@@ -61,6 +80,12 @@ class TrialContext:
     """Recorded in each trial's ``worker`` user attribute (dashboard, tests)."""
     train_fn: TrainFn = train_lora
     """Trains one adapter; tests pass a stand-in that writes a small adapter directory."""
+    guard: storage.OutageGuard | None = None
+    """Waits out a database outage around our own tables' writes (None: no retries)."""
+
+    def patiently(self, fn: Callable[[], T]) -> T:
+        """``fn()``, through :attr:`guard` when there is one."""
+        return fn() if self.guard is None else self.guard.call(fn)
 
 
 class Objective:
@@ -72,17 +97,26 @@ class Objective:
         """Number of the trial this objective ran last; the worker resets it to None before
         each trial and looks the trial up by number (after SIGTERM, or when Optuna refuses
         to record the trial's end)."""
+        self.last_fault_outside_params = False
+        """Whether the last trial failed for a reason outside its parameters
+        (:func:`fault_outside_params`); the worker then re-queues it. Only the verdict is
+        kept, not the error, whose traceback would hold the trial's tensors in memory."""
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.last_trial_number = trial.number
+        self.last_fault_outside_params = False
         try:
             return self._run(trial)
         except optuna.TrialPruned:
             raise
         except (Exception, KeyboardInterrupt) as exc:
+            self.last_fault_outside_params = fault_outside_params(exc)
             # The reason shows in `hpo study trials` and the dashboard, not only in a log.
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+            # Not stored while the database is down (it would only fail again).
+            with contextlib.suppress(
+                optuna.exceptions.UpdateFinishedTrialError, storage.DatabaseUnavailable
+            ):
+                trial.set_user_attr(FAIL_REASON_ATTR, f"{type(exc).__name__}: {exc}"[:500])
             raise
 
     def _run(self, trial: optuna.Trial) -> float:
@@ -114,16 +148,20 @@ class Objective:
                 step, loss = result.eval_losses[-1]
                 raise optuna.TrialPruned(f"pruned at evaluation {step} (eval_loss {loss:.4f})")
         sha256, size = storage.directory_sha256(final)
-        with storage.session_scope(ctx.engine) as session:
-            storage.record_artifact(
-                session,
-                kind=ADAPTER_KIND,
-                path=final,
-                sha256=sha256,
-                size_bytes=size,
-                study_name=study_name,
-                trial_number=trial.number,
-            )
+
+        def record() -> None:
+            with storage.session_scope(ctx.engine) as session:
+                storage.record_artifact(
+                    session,
+                    kind=ADAPTER_KIND,
+                    path=final,
+                    sha256=sha256,
+                    size_bytes=size,
+                    study_name=study_name,
+                    trial_number=trial.number,
+                )
+
+        ctx.patiently(record)  # an upsert: running it twice records one adapter
         trial.set_user_attr("adapter_path", str(final))
         trial.set_user_attr("adapter_sha256", sha256)
         return result.final_eval_loss

@@ -45,12 +45,81 @@ class StudyConfigMismatch(ValueError):
     """The stored study was created with another config, or not by :func:`create_study`."""
 
 
+class PatientRDBStorage(optuna.storages.RDBStorage):
+    """An RDB storage whose calls wait out a database outage (see :class:`storage.OutageGuard`).
+
+    Optuna calls its storage from inside ``Study.optimize`` (ask, report, tell, and the
+    heartbeat thread), where the worker cannot wrap the calls; so the storage's public
+    methods run through the guard. A heartbeat that fails past the guard's patience is logged,
+    not raised: Optuna's heartbeat thread has no error handling and would end quietly, and the
+    worker's next call gives up with the one-line error anyway.
+    """
+
+    def __init__(self, url: str, *, guard: storage.OutageGuard, **kwargs: Any) -> None:
+        self.guard = guard
+        super().__init__(url, **kwargs)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """Record the trial's heartbeat, waiting out an outage; past it, log and go on."""
+        try:
+            self.guard.call(super().record_heartbeat, trial_id)
+        except storage.DatabaseUnavailable as exc:
+            logger.warning("heartbeat of trial id %d not recorded: %s", trial_id, exc)
+
+
+def _through_guard(name: str) -> Any:
+    method = getattr(optuna.storages.RDBStorage, name)
+
+    def patient(self: PatientRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        return self.guard.call(method, self, *args, **kwargs)
+
+    patient.__name__ = name
+    patient.__doc__ = f"``RDBStorage.{name}``, waiting out a database outage."
+    return patient
+
+
+_GUARDED_METHODS = (
+    "create_new_trial",
+    "set_trial_param",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial",
+    "get_all_trials",
+    "get_trial_id_from_study_id_trial_number",
+    "get_best_trial",
+    "get_study_id_from_name",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "set_study_user_attr",
+)
+"""The storage calls a worker makes, directly or through Optuna (ask, tell, report, sweep)."""
+for _name in _GUARDED_METHODS:
+    setattr(PatientRDBStorage, _name, _through_guard(_name))
+
+
 def optuna_storage(
-    url: str, *, heartbeat: bool = False, on_stale: Any = None, grace_period: int = GRACE_PERIOD
+    url: str,
+    *,
+    heartbeat: bool = False,
+    on_stale: Any = None,
+    grace_period: int = GRACE_PERIOD,
+    guard: storage.OutageGuard | None = None,
 ) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage on the URL, pinging before use so it survives restarts; on
     SQLite its transactions take the write lock at BEGIN, as ours do, so that workers wait
-    for each other instead of failing with "database is locked"."""
+    for each other instead of failing with "database is locked".
+
+    Args:
+        url: The storage URL.
+        heartbeat: Record heartbeats of running trials and fail stale ones.
+        on_stale: Called with each trial failed as stale (a re-queue callback).
+        grace_period: Seconds without heartbeat after which a trial is stale.
+        guard: Wait out database outages through it (a :class:`PatientRDBStorage`); None:
+            a call made while the database is down fails at once.
+    """
     url = storage.normalize_url(url)
     sqlite = url.startswith("sqlite")
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -63,7 +132,10 @@ def optuna_storage(
             "grace_period": grace_period,
             "heartbeat_stale_trial_callback": on_stale,
         }
-    rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
+    if guard is None:
+        rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
+    else:
+        rdb = PatientRDBStorage(url, guard=guard, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
     if sqlite:
         storage.configure_sqlite(rdb.engine)
     return rdb
@@ -226,6 +298,45 @@ def create_study(config: StudyConfig, url: str) -> optuna.Study:
             if storage.budget(session, name) is None:  # lost by an older version: restore
                 storage.set_budget(session, name, config.study.n_trials)
     return study
+
+
+def raise_budget(url: str, name: str, n_trials: int) -> StudyConfig:
+    """Raise a study's trial budget (``hpo study budget``), while its workers run or after.
+
+    The budget row keeps its claimed tickets, so the raise stays exact under concurrency
+    (see :mod:`storage.budget`): running workers claim the new tickets at their next trial,
+    and a study that had finished resumes when workers start. The stored config records the
+    new ``n_trials``; every other field stays as created (:func:`create_study` refuses a
+    config that differs in any value, n_trials included).
+
+    Args:
+        url: The storage URL.
+        name: The study.
+        n_trials: The new total, at least the study's current one.
+
+    Returns:
+        The stored config, with the new ``n_trials``.
+
+    Raises:
+        storage.NotFoundError: No such study.
+        ConfigError: ``n_trials`` below the current budget.
+    """
+    import dataclasses
+
+    study, config = load_study(url, name)
+    current = config.study.n_trials
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < current:
+        raise ConfigError(
+            f"n_trials={n_trials!r}: study {name!r} has a budget of {current} trials, and a "
+            f"budget is only raised; give a number >= {current}"
+        )
+    raised = dataclasses.replace(config, study=dataclasses.replace(config.study, n_trials=n_trials))
+    engine = storage.open_storage(url)
+    with database_lock(engine, "create-study"):
+        with storage.session_scope(engine) as session:
+            storage.set_budget(session, name, n_trials)
+        study.set_user_attr(CONFIG_ATTR, raised.to_dict())
+    return raised
 
 
 def load_study(

@@ -15,6 +15,7 @@ from storage.artifacts import (
     directory_sha256,
     get_artifact,
     record_artifact,
+    sweep_temp_dirs,
     validate_name,
     verify_artifact,
 )
@@ -93,6 +94,7 @@ from storage.models import (
     StudyBudget,
 )
 from storage.optuna_tables import KNOWN_OPTUNA_REVISIONS, StoredStudy, StoredTrial
+from storage.outage import DatabaseUnavailable, OutageGuard, is_disconnect
 
 __all__ = [
     "ALL_CLUSTERS",
@@ -109,6 +111,7 @@ __all__ = [
     "ClusterStatRow",
     "Clustering",
     "ClusteringInfo",
+    "DatabaseUnavailable",
     "Dataset",
     "EvaluationResult",
     "EvaluationRun",
@@ -119,6 +122,7 @@ __all__ = [
     "InvalidURLError",
     "LeaseInfo",
     "NotFoundError",
+    "OutageGuard",
     "OutputLayout",
     "Persona",
     "PersonaLike",
@@ -155,6 +159,7 @@ __all__ = [
     "head_revision",
     "hold_lease",
     "init_schema",
+    "is_disconnect",
     "latest_clustering",
     "lease_holder_id",
     "list_evaluation_runs",
@@ -175,6 +180,7 @@ __all__ = [
     "session_scope",
     "set_budget",
     "start_evaluation_run",
+    "sweep_temp_dirs",
     "upgrade_database",
     "validate_name",
     "verify_artifact",

@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +177,44 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+_LEFTOVER_RE = re.compile(r"^\.(?:tmp|old)-(?P<name>.+)-[^-]+$")
+
+
+def sweep_temp_dirs(parent: Path, live: Callable[[], Collection[str]]) -> list[Path]:
+    """Remove what :func:`atomic_directory` left in ``parent`` for names no longer written.
+
+    A process killed inside :func:`atomic_directory` leaves ``.tmp-<name>-<random>`` (a
+    partial directory) or ``.old-<name>-<random>`` beside ``<name>``. The folders are listed
+    first and ``live`` is asked afterwards, so a directory begun after the listing is never
+    touched, and one listed for a name that ``live`` still returns is kept.
+
+    Args:
+        parent: The folder that holds the final directories (``models/trials/<study>``).
+        live: Returns the names still being written (the numbers of RUNNING trials).
+
+    Returns:
+        The folders removed.
+    """
+    parent = Path(parent)
+    try:
+        leftovers = [
+            (p, m["name"])
+            for p in parent.iterdir()
+            if (m := _LEFTOVER_RE.match(p.name)) is not None and p.is_dir()
+        ]
+    except FileNotFoundError:
+        return []
+    if not leftovers:
+        return []
+    keep = set(live())
+    removed = []
+    for path, name in leftovers:
+        if name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 @contextmanager

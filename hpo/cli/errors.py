@@ -22,6 +22,7 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     when an error happens, so that ``hpo --help`` stays fast)."""
     from hpo.config import ConfigError
     from hpo.study import StudyConfigMismatch
+    from hpo.worker import OutputRootError
     from storage import InvalidNameError, InvalidURLError, NotFoundError
     from trainers.clustering import ClusteringError
     from trainers.data import DatasetError
@@ -31,6 +32,7 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
         ClusteringError,
         ConfigError,
         StudyConfigMismatch,
+        OutputRootError,
         InvalidNameError,
         InvalidURLError,
         NotFoundError,

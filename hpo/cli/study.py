@@ -63,6 +63,23 @@ def create(config: Path, n_trials: int | None, storage: str | None, output_root:
     )
 
 
+@study.command(epilog=example("hpo study budget --study cluster4 --n-trials 40"))
+@study_option
+@click.option(
+    "--n-trials",
+    type=click.IntRange(min=1),
+    required=True,
+    help="the new total number of trials (at least the current one)",
+)
+@common_options()
+def budget(name: str, n_trials: int, storage: str | None, output_root: Path) -> None:
+    """Raise a study's trial budget; running workers take the new trials."""
+    from hpo.study import raise_budget
+
+    raise_budget(storage_url(storage), name, n_trials)
+    click.echo(f"study {name!r}: budget raised to {n_trials} trials")
+
+
 @study.command(epilog=example("hpo study status --study cluster4"))
 @study_option
 @json_option

@@ -15,8 +15,8 @@ import pytest
 from hpo.launch import WorkerProcess, wait_for_workers, worker_command
 from hpo.objective import WORKER_ATTR
 from hpo.queries import retried_trial_number
+from tests.hpo_tests.invariants import check_invariants
 from tests.hpo_tests.test_workers import (
-    check_invariants,
     long_study_config,
     prepare,
     wait_for_training,
@@ -49,7 +49,7 @@ def test_sigkill_mid_trial_is_retried_and_budget_stays_exact(pg_url: str, tmp_pa
     survivor = _start(pg_url, "kill", 1, tmp_path)
     assert wait_for_workers([survivor], interval=0.5) == [0], survivor.log_path.read_text()[-3000:]
 
-    trials = check_invariants(pg_url, "kill", n_trials)
+    trials = check_invariants(pg_url, "kill", n_trials, output_root=tmp_path)
     stale = next(t for t in trials if t.number == killed.number)
     assert stale.state == optuna.trial.TrialState.FAIL
     retried = [t for t in trials if retried_trial_number(t) == killed.number]
@@ -58,5 +58,6 @@ def test_sigkill_mid_trial_is_retried_and_budget_stays_exact(pg_url: str, tmp_pa
     # the killed worker started the trial, the survivor ran its retry
     assert stale.user_attrs[WORKER_ATTR] == 0
     assert retried[0].user_attrs[WORKER_ATTR] == 1
-    # the killed trial's partial adapter is never referenced
+    # the killed trial's partial adapter is never referenced, and its temp folder is gone
+    # (check_invariants: no .tmp- folder left under models/trials/kill)
     assert "adapter_path" not in stale.user_attrs

@@ -1,5 +1,6 @@
 """SIGTERM stops a worker cleanly: its running trial is failed at once, not left RUNNING,
-and its budget ticket is given back so that the study still ends with the trials asked for."""
+re-queued with the same parameters (a seed config is never lost), and its budget ticket is
+given back so that the study still ends with the trials asked for."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import storage
 from hpo.launch import start_workers, wait_for_workers
 from hpo.queries import retried_trial_number
 from hpo.study import load_study, optuna_storage
+from tests.hpo_tests.invariants import check_invariants
 from tests.hpo_tests.test_workers import (
-    check_invariants,
     long_study_config,
     prepare,
     wait_for_training,
@@ -28,7 +29,7 @@ def test_sigterm_fails_the_running_trial_and_frees_its_ticket(
     config = long_study_config(name="sigterm", n_trials=3)
     prepare(sqlite_url, tmp_path, config)
     [worker] = start_workers(sqlite_url, "sigterm", n_workers=1, output_root=tmp_path)
-    wait_for_training(sqlite_url, "sigterm")
+    interrupted = wait_for_training(sqlite_url, "sigterm")
     worker.process.send_signal(signal.SIGTERM)
     assert worker.process.wait(timeout=60) == 130, worker.log_path.read_text()[-2000:]
 
@@ -38,6 +39,12 @@ def test_sigterm_fails_the_running_trial_and_frees_its_ticket(
     assert optuna.trial.TrialState.FAIL in states
     failed = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.FAIL]
     assert "signal" in failed[-1].user_attrs.get("fail_reason", "")
+    # re-queued at once with the same parameters: the plan's config is not lost
+    [retry] = [t for t in study.get_trials() if retried_trial_number(t) == interrupted.number]
+    assert retry.state == optuna.trial.TrialState.WAITING
+    assert retry.params == interrupted.params
+    assert retry.user_attrs.get("seed_config") == interrupted.user_attrs.get("seed_config")
+    assert "fail_reason" not in retry.user_attrs
     engine = storage.open_storage(sqlite_url)
     finished = sum(
         s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states
@@ -57,7 +64,13 @@ def test_sigterm_fails_the_running_trial_and_frees_its_ticket(
         start_workers(sqlite_url, "sigterm", n_workers=1, output_root=tmp_path), interval=0.5
     )
     assert codes == [0]
-    check_invariants(sqlite_url, "sigterm", 3)
+    trials = check_invariants(sqlite_url, "sigterm", 3, output_root=tmp_path)
+    assert next(t for t in trials if t.number == retry.number).state != (
+        optuna.trial.TrialState.FAIL
+    )
+    seeds = [t.params for t in study.get_trials() if t.user_attrs.get("seed_config")]
+    ran = [t.params for t in trials if t.state != optuna.trial.TrialState.FAIL]
+    assert all(seed in ran for seed in seeds), "a seed config of the plan never ran"
 
 
 @pytest.mark.slow
@@ -87,7 +100,7 @@ def test_trial_failed_elsewhere_is_dropped_and_the_worker_goes_on(
     codes = wait_for_workers([worker], interval=0.5)
     assert codes == [0], worker.log_path.read_text()[-3000:]
     assert "finished by another worker" in worker.log_path.read_text()
-    trials = check_invariants(sqlite_url, "elsewhere", 3)
+    trials = check_invariants(sqlite_url, "elsewhere", 3, output_root=tmp_path)
     dropped = next(t for t in trials if t.number == running.number)
     assert dropped.state == optuna.trial.TrialState.FAIL
     assert "adapter_path" not in dropped.user_attrs

@@ -10,12 +10,26 @@ import optuna
 import pytest
 
 import storage
-from hpo.config import ParamSpec, PrunerConfig, StudyConfig, StudySection, default_search_space
+from hpo.config import (
+    ConfigError,
+    ParamSpec,
+    PrunerConfig,
+    StudyConfig,
+    StudySection,
+    default_search_space,
+)
 from hpo.launch import start_workers, wait_for_workers
-from hpo.objective import ADAPTER_KIND, WORKER_ATTR
-from hpo.study import create_study, load_study, optuna_storage
+from hpo.objective import WORKER_ATTR
+from hpo.study import (
+    StudyConfigMismatch,
+    create_study,
+    load_study,
+    optuna_storage,
+    raise_budget,
+)
 from hpo.worker import _finished_elsewhere, _stop_cleanly, _storage_id
 from tests.conftest import import_and_cluster
+from tests.hpo_tests.invariants import check_invariants
 from trainers.config import DataConfig, TrainConfig
 
 N_TRIALS = 8
@@ -61,38 +75,6 @@ def prepare(url: str, tmp_path: Path, config: StudyConfig) -> None:
     create_study(config, url)
 
 
-def check_invariants(url: str, name: str, n_trials: int) -> list[optuna.trial.FrozenTrial]:
-    """The promises of reliability.md, checked on the finished study."""
-    from peft.utils import CONFIG_NAME
-
-    study, _ = load_study(url, name)
-    trials = study.get_trials(deepcopy=False)
-    states = [t.state for t in trials]
-    finished = [
-        t
-        for t in trials
-        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    ]
-    assert len(finished) == n_trials, [s.name for s in states]
-    assert optuna.trial.TrialState.RUNNING not in states
-    assert optuna.trial.TrialState.WAITING not in states
-    assert len({t.number for t in trials}) == len(trials)
-    engine = storage.open_storage(url)
-    with storage.session_scope(engine) as session:
-        for t in trials:
-            artifact = storage.get_artifact(
-                session, kind=ADAPTER_KIND, study_name=name, trial_number=t.number
-            )
-            if t.state == optuna.trial.TrialState.COMPLETE:
-                assert artifact is not None, f"trial {t.number} has no adapter"
-                assert storage.verify_artifact(artifact)
-                assert t.user_attrs["adapter_sha256"] == artifact.sha256
-                assert (artifact.path / CONFIG_NAME).is_file()
-            else:
-                assert artifact is None, f"{t.state.name} trial {t.number} has an adapter"
-    return trials
-
-
 def assert_trial_adapter_loads_with_plain_peft(trials: list[optuna.trial.FrozenTrial]) -> None:
     """The best trial's adapter is a plain peft adapter: it loads and generates."""
     import torch
@@ -125,7 +107,7 @@ def run_two_workers(url: str, tmp_path: Path) -> None:
     logs = "\n".join(w.log_path.read_text()[-3000:] for w in workers)
     assert codes == [0, 0], logs
 
-    trials = check_invariants(url, config.study.name, N_TRIALS)
+    trials = check_invariants(url, config.study.name, N_TRIALS, output_root=tmp_path)
     seeds = [
         {"epochs": 5, "batch_size": 2, "learning_rate": lr, "lora_rank": r}
         for lr, r in ((5e-4, 8), (2e-4, 8), (2e-4, 16))
@@ -158,16 +140,24 @@ def test_two_workers_on_sqlite(sqlite_url: str, tmp_path: Path) -> None:
 
 
 def test_budget_is_exact_when_raised(sqlite_url: str, tmp_path: Path) -> None:
-    """A second `study create` with more trials raises the budget; other fields must match."""
+    """`hpo study budget` raises the budget, keeping the claimed tickets; a re-create with
+    another n_trials is refused (the stored config is kept), and so is a lower budget."""
     config = small_study_config(n_trials=2)
     prepare(sqlite_url, tmp_path, config)
-    bigger = dataclasses.replace(config, study=dataclasses.replace(config.study, n_trials=5))
-    create_study(bigger, sqlite_url)
     engine = storage.open_storage(sqlite_url)
     with storage.session_scope(engine) as session:
-        assert storage.budget(session, "workers") == (5, 0)
+        assert storage.claim_ticket(session, "workers")
+    bigger = dataclasses.replace(config, study=dataclasses.replace(config.study, n_trials=5))
+    with pytest.raises(StudyConfigMismatch, match="n_trials"):
+        create_study(bigger, sqlite_url)
+    raise_budget(sqlite_url, "workers", 5)
+    with storage.session_scope(engine) as session:
+        assert storage.budget(session, "workers") == (5, 1)
     _, stored = load_study(sqlite_url, "workers")
     assert stored.study.n_trials == 5
+    create_study(bigger, sqlite_url)  # the raised config is now the stored one
+    with pytest.raises(ConfigError, match=">= 5"):
+        raise_budget(sqlite_url, "workers", 4)
 
 
 def test_a_trial_failed_elsewhere_is_told_apart_by_its_state(sqlite_url: str) -> None:

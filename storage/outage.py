@@ -1,0 +1,196 @@
+"""Riding out a database outage: retry with backoff, for at most a patience per outage.
+
+A PostgreSQL restart closes every pooled connection and refuses new ones for a few seconds.
+``pool_pre_ping`` replaces a dead pooled connection before use, but a call made while the
+server is down still fails. :class:`OutageGuard` runs a call again with growing pauses while
+the failure is one of the connection (:func:`is_disconnect`), and gives up with
+:class:`DatabaseUnavailable` once the database has been unreachable for ``patience`` seconds.
+
+The outage is measured from its first failed call to any call through the same guard, and
+ends at the first call that succeeds; once the patience is spent, every call fails at once
+until one succeeds. Several threads may share a guard (the worker's main thread and Optuna's
+heartbeat thread).
+
+A retried write whose COMMIT reached the server just before the connection broke runs twice.
+That window (between the server's commit and its reply) is small beside an outage's seconds;
+our writes that matter under it (an artifact record, the budget's conditional updates) are
+upserts or checked by the invariants.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from storage.engine import _first_line, masked_url
+from storage.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FIRST_PAUSE = 0.5
+"""Seconds before the first retry; each pause doubles up to :data:`MAX_PAUSE`."""
+MAX_PAUSE = 4.0
+"""Longest pause between retries: a restarted server is used within seconds of its return."""
+
+
+class DatabaseUnavailable(StorageError):
+    """The database stayed unreachable for longer than the guard's patience."""
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) says the database cannot be reached.
+
+    Connection refused, a connection closed by a restarting server, a server starting up or
+    shutting down, and SQLite's busy errors are all SQLAlchemy ``OperationalError`` or
+    ``InterfaceError``, or a ``DBAPIError`` that invalidated its connection. Errors of the
+    statement itself (a constraint, a missing table on PostgreSQL) are not.
+
+    Args:
+        exc: The error, possibly wrapping the SQLAlchemy one in its ``__cause__`` chain
+            (Optuna's ``StorageInternalError``, our :class:`StorageError`).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DatabaseUnavailable):
+            return True
+        if isinstance(current, OperationalError | InterfaceError):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    """The SQLAlchemy error in ``exc``'s cause chain (its message names the server), or
+    ``exc``."""
+    current: BaseException | None = exc
+    for _ in range(10):
+        if current is None:
+            break
+        if isinstance(current, DBAPIError):
+            return current
+        current = current.__cause__ or current.__context__
+    return exc
+
+
+class OutageGuard:
+    """Runs database calls again while the database is unreachable, up to ``patience`` s.
+
+    Args:
+        url: The database URL, named (password masked) in messages.
+        patience: Seconds an outage may last before calls give up; the worker uses its
+            heartbeat grace period, after which its trials count as lost anyway.
+        first_pause: Seconds before the first retry.
+        max_pause: Longest pause between retries.
+        clock: Monotonic clock (tests pass a fake one).
+        sleep: How to pause (tests pass a fake one).
+
+    Raises:
+        ValueError: If ``patience`` or a pause is not positive.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        patience: float,
+        *,
+        first_pause: float = FIRST_PAUSE,
+        max_pause: float = MAX_PAUSE,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        for name, value in (
+            ("patience", patience),
+            ("first_pause", first_pause),
+            ("max_pause", max_pause),
+        ):
+            if not value > 0:
+                raise ValueError(f"invalid {name} {value!r}: use a positive number of seconds")
+        self.database = masked_url(url)
+        self.patience = float(patience)
+        self.first_pause = first_pause
+        self.max_pause = max_pause
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._last_error = ""
+
+    @property
+    def down_for(self) -> float | None:
+        """Seconds since the current outage began, or None while the database answers."""
+        with self._lock:
+            return None if self._down_since is None else self._clock() - self._down_since
+
+    @property
+    def gave_up(self) -> bool:
+        """Whether the current outage has outlasted the patience."""
+        down = self.down_for
+        return down is not None and down >= self.patience
+
+    def unavailable(self) -> DatabaseUnavailable:
+        """The one-line error for an outage past the patience (to raise from another error)."""
+        down = self.down_for or 0.0
+        return DatabaseUnavailable(
+            f"database {self.database} unreachable for {down:.0f} s, longer than the "
+            f"{self.patience:.0f} s a worker waits (its heartbeat grace period): "
+            f"{self._last_error or 'no answer'}"
+        )
+
+    def call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+        """Return ``fn(*args, **kwargs)``, run again while the database is unreachable.
+
+        Raises:
+            DatabaseUnavailable: The outage outlasted the patience (chained to the last error).
+            Exception: Whatever ``fn`` raises that is not a lost connection, at once.
+        """
+        pause = self.first_pause
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                if not is_disconnect(exc):
+                    raise
+                down = self._failed(exc)
+                if down >= self.patience:
+                    raise self.unavailable() from exc
+                self._sleep(min(pause, self.patience - down))
+                pause = min(2 * pause, self.max_pause)
+                continue
+            self._answered()
+            return result
+
+    def _failed(self, exc: BaseException) -> float:
+        with self._lock:
+            now = self._clock()
+            self._last_error = _first_line(_driver_error(exc))
+            if self._down_since is None:
+                self._down_since = now
+                log.warning(
+                    "database %s unreachable (%s); retrying for up to %.0f s",
+                    self.database,
+                    self._last_error,
+                    self.patience,
+                )
+            return now - self._down_since
+
+    def _answered(self) -> None:
+        with self._lock:
+            if self._down_since is None:
+                return
+            log.warning(
+                "database %s answers again after %.1f s",
+                self.database,
+                self._clock() - self._down_since,
+            )
+            self._down_since = None
