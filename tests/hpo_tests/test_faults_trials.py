@@ -45,7 +45,7 @@ def _fail_first_save(monkeypatch: pytest.MonkeyPatch, make_error: Any) -> dict[s
 def test_disk_full_while_saving_fails_the_trial_and_requeues_it(
     sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = small_study_config(name="full", n_trials=3)
+    config = small_study_config(name="full", n_trials=2)
     prepare(sqlite_url, tmp_path, config)
     # a temp folder a killed worker left (trial 99 runs nowhere): removed at start
     left = storage.OutputLayout(tmp_path).trial_adapter_dir("full", 99)
@@ -56,9 +56,9 @@ def test_disk_full_while_saving_fails_the_trial_and_requeues_it(
         monkeypatch, lambda _: OSError(errno.ENOSPC, "No space left on device", "adapter")
     )
 
-    summary = run_worker(sqlite_url, "full", output_root=tmp_path, poll_seconds=0.1)
+    summary = run_worker(sqlite_url, "full", output_root=tmp_path, threads=1, poll_seconds=0.1)
 
-    trials = check_invariants(sqlite_url, "full", 3, output_root=tmp_path)
+    trials = check_invariants(sqlite_url, "full", 2, output_root=tmp_path)
     assert not leftover.exists()
     [failed] = [t for t in trials if t.state == FAIL]
     assert "No space left on device" in failed.user_attrs["fail_reason"]
@@ -66,7 +66,7 @@ def test_disk_full_while_saving_fails_the_trial_and_requeues_it(
     [retry] = [t for t in trials if retried_trial_number(t) == failed.number]
     assert retry.params == failed.params and retry.state != FAIL
     assert retry.user_attrs.get("seed_config") == failed.user_attrs.get("seed_config")
-    assert summary.count("FAIL") == 1 and len(summary.trials) == 4
+    assert summary.count("FAIL") == 1 and len(summary.trials) == 3
     # `hpo study trials` says which trial retries which
     notes = {row.number: row.note for row in all_trials(sqlite_url, "full")}
     assert notes[retry.number] == f"retry of trial {failed.number}"
@@ -79,7 +79,7 @@ def test_out_of_memory_fails_the_trial_frees_memory_and_the_worker_goes_on(
 ) -> None:
     import torch
 
-    config = small_study_config(name="oom", n_trials=3)
+    config = small_study_config(name="oom", n_trials=2)
     prepare(sqlite_url, tmp_path, config)
 
     def out_of_memory(seen: dict[str, Any]) -> BaseException:
@@ -91,14 +91,14 @@ def test_out_of_memory_fails_the_trial_frees_memory_and_the_worker_goes_on(
 
     seen = _fail_first_save(monkeypatch, out_of_memory)
 
-    summary = run_worker(sqlite_url, "oom", output_root=tmp_path, poll_seconds=0.1)
+    summary = run_worker(sqlite_url, "oom", output_root=tmp_path, threads=1, poll_seconds=0.1)
 
-    trials = check_invariants(sqlite_url, "oom", 3, output_root=tmp_path)
+    trials = check_invariants(sqlite_url, "oom", 2, output_root=tmp_path)
     [failed] = [t for t in trials if t.state == FAIL]
     assert "out of memory" in failed.user_attrs["fail_reason"]
     # the parameters are at fault: not re-queued; the next trials ran
     assert [retried_trial_number(t) for t in trials] == [None] * len(trials)
-    assert len(summary.trials) == 4 and summary.count("FAIL") == 1
+    assert len(summary.trials) == 3 and summary.count("FAIL") == 1
     gc.collect()
     assert seen["held"]() is None, "the failed trial's memory is still referenced"
 
