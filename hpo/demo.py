@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 
 import storage
+from evaluators.promotion_report import PromotionReport
 from hpo import display
 from hpo.config import load_config, packaged_config
 from hpo.evaluator import evaluate_study
@@ -65,7 +66,7 @@ class DemoResult:
 
     storage_url: str
     study_name: str
-    report: dict[str, Any]
+    report: PromotionReport
     files: dict[str, Path | str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -161,7 +162,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     name = step("5. evaluation")
     report, results_path = evaluate_study(url, section.name, output_root=root)
     console.print(display.similarity_table(report))
-    files["promoted adapter"] = Path(report["promoted_trial"]["adapter"])
+    files["promoted adapter"] = report.promoted_dir
     files["trial adapters"] = layout.root / "models" / "trials" / section.name
     files["results"] = results_path
     files["logs"] = layout.root / "logs"

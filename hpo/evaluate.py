@@ -8,11 +8,11 @@ work, and both store into the same resumable evaluation runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import storage
 from evaluators import promotion
 from evaluators.config import EvalConfig
+from evaluators.promotion import AdapterReport, PromotionReport
 from hpo.evaluator import DEFAULT_LEASE_TTL, StudyEvaluator, complete_trials, open_evaluator
 
 
@@ -32,7 +32,7 @@ def evaluate_trial_by_hand(
     output_root: Path = Path("."),
     eval_config: EvalConfig = EvalConfig(),
     lease_ttl: float = DEFAULT_LEASE_TTL,
-) -> tuple[dict[str, Any], Path]:
+) -> tuple[PromotionReport, Path]:
     """Evaluate one COMPLETE trial and the baselines, then promote the best evaluated trial.
 
     Args:
@@ -81,7 +81,7 @@ def evaluate_adapter_by_hand(
     output_root: Path = Path("."),
     eval_config: EvalConfig = EvalConfig(),
     lease_ttl: float = DEFAULT_LEASE_TTL,
-) -> tuple[dict[str, Any], Path]:
+) -> tuple[AdapterReport, Path]:
     """Evaluate an adapter folder on the study's cluster against the study's baselines.
 
     The adapter is named by its content's sha256 (``adapter-<12 hex>``), never promoted, and

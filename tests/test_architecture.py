@@ -46,3 +46,49 @@ def test_sql_lives_in_storage() -> None:
 
 def test_no_utils_modules() -> None:
     assert not list(ROOT.glob("*/utils.py"))
+
+
+MAX_MODULE_LINES = 400
+"""No module over this many lines (the code-health issue): split by role, not by count."""
+
+IN_PROGRESS_OVER_LIMIT = {
+    # Modules whose authors are still at work on them; the lead splits these and then
+    # empties this set. Any other module over the limit fails the test.
+    "evaluators/report.py",
+    "evaluators/baselines.py",
+    "evaluators/moe.py",
+    "hpo/personas.py",
+    "hpo/worker.py",
+    "hpo/objective.py",
+    "storage/optuna_tables.py",
+    "hpo/queries.py",
+    "trainers/prompt.py",
+    "trainers/batching.py",
+    "trainers/tiny/",
+    "evaluators/generation.py",
+}
+
+
+def _allowed_over_limit(relative: str) -> bool:
+    return any(
+        relative == entry or (entry.endswith("/") and relative.startswith(entry))
+        for entry in IN_PROGRESS_OVER_LIMIT
+    )
+
+
+def test_no_module_over_the_line_limit() -> None:
+    too_long = {
+        relative: n
+        for package in FORBIDDEN
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+        and not _allowed_over_limit(relative := path.relative_to(ROOT).as_posix())
+    }
+    assert not too_long, f"modules over {MAX_MODULE_LINES} lines (split them by role): {too_long}"
+
+
+def test_the_line_limit_check_fails_for_a_long_module() -> None:
+    """The allow-list names only the in-progress modules: a new long module is caught."""
+    assert not _allowed_over_limit("hpo/config.py")
+    assert not _allowed_over_limit("evaluators/merge/_adapter.py")
+    assert _allowed_over_limit("trainers/tiny/generator.py")

@@ -66,6 +66,7 @@ def evaluate(
     """
     from rich.console import Console
 
+    from evaluators.promotion_report import AdapterReport, PromotionReport
     from hpo.display import similarity_table
     from hpo.evaluate import evaluate_adapter_by_hand, evaluate_trial_by_hand
 
@@ -78,12 +79,13 @@ def evaluate(
         "eval_config": eval_config,
         "lease_ttl": lease_ttl,
     }
+    report: AdapterReport | PromotionReport
     if adapter is not None:
         report, path = evaluate_adapter_by_hand(url, name, adapter, **options)
     else:
         report, path = evaluate_trial_by_hand(url, name, trial_number, **options)
     Console().print(similarity_table(report))
-    if "promoted_trial" in report:
-        promoted = report["promoted_trial"]
-        click.echo(f"promoted: trial {promoted['number']} -> {promoted['adapter']}")
+    if isinstance(report, PromotionReport):
+        number = report.promoted.trial.trial_number
+        click.echo(f"promoted: trial {number} -> {report.promoted_dir}")
     click.echo(f"results: {path}")

@@ -224,19 +224,22 @@ def test_promoted_report_has_config_diversity_and_the_paired_comparison(
         personas=personas,
         eval_config=SHORT,
     )
-    assert json.loads(path.read_text()) == report
-    assert report["eval_config"] == SHORT.to_dict()
-    assert report["eval_config_key"] == SHORT.key
-    lora, base = report["methods"]["cluster_lora"], report["methods"]["base_model"]
+    data = json.loads(path.read_text())
+    assert data == report.to_dict()
+    assert report.eval_config == SHORT and report.promoted.trial == trial
+    assert data["eval_config"] == SHORT.to_dict()
+    assert data["eval_config_key"] == SHORT.key
+    lora, base = data["methods"]["cluster_lora"], data["methods"]["base_model"]
     assert lora["mean_similarity"] == pytest.approx(base["mean_similarity"])
     for method in (lora, base):
         assert set(method["diversity"]) >= {"distinct_1", "distinct_2", "top_reply_share"}
         ci = method["mean_similarity_ci"]
         assert ci["low"] <= method["mean_similarity"] <= ci["high"]
-    comparison = report["comparisons"]["cluster_lora - base_model"]
+    comparison = data["comparisons"]["cluster_lora - base_model"]
     assert comparison["mean"] == pytest.approx(0.0, abs=1e-6)
     assert comparison["low"] <= 0 <= comparison["high"]
     assert comparison["p_holm"] is not None
     assert comparison["beats"] is False
+    assert report.comparisons["cluster_lora - base_model"].beats is False
     runs = _run_count(engine, "promo")
     assert {r.method for r in runs} == {f"cluster_lora@{SHORT.key}", f"base_model@{SHORT.key}"}

@@ -142,7 +142,8 @@ def test_top_k_by_eval_loss_are_evaluated_and_the_best_similarity_is_promoted(
     assert set(runs) == top and all(r.status == "complete" for r in runs.values())
     assert result.results == tmp_path / "results/watch/cluster_lora/cluster_lora_results.json"
     report = json.loads(result.results.read_text())
-    assert report == result.report
+    assert result.report is not None and report == result.report.to_dict()
+    assert result.report.promoted.trial.trial_number == report["promoted_trial"]["number"]
     rows = {row["trial"]: row for row in report["evaluated_trials"]}
     assert set(rows) == top
     best = max(top, key=lambda n: rows[n]["similarity"])
@@ -189,7 +190,7 @@ def test_top_k_by_eval_loss_are_evaluated_and_the_best_similarity_is_promoted(
     assert third.evaluated == [f"trial:{newest}"]
     assert set(trial_runs(sqlite_url, "watch")) == top | {newest}
     assert third.report is not None
-    assert {r["trial"] for r in third.report["evaluated_trials"]} == top | {newest}
+    assert {r.trial.trial_number for r in third.report.trials} == top | {newest}
 
 
 @pytest.mark.slow
@@ -237,7 +238,7 @@ def test_a_trial_whose_adapter_changed_is_skipped_and_the_others_go_on(
     assert result.failed == [f"trial:{bad}"]
     assert result.evaluated == [f"trial:{good}", "baselines"]
     assert set(trial_runs(sqlite_url, "damaged")) == {good}
-    assert result.report is not None and result.report["promoted_trial"]["number"] == good
+    assert result.report is not None and result.report.promoted.trial.trial_number == good
 
 
 def test_optuna_refuses_user_attributes_on_a_finished_trial(sqlite_url: str) -> None:
