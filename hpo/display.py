@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hpo.queries import StudyStatus, TrialRow, study_status
+
+if TYPE_CHECKING:
+    from evaluators.promotion_report import MethodsReport
 
 
 def cluster_table(clusters: Sequence[Any], overall: float, title: str) -> Table:
@@ -72,35 +75,35 @@ def status_table(status: StudyStatus) -> Table:
     return table
 
 
-def similarity_table(report: dict[str, Any]) -> Table:
+def similarity_table(report: MethodsReport) -> Table:
     """Similarity of each evaluated method on the same test examples, with its floor."""
     table = Table(
-        title=f"embedding similarity on cluster {report['cluster_id']} test examples "
-        f"({report['n_test_examples']} examples, {report['n_personas']} personas)",
+        title=f"embedding similarity on cluster {report.cluster_id} test examples "
+        f"({report.n_test_examples} examples, {report.n_personas} personas)",
         caption=f"floor: replies vs other personas' references; normalized = "
         f"(s - floor) / (1 - floor); two references of the same persona score "
-        f"{100 * report['reference_ceiling']:.2f}%",
+        f"{100 * report.reference_ceiling:.2f}%",
     )
     columns = ("method", "similarity %", "95% CI", "floor %", "normalized %", "reply words")
     for col in (*columns, "distinct-2", "top reply %"):
         table.add_column(col, justify="right")
-    for name, m in report["methods"].items():
-        ci, diversity = m.get("mean_similarity_ci"), m.get("diversity")
+    for name, m in report.methods.items():
+        ci, diversity = m.similarity_ci, m.diversity
         table.add_row(
-            name + (" (degenerate)" if m.get("degenerate") else ""),
-            f"{m['mean_similarity_percent']:.2f}",
-            "" if ci is None else f"{100 * ci['low']:.2f} to {100 * ci['high']:.2f}",
-            f"{m['floor_percent']:.2f}",
-            f"{100 * m['normalized']:.2f}",
-            f"{m['mean_reply_words']:.1f}",
-            "" if diversity is None else f"{diversity['distinct_2']:.2f}",
-            "" if diversity is None else f"{100 * diversity['top_reply_share']:.1f}",
+            name + (" (degenerate)" if diversity.degenerate else ""),
+            f"{m.mean_similarity_percent:.2f}",
+            "" if ci is None else f"{100 * ci.low:.2f} to {100 * ci.high:.2f}",
+            f"{m.floor_percent:.2f}",
+            f"{100 * m.normalized_similarity:.2f}",
+            f"{diversity.mean_words:.1f}",
+            f"{diversity.distinct_2:.2f}",
+            f"{100 * diversity.top_reply_share:.1f}",
         )
-    for name, c in report.get("comparisons", {}).items():
-        low, high = c["ci_percent_points"]
-        verdict = "beats" if c["beats"] else "no win"
+    for name, c in report.comparisons.items():
+        low, high = c.ci_percent_points
+        verdict = "beats" if c.beats else "no win"
         table.caption = (
-            f"{table.caption}\n{name}: {c['mean_percent_points']:+.2f} pt, 95% CI {low:+.2f} "
+            f"{table.caption}\n{name}: {c.mean_percent_points:+.2f} pt, 95% CI {low:+.2f} "
             f"to {high:+.2f} (paired, by persona): {verdict}"
         )
     return table
