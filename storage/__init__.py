@@ -93,7 +93,8 @@ from storage.models import (
     Persona,
     StudyBudget,
 )
-from storage.optuna_tables import KNOWN_OPTUNA_REVISIONS, StoredStudy, StoredTrial
+from storage.optuna_schema import KNOWN_OPTUNA_REVISIONS
+from storage.optuna_tables import StoredStudy, StoredTrial
 from storage.outage import DatabaseUnavailable, OutageGuard, is_disconnect
 
 __all__ = [

@@ -11,131 +11,45 @@ Why Optuna's tables and not a summary table of ours: Optuna writes trials from m
 (``tell``, the heartbeat sweep that fails a stale trial, the retry callback that re-queues
 it, ``optuna`` CLI commands, the dashboard), and a summary table would need every one of them
 to keep it in sync; a path that forgot would leave it silently wrong. Optuna's tables are
-right by construction. The price is coupling to their layout, which is versioned: Optuna
-records its schema revision in ``alembic_version``, and :func:`check_optuna_schema` refuses a
-revision not in :data:`KNOWN_OPTUNA_REVISIONS` with a message that names it, rather than
-reading columns that may have moved. Nothing here writes.
+right by construction. The price is coupling to their layout, which is versioned and checked
+(:mod:`storage.optuna_schema`). Nothing here writes.
 
 Values are returned as Optuna stores them: a parameter as its internal float with its
 distribution's JSON (``hpo.queries`` turns them into the values Optuna's API returns), user and
 system attributes decoded from JSON, infinities and NaN from their stored type columns.
 
-Reads never take a write lock: on SQLite a separate engine opens deferred transactions with
-``PRAGMA query_only`` (the engine of :mod:`storage.engine` begins every transaction with
-``BEGIN IMMEDIATE``, which would make a status query wait behind the workers' writes); on
-PostgreSQL the transaction is ``REPEATABLE READ`` and read-only, so that the queries of one
-call see one snapshot.
+Every function takes a session from :func:`storage.optuna_schema.read_session`.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import threading
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from storage.engine import create_engine, masked_url, normalize_url
-from storage.errors import NotFoundError, StorageError
-
-KNOWN_OPTUNA_REVISIONS = frozenset({"v3.2.0.a"})
-"""Optuna schema revisions (``alembic_version.version_num``) whose tables these queries know:
-``v3.2.0.a`` is the head from Optuna 3.2 to 5.0. A new one needs a look at Optuna's
-``storages/_rdb/models.py`` before it is added here."""
-STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING")
-"""Optuna's trial states, as stored (the names of ``optuna.trial.TrialState``)."""
+from storage.errors import NotFoundError
+from storage.optuna_schema import (
+    stored_value,
+    studies,
+    study_directions,
+    study_user_attributes,
+    trial_intermediate_values,
+    trial_params,
+    trial_system_attributes,
+    trial_user_attributes,
+    trial_values,
+    trials,
+    type_rank,
+    where,
+)
 
 _IN_BATCH = 500
 """Trial ids per ``IN (...)`` list: far below the bound parameters SQLite allows in one
 statement (32,766), whatever the page size."""
-
-_metadata = sa.MetaData()
-# The columns we read, declared as Optuna 5.0 declares them (storages/_rdb/models.py). The
-# enum types carry Optuna's names: PostgreSQL stores these columns as native enums.
-_state = sa.Enum(*STATES, name="trialstate", create_constraint=False)
-_value_type = sa.Enum("FINITE", "INF_POS", "INF_NEG", name="trialvaluetype")
-_intermediate_type = sa.Enum(
-    "FINITE", "INF_POS", "INF_NEG", "NAN", name="trialintermediatevaluetype"
-)
-_direction = sa.Enum("NOT_SET", "MINIMIZE", "MAXIMIZE", name="studydirection")
-
-alembic_version = sa.Table("alembic_version", _metadata, sa.Column("version_num", sa.String))
-studies = sa.Table(
-    "studies",
-    _metadata,
-    sa.Column("study_id", sa.Integer, primary_key=True),
-    sa.Column("study_name", sa.String),
-)
-study_directions = sa.Table(
-    "study_directions",
-    _metadata,
-    sa.Column("study_id", sa.Integer),
-    sa.Column("objective", sa.Integer),
-    sa.Column("direction", _direction),
-)
-study_user_attributes = sa.Table(
-    "study_user_attributes",
-    _metadata,
-    sa.Column("study_id", sa.Integer),
-    sa.Column("key", sa.String),
-    sa.Column("value_json", sa.Text),
-)
-trials = sa.Table(
-    "trials",
-    _metadata,
-    sa.Column("trial_id", sa.Integer, primary_key=True),
-    sa.Column("number", sa.Integer),
-    sa.Column("study_id", sa.Integer),
-    sa.Column("state", _state),
-)
-trial_values = sa.Table(
-    "trial_values",
-    _metadata,
-    sa.Column("trial_id", sa.Integer),
-    sa.Column("objective", sa.Integer),
-    sa.Column("value", sa.Float(precision=53)),
-    sa.Column("value_type", _value_type),
-)
-trial_params = sa.Table(
-    "trial_params",
-    _metadata,
-    sa.Column("param_id", sa.Integer, primary_key=True),
-    sa.Column("trial_id", sa.Integer),
-    sa.Column("param_name", sa.String),
-    sa.Column("param_value", sa.Float(precision=53)),
-    sa.Column("distribution_json", sa.Text),
-)
-trial_user_attributes = sa.Table(
-    "trial_user_attributes",
-    _metadata,
-    sa.Column("trial_id", sa.Integer),
-    sa.Column("key", sa.String),
-    sa.Column("value_json", sa.Text),
-)
-trial_system_attributes = sa.Table(
-    "trial_system_attributes",
-    _metadata,
-    sa.Column("trial_id", sa.Integer),
-    sa.Column("key", sa.String),
-    sa.Column("value_json", sa.Text),
-)
-trial_intermediate_values = sa.Table(
-    "trial_intermediate_values",
-    _metadata,
-    sa.Column("trial_id", sa.Integer),
-    sa.Column("step", sa.Integer),
-    sa.Column("intermediate_value", sa.Float(precision=53)),
-    sa.Column("intermediate_value_type", _intermediate_type),
-)
 
 
 @dataclass(frozen=True)
@@ -172,149 +86,12 @@ class StoredTrial:
     """The intermediate value of the highest step, with its step."""
 
 
-# ----------------------------------------------------------------------------------------------
-# Read-only sessions
-
-
-_sqlite_readers: dict[tuple[int, str], Engine] = {}
-_sqlite_readers_lock = threading.Lock()
-
-
-def _on_reader_connect(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA busy_timeout=60000")
-        cursor.execute("PRAGMA query_only=ON")
-    finally:
-        cursor.close()
-    dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (see _on_reader_begin)
-
-
-def _on_reader_begin(conn: sa.Connection) -> None:
-    # Deferred: the first read takes a snapshot (in WAL mode) and no lock that blocks writers.
-    conn.exec_driver_sql("BEGIN")
-
-
-def _sqlite_reader(url: str) -> Engine:
-    """An engine for reads of one SQLite file; one per URL and process, without a pool (a
-    query opens its file, reads, and closes it)."""
-    key = (os.getpid(), url)
-    with _sqlite_readers_lock:
-        engine = _sqlite_readers.get(key)
-        if engine is None:
-            engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-            sa.event.listen(engine, "connect", _on_reader_connect)
-            sa.event.listen(engine, "begin", _on_reader_begin)
-            _sqlite_readers[key] = engine
-        return engine
-
-
-def _sqlite_file(url: str) -> Path | None:
-    database = make_url(url).database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return Path(database)
-
-
-@contextmanager
-def read_session(url: str) -> Iterator[Session | None]:
-    """A read-only session on the database at ``url`` with Optuna's schema checked, or None
-    when the database holds no Optuna tables (a SQLite file that does not exist included:
-    a read never creates one).
-
-    Args:
-        url: A ``sqlite:///...`` or ``postgresql[+psycopg]://...`` URL.
-
-    Yields:
-        The session (its one transaction is rolled back at the end), or None.
-
-    Raises:
-        InvalidURLError: If the URL cannot be parsed or names another backend.
-        StorageError: If the database cannot be read, or Optuna's tables are at a schema
-            revision these queries do not know (see :func:`check_optuna_schema`).
-    """
-    url = normalize_url(url)
-    if url.startswith("sqlite"):
-        path = _sqlite_file(url)
-        if path is not None and not path.is_file():
-            yield None
-            return
-        engine = _sqlite_reader(url)
-    else:
-        engine = create_engine(url).execution_options(
-            isolation_level="REPEATABLE READ", postgresql_readonly=True
-        )
-    try:
-        with Session(engine) as session:
-            if not check_optuna_schema(session):
-                yield None
-                return
-            yield session
-            session.rollback()
-    except SQLAlchemyError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"cannot read Optuna's tables at {masked_url(url)}: {first}") from exc
-
-
-def check_optuna_schema(session: Session) -> bool:
-    """Whether the database has Optuna's tables, at a revision these queries know.
-
-    Returns:
-        True if it has them; False if it has no ``studies`` table (no study was ever made).
-
-    Raises:
-        StorageError: If Optuna's tables exist at a revision not in
-            :data:`KNOWN_OPTUNA_REVISIONS`, or without a revision (Optuna before 1.2).
-    """
-    inspector = sa.inspect(session.connection())
-    if not inspector.has_table("studies"):
-        return False
-    revisions = (
-        set(session.scalars(sa.select(alembic_version.c.version_num)))
-        if inspector.has_table("alembic_version")
-        else set()
-    )
-    if len(revisions) != 1 or not revisions <= KNOWN_OPTUNA_REVISIONS:
-        found = ", ".join(sorted(revisions)) or "none"
-        known = ", ".join(sorted(KNOWN_OPTUNA_REVISIONS))
-        raise StorageError(
-            f"Optuna's tables at {masked_url(session.get_bind().url)} are at schema revision "
-            f"{found}; the study queries read revision {known} (Optuna 3.2 to 5.0): run "
-            "`optuna storage upgrade --storage URL` for an older one, or upgrade persona-hpo "
-            "for a newer one"
-        )
-    return True
-
-
-# ----------------------------------------------------------------------------------------------
-# Studies
-
-
-def _value(value: float | None, value_type: str) -> float:
-    """A value from its stored form (Optuna keeps infinities and NaN in the type column)."""
-    if value_type == "INF_POS":
-        return math.inf
-    if value_type == "INF_NEG":
-        return -math.inf
-    if value_type == "NAN":
-        return math.nan
-    if value is None:
-        raise StorageError(f"a {value_type} value is stored as NULL in Optuna's tables")
-    return float(value)
-
-
-def _type_rank(column: Any) -> Any:
-    """Order of the stored value types: -inf, finite, +inf (as Optuna orders them)."""
-    return sa.case((column == "INF_NEG", -1), (column == "FINITE", 0), else_=1)
-
-
 def _study_row(session: Session, name: str) -> tuple[int, str]:
     row = session.execute(
         sa.select(studies.c.study_id, studies.c.study_name).where(studies.c.study_name == name)
     ).one_or_none()
     if row is None:
-        url = masked_url(session.get_bind().url)
-        raise NotFoundError(f"no study named {name!r} in {url}")
+        raise NotFoundError(f"no study named {name!r} in {where(session)}")
     return int(row.study_id), str(row.study_name)
 
 
@@ -365,7 +142,7 @@ def _study_attrs(
 
 def _best_query(study_id: int, direction: str) -> sa.Select[Any]:
     """The study's COMPLETE trials by objective 0, best first, ties by number."""
-    rank = _type_rank(trial_values.c.value_type)
+    rank = type_rank(trial_values.c.value_type)
     value = trial_values.c.value
     order = (rank, value) if direction == "MINIMIZE" else (rank.desc(), value.desc())
     return (
@@ -394,7 +171,10 @@ def _summaries(
         if len(study_directions_) == 1:
             best = session.execute(_best_query(study_id, study_directions_[0]).limit(1)).first()
             if best is not None:
-                best_number, best_value = int(best.number), _value(best.value, best.value_type)
+                best_number, best_value = (
+                    int(best.number),
+                    stored_value(best.value, best.value_type),
+                )
         out.append(
             StoredStudy(
                 study_id,
@@ -413,7 +193,7 @@ def list_studies(session: Session, *, user_attr_keys: Sequence[str] = ()) -> lis
     """Every study with its counts and best trial, by name.
 
     Args:
-        session: From :func:`read_session`.
+        session: From :func:`storage.optuna_schema.read_session`.
         user_attr_keys: Study user attributes to return (others are not read).
     """
     rows = session.execute(
@@ -429,10 +209,6 @@ def get_study(session: Session, name: str, *, user_attr_keys: Sequence[str] = ()
         NotFoundError: If there is no study of that name.
     """
     return _summaries(session, [_study_row(session, name)], user_attr_keys)[0]
-
-
-# ----------------------------------------------------------------------------------------------
-# Trials
 
 
 def best_trial_ids(session: Session, study: StoredStudy, n: int) -> list[int]:
@@ -464,7 +240,7 @@ def trial_ids_page(
     """The ids of one page of a study's trials in order of number.
 
     Args:
-        session: From :func:`read_session`.
+        session: From :func:`storage.optuna_schema.read_session`.
         study: From :func:`get_study`.
         limit: Trials on the page; None for all.
         offset: Trials skipped before the page (the newest ones when ``newest_first``).
@@ -505,7 +281,7 @@ def get_trials(
     """The trials with these ids, in the order given.
 
     Args:
-        session: From :func:`read_session`.
+        session: From :func:`storage.optuna_schema.read_session`.
         trial_ids: Trial ids (from :func:`best_trial_ids` or :func:`trial_ids_page`).
         user_attr_keys: User attributes to read; None for all.
         system_attr_keys: System attributes to read (none by default).
@@ -536,7 +312,7 @@ def _trial_batch(
         )
     ).all()
     values = {
-        row.trial_id: _value(row.value, row.value_type)
+        row.trial_id: stored_value(row.value, row.value_type)
         for row in session.execute(
             sa.select(
                 trial_values.c.trial_id, trial_values.c.value, trial_values.c.value_type
@@ -612,6 +388,9 @@ def _last_intermediate(session: Session, ids: Sequence[int]) -> dict[int, tuple[
         )
     )
     return {
-        row.trial_id: (int(row.step), _value(row.intermediate_value, row.intermediate_value_type))
+        row.trial_id: (
+            int(row.step),
+            stored_value(row.intermediate_value, row.intermediate_value_type),
+        )
         for row in rows
     }

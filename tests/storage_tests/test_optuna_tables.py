@@ -1,6 +1,7 @@
-"""SQL over Optuna's tables against Optuna's own API, on real studies in SQLite and PostgreSQL:
-counts, best trials (minimize, maximize, infinities), pages, attributes and intermediate
-values; the schema check; reads that never create a file nor block a writer."""
+"""SQL over Optuna's tables (``optuna_tables``, ``optuna_schema``) against Optuna's own API,
+on real studies in SQLite and PostgreSQL: counts, best trials (minimize, maximize,
+infinities), pages, attributes and intermediate values; the schema check; reads that never
+create a file nor block a writer."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 import storage
-from storage import optuna_tables
+from storage import optuna_schema, optuna_tables
 from tests.conftest import PG_ADMIN_URL
 
 State = optuna.trial.TrialState
@@ -105,7 +106,7 @@ def _expected_best(study: optuna.Study, maximize: bool) -> list[int]:
 def test_trials_equal_optunas_api(studies: str) -> None:
     study = optuna.load_study(study_name="many", storage=studies)
     frozen = study.get_trials()
-    with optuna_tables.read_session(studies) as session:
+    with optuna_schema.read_session(studies) as session:
         assert session is not None
         found = optuna_tables.get_study(session, "many", user_attr_keys=("hpo_config",))
         ids = optuna_tables.trial_ids_page(session, found, limit=None, newest_first=False)
@@ -135,7 +136,7 @@ def test_trials_equal_optunas_api(studies: str) -> None:
 
 
 def test_best_trials_in_optunas_order(studies: str) -> None:
-    with optuna_tables.read_session(studies) as session:
+    with optuna_schema.read_session(studies) as session:
         assert session is not None
         for name, maximize in (("many", False), ("up", True)):
             study = optuna.load_study(study_name=name, storage=studies)
@@ -158,7 +159,7 @@ def test_best_trials_in_optunas_order(studies: str) -> None:
 
 
 def test_pages_and_the_study_list(studies: str) -> None:
-    with optuna_tables.read_session(studies) as session:
+    with optuna_schema.read_session(studies) as session:
         assert session is not None
         many = optuna_tables.get_study(session, "many")
 
@@ -199,7 +200,7 @@ def test_a_long_list_of_ids_is_read_in_batches(
         optuna.create_trial(value=float(n), params={"x": n}, distributions={"x": SPACE["epochs"]})
         for n in (1, 2, 3, 4, 5) * 6
     )
-    with optuna_tables.read_session(sqlite_url) as session:
+    with optuna_schema.read_session(sqlite_url) as session:
         assert session is not None
         wide = optuna_tables.get_study(session, "wide")
         ids = optuna_tables.trial_ids_page(session, wide, limit=None, newest_first=False)
@@ -211,12 +212,12 @@ def test_a_long_list_of_ids_is_read_in_batches(
 
 def test_no_file_no_tables_and_our_tables_alone_mean_no_studies(tmp_path: Path) -> None:
     missing = tmp_path / "missing.db"
-    with optuna_tables.read_session(f"sqlite:///{missing}") as session:
+    with optuna_schema.read_session(f"sqlite:///{missing}") as session:
         assert session is None
     assert not missing.exists()  # a read never creates a database
     ours = f"sqlite:///{tmp_path / 'ours.db'}"
     storage.open_storage(ours)
-    with optuna_tables.read_session(ours) as session:
+    with optuna_schema.read_session(ours) as session:
         assert session is None
 
 
@@ -227,15 +228,15 @@ def test_an_unknown_optuna_schema_revision_is_refused_by_name(sqlite_url: str) -
         conn.execute(sa.text("UPDATE alembic_version SET version_num = 'v9.0.0.a'"))
     engine.dispose()
     refused = pytest.raises(storage.StorageError, match=r"revision v9\.0\.0\.a.*v3\.2\.0\.a")
-    with refused, optuna_tables.read_session(sqlite_url):
+    with refused, optuna_schema.read_session(sqlite_url):
         pass
 
 
 def test_the_installed_optunas_schema_is_known(sqlite_url: str) -> None:
     """Fails when an Optuna upgrade brings a new schema: read its models.py, then add it."""
     rdb = optuna.storages.RDBStorage(sqlite_url)
-    assert rdb.get_current_version() in optuna_tables.KNOWN_OPTUNA_REVISIONS
-    assert rdb.get_head_version() in optuna_tables.KNOWN_OPTUNA_REVISIONS
+    assert rdb.get_current_version() in optuna_schema.KNOWN_OPTUNA_REVISIONS
+    assert rdb.get_head_version() in optuna_schema.KNOWN_OPTUNA_REVISIONS
 
 
 def test_a_read_neither_writes_nor_blocks_a_writer_on_sqlite(sqlite_url: str) -> None:
@@ -250,7 +251,7 @@ def test_a_read_neither_writes_nor_blocks_a_writer_on_sqlite(sqlite_url: str) ->
         study.add_trial(optuna.create_trial(value=2.0))  # takes the write lock at BEGIN
         wrote.set()
 
-    with optuna_tables.read_session(sqlite_url) as session:
+    with optuna_schema.read_session(sqlite_url) as session:
         assert session is not None
         assert optuna_tables.get_study(session, "s").counts == {"COMPLETE": 1}
         thread = threading.Thread(target=writer)
@@ -263,6 +264,6 @@ def test_a_read_neither_writes_nor_blocks_a_writer_on_sqlite(sqlite_url: str) ->
         with pytest.raises(sa.exc.OperationalError, match="readonly"):
             session.execute(sa.text("DELETE FROM trials"))
     thread.join()
-    with optuna_tables.read_session(sqlite_url) as session:
+    with optuna_schema.read_session(sqlite_url) as session:
         assert session is not None
         assert optuna_tables.get_study(session, "s").counts == {"COMPLETE": 2}
