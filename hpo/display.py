@@ -6,11 +6,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hpo.queries import StudyStatus, TrialRow, study_status
+from hpo.queries import StudyListRow, StudyStatus, TrialRow, study_status
 
 if TYPE_CHECKING:
     from evaluators.promotion_report import MethodsReport
@@ -71,6 +72,31 @@ def status_table(status: StudyStatus) -> Table:
         table.add_row(
             "best params",
             ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(status.best.params.items())),
+        )
+    return table
+
+
+def study_list_table(rows: Sequence[StudyListRow], title: str) -> Table:
+    """Studies with their trial counts and their best value (eval_loss for ours)."""
+    table = Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        caption="active: running or waiting; target: - for a study not made by hpo",
+    )
+    table.add_column("study", no_wrap=True)
+    for col in ("target", "complete", "pruned", "failed", "active"):
+        table.add_column(col, justify="right", min_width=len(col))
+    table.add_column("best (trial)", justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r.name,
+            "-" if r.n_trials_target is None else str(r.n_trials_target),
+            str(r.counts.get("COMPLETE", 0)),
+            str(r.counts.get("PRUNED", 0)),
+            str(r.counts.get("FAIL", 0)),
+            str(r.counts.get("RUNNING", 0) + r.counts.get("WAITING", 0)),
+            "" if r.best_value is None else f"{r.best_value:.4f} (#{r.best_number})",
         )
     return table
 

@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import click
 
 from hpo.cli.options import common_options, example, storage_url, study_option
+from hpo.queries import DEFAULT_PAGE_SIZE
+from storage import masked_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -129,19 +131,82 @@ def best(name: str, n: int, as_json: bool, storage: str | None, output_root: Pat
         Console().print(trials_table(rows, f"best {len(rows)} trials of {name}"))
 
 
-@study.command(epilog=example("hpo study trials --study cluster4"))
+@study.command(
+    epilog=example(
+        "hpo study trials --study cluster4",
+        "hpo study trials --study cluster4 --limit 100 --offset 100",
+        "hpo study trials --study cluster4 --oldest-first --limit 0 --json",
+    )
+)
 @study_option
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=DEFAULT_PAGE_SIZE,
+    show_default=True,
+    help="trials shown; 0 for all of them (a study may have thousands)",
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="trials skipped first (the newest ones, or the oldest with --oldest-first)",
+)
+@click.option(
+    "--oldest-first", is_flag=True, help="trial 0 first  [default: the newest trial first]"
+)
 @json_option
 @common_options()
-def trials(name: str, as_json: bool, storage: str | None, output_root: Path) -> None:
-    """Every trial with state, eval_loss and parameters."""
+def trials(
+    name: str,
+    limit: int,
+    offset: int,
+    oldest_first: bool,
+    as_json: bool,
+    storage: str | None,
+    output_root: Path,
+) -> None:
+    """A page of trials with state, eval_loss and parameters: the newest 50 by default
+    (--limit, --offset and --oldest-first page through the rest)."""
     from rich.console import Console
 
     from hpo.display import trials_table
-    from hpo.queries import all_trials
+    from hpo.queries import trials_page
 
-    rows = all_trials(storage_url(storage), name)
+    page = trials_page(
+        storage_url(storage),
+        name,
+        limit=limit or None,
+        offset=offset,
+        newest_first=not oldest_first,
+    )
+    if as_json:
+        _print_json([r.to_dict() for r in page.rows])
+        return
+    order = "oldest" if oldest_first else "newest"
+    if page.rows:
+        shown = f"{offset + 1}-{offset + len(page.rows)} of {page.total}, {order} first"
+    else:
+        shown = f"none of {page.total} after skipping {offset}"
+    Console().print(trials_table(page.rows, f"trials of {name} ({shown})"))
+
+
+@study.command("list", epilog=example("hpo study list", "hpo study list --json"))
+@json_option
+@common_options()
+def list_(as_json: bool, storage: str | None, output_root: Path) -> None:
+    """Every study in the storage with its trial counts and best value."""
+    from rich.console import Console
+
+    from hpo.display import study_list_table
+    from hpo.queries import list_studies
+
+    url = storage_url(storage)
+    rows = list_studies(url)
     if as_json:
         _print_json([r.to_dict() for r in rows])
+    elif not rows:
+        click.echo(f"no study in {masked_url(url)}; create one with `hpo study create`")
     else:
-        Console().print(trials_table(rows, f"trials of {name}"))
+        Console().print(study_list_table(rows, f"studies in {masked_url(url)}"))
