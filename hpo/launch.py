@@ -3,6 +3,12 @@
 Each worker is a separate ``python -m hpo worker`` process with its own log file; on a GPU
 machine each sees one device through ``CUDA_VISIBLE_DEVICES``. Ctrl-C or SIGTERM is passed
 on, so every worker fails its running trial cleanly instead of leaving it RUNNING.
+
+Threads, one rule for every worker: the workers on one machine share its cores, each gets
+``cores // workers on this machine`` torch threads (:func:`threads_per_worker`), GPU workers
+too (their CPU work would otherwise oversubscribe the cores N times). ``hpo launch`` knows
+how many workers it starts; a standalone ``hpo worker`` is told by ``--local-workers N`` (env
+``HPO_LOCAL_WORKERS``; default 1: alone, all cores). ``--threads`` overrides both.
 """
 
 from __future__ import annotations
@@ -25,6 +31,26 @@ class WorkerProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     gpu: str | None
+
+
+def threads_per_worker(workers_on_machine: int, cores: int | None = None) -> int:
+    """Torch threads of each worker when ``workers_on_machine`` workers share the cores.
+
+    Args:
+        workers_on_machine: Workers running on this machine (this one included).
+        cores: CPU cores of the machine; None for ``os.cpu_count()``.
+
+    Returns:
+        ``cores // workers_on_machine``, at least 1.
+
+    Raises:
+        ValueError: If ``workers_on_machine`` is below 1.
+    """
+    if workers_on_machine < 1:
+        raise ValueError(f"workers_on_machine={workers_on_machine}: expected 1 or more")
+    if cores is None:
+        cores = os.cpu_count() or 1
+    return max(1, cores // workers_on_machine)
 
 
 def worker_command(
@@ -61,8 +87,8 @@ def start_workers(
 ) -> list[WorkerProcess]:
     """Start one worker per GPU in ``gpus``, or ``n_workers`` CPU workers.
 
-    CPU workers share the cores: each gets ``cores // n_workers`` threads unless ``threads``
-    is given.
+    The workers share the cores: each gets :func:`threads_per_worker` threads (``cores //
+    workers``), GPU workers too, unless ``threads`` is given.
     """
     if gpus:
         slots: list[str | None] = list(gpus)
@@ -70,8 +96,8 @@ def start_workers(
         slots = [None] * n_workers
     else:
         raise ValueError(f"need gpus or n_workers >= 1, got gpus={gpus}, n_workers={n_workers}")
-    if threads is None and not gpus:
-        threads = max(1, (os.cpu_count() or 1) // len(slots))
+    if threads is None:
+        threads = threads_per_worker(len(slots))
     log_dir = Path(output_root) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     workers = []

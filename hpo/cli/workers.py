@@ -11,6 +11,9 @@ from hpo.cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED
 from hpo.cli.options import common_options, example, storage_url, study_option
 from hpo.study import GRACE_PERIOD
 
+LOCAL_WORKERS_ENV = "HPO_LOCAL_WORKERS"
+"""How many workers share this machine's cores (``hpo worker --local-workers``)."""
+
 
 @click.command(
     epilog=example(
@@ -27,10 +30,20 @@ from hpo.study import GRACE_PERIOD
     help="offsets the sampler seed, so that workers propose different points",
 )
 @click.option(
+    "--local-workers",
+    type=click.IntRange(min=1),
+    envvar=LOCAL_WORKERS_ENV,
+    default=1,
+    show_default=True,
+    help=f"workers sharing this machine's cores, this one included (env {LOCAL_WORKERS_ENV}); "
+    "sets the default of --threads",
+)
+@click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    help="CPU threads for torch  [default: torch's choice]",
+    help="CPU threads for torch  [default: the cores divided by --local-workers, what "
+    "`hpo launch` gives each of that many workers]",
 )
 @click.option(
     "--max-trials",
@@ -51,13 +64,20 @@ def worker(
     ctx: click.Context,
     name: str,
     worker_index: int,
+    local_workers: int,
     threads: int | None,
     max_trials: int | None,
     grace_period: int,
     storage: str | None,
     output_root: Path,
 ) -> None:
-    """Run trials of a study until its budget is spent (one worker per GPU)."""
+    """Run trials of a study until its budget is spent (one worker per GPU).
+
+    Threads: the workers of one machine share its cores. Each uses cores // N torch threads,
+    N the workers on the machine: `hpo launch` knows N; a worker started by hand is told by
+    --local-workers N (or HPO_LOCAL_WORKERS), and counts itself alone without it.
+    """
+    from hpo.launch import threads_per_worker
     from hpo.worker import run_worker
 
     summary = run_worker(
@@ -65,7 +85,7 @@ def worker(
         name,
         output_root=output_root,
         worker_index=worker_index,
-        threads=threads,
+        threads=threads or threads_per_worker(local_workers),
         grace_period=grace_period,
         max_trials=max_trials,
     )
@@ -112,7 +132,8 @@ def _gpu_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    help="CPU threads per worker  [default: the cores divided among the workers]",
+    help="CPU threads per worker  [default: the cores divided among the workers, GPU workers "
+    "too]",
 )
 @common_options()
 @click.pass_context

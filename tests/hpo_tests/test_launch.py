@@ -58,3 +58,64 @@ def test_cpu_workers_share_the_cores(
 def test_needs_workers_or_gpus(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="n_workers"):
         launch.start_workers("sqlite:///x.db", "s", output_root=tmp_path)
+
+
+def test_threads_per_worker_divides_the_cores() -> None:
+    assert launch.threads_per_worker(4, cores=8) == 2
+    assert launch.threads_per_worker(3, cores=8) == 2
+    assert launch.threads_per_worker(3, cores=2) == 1  # never 0
+    assert launch.threads_per_worker(1, cores=16) == 16
+    with pytest.raises(ValueError, match="workers_on_machine=0"):
+        launch.threads_per_worker(0)
+
+
+def test_gpu_workers_share_the_cores_too(
+    fake_popen: type[_FakePopen], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(launch.os, "cpu_count", lambda: 16)
+    launch.start_workers("sqlite:///x.db", "s", gpus=["0", "1", "2", "3"], output_root=tmp_path)
+    for started in fake_popen.started:
+        assert started["cmd"][started["cmd"].index("--threads") + 1] == "4"
+        assert started["env"]["OMP_NUM_THREADS"] == "4"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        ((), {}, 8),  # alone on the machine: all its cores
+        (("--local-workers", "4"), {}, 2),  # what `hpo launch --workers 4` gives each
+        ((), {"HPO_LOCAL_WORKERS": "2"}, 4),
+        (("--local-workers", "4", "--threads", "3"), {}, 3),  # --threads wins
+    ],
+)
+def test_a_standalone_worker_takes_what_launch_would_give_it(
+    fake_popen: type[_FakePopen],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: tuple[str, ...],
+    env: dict[str, str],
+    expected: int,
+) -> None:
+    """The same rule for `hpo worker` by hand as for the workers `hpo launch` starts."""
+    from click.testing import CliRunner
+
+    from hpo import worker
+    from hpo.cli import cli
+
+    monkeypatch.setattr(launch.os, "cpu_count", lambda: 8)
+    seen: dict[str, Any] = {}
+
+    def run_worker(url: str, name: str, **kwargs: Any) -> worker.WorkerSummary:
+        seen.update(kwargs)
+        return worker.WorkerSummary(kwargs["worker_index"])
+
+    monkeypatch.setattr(worker, "run_worker", run_worker)
+    monkeypatch.delenv("HPO_LOCAL_WORKERS", raising=False)
+    command = ["worker", "--study", "s", "--storage", f"sqlite:///{tmp_path}/x.db", *args]
+    result = CliRunner().invoke(cli, command, env=env, prog_name="hpo")
+    assert result.exit_code == 0, result.output
+    assert seen["threads"] == expected
+    if not args and not env:
+        launch.start_workers("sqlite:///x.db", "s", n_workers=1, output_root=tmp_path)
+        cmd = fake_popen.started[0]["cmd"]
+        assert int(cmd[cmd.index("--threads") + 1]) == expected
