@@ -15,6 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@# kaleido renders `hpo report`'s PNG with a Chromium; without one the PNG is skipped.
+	-command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  (test "$$(id -u)" = 0 && apt-get install -y -q --no-install-recommends chromium) || \
+	  echo "no Chromium: install it (apt-get install chromium) for hpo report's PNG"
 	touch $@
 
 demo: install  ## the whole flow on the embedded default (SQLite, tiny model, bundled embeddings)
