@@ -132,8 +132,7 @@ def _gpu_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    help="CPU threads per worker  [default: the cores divided among the workers, GPU workers "
-    "too]",
+    help="CPU threads per worker  [default: the cores divided among the workers, GPU workers too]",
 )
 @common_options()
 @click.pass_context
