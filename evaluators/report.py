@@ -25,7 +25,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import storage
 from evaluators import decision
@@ -37,12 +37,11 @@ from evaluators.evaluation import (
     RunKey,
     compare_methods,
     eval_items,
-    evaluate_method,
+    score_replies,
 )
 from evaluators.moe import MOE_COLD, MOE_SELF, PERSONA_ADAPTERS
 from evaluators.promotion import TRIAL_METHOD
 from evaluators.similarity import normalized
-from trainers.base_model import BaseModel
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +180,8 @@ def load_result(engine: Any, scope: ReportScope, run: storage.RunInfo) -> Method
     """
     items = scope.items()
     with storage.session_scope(engine) as session:
-        done = storage.done_example_ids(session, run.id)
-    lacking = {it.example_id for it in items} - done
+        stored = {r.example_id: r.generated for r in storage.evaluation_results(session, run.id)}
+    lacking = {it.example_id for it in items} - set(stored)
     if lacking:
         raise ValueError(
             f"run {run.id} ({run.method}) lacks {len(lacking)} test examples, "
@@ -199,13 +198,13 @@ def load_result(engine: Any, scope: ReportScope, run: storage.RunInfo) -> Method
         split=run.split,
         eval_config=scope.eval_config,
     )
-    # Every example is done, so evaluate_method only summarizes: no model is needed.
-    return evaluate_method(
+    # Every example is stored: score_replies finds them all done and only summarizes the
+    # run, so no model is loaded and nothing is generated or written again.
+    return score_replies(
         engine,
         key,
-        cast(BaseModel, None),
         items,
-        adapter_dir=None,
+        [stored[it.example_id] for it in items],
         embedding_model=run.embedding_model,
     )
 

@@ -1,0 +1,108 @@
+"""The MoE merge on real peft adapters of the tiny model and real storage: routes with and
+without the persona's own adapter, merged adapters equal to the dense weighted sum, the
+results file, and refusals that name the missing persona."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import storage
+from evaluators import moe
+from evaluators.config import EvalConfig
+from evaluators.decision import MOE_COLD, MOE_SELF
+from evaluators.merge import max_delta_error, read_adapter
+from evaluators.moe import MoeScope, MoeSettings, PersonaAdapter
+from tests.conftest import write_small_dataset
+from trainers.data import SplitConfig, load_dataset
+
+
+@pytest.fixture
+def stored(sqlite_url: str, tmp_path: Path) -> Iterator[tuple[Any, int, list[Any]]]:
+    path = write_small_dataset(tmp_path / "small.jsonl", n_personas=10, examples=8)
+    dataset = load_dataset(path, split=SplitConfig(n_test=2)).dataset
+    engine = storage.open_storage(sqlite_url)
+    with storage.session_scope(engine) as session:
+        dataset_id = storage.save_dataset(
+            session,
+            name="small",
+            sha256=dataset.sha256,
+            source=str(path),
+            personas=dataset.personas,
+        )
+        personas = storage.load_personas(session, dataset_id)
+    yield engine, dataset_id, personas[:4]
+    storage.dispose_engines()
+
+
+def _adapters(personas: list[Any], folder: Path) -> dict[str, PersonaAdapter]:
+    """One randomly initialised (B != 0) LoRA adapter of the tiny model per persona."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from trainers.config import ModelConfig
+    from trainers.tiny import ensure_tiny_model
+
+    out = {}
+    for i, persona in enumerate(personas):
+        torch.manual_seed(i)
+        model = AutoModelForCausalLM.from_pretrained(ensure_tiny_model(ModelConfig()))
+        config = LoraConfig(
+            r=2 + i % 2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+        )
+        path = folder / persona.key
+        get_peft_model(model, config).save_pretrained(str(path))
+        sha, _ = storage.directory_sha256(path)
+        out[persona.key] = PersonaAdapter(persona.key, path, sha)
+    return out
+
+
+def test_both_variants_route_and_merge_exactly(
+    stored: tuple[Any, int, list[Any]], tmp_path: Path
+) -> None:
+    engine, dataset_id, personas = stored
+    adapters = _adapters(personas, tmp_path / "personas")
+    scope = MoeScope("study", dataset_id, None, 4, personas, EvalConfig(max_new_tokens=4))
+    layout = storage.OutputLayout(tmp_path / "out")
+    data, merged = moe.merge_all(engine, layout, scope, adapters, MoeSettings(k=2))
+    keys = [p.key for p in personas]
+    for variant, include_self in ((MOE_SELF, True), (MOE_COLD, False)):
+        routes = data["variants"][variant]["routes"]
+        assert [r["target"] for r in routes] == keys
+        for r in routes:
+            assert len(r["sources"]) == 2
+            assert (r["target"] in r["sources"]) is include_self
+            assert sum(r["weights"]) == pytest.approx(1.0)
+            out = merged[variant][r["target"]]
+            assert out.path == layout.root / "models" / "study" / variant / r["target"]
+            sources = [read_adapter(adapters[s].path) for s in r["sources"]]
+            assert max_delta_error(read_adapter(out.path), sources, r["weights"]) < 1e-5
+    # With self, the nearest persona is the persona itself (cosine 1).
+    assert all(r["sources"][0] == r["target"] for r in data["variants"][MOE_SELF]["routes"])
+    path = moe.write_results(layout, "study", data)
+    assert path == layout.root / "results" / "study" / "moe" / "moe_sparse_results.json"
+    assert moe.merged_from_results(moe.read_results(layout, "study") or {}) == merged
+
+
+def test_missing_adapters_are_named(stored: tuple[Any, int, list[Any]], tmp_path: Path) -> None:
+    engine, dataset_id, personas = stored
+    adapters = _adapters(personas[:3], tmp_path / "personas")
+    scope = MoeScope("study", dataset_id, None, 4, personas)
+    layout = storage.OutputLayout(tmp_path / "out")
+    with pytest.raises(ValueError, match=personas[3].key):
+        moe.merge_all(engine, layout, scope, adapters, MoeSettings(k=2))
+    with pytest.raises(ValueError, match="no adapter"):
+        moe.evaluate_by_persona(engine, scope, None, "persona_adapters", adapters)  # type: ignore[arg-type]
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="k=0"):
+        MoeSettings(k=0)
+    with pytest.raises(ValueError, match="weighting"):
+        MoeSettings(weighting="max")
+    with pytest.raises(ValueError, match="svd"):
+        MoeSettings(merge_method="svd")
