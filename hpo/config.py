@@ -78,6 +78,8 @@ from trainers.embedding import DEFAULT_EMBEDDING_MODEL
 
 N_TRIALS_MAX = 1_000_000
 """Most trials a study may run; more is a typo, not a plan."""
+MAX_STEPS_MAX = 10**12
+"""Most optimizer steps a study may budget; more is a typo, not a plan."""
 K_MAX = 10_000
 """Most persona clusters a study may name."""
 SEED_MAX = 2**32 - 1
@@ -103,6 +105,9 @@ class StudySection:
     """The cluster whose adapter is tuned (clusters are numbered by size, smallest first)."""
     n_trials: int = 12
     """Trials the study runs in total (complete + pruned), over all workers (1..1,000,000)."""
+    max_steps: int | None = None
+    """Optimizer steps all its trials may train together; the study ends at ``n_trials`` or
+    here, whichever comes first (None: no step limit)."""
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     """Sentence-transformers model (name or path) for clustering and similarity."""
     clustering_seed: int = 0
@@ -117,6 +122,12 @@ class StudySection:
             "n_trials",
             self.n_trials,
             f"an integer in 1..{N_TRIALS_MAX:,}",
+        )
+        require(
+            self.max_steps is None or in_range(self.max_steps, 1, MAX_STEPS_MAX),
+            "max_steps",
+            self.max_steps,
+            f"none or an integer in 1..{MAX_STEPS_MAX:,}",
         )
         require(in_range(self.k, 1, K_MAX), "k", self.k, f"an integer in 1..{K_MAX:,}")
         require(0 <= self.cluster_id < self.k, "cluster_id", self.cluster_id, f"0..{self.k - 1}")
@@ -156,16 +167,35 @@ class SamplerConfig:
 
 @dataclass(frozen=True)
 class PrunerConfig:
-    """Optuna pruner choice (``hpo.strategies.PRUNERS``), applied to intermediate eval_loss."""
+    """Optuna pruner choice (``hpo.strategies.PRUNERS``), applied to intermediate eval_loss.
+
+    A trial reports one eval_loss per evaluation (``train.evals_per_epoch`` per epoch), so
+    every step below counts evaluations. The default, the median pruner with one startup
+    trial, is the one ``benchmarks/bench_compute_to_best.py`` measured to pay (BENCHMARKS.md).
+    """
 
     name: str = "median"
-    """``median``, ``percentile``, ``hyperband`` or ``none``."""
-    n_startup_trials: int = 3
-    """Trials that finish before any is pruned."""
+    """``median``, ``percentile``, ``successive_halving``, ``hyperband`` or ``none``."""
+    n_startup_trials: int = 1
+    """Median and percentile: trials that finish before any is pruned (1: the first seed
+    config sets the bar, and the other seeds can be stopped)."""
     n_warmup_steps: int = 1
-    """Evaluations of a trial before it may be pruned."""
+    """Median and percentile: evaluations of a trial before it may be pruned."""
     percentile: float = 50.0
     """Percentile pruner: the percentile to keep (0..100)."""
+    min_resource: int = 1
+    """Successive halving and Hyperband: the evaluation of a trial's first comparison."""
+    reduction_factor: int = 3
+    """Successive halving and Hyperband: one trial in this many goes on at each comparison,
+    made at evaluations ``min_resource * reduction_factor**i`` (>= 2)."""
+    max_resource: int | None = None
+    """Hyperband: the evaluations of a full trial; None: those of the first finished trial."""
+    patience: int | None = None
+    """Any pruner: prune only a trial whose eval_loss has not improved for this many
+    evaluations (Optuna's PatientPruner around it); None: off."""
+    max_eval_loss: float | None = None
+    """Any pruner: also prune a trial whose eval_loss rises above this (Optuna's
+    ThresholdPruner beside it), e.g. a diverging learning rate; None: off."""
 
     def __post_init__(self) -> None:
         from hpo.strategies import PRUNERS
@@ -175,6 +205,17 @@ class PrunerConfig:
         require(self.n_startup_trials >= 0, "n_startup_trials", self.n_startup_trials, ">= 0")
         require(self.n_warmup_steps >= 0, "n_warmup_steps", self.n_warmup_steps, ">= 0")
         require(0 <= self.percentile <= 100, "percentile", self.percentile, "a number in 0..100")
+        require(self.min_resource >= 1, "min_resource", self.min_resource, ">= 1")
+        require(self.reduction_factor >= 2, "reduction_factor", self.reduction_factor, ">= 2")
+        require(
+            self.max_resource is None or self.max_resource >= self.min_resource,
+            "max_resource",
+            self.max_resource,
+            f"none or an integer >= min_resource ({self.min_resource})",
+        )
+        require(
+            self.patience is None or self.patience >= 0, "patience", self.patience, "none or >= 0"
+        )
 
 
 @dataclass(frozen=True)

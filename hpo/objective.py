@@ -18,6 +18,7 @@ import optuna
 import storage
 from hpo.config import StudyConfig
 from hpo.space import suggest, train_config_for
+from hpo.step_budget import BUDGET_SPENT, StepCharger
 from trainers.batching import PromptPair
 from trainers.config import TrainConfig
 from trainers.recipe import TrainResult, train_lora
@@ -27,6 +28,9 @@ T = TypeVar("T")
 ADAPTER_KIND = "trial_adapter"
 WORKER_ATTR = "worker"
 """Trial user attribute: the index of the worker that ran the trial (last run, for a retry)."""
+PRUNE_REASON_ATTR = "prune_reason"
+"""Trial user attribute of a pruned trial: ``pruned`` (by the pruner) or the step budget's
+:data:`hpo.step_budget.BUDGET_SPENT`."""
 
 
 FAIL_REASON_ATTR = "fail_reason"
@@ -127,9 +131,17 @@ class Objective:
         train_config = train_config_for(ctx.config, params)
         trial.set_user_attr("train_config", train_config.to_dict())
 
+        # The study's step budget, charged one evaluation ahead (see hpo/step_budget.py).
+        charger = StepCharger.for_trial(ctx.engine, study_name, train_config, len(ctx.train))
+        if charger is not None and not charger.charge_next():
+            trial.set_user_attr(PRUNE_REASON_ATTR, BUDGET_SPENT)
+            raise optuna.TrialPruned(f"{BUDGET_SPENT} before training")
+
         def report(step: int, eval_loss: float) -> bool:
             trial.report(eval_loss, step)
-            return trial.should_prune()
+            if trial.should_prune():
+                return True
+            return charger is not None and not charger.charge_next()
 
         final = ctx.layout.trial_adapter_dir(study_name, trial.number)
         log_path = ctx.layout.log_path(f"{study_name}-trial-{trial.number:04d}")
@@ -144,9 +156,12 @@ class Objective:
                 log_path=log_path,
             )
             trial.set_user_attr("train_seconds", round(result.seconds, 2))
+            trial.set_user_attr("train_steps", result.train_steps)
             if result.stopped_early:
                 step, loss = result.eval_losses[-1]
-                raise optuna.TrialPruned(f"pruned at evaluation {step} (eval_loss {loss:.4f})")
+                reason = BUDGET_SPENT if charger is not None and charger.refused else "pruned"
+                trial.set_user_attr(PRUNE_REASON_ATTR, reason)
+                raise optuna.TrialPruned(f"{reason} at evaluation {step} (eval_loss {loss:.4f})")
         sha256, size = storage.directory_sha256(final)
 
         def record() -> None:

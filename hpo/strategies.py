@@ -37,12 +37,40 @@ def _percentile(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
     )
 
 
+def _successive_halving(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=cfg.min_resource, reduction_factor=cfg.reduction_factor
+    )
+
+
 def _hyperband(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
-    return optuna.pruners.HyperbandPruner(min_resource=max(1, cfg.n_warmup_steps))
+    return optuna.pruners.HyperbandPruner(
+        min_resource=cfg.min_resource,
+        max_resource="auto" if cfg.max_resource is None else cfg.max_resource,
+        reduction_factor=cfg.reduction_factor,
+    )
 
 
 def _none(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
+
+
+class AnyOfPruner(optuna.pruners.BasePruner):
+    """Prunes a trial as soon as one of its pruners would, asked in order.
+
+    Optuna's ThresholdPruner judges a trial alone and has no slot for another pruner (unlike
+    PatientPruner); this puts it beside the ranking pruner. Successive halving records a
+    trial's rung value while it decides, so a trial the threshold stops is not ranked.
+    """
+
+    def __init__(self, *pruners: optuna.pruners.BasePruner) -> None:
+        if not pruners:
+            raise ValueError("AnyOfPruner needs at least one pruner, got none")
+        self.pruners = pruners
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        """True if any pruner prunes the trial."""
+        return any(pruner.prune(study, trial) for pruner in self.pruners)
 
 
 SAMPLERS: dict[str, Callable[[SamplerConfig, int | None], optuna.samplers.BaseSampler]] = {
@@ -54,10 +82,12 @@ SAMPLERS: dict[str, Callable[[SamplerConfig, int | None], optuna.samplers.BaseSa
 PRUNERS: dict[str, Callable[[PrunerConfig], optuna.pruners.BasePruner]] = {
     "median": _median,
     "percentile": _percentile,
+    "successive_halving": _successive_halving,
     "hyperband": _hyperband,
     "none": _none,
 }
-"""Pruner builders by ``pruner.name``."""
+"""Pruner builders by ``pruner.name``; :func:`make_pruner` adds the patience and threshold
+wrappers that any of them may have."""
 
 
 def make_sampler(cfg: SamplerConfig, worker_index: int = 0) -> optuna.samplers.BaseSampler:
@@ -73,11 +103,24 @@ def make_sampler(cfg: SamplerConfig, worker_index: int = 0) -> optuna.samplers.B
 
 
 def make_pruner(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
-    """The configured pruner.
+    """The configured pruner: the named one, inside Optuna's PatientPruner when
+    ``cfg.patience`` is set, beside a ThresholdPruner when ``cfg.max_eval_loss`` is set.
 
     Raises:
         ValueError: If the name is not in :data:`PRUNERS` (a config checks this on reading).
     """
     if cfg.name not in PRUNERS:
         raise ValueError(f"unknown pruner {cfg.name!r}; choose from {', '.join(PRUNERS)}")
-    return PRUNERS[cfg.name](cfg)
+    pruner = PRUNERS[cfg.name](cfg)
+    if cfg.patience is not None:
+        # "none" with a patience: stop a trial only when it stops improving.
+        wrapped = None if cfg.name == "none" else pruner
+        pruner = optuna.pruners.PatientPruner(wrapped, patience=cfg.patience)
+    if cfg.max_eval_loss is not None:
+        threshold = optuna.pruners.ThresholdPruner(upper=cfg.max_eval_loss)
+        pruner = (
+            threshold
+            if cfg.name == "none" and cfg.patience is None
+            else (AnyOfPruner(threshold, pruner))
+        )
+    return pruner

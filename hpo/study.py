@@ -224,7 +224,7 @@ def _create_new(engine: Any, rdb: optuna.storages.RDBStorage, config: StudyConfi
     with storage.session_scope(engine) as session:
         # A fresh budget: a row left by an earlier study of this name keeps no claims.
         storage.delete_budget(session, name)
-        storage.set_budget(session, name, config.study.n_trials)
+        storage.set_budget(session, name, config.study.n_trials, max_steps=config.study.max_steps)
     created = False
     try:
         study = optuna.create_study(study_name=name, storage=rdb, direction="minimize")
@@ -296,7 +296,9 @@ def create_study(config: StudyConfig, url: str) -> optuna.Study:
         _check_same_config(study, config)
         with storage.session_scope(engine) as session:
             if storage.budget(session, name) is None:  # lost by an older version: restore
-                storage.set_budget(session, name, config.study.n_trials)
+                storage.set_budget(
+                    session, name, config.study.n_trials, max_steps=config.study.max_steps
+                )
     return study
 
 
@@ -334,7 +336,7 @@ def raise_budget(url: str, name: str, n_trials: int) -> StudyConfig:
     engine = storage.open_storage(url)
     with database_lock(engine, "create-study"):
         with storage.session_scope(engine) as session:
-            storage.set_budget(session, name, n_trials)
+            storage.set_budget(session, name, n_trials, max_steps=config.study.max_steps)
         study.set_user_attr(CONFIG_ATTR, raised.to_dict())
     return raised
 

@@ -19,7 +19,17 @@ from storage.artifacts import (
     validate_name,
     verify_artifact,
 )
-from storage.budget import budget, claim_ticket, delete_budget, release_ticket, set_budget
+from storage.budget import (
+    StepBudget,
+    budget,
+    budget_spent,
+    charge_steps,
+    claim_ticket,
+    delete_budget,
+    release_ticket,
+    set_budget,
+    step_budget,
+)
 from storage.clusterings import (
     ClusteringInfo,
     ClusterStatRow,
@@ -129,6 +139,7 @@ __all__ = [
     "PersonaLike",
     "ResultRow",
     "RunInfo",
+    "StepBudget",
     "StorageError",
     "StoredExample",
     "StoredPersona",
@@ -139,6 +150,8 @@ __all__ = [
     "atomic_directory",
     "atomic_file",
     "budget",
+    "budget_spent",
+    "charge_steps",
     "claim_ticket",
     "cluster_persona_ids",
     "configure_sqlite",
@@ -181,6 +194,7 @@ __all__ = [
     "session_scope",
     "set_budget",
     "start_evaluation_run",
+    "step_budget",
     "sweep_temp_dirs",
     "upgrade_database",
     "validate_name",

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -196,13 +197,20 @@ class EvaluationResult(Base):
 
 
 class StudyBudget(Base):
-    """The exact number of trials a study may start, shared by all its workers."""
+    """The exact number of trials and training steps a study may use, shared by all its
+    workers (``storage.budget``)."""
 
     __tablename__ = "study_budget"
 
     study_name: Mapped[str] = mapped_column(String(200), primary_key=True)
     n_trials: Mapped[int]
     claimed: Mapped[int] = mapped_column(default=0, server_default="0")
+    max_steps: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Optimizer steps all trials together may train; NULL: no step limit."""
+    used_steps: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Optimizer steps charged so far (charged before they are trained)."""
+    steps_spent: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """Set by the first charge that did not fit: no trial starts or goes on after it."""
 
 
 class PersonaEmbedding(Base):

@@ -206,10 +206,13 @@ dataset = "demo"
 k = 5
 cluster_id = 4
 n_trials = 20
+max_steps = 5000       # optional: optimizer steps of all trials together (default: no limit)
 
-[pruner]               # median (default), percentile, hyperband, none
-n_startup_trials = 3
+[pruner]               # median (default), percentile, successive_halving, hyperband, none
+n_startup_trials = 1   # 1: the first seed config sets the bar, the other seeds can be stopped
 n_warmup_steps = 1     # evaluations before a trial may be pruned
+# patience = 2         # any pruner: prune only after 2 evaluations without improvement
+# max_eval_loss = 5.0  # any pruner: also prune a trial whose eval_loss rises above this
 
 [search_space.learning_rate]
 type = "float"
@@ -328,6 +331,7 @@ def test_readme_example_merges_into_the_default_space(tmp_path: Path) -> None:
     assert config.search_space == default_search_space()
     assert config.seed_trials == SEED_TRIALS
     assert config.study.n_trials == 20
+    assert config.study.max_steps == 5000
 
 
 def test_a_dimension_is_added_or_replaced_and_the_others_stay(tmp_path: Path) -> None:
