@@ -9,6 +9,7 @@ settings (another decoding, another length) are never reused.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from evaluators.similarity import (
 from evaluators.stats import Estimate, mean_ci
 from trainers.base_model import BaseModel
 from trainers.embedding import DEFAULT_EMBEDDING_MODEL
-from trainers.prompt import build_prompt
+from trainers.prompt import ContextLoss, build_prompt, fit_prompts
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,9 @@ class MethodResult:
     scores: tuple[ExampleScore, ...] = ()
     """Every example's similarity, for paired comparisons with other methods."""
     samples: list[dict[str, Any]] = field(default_factory=list)
+    context_loss: ContextLoss | None = None
+    """The examples whose prompt lost context turns (or persona) to the prompt limit; None
+    for methods that do not generate."""
 
     @property
     def mean_similarity_percent(self) -> float:
@@ -122,6 +126,7 @@ class MethodResult:
             "diversity": self.diversity.to_dict(),
             "degenerate": self.diversity.degenerate,
             "per_persona": self.per_persona,
+            "context_loss": None if self.context_loss is None else self.context_loss.to_dict(),
             "samples": self.samples,
         }
 
@@ -184,7 +189,10 @@ def evaluate_method(
             progress=f"evaluating {key.method}",
             on_batch=save,
         )
-    return _finished_result(engine, key, run_id, items, embedding_model, n_samples)
+    result = _finished_result(engine, key, run_id, items, embedding_model, n_samples)
+    limit = key.eval_config.max_prompt_tokens
+    fitted = fit_prompts(base.tokenizer, [it.prompt for it in items], limit)
+    return dataclasses.replace(result, context_loss=ContextLoss.of(fitted, limit))
 
 
 def score_replies(

@@ -10,6 +10,7 @@ from typing import Any
 
 from evaluators.config import EvalConfig
 from trainers.base_model import BaseModel
+from trainers.prompt import fit_prompts
 
 REPLY_END = "\n"
 """A reply is one line: the partner's next turn starts after a newline."""
@@ -114,6 +115,8 @@ def generate_replies(
     newline (transformers' ``stop_strings``), instead of running ``max_new_tokens`` steps;
     the replies are the same either way, since only the first line is kept. Sampling is
     seeded once per call, so the same prompts, model and config give the same replies.
+    Prompts over ``eval_config.max_prompt_tokens`` are fitted as in training
+    (:func:`trainers.prompt.fit_prompt`: the persona stays whole, the oldest turns go first).
 
     Args:
         base: The loaded base model.
@@ -131,8 +134,9 @@ def generate_replies(
     settings = generation_config(eval_config, tokenizer)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     replies: list[str] = [""] * len(prompts)
-    side, trunc = tokenizer.padding_side, tokenizer.truncation_side
-    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
+    fitted = fit_prompts(tokenizer, prompts, eval_config.max_prompt_tokens)
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
     size = eval_config.batch_size
     batches = [order[i : i + size] for i in range(0, len(order), size)]
     try:
@@ -142,12 +146,8 @@ def generate_replies(
             _seeded(eval_config.seed, base.device),
         ):
             for batch in tqdm(batches, desc=progress, disable=progress is None, leave=False):
-                enc = tokenizer(
-                    [prompts[i] for i in batch],
-                    return_tensors="pt",
-                    padding=True,
-                    truncation=True,
-                    max_length=eval_config.max_prompt_tokens,
+                enc = tokenizer.pad(
+                    {"input_ids": [list(fitted[i].ids) for i in batch]}, return_tensors="pt"
                 ).to(base.device)
                 cache = static_cache(model, enc["input_ids"].shape[1], eval_config.max_new_tokens)
                 extra = {} if cache is None else {"cache": cache}
@@ -162,5 +162,5 @@ def generate_replies(
                 if on_batch is not None:
                     on_batch(batch, [replies[i] for i in batch])
     finally:
-        tokenizer.padding_side, tokenizer.truncation_side = side, trunc
+        tokenizer.padding_side = side
     return replies

@@ -20,7 +20,7 @@ from trainers.base_model import (
     resolve_device,
     set_threads,
 )
-from trainers.batching import PromptPair, prompt_pairs, tokenize_pairs
+from trainers.batching import PromptPair, TokenRows, prompt_pairs, tokenize_pairs
 from trainers.clustering import Clustering, ClusterSummary, cluster_embeddings
 from trainers.config import (
     TINY_MODEL,
@@ -42,7 +42,14 @@ from trainers.data import (
     write_jsonl,
 )
 from trainers.embedding import DEFAULT_EMBEDDING_MODEL, embed, load_embedding_model
-from trainers.prompt import build_prompt, reply_target
+from trainers.prompt import (
+    ContextLoss,
+    FittedPrompt,
+    build_prompt,
+    fit_prompt,
+    fit_prompts,
+    reply_target,
+)
 from trainers.recipe import TRAIN_CONFIG_FILE, TrainResult, lora_config, train_lora
 from trainers.report import NonFiniteLossError, ReportFn
 
@@ -53,9 +60,11 @@ __all__ = [
     "BaseModel",
     "ClusterSummary",
     "Clustering",
+    "ContextLoss",
     "DataConfig",
     "DatasetError",
     "Example",
+    "FittedPrompt",
     "LoadResult",
     "LoadSummary",
     "ModelConfig",
@@ -65,12 +74,15 @@ __all__ = [
     "PromptPair",
     "ReportFn",
     "SplitConfig",
+    "TokenRows",
     "TrainConfig",
     "TrainResult",
     "build_prompt",
     "cluster_embeddings",
     "default_cache_dir",
     "embed",
+    "fit_prompt",
+    "fit_prompts",
     "load_base_model",
     "load_dataset",
     "load_embedding_model",

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from trainers.prompt import build_prompt, reply_target
+from trainers.prompt import ContextLoss, build_prompt, fit_prompt, reply_target
 
 IGNORE_INDEX = -100
 """The label of a token the loss skips (PyTorch's cross-entropy default)."""
@@ -46,27 +46,37 @@ def prompt_pairs(personas: Sequence[Any], split: str, cap: int | None = None) ->
     return pairs
 
 
-def tokenize_pairs(
-    tokenizer: Any, pairs: Sequence[PromptPair], max_length: int
-) -> list[dict[str, list[int]]]:
+@dataclass(frozen=True)
+class TokenRows:
+    """Token rows of prompt/target pairs, and how many prompts lost context to the limit."""
+
+    rows: list[dict[str, list[int]]]
+    """One row per pair: ``input_ids`` and ``labels``."""
+    context_loss: ContextLoss
+    """The pairs whose prompt lost context turns (or part of the persona) to fit."""
+
+
+def tokenize_pairs(tokenizer: Any, pairs: Sequence[PromptPair], max_length: int) -> TokenRows:
     """Tokenize pairs for causal-LM training: the loss covers the reply and EOS only.
 
-    The reply keeps at most half of ``max_length``; prompts too long for the rest are cut
-    from the left (the oldest context goes first).
+    The reply keeps at most half of ``max_length``; the prompt is fitted into the rest by
+    :func:`trainers.prompt.fit_prompt` (the persona stays whole, the oldest turns go first),
+    as generation fits it.
     """
+    fitted = []
     rows = []
     for pair in pairs:
-        prompt_ids = tokenizer(pair.prompt)["input_ids"]
         target_ids = tokenizer(pair.target, add_special_tokens=False)["input_ids"]
         target_ids = [*target_ids[: max_length // 2], tokenizer.eos_token_id]
-        prompt_ids = prompt_ids[-(max_length - len(target_ids)) :]
+        prompt = fit_prompt(tokenizer, pair.prompt, max_length - len(target_ids))
+        fitted.append(prompt)
         rows.append(
             {
-                "input_ids": prompt_ids + target_ids,
-                "labels": [IGNORE_INDEX] * len(prompt_ids) + target_ids,
+                "input_ids": [*prompt.ids, *target_ids],
+                "labels": [IGNORE_INDEX] * len(prompt.ids) + target_ids,
             }
         )
-    return rows
+    return TokenRows(rows, ContextLoss.of(fitted, max_length))
 
 
 def collator(tokenizer: Any) -> Any:

@@ -8,6 +8,7 @@ knows nothing of Optuna), and the transformers ``Trainer`` runs the loop.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import tempfile
 import time
@@ -19,7 +20,10 @@ from typing import Any
 from trainers.base_model import BaseModel
 from trainers.batching import PromptPair, collator, padded_right, tokenize_pairs
 from trainers.config import TrainConfig
+from trainers.prompt import ContextLoss
 from trainers.report import ReportFn, RunLog, log_file, report_callback
+
+log = logging.getLogger(__name__)
 
 TRAIN_CONFIG_FILE = "train_config.json"
 """Our file next to peft's: the whole :class:`TrainConfig` the adapter was trained with."""
@@ -36,6 +40,8 @@ class TrainResult:
     train_steps: int
     seconds: float
     adapter_dir: Path | None = None
+    context_loss: ContextLoss | None = None
+    """The training examples whose prompt lost context turns (or persona) to the length limit."""
 
     @property
     def final_eval_loss(self) -> float:
@@ -132,8 +138,9 @@ def train_lora(
     started = time.monotonic()
 
     # Data: token rows; an evaluation every 1/evals_per_epoch of an epoch.
-    train_rows = tokenize_pairs(base.tokenizer, train, config.data.max_seq_length)
-    val_rows = tokenize_pairs(base.tokenizer, val, config.data.max_seq_length)
+    train_tokens = tokenize_pairs(base.tokenizer, train, config.data.max_seq_length)
+    val_tokens = tokenize_pairs(base.tokenizer, val, config.data.max_seq_length)
+    train_rows, val_rows = train_tokens.rows, val_tokens.rows
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
     eval_steps = max(1, steps_per_epoch // config.evals_per_epoch)
 
@@ -149,6 +156,7 @@ def train_lora(
             log_file(log_path, config.to_dict()) as run.log_file,
             padded_right(base.tokenizer),
         ):
+            _log_context_loss(run, train=train_tokens.context_loss, val=val_tokens.context_loss)
             # Train, reporting every evaluation.
             trainer = Trainer(
                 model=model,
@@ -178,8 +186,18 @@ def train_lora(
             train_steps=output.global_step,
             seconds=time.monotonic() - started,
             adapter_dir=None if run.stopped_early else save_dir,
+            context_loss=train_tokens.context_loss,
         )
     finally:
         base.model = model.unload()
         if use_cache is not None:
             base.model.config.use_cache = use_cache
+
+
+def _log_context_loss(run: RunLog, **splits: ContextLoss) -> None:
+    """Say how many examples of each split lost context, in the run's log and the logger."""
+    for split, loss in splits.items():
+        if run.log_file is not None:
+            run.log_file.write(f"context {split} {json.dumps(loss.to_dict(), sort_keys=True)}\n")
+        if loss.lost_context:
+            log.warning("%s: %s", split, loss)

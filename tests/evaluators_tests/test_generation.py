@@ -200,3 +200,18 @@ def test_generation_config_sets_every_decoding_option(tiny_base: Any) -> None:
         tokenizer.pad_token_id,
         tokenizer.eos_token_id,
     )
+
+
+def test_long_prompts_are_fitted_as_in_training(tiny_base: Any) -> None:
+    from trainers.prompt import fit_prompt
+
+    limit = 40
+    config = EvalConfig(max_prompt_tokens=limit, max_new_tokens=8)
+    fitted = [fit_prompt(tiny_base.tokenizer, p, limit) for p in PROMPTS]
+    assert any(f.dropped_turns for f in fitted)
+    for f, prompt in zip(fitted, PROMPTS, strict=True):
+        assert f.text.split("\n")[0] == prompt.split("\n")[0]
+    roomy = EvalConfig(max_prompt_tokens=512, max_new_tokens=8)
+    assert generate_replies(tiny_base, PROMPTS, eval_config=config) == generate_replies(
+        tiny_base, [f.text for f in fitted], eval_config=roomy
+    )

@@ -14,7 +14,7 @@ from trainers.batching import (
     prompt_pairs,
     tokenize_pairs,
 )
-from trainers.prompt import build_prompt, reply_target
+from trainers.prompt import ContextLoss, build_prompt, fit_prompt, reply_target
 
 PAIRS = [
     PromptPair("Persona: I hike.\nA: Hi!\nB:", " I love hiking."),
@@ -24,25 +24,41 @@ PAIRS = [
 
 def test_labels_cover_the_reply_and_eos_only(tiny_base: Any) -> None:
     tokenizer = tiny_base.tokenizer
-    for pair, row in zip(PAIRS, tokenize_pairs(tokenizer, PAIRS, 256), strict=True):
+    tokens = tokenize_pairs(tokenizer, PAIRS, 256)
+    for pair, row in zip(PAIRS, tokens.rows, strict=True):
         prompt_ids = tokenizer(pair.prompt)["input_ids"]
         reply_ids = tokenizer(pair.target, add_special_tokens=False)["input_ids"]
         assert row["input_ids"] == prompt_ids + reply_ids + [tokenizer.eos_token_id]
         assert row["labels"] == [IGNORE_INDEX] * len(prompt_ids) + reply_ids + [
             tokenizer.eos_token_id
         ]
+    assert tokens.context_loss == ContextLoss(2, 0, 0, 256)
 
 
-def test_long_prompts_are_cut_from_the_left(tiny_base: Any) -> None:
-    tokenizer = tiny_base.tokenizer
-    long = PromptPair("Persona: I hike. " * 40 + "\nA: Hi!\nB:", " I love hiking.")
-    (row,) = tokenize_pairs(tokenizer, [long], 32)
-    assert len(row["input_ids"]) == 32
-    reply = tokenizer(long.target, add_special_tokens=False)["input_ids"]
+def test_long_prompts_lose_their_oldest_turns_not_the_persona(tiny_base: Any) -> None:
+    tokenizer, limit = tiny_base.tokenizer, 48
+    context = "\n".join(f"Turn number {i} of a long chat about hiking." for i in range(12))
+    pairs = [PromptPair(build_prompt("I hike. I have a cat.", context), " I love hiking."), *PAIRS]
+    tokens = tokenize_pairs(tokenizer, pairs, limit)
+    row = tokens.rows[0]
+    reply = [*tokenizer(pairs[0].target, add_special_tokens=False)["input_ids"]]
+    assert len(row["input_ids"]) <= limit
     assert row["input_ids"][-len(reply) - 1 :] == [*reply, tokenizer.eos_token_id]
-    prompt_ids = tokenizer(long.prompt)["input_ids"]
-    kept = row["input_ids"][: 32 - len(reply) - 1]
-    assert kept == prompt_ids[-len(kept) :]
+    prompt_ids = row["input_ids"][: -len(reply) - 1]
+    assert prompt_ids == list(fit_prompt(tokenizer, pairs[0].prompt, limit - len(reply) - 1).ids)
+    kept = tokenizer.decode(prompt_ids).split("\n")
+    assert kept[0] == "Persona: I hike. I have a cat."
+    assert kept[-2] == "A: Turn number 11 of a long chat about hiking."
+    assert kept[-1] == "B:"
+    assert tokens.context_loss == ContextLoss(3, 1, 0, limit)
+
+
+def test_a_long_reply_keeps_half_the_length(tiny_base: Any) -> None:
+    tokenizer = tiny_base.tokenizer
+    long = PromptPair("Persona: I hike.\nA: Hi!\nB:", " I love hiking." * 30)
+    (row,) = tokenize_pairs(tokenizer, [long], 40).rows
+    assert len(row["input_ids"]) <= 40
+    assert sum(label != IGNORE_INDEX for label in row["labels"]) == 40 // 2 + 1
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -50,7 +66,7 @@ def test_batches_pad_on_the_right_whatever_the_tokenizer_side(tiny_base: Any, si
     import torch
 
     tokenizer = tiny_base.tokenizer
-    rows = tokenize_pairs(tokenizer, PAIRS, 256)
+    rows = tokenize_pairs(tokenizer, PAIRS, 256).rows
     before = tokenizer.padding_side
     tokenizer.padding_side = side
     try:
