@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@# kaleido renders `hpo report`'s PNG with a Chromium; without one the PNG is skipped.
 	-command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
-	  (test "$$(id -u)" = 0 && apt-get install -y -q --no-install-recommends chromium) || \
+	  (test "$$(id -u)" = 0 && apt-get update -q && apt-get install -y -q --no-install-recommends chromium) || \
 	  echo "no Chromium: install it (apt-get install chromium) for hpo report's PNG"
 	touch $@
 

@@ -445,6 +445,7 @@ def evaluate_baselines(
     train_config: TrainConfig,
     source_trial: int | None = None,
     progress: bool = True,
+    include_base: bool = True,
 ) -> dict[str, MethodResult]:
     """Every baseline on the identical test examples, each from cache when already evaluated.
 
@@ -460,16 +461,19 @@ def evaluate_baselines(
         train_config: The promoted trial's training config.
         source_trial: The promoted trial's number, recorded with the adapters.
         progress: Show progress bars.
+        include_base: Also evaluate the bare base model (a caller that evaluates it under its
+            own run already passes False, so that it is not generated twice).
 
     Returns:
         Method name -> result, in :data:`BASELINES` order.
     """
     results = {
-        BASE_MODEL: evaluate_base_model(engine, setup, base),
         COPY_PERSONA: evaluate_copy_persona(engine, setup),
         CEILING: evaluate_reference_ceiling(engine, setup),
         SWAPPED: evaluate_persona_swapped(engine, setup, base, all_personas),
     }
+    if include_base:
+        results[BASE_MODEL] = evaluate_base_model(engine, setup, base)
     trained = [(UNIFIED, all_personas), (CLUSTER0, cluster0_personas)]
     for name, personas in trained:
         if personas is not None:

@@ -32,6 +32,24 @@ ADAPTER_METHOD_PREFIX = "adapter-"
 
 
 @dataclass(frozen=True)
+class BaselineTraining:
+    """What the trained baselines (the unified and the cluster-0 adapter) need, beside the
+    scope: the personas they train on and the hyperparameters they train with."""
+
+    layout: storage.OutputLayout
+    """Where the baseline adapters are saved (``models/<study>/baselines/<name>``)."""
+    all_personas: Sequence[Any]
+    """Every persona of the dataset: the unified adapter's training data, and the candidates
+    of the persona swap."""
+    cluster0_personas: Sequence[Any] | None
+    """Cluster 0's personas, or None to skip the cluster-0 adapter."""
+    train_config: Any
+    """The :class:`trainers.config.TrainConfig` of the trial whose hyperparameters they use."""
+    source_trial: int | None = None
+    """That trial's number, recorded with the adapters."""
+
+
+@dataclass(frozen=True)
 class PromotedTrial:
     """A COMPLETE trial and its adapter, as the hpo package found it: a candidate for
     evaluation and promotion."""
@@ -63,6 +81,10 @@ class EvalScope:
     """The model that scores similarity; None for the packaged default."""
     eval_config: EvalConfig = EvalConfig()
     """How replies are generated (part of every run's key)."""
+    baseline_training: BaselineTraining | None = None
+    """Set to evaluate the full set of baselines of :mod:`evaluators.baselines` (unified and
+    cluster-0 adapters, copy-persona, reference ceiling, persona swap); None: the base model
+    only."""
 
     def items(self) -> list[EvalItem]:
         """The cluster's test examples, with their prompts.
@@ -132,25 +154,50 @@ def evaluate_baselines(engine: Any, scope: EvalScope, *, base: Any) -> dict[str,
     """Evaluate what every trial of the study is compared with, on the identical examples.
 
     Called once per study, under the evaluator's ``baselines`` lease; calls after the first
-    read the stored runs back. Today that is the base model with no adapter.
-    ``evaluators.baselines`` (unified, cluster-0, copy-persona, ceiling, swapped persona)
-    joins here: each baseline is one more entry of the returned dict, and
-    :func:`promote_best` compares the promoted trial with every entry.
+    read the stored runs back (trained baseline adapters are reused by sha256 and training
+    hash). With ``scope.baseline_training`` set, that is every baseline of
+    :mod:`evaluators.baselines`; otherwise the base model alone. The base model is evaluated
+    last, so that its complete run (:func:`baselines_evaluated`) means all are done.
 
     Returns:
         The results by method name.
     """
-    items = scope.items()
-    return {
-        BASE_METHOD: evaluate_method(
-            engine,
-            scope.run_key(BASE_METHOD),
-            base,
-            items,
-            adapter_dir=None,
+    from evaluators import baselines
+
+    results: dict[str, MethodResult] = {}
+    training = scope.baseline_training
+    if training is not None:
+        setup = baselines.BaselineSetup(
+            study_name=scope.study_name,
+            dataset_id=scope.dataset_id,
+            clustering_id=scope.clustering_id,
+            cluster_id=scope.cluster_id,
+            personas=scope.personas,
+            eval_config=scope.eval_config,
             embedding_model=scope.embedding_model,
         )
-    }
+        results.update(
+            baselines.evaluate_baselines(
+                engine,
+                training.layout,
+                setup,
+                base,
+                all_personas=training.all_personas,
+                cluster0_personas=training.cluster0_personas,
+                train_config=training.train_config,
+                source_trial=training.source_trial,
+                include_base=False,
+            )
+        )
+    results[BASE_METHOD] = evaluate_method(
+        engine,
+        scope.run_key(BASE_METHOD),
+        base,
+        scope.items(),
+        adapter_dir=None,
+        embedding_model=scope.embedding_model,
+    )
+    return {BASE_METHOD: results.pop(BASE_METHOD), **results}
 
 
 def _complete_runs(engine: Any, scope: EvalScope) -> list[storage.RunInfo]:

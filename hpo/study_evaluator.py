@@ -14,6 +14,7 @@ The evaluator never creates trials.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -29,7 +30,8 @@ from evaluators import promotion
 from evaluators.config import EvalConfig
 from evaluators.promotion import EvalScope, PromotedTrial, PromotionReport
 from hpo.config import StudyConfig
-from hpo.pipeline import load_study_cluster
+from hpo.pipeline import load_cluster, load_study_cluster
+from hpo.space import train_config_for
 from hpo.study import load_study
 from storage.leases import RENEWALS_PER_TTL
 
@@ -48,6 +50,9 @@ PROMOTION_TARGET = "promotion"
 TRIAL_ATTR_PREFIX = "evaluation:trial:"
 """Study user attribute ``evaluation:trial:<N>``: trial N's similarity, CI and diversity."""
 PROMOTED_ATTR = "evaluation:promoted"
+BASELINE_SOURCE_ATTR = "evaluation:baselines_trained_with"
+"""Study attribute: the trial whose hyperparameters the unified and cluster-0 adapters use
+(chosen once, so that every evaluator process trains the same baselines)."""
 """Study user attribute: the promoted trial, its similarity and the results file."""
 
 
@@ -155,6 +160,7 @@ class StudyEvaluator:
             if promotion.baselines_evaluated(self.engine, self.scope):
                 return True
             log.info("evaluating the baselines of %s", self.name)
+            self._prepare_baselines()
             promotion.evaluate_baselines(self.engine, self.scope, base=self.base())
             log.info("evaluated %s of %s (holder %s)", BASELINES_TARGET, self.name, self.holder)
             return True
@@ -175,6 +181,7 @@ class StudyEvaluator:
             reported = promotion.reported_trials(self.layout, self.scope)
             if not force and reported == evaluated:
                 return None
+            self._prepare_baselines()
             report, path = promotion.promote_best(
                 self.engine, self.layout, self.scope, trials, base=self.base()
             )
@@ -207,6 +214,58 @@ class StudyEvaluator:
                         )
                     return
             time.sleep(min(WAIT_INTERVAL, self.lease_ttl / RENEWALS_PER_TTL))
+
+    def _baseline_source(self, trials: list[PromotedTrial]) -> PromotedTrial:
+        """The trial whose hyperparameters the trained baselines use: the one recorded in the
+        study, or else the evaluated trial with the best similarity so far (the one about to be
+        promoted), or else the best by eval_loss; recorded for every other evaluator."""
+        by_number = {t.trial_number: t for t in trials}
+        recorded = self.study.user_attrs.get(BASELINE_SOURCE_ATTR)
+        if recorded in by_number:
+            return by_number[recorded]
+        attrs = self.study.user_attrs
+        scored = [
+            (attrs[f"{TRIAL_ATTR_PREFIX}{t.trial_number}"].get("similarity", 0.0), t)
+            for t in trials
+            if f"{TRIAL_ATTR_PREFIX}{t.trial_number}" in attrs
+        ]
+        if scored:
+            source = max(scored, key=lambda pair: (pair[0], -pair[1].trial_number))[1]
+        else:
+            source = min(trials, key=lambda t: (t.eval_loss, t.trial_number))
+        self.study.set_user_attr(BASELINE_SOURCE_ATTR, source.trial_number)
+        return source
+
+    def _prepare_baselines(self) -> None:
+        """Give the scope what the trained baselines need (once per process): every persona,
+        cluster 0's personas and the source trial's training config."""
+        if self.scope.baseline_training is not None:
+            return
+        trials = complete_trials(self.study)
+        if not trials:
+            return
+        source = self._baseline_source(trials)
+        section = self.config.study
+        with storage.session_scope(self.engine) as session:
+            all_personas = storage.load_personas(session, self.scope.dataset_id)
+        cluster0 = None
+        if section.cluster_id != 0:
+            cluster0 = load_cluster(
+                self.engine,
+                section.dataset,
+                section.k,
+                0,
+                seed=section.clustering_seed,
+                embedding_model=section.embedding_model,
+            ).personas
+        training = promotion.BaselineTraining(
+            layout=self.layout,
+            all_personas=all_personas,
+            cluster0_personas=cluster0,
+            train_config=train_config_for(self.config, source.params),
+            source_trial=source.trial_number,
+        )
+        self.scope = dataclasses.replace(self.scope, baseline_training=training)
 
     def _record(self, trial: PromotedTrial, summary: dict[str, Any]) -> None:
         """Put one trial's figures where the dashboard shows them (a study user attribute)."""

@@ -30,7 +30,9 @@ from hpo.evaluator import (
 )
 from hpo.objective import ADAPTER_KIND
 from hpo.study import create_study, load_study
+from hpo.study_evaluator import BASELINE_SOURCE_ATTR
 from tests.conftest import import_and_cluster
+from trainers.config import DataConfig, TrainConfig
 
 SHORT = EvalConfig(batch_size=16, max_new_tokens=6)
 """Short replies, one batch per method: the tests check the flow, not the replies."""
@@ -70,7 +72,11 @@ def make_study(url: str, root: Path, name: str) -> StudyConfig:
             storage.get_dataset_id(session, "demo")
     except storage.NotFoundError:
         import_and_cluster(url, root, "demo", k=K)
-    config = StudyConfig(study=StudySection(name=name, k=K, cluster_id=CLUSTER, n_trials=8))
+    # Small training settings: the evaluator trains the unified baseline adapter with them.
+    train = TrainConfig(epochs=1, data=DataConfig(max_train_per_persona=2, max_val_per_persona=1))
+    config = StudyConfig(
+        study=StudySection(name=name, k=K, cluster_id=CLUSTER, n_trials=8), train=train
+    )
     create_study(config, url)
     return config
 
@@ -111,6 +117,11 @@ def trial_runs(url: str, name: str) -> dict[int, storage.RunInfo]:
     methods = [r for r in runs if r.method == f"{TRIAL_METHOD}@{SHORT.key}"]
     assert len({r.trial_number for r in methods}) == len(methods)  # one run per trial
     return {r.trial_number: r for r in methods}
+
+
+def study_attr(url: str, name: str, key: str) -> object:
+    study, _ = load_study(url, name)
+    return study.user_attrs.get(key)
 
 
 def folder_digest(folder: Path) -> dict[str, bytes]:
@@ -154,9 +165,20 @@ def test_top_k_by_eval_loss_are_evaluated_and_the_best_similarity_is_promoted(
         low, high = row["similarity_ci"]
         assert low <= row["similarity"] <= high
         assert {"floor", "normalized", "distinct_1", "distinct_2", "eval_loss"} <= set(row)
-    assert set(report["methods"]) == {"cluster_lora", "base_model"}
+    # every baseline on the identical examples, with its interval and a paired comparison
+    # (cluster 0 is the tuned cluster here, so there is no separate cluster-0 baseline)
+    baselines = {"base_model", "unified_adapter", "copy_persona", "reference_ceiling"}
+    assert set(report["methods"]) == {"cluster_lora", "persona_swapped", *baselines}
     assert report["methods"]["cluster_lora"]["mean_similarity"] == rows[best]["similarity"]
-    assert "cluster_lora - base_model" in report["comparisons"]
+    for name, method in report["methods"].items():
+        ci = method["mean_similarity_ci"]
+        assert ci["low"] <= method["mean_similarity"] <= ci["high"], name
+        assert method["n_examples"] == report["methods"]["cluster_lora"]["n_examples"]
+    for name in baselines | {"persona_swapped"}:
+        assert f"cluster_lora - {name}" in report["comparisons"]
+    unified = tmp_path / "models/watch/baselines/unified_adapter"
+    assert (unified / "adapter_model.safetensors").is_file()
+    assert study_attr(sqlite_url, "watch", BASELINE_SOURCE_ATTR) in top
 
     promoted = tmp_path / "models/watch/lora_clusters/cluster_00"
     assert report["promoted_trial"]["adapter"] == str(promoted)
@@ -315,7 +337,12 @@ def test_two_evaluator_processes_never_evaluate_the_same_trial(
     assert set(done) == expected and set(done.values()) == {1}  # each once, by one process
     n_items = len(open_evaluator(pg_url, "race", eval_config=SHORT).scope.items())
     runs = check_runs(pg_url, "race", n_items)
-    assert sorted(r.trial_number for r in runs) == sorted([-1, *numbers[:3]])
+    assert sorted(r.trial_number for r in runs if r.trial_number >= 0) == sorted(numbers[:3])
+    # the baselines once each: base model, unified adapter, copy-persona, ceiling, swap
+    baseline_runs = [r.method.split(".")[0].split("@")[0] for r in runs if r.trial_number < 0]
+    assert sorted(baseline_runs) == sorted(
+        ["base_model", "unified_adapter", "copy_persona", "reference_ceiling", "persona_swapped"]
+    )
     report = json.loads(
         (tmp_path / "results/race/cluster_lora/cluster_lora_results.json").read_text()
     )
