@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markdown import Markdown
 
 import storage
 from evaluators.promotion_report import PromotionReport
@@ -17,8 +18,11 @@ from hpo import display
 from hpo.config import load_config, packaged_config
 from hpo.evaluator import evaluate_study
 from hpo.launch import start_workers, wait_for_workers
+from hpo.moe import MoeSettings, run_moe
+from hpo.personas import train_persona_adapters
 from hpo.pipeline import cluster_dataset, import_dataset
 from hpo.queries import study_status
+from hpo.report import write_report
 from hpo.study import create_study
 
 DEMO_DATASET = "demo"
@@ -46,11 +50,18 @@ class DemoOptions:
     """Trials in the study (complete + pruned)."""
     config: Path | None = None
     """Study config (TOML); None: the packaged demo.toml."""
+    persona_epochs: int = 1
+    """Epochs of each per-persona adapter (scaled down from the promoted trial's to fit a CPU)."""
+    persona_max_train: int = 10
+    """Train examples per persona for its own adapter."""
+    moe_k: int = 5
+    """Personas merged into each persona's MoE adapter (top-k by persona-text similarity)."""
 
     def __post_init__(self) -> None:
         from trainers.tiny import archetype_sizes
 
-        for name in ("personas", "examples", "workers", "n_trials"):
+        counts = ("personas", "examples", "workers", "n_trials", "persona_epochs")
+        for name in (*counts, "persona_max_train", "moe_k"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"invalid {name}={value!r}: expected an integer >= 1")
@@ -167,6 +178,37 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     files["results"] = results_path
     files["logs"] = layout.root / "logs"
     files["database"] = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite") else url
+    done(name)
+
+    name = step("6. per-persona adapters and MoE")
+    summary = train_persona_adapters(
+        url,
+        section.name,
+        output_root=root,
+        overrides={
+            "epochs": options.persona_epochs,
+            "max_train_per_persona": options.persona_max_train,
+        },
+    )
+    console.print(
+        f"per-persona adapters ({summary.source}): {summary.n_personas} personas, "
+        f"{len(summary.trained)} trained, {summary.already_done + len(summary.reused)} reused, "
+        f"{len(summary.failed)} failed"
+    )
+    _, moe_path = run_moe(
+        url, section.name, output_root=root, settings=MoeSettings(k=options.moe_k)
+    )
+    files["per-persona adapters"] = layout.root / "models" / section.name / "personas"
+    files["MoE results"] = moe_path
+    done(name)
+
+    name = step("7. report and decision")
+    _, written = write_report(url, section.name, output_root=root)
+    summary_file = written.get("summary")
+    if summary_file is not None:
+        console.print(Markdown(Path(summary_file).read_text(encoding="utf-8")))
+    for kind, path in written.items():
+        files[f"report {kind}"] = path
     done(name)
 
     console.rule("[bold]files")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import storage
+from evaluators.config import EvalConfig
 from evaluators.evaluation import RunKey, eval_items, evaluate_method
 from hpo.pipeline import cluster_dataset, import_dataset, load_cluster
 from tests.conftest import write_small_dataset
@@ -51,11 +52,12 @@ def test_data_to_clusters_to_adapter_to_evaluation(tmp_path: Path, tiny_base) ->
     items = eval_items(cluster.personas, "test")
     assert len(items) == 4 * len(cluster.personas)
     results = {}
+    short = EvalConfig(max_new_tokens=24)
     for method, adapter_dir in (("cluster_lora", adapter), ("base_model", None)):
-        key = RunKey("flow", method, cluster.dataset_id, clustering_id, cluster_id=2)
-        results[method] = evaluate_method(
-            engine, key, tiny_base, items, adapter_dir=adapter_dir, max_new_tokens=24
+        key = RunKey(
+            "flow", method, cluster.dataset_id, clustering_id, cluster_id=2, eval_config=short
         )
+        results[method] = evaluate_method(engine, key, tiny_base, items, adapter_dir=adapter_dir)
     lora, base = results["cluster_lora"], results["base_model"]
     assert lora.n_examples == base.n_examples == len(items)
     assert set(lora.per_persona) == {p.key for p in cluster.personas}
@@ -67,7 +69,9 @@ def test_data_to_clusters_to_adapter_to_evaluation(tmp_path: Path, tiny_base) ->
     # a second run of the same evaluation resumes from storage: no new rows, same numbers
     again = evaluate_method(
         engine,
-        RunKey("flow", "base_model", cluster.dataset_id, clustering_id, cluster_id=2),
+        RunKey(
+            "flow", "base_model", cluster.dataset_id, clustering_id, cluster_id=2, eval_config=short
+        ),
         tiny_base,
         items,
         adapter_dir=None,
@@ -100,16 +104,36 @@ def test_demo_command_end_to_end(tmp_path: Path) -> None:
     proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    for text in ("cluster", "silhouette", "best eval_loss", "similarity", "results"):
+    for text in ("cluster", "silhouette", "best eval_loss", "similarity", "results", "Decision"):
         assert text in out
+    comparison = root / "results" / "demo-cluster4" / "comparison"
+    for name in ("comprehensive_comparison.html", "comparison_summary.md"):
+        assert (comparison / name).stat().st_size > 0, name
+    summary = (comparison / "comparison_summary.md").read_text()
+    for method in ("Unified", "MoE", "Base"):
+        assert method.lower() in summary.lower(), method
+    moe = root / "results" / "demo-cluster4" / "moe" / "moe_sparse_results.json"
+    assert json.loads(moe.read_text())
     report = json.loads(
-        (root / "results" / "cluster_lora" / "cluster_lora_results.json").read_text()
+        (
+            root / "results" / "demo-cluster4" / "cluster_lora" / "cluster_lora_results.json"
+        ).read_text()
     )
-    assert set(report["methods"]) == {"cluster_lora", "base_model"}
+    assert set(report["methods"]) == {
+        "cluster_lora",
+        "base_model",
+        "unified_adapter",
+        "cluster0_adapter",
+        "copy_persona",
+        "reference_ceiling",
+        "persona_swapped",
+    }
     assert 0 < report["reference_ceiling"] < 1
     for method in report["methods"].values():
         assert 0 < method["floor"] < 1 and method["normalized"] < 1
-    assert (root / "models" / "lora_clusters" / "cluster_04" / CONFIG_NAME).is_file()
+    assert (
+        root / "models" / "demo-cluster4" / "lora_clusters" / "cluster_04" / CONFIG_NAME
+    ).is_file()
     status = subprocess.run(
         [
             sys.executable,
@@ -133,12 +157,15 @@ def test_demo_command_end_to_end(tmp_path: Path) -> None:
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     rerun = json.loads(
-        (root / "results" / "cluster_lora" / "cluster_lora_results.json").read_text()
+        (
+            root / "results" / "demo-cluster4" / "cluster_lora" / "cluster_lora_results.json"
+        ).read_text()
     )
     assert rerun["methods"] == report["methods"]
     engine = storage.open_storage(f"sqlite:///{root / 'hpo.db'}")
     with storage.session_scope(engine) as session:
         runs = storage.list_evaluation_runs(session, "demo-cluster4")
-        assert len(runs) == 2
+        # the top trials, the baselines once each, and the MoE variants
+        assert len(runs) == len({(r.method, r.trial_number) for r in runs})
         for run in runs:
             assert len(storage.evaluation_results(session, run.id)) == run.n_examples
