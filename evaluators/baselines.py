@@ -32,406 +32,75 @@ evaluated batch are kept.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import storage
-from evaluators.config import EvalConfig
-from evaluators.evaluation import (
-    EvalItem,
-    MethodResult,
-    RunKey,
-    compare_methods,
-    eval_items,
-    evaluate_method,
-    score_replies,
+from evaluators.baseline_adapters import (
+    ADAPTER_KIND_PREFIX,
+    SETUP_FILE,
+    baseline_adapter,
+    evaluate_adapter_baseline,
 )
+from evaluators.baseline_runs import (
+    BASE_MODEL,
+    BASELINES,
+    CEILING,
+    CLUSTER0,
+    COPY_PERSONA,
+    DIGEST_LENGTH,
+    METHOD_COLUMN,
+    SWAPPED,
+    UNIFIED,
+    BaselineSetup,
+    evaluate_base_model,
+    evaluate_generated,
+    items_hash,
+    method_digest,
+    run_key,
+)
+from evaluators.baseline_texts import (
+    ceiling_replies,
+    evaluate_copy_persona,
+    evaluate_persona_swapped,
+    evaluate_reference_ceiling,
+    swapped_items,
+    swapped_partners,
+)
+from evaluators.evaluation import EvalItem, MethodResult, compare_methods
 from evaluators.similarity import normalized, reference_ceiling
 from trainers.base_model import BaseModel
-from trainers.batching import prompt_pairs
 from trainers.config import TrainConfig
-from trainers.embedding import DEFAULT_EMBEDDING_MODEL
-from trainers.prompt import build_prompt
 
-BASE_MODEL = "base_model"
-UNIFIED = "unified_adapter"
-CLUSTER0 = "cluster0_adapter"
-COPY_PERSONA = "copy_persona"
-CEILING = "reference_ceiling"
-SWAPPED = "persona_swapped"
-BASELINES = (BASE_MODEL, UNIFIED, CLUSTER0, COPY_PERSONA, CEILING, SWAPPED)
-"""Every baseline, in report order."""
-
-ADAPTER_KIND_PREFIX = "baseline_"
-"""Artifact kind of a baseline adapter: ``baseline_<name>``."""
-SETUP_FILE = "baseline.json"
-"""Written next to a baseline adapter: what it was trained on and its training config hash."""
-DIGEST_LENGTH = 12
-"""Hex digits of the run-name digest (48 bits)."""
-METHOD_COLUMN = 50
-"""Length of ``evaluation_runs.method``: a stored method name must fit."""
-
-
-@dataclass(frozen=True)
-class BaselineSetup:
-    """What the baselines of one study are evaluated on, and how."""
-
-    study_name: str
-    dataset_id: int
-    clustering_id: int | None
-    cluster_id: int
-    """The evaluated cluster (-1: all personas)."""
-    personas: Sequence[Any]
-    """The evaluated personas (``key``, ``text``, ``examples``): their test examples are the
-    identical examples of every baseline."""
-    eval_config: EvalConfig = EvalConfig()
-    embedding_model: str | None = None
-    """The model that scores similarity (default: the packaged one)."""
-
-    @property
-    def items(self) -> list[EvalItem]:
-        """The test examples, with each persona's own prompt."""
-        return eval_items(self.personas, "test")
-
-
-def items_hash(items: Sequence[EvalItem]) -> str:
-    """sha256 of the examples a method is scored on: ids, personas, prompts and references."""
-    digest = hashlib.sha256()
-    for it in sorted(items, key=lambda it: it.example_id):
-        line = json.dumps([it.example_id, it.persona_key, it.prompt, it.reference])
-        digest.update(line.encode() + b"\n")
-    return digest.hexdigest()
-
-
-def method_digest(
-    base_name: str, adapter_sha256: str | None, items: Sequence[EvalItem], embedding_model: str
-) -> str:
-    """The short digest that names a baseline's run: base model, adapter, test set, scorer."""
-    parts = [base_name, adapter_sha256 or "no-adapter", items_hash(items), embedding_model]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:DIGEST_LENGTH]
-
-
-def run_key(setup: BaselineSetup, name: str, digest: str) -> RunKey:
-    """The storage key of a baseline's run: ``<name>.<digest>@<EvalConfig key>``.
-
-    Raises:
-        ValueError: If the stored name would not fit the method column.
-    """
-    key = RunKey(
-        study_name=setup.study_name,
-        method=f"{name}.{digest}",
-        dataset_id=setup.dataset_id,
-        clustering_id=setup.clustering_id,
-        cluster_id=setup.cluster_id,
-        eval_config=setup.eval_config,
-    )
-    if len(key.stored_method) > METHOD_COLUMN:
-        raise ValueError(
-            f"baseline name {name!r} is too long: {key.stored_method!r} exceeds "
-            f"{METHOD_COLUMN} characters"
-        )
-    return key
-
-
-def _named(result: MethodResult, name: str) -> MethodResult:
-    return dataclasses.replace(result, method=name)
-
-
-def _embedding_model(setup: BaselineSetup) -> str:
-    return setup.embedding_model or DEFAULT_EMBEDDING_MODEL
-
-
-def evaluate_generated(
-    engine: Any,
-    setup: BaselineSetup,
-    base: BaseModel,
-    name: str,
-    items: Sequence[EvalItem],
-    *,
-    adapter_dir: Path | None = None,
-    adapter_sha256: str | None = None,
-) -> MethodResult:
-    """Generate and score one baseline, or read it back when its run is already complete."""
-    digest = method_digest(base.name, adapter_sha256, items, _embedding_model(setup))
-    result = evaluate_method(
-        engine,
-        run_key(setup, name, digest),
-        base,
-        items,
-        adapter_dir=adapter_dir,
-        embedding_model=setup.embedding_model,
-    )
-    return _named(result, name)
-
-
-def evaluate_base_model(engine: Any, setup: BaselineSetup, base: BaseModel) -> MethodResult:
-    """The base model with no adapter, on the test examples."""
-    return evaluate_generated(engine, setup, base, BASE_MODEL, setup.items)
-
-
-def _training_hash(config: TrainConfig, base_name: str, pairs: Sequence[Any]) -> str:
-    digest = hashlib.sha256()
-    head = {"train_config": config.to_dict(), "base_model": base_name}
-    digest.update(json.dumps(head, sort_keys=True).encode())
-    for pair in pairs:
-        digest.update(json.dumps([pair.prompt, pair.target]).encode() + b"\n")
-    return digest.hexdigest()
-
-
-def _reusable(info: storage.ArtifactInfo | None, training_hash: str) -> bool:
-    """Whether a recorded adapter is intact and was trained with the same config and data."""
-    if info is None or not storage.verify_artifact(info):
-        return False
-    try:
-        setup = json.loads((info.path / SETUP_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return bool(setup.get("training_hash") == training_hash)
-
-
-def baseline_adapter(
-    engine: Any,
-    layout: storage.OutputLayout,
-    setup: BaselineSetup,
-    base: BaseModel,
-    name: str,
-    train_personas: Sequence[Any],
-    train_config: TrainConfig,
-    *,
-    source_trial: int | None = None,
-    progress: bool = True,
-) -> tuple[Path, str]:
-    """The baseline adapter ``name`` trained on ``train_personas``: reused when it exists.
-
-    Trained with :func:`trainers.recipe.train_lora` on the resident base model (left unchanged),
-    written atomically to ``models/<study>/baselines/<name>`` with :data:`SETUP_FILE`, and
-    recorded as the artifact ``baseline_<name>`` of the study with its sha256.
-
-    Args:
-        engine: The storage engine.
-        layout: Where outputs go.
-        setup: The study the baseline belongs to.
-        base: The loaded base model.
-        name: The baseline (:data:`UNIFIED`, :data:`CLUSTER0`).
-        train_personas: The personas whose train (and val) examples it learns.
-        train_config: The promoted trial's config (the study's base config with its params).
-        source_trial: The trial whose hyperparameters these are, for the record.
-        progress: Show the training progress bar.
-
-    Returns:
-        The adapter directory and its sha256.
-
-    Raises:
-        ValueError: If the personas have no train or no val examples.
-    """
-    from trainers.recipe import train_lora
-
-    data = train_config.data
-    train = prompt_pairs(train_personas, "train", data.max_train_per_persona)
-    val = prompt_pairs(train_personas, "val", data.max_val_per_persona)
-    if not train or not val:
-        raise ValueError(
-            f"baseline {name!r} needs train and val examples: its {len(train_personas)} "
-            f"personas have {len(train)} and {len(val)}"
-        )
-    training_hash = _training_hash(train_config, base.name, [*train, *val])
-    kind = f"{ADAPTER_KIND_PREFIX}{name}"
-    with storage.session_scope(engine) as session:
-        info = storage.get_artifact(
-            session, kind=kind, study_name=setup.study_name, trial_number=None
-        )
-    if info is not None and _reusable(info, training_hash):
-        return info.path, info.sha256
-
-    target = layout.baseline_adapter_dir(setup.study_name, name)
-    if progress:
-        print(f"training baseline {name}: {len(train_personas)} personas, {len(train)} examples")
-    with storage.atomic_directory(target) as tmp:
-        result = train_lora(
-            base,
-            train_config,
-            train,
-            val,
-            save_dir=tmp,
-            log_path=layout.log_path(f"{setup.study_name}-baseline-{name}"),
-            progress=progress,
-        )
-        record = {
-            "baseline": name,
-            "study": setup.study_name,
-            "source_trial": source_trial,
-            "base_model": base.name,
-            "n_personas": len(train_personas),
-            "n_train_examples": len(train),
-            "n_val_examples": len(val),
-            "final_eval_loss": result.final_eval_loss,
-            "training_hash": training_hash,
-        }
-        (tmp / SETUP_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
-    digest, size = storage.directory_sha256(target)
-    with storage.session_scope(engine) as session:
-        storage.record_artifact(
-            session,
-            kind=kind,
-            path=target,
-            sha256=digest,
-            size_bytes=size,
-            study_name=setup.study_name,
-            trial_number=None,  # one per study: a new promoted trial's params retrain it
-        )
-    return target, digest
-
-
-def evaluate_adapter_baseline(
-    engine: Any,
-    layout: storage.OutputLayout,
-    setup: BaselineSetup,
-    base: BaseModel,
-    name: str,
-    train_personas: Sequence[Any],
-    train_config: TrainConfig,
-    *,
-    source_trial: int | None = None,
-    progress: bool = True,
-) -> MethodResult:
-    """Train (or reuse) the baseline adapter ``name`` and evaluate it on the test examples."""
-    adapter_dir, sha = baseline_adapter(
-        engine,
-        layout,
-        setup,
-        base,
-        name,
-        train_personas,
-        train_config,
-        source_trial=source_trial,
-        progress=progress,
-    )
-    return evaluate_generated(
-        engine, setup, base, name, setup.items, adapter_dir=adapter_dir, adapter_sha256=sha
-    )
-
-
-def _texts_digest(setup: BaselineSetup, name: str, items: Sequence[EvalItem]) -> str:
-    return method_digest(name, None, items, _embedding_model(setup))
-
-
-def evaluate_copy_persona(engine: Any, setup: BaselineSetup) -> MethodResult:
-    """Every reply is the persona's own text (the prompts carry it, so the test-set hash
-    covers it)."""
-    items = setup.items
-    texts = {p.key: p.text for p in setup.personas}
-    replies = [texts[it.persona_key] for it in items]
-    key = run_key(setup, COPY_PERSONA, _texts_digest(setup, COPY_PERSONA, items))
-    result = score_replies(engine, key, items, replies, embedding_model=setup.embedding_model)
-    return _named(result, COPY_PERSONA)
-
-
-def ceiling_replies(items: Sequence[EvalItem]) -> list[str]:
-    """For each example, the reference of the persona's next test example (by example id,
-    wrapping around): another reference of the same persona.
-
-    Raises:
-        ValueError: If a persona has a single test example (there is no other reference).
-    """
-    by_persona: dict[str, list[EvalItem]] = {}
-    for it in items:
-        by_persona.setdefault(it.persona_key, []).append(it)
-    alone = sorted(key for key, group in by_persona.items() if len(group) < 2)
-    if alone:
-        raise ValueError(
-            f"the reference ceiling needs 2 test examples per persona; {len(alone)} persona(s) "
-            f"have one (e.g. {alone[0]!r})"
-        )
-    other: dict[int, str] = {}
-    for group in by_persona.values():
-        ordered = sorted(group, key=lambda it: it.example_id)
-        for i, it in enumerate(ordered):
-            other[it.example_id] = ordered[(i + 1) % len(ordered)].reference
-    return [other[it.example_id] for it in items]
-
-
-def evaluate_reference_ceiling(engine: Any, setup: BaselineSetup) -> MethodResult:
-    """What a perfect imitation of the persona could score: another reference as the reply."""
-    items = setup.items
-    key = run_key(setup, CEILING, _texts_digest(setup, CEILING, items))
-    result = score_replies(
-        engine, key, items, ceiling_replies(items), embedding_model=setup.embedding_model
-    )
-    return _named(result, CEILING)
-
-
-def _persona_vectors(engine: Any, setup: BaselineSetup, personas: Sequence[Any]) -> Any:
-    """Unit embeddings of the persona texts: stored ones read back, the rest embedded."""
-    import numpy as np
-
-    from trainers.embedding import embed
-
-    model = _embedding_model(setup)
-    with storage.session_scope(engine) as session:
-        cached = storage.load_persona_embeddings(session, setup.dataset_id, model)
-    missing = [p for p in personas if p.key not in cached]
-    if missing:
-        fresh = embed([p.text for p in missing], model)
-        cached.update(zip([p.key for p in missing], fresh, strict=True))
-    vectors = np.stack([np.asarray(cached[p.key], dtype=np.float32) for p in personas])
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
-def swapped_partners(
-    engine: Any, setup: BaselineSetup, candidates: Sequence[Any]
-) -> dict[str, Any]:
-    """Each evaluated persona's partner: the candidate farthest from it in embedding space.
-
-    Args:
-        engine: The storage engine (persona embeddings are read from it when stored).
-        setup: The evaluated personas.
-        candidates: The personas to choose from (usually the whole dataset).
-
-    Returns:
-        Persona key -> the partner persona (never the persona itself).
-
-    Raises:
-        ValueError: If there is no other candidate for some persona.
-    """
-    import numpy as np
-
-    pool = sorted(candidates, key=lambda p: p.key)
-    if len({p.key for p in pool}) < 2:
-        raise ValueError(f"swapping personas needs 2 candidate personas, got {len(pool)}")
-    own = list(setup.personas)
-    pool_vectors = _persona_vectors(engine, setup, pool)
-    own_vectors = _persona_vectors(engine, setup, own)
-    similarity = own_vectors @ pool_vectors.T
-    keys = np.asarray([p.key for p in pool])
-    partners = {}
-    for row, persona in zip(similarity, own, strict=True):
-        row = np.where(keys == persona.key, np.inf, row)
-        partners[persona.key] = pool[int(np.argmin(row))]  # first minimum: sorted key order
-    return partners
-
-
-def swapped_items(setup: BaselineSetup, partners: Mapping[str, Any]) -> list[EvalItem]:
-    """The test examples with the partner's persona text in the prompt (same ids, contexts
-    and references, so they pair with the own-persona examples)."""
-    return [
-        EvalItem(ex.id, p.key, build_prompt(partners[p.key].text, ex.context), ex.reply)
-        for p in setup.personas
-        for ex in p.examples
-        if ex.split == "test"
-    ]
-
-
-def evaluate_persona_swapped(
-    engine: Any, setup: BaselineSetup, base: BaseModel, candidates: Sequence[Any]
-) -> MethodResult:
-    """The base model answering each persona's prompts with a far persona's text."""
-    items = swapped_items(setup, swapped_partners(engine, setup, candidates))
-    return evaluate_generated(engine, setup, base, SWAPPED, items)
+__all__ = [
+    "ADAPTER_KIND_PREFIX",
+    "BASELINES",
+    "BASE_MODEL",
+    "CEILING",
+    "CLUSTER0",
+    "COPY_PERSONA",
+    "DIGEST_LENGTH",
+    "METHOD_COLUMN",
+    "SETUP_FILE",
+    "SWAPPED",
+    "UNIFIED",
+    "BaselineSetup",
+    "baseline_adapter",
+    "baseline_report",
+    "ceiling_replies",
+    "evaluate_adapter_baseline",
+    "evaluate_base_model",
+    "evaluate_baselines",
+    "evaluate_copy_persona",
+    "evaluate_generated",
+    "evaluate_persona_swapped",
+    "evaluate_reference_ceiling",
+    "items_hash",
+    "method_digest",
+    "run_key",
+    "swapped_items",
+    "swapped_partners",
+]
 
 
 def evaluate_baselines(

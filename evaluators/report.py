@@ -29,7 +29,7 @@ from typing import Any
 
 import storage
 from evaluators import decision
-from evaluators.baselines import BASE_MODEL, CEILING, CLUSTER0, COPY_PERSONA, SWAPPED, UNIFIED
+from evaluators.baselines import UNIFIED
 from evaluators.config import EvalConfig
 from evaluators.evaluation import (
     EvalItem,
@@ -39,9 +39,48 @@ from evaluators.evaluation import (
     eval_items,
     score_replies,
 )
-from evaluators.moe import MOE_COLD, MOE_SELF, PERSONA_ADAPTERS
+from evaluators.moe import MOE_SELF
 from evaluators.promotion import TRIAL_METHOD
+from evaluators.report_figure import FIGURE_SIZE, PNG_SCALE, comparison_figure, render_png
+from evaluators.report_rows import (
+    CLUSTER,
+    LABELS,
+    ORDER,
+    REFERENCE_ROWS,
+    TRIAL_PREFIX,
+    comparison_pairs,
+    label,
+    row_order,
+)
+from evaluators.report_summary import summary_markdown
 from evaluators.similarity import normalized
+
+__all__ = [
+    "CLUSTER",
+    "FIGURE_NAME",
+    "FIGURE_SIZE",
+    "LABELS",
+    "ORDER",
+    "PNG_SCALE",
+    "REFERENCE_ROWS",
+    "REPORT_KIND",
+    "SUMMARY_FILE",
+    "TRIAL_PREFIX",
+    "ReportScope",
+    "TrialPoint",
+    "build_report",
+    "collect_results",
+    "comparison_figure",
+    "comparison_pairs",
+    "decide_from",
+    "find_runs",
+    "label",
+    "load_result",
+    "render_png",
+    "row_order",
+    "summary_markdown",
+    "write_report_files",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,40 +89,6 @@ REPORT_KIND = "comparison"
 FIGURE_NAME = "comprehensive_comparison"
 """Stem of the figure files (``.html``, ``.png``) and of the JSON."""
 SUMMARY_FILE = "comparison_summary.md"
-CLUSTER = decision.CLUSTER
-TRIAL_PREFIX = "trial_"
-"""Report name of another evaluated trial: ``trial_<N>``."""
-FIGURE_SIZE = (1400, 1600)
-"""Width and height of the PNG, in pixels (before ``PNG_SCALE``)."""
-PNG_SCALE = 1
-
-ORDER = (
-    BASE_MODEL,
-    UNIFIED,
-    CLUSTER0,
-    CLUSTER,
-    MOE_SELF,
-    MOE_COLD,
-    PERSONA_ADAPTERS,
-    COPY_PERSONA,
-    CEILING,
-    SWAPPED,
-)
-"""The table's rows (the other evaluated trials follow the promoted one)."""
-LABELS = {
-    BASE_MODEL: "base model",
-    UNIFIED: "unified adapter",
-    CLUSTER0: "cluster 0 adapter",
-    CLUSTER: "cluster 4, promoted trial",
-    MOE_SELF: "MoE merge, with self",
-    MOE_COLD: "MoE merge, cold start",
-    PERSONA_ADAPTERS: "per-persona adapters",
-    COPY_PERSONA: "copy the persona",
-    CEILING: "reference ceiling",
-    SWAPPED: "swapped persona (base)",
-}
-REFERENCE_ROWS = frozenset({COPY_PERSONA, CEILING, SWAPPED})
-"""Rows that are yardsticks, not candidates (drawn grey)."""
 
 
 @dataclass(frozen=True)
@@ -218,39 +223,6 @@ def collect_results(
     return {name: results[name] for name in row_order(results)}
 
 
-def row_order(names: Sequence[str] | Mapping[str, Any]) -> list[str]:
-    """Report rows in table order: :data:`ORDER`, other trials right after the promoted one."""
-    present = list(names)
-    trials = sorted(
-        (n for n in present if n.startswith(TRIAL_PREFIX)),
-        key=lambda n: int(n.removeprefix(TRIAL_PREFIX)),
-    )
-    order: list[str] = []
-    for name in ORDER:
-        if name in present:
-            order.append(name)
-        if name == CLUSTER:
-            order += trials
-    return order
-
-
-def label(name: str) -> str:
-    """A row's label for people."""
-    if name.startswith(TRIAL_PREFIX):
-        return f"cluster 4, trial {name.removeprefix(TRIAL_PREFIX)}"
-    return LABELS.get(name, name)
-
-
-def comparison_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
-    """The report's comparisons ``(a, b)``: every row against the unified adapter, cluster 4
-    against cluster 0, and each MoE variant against cluster 4."""
-    present = set(names)
-    pairs = [(n, UNIFIED) for n in names if n != UNIFIED and UNIFIED in present]
-    extra = [(CLUSTER, CLUSTER0), (MOE_SELF, CLUSTER), (MOE_COLD, CLUSTER)]
-    pairs += [(a, b) for a, b in extra if a in present and b in present]
-    return pairs
-
-
 def _paired(entry: Mapping[str, Any]) -> decision.Paired:
     return decision.Paired(entry["mean"], entry["low"], entry["high"], bool(entry["beats"]))
 
@@ -342,230 +314,12 @@ def build_report(
     }
 
 
-def comparison_figure(report: Mapping[str, Any]) -> Any:
-    """The plotly figure: bars with CIs per method, the study's eval_loss history, and
-    per-persona scores per method."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(
-        rows=3,
-        cols=1,
-        vertical_spacing=0.09,
-        row_heights=[0.38, 0.24, 0.38],
-        subplot_titles=(
-            "Similarity on the identical test examples (bars: mean over personas; "
-            "whiskers: 95% persona-level CI; diamonds: floor;<br>green: main result, red: "
-            "degenerate, grey: yardsticks)",
-            "eval_loss of the study's trials (validation split)",
-            "Per-persona similarity",
-        ),
-    )
-    rows = report["rows"]
-    names = list(rows)
-    labels = [rows[n]["label"] for n in names]
-    means = [100 * rows[n]["mean_similarity"] for n in names]
-    cis = [rows[n]["mean_similarity_ci"] for n in names]
-    plus = [0.0 if c is None else 100 * c["high"] - m for c, m in zip(cis, means, strict=True)]
-    minus = [0.0 if c is None else m - 100 * c["low"] for c, m in zip(cis, means, strict=True)]
-    main = report["decision"]["main_result"]
-    colors = [
-        "#d62728"
-        if rows[n]["degenerate"]
-        else "#2ca02c"
-        if n == main
-        else "#b0b0b0"
-        if n in REFERENCE_ROWS
-        else "#1f77b4"
-        for n in names
-    ]
-    fig.add_trace(
-        go.Bar(
-            x=labels,
-            y=means,
-            marker_color=colors,
-            error_y={"type": "data", "symmetric": False, "array": plus, "arrayminus": minus},
-            text=[f"{m:.1f}%" for m in means],
-            textposition="outside",
-            name="similarity",
-            showlegend=False,
-        ),
-        row=1,
-        col=1,
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=labels,
-            y=[100 * rows[n]["floor"] for n in names],
-            mode="markers",
-            marker={"symbol": "diamond", "size": 9, "color": "black"},
-            name="floor (other personas' references)",
-        ),
-        row=1,
-        col=1,
-    )
-    fig.update_yaxes(title_text="similarity (%)", row=1, col=1)
-
-    history = report.get("history") or []
-    for state, color, symbol in (
-        ("COMPLETE", "#1f77b4", "circle"),
-        ("PRUNED", "#ff7f0e", "x"),
-    ):
-        points = [
-            (t["number"], t["value"] if t["value"] is not None else _last(t["intermediate"]))
-            for t in history
-            if t["state"] == state
-        ]
-        points = [(n, v) for n, v in points if v is not None]
-        if points:
-            fig.add_trace(
-                go.Scatter(
-                    x=[n for n, _ in points],
-                    y=[v for _, v in points],
-                    mode="markers",
-                    marker={"color": color, "symbol": symbol, "size": 9},
-                    name=f"{state.lower()} trial"
-                    + (" (last reported)" if state == "PRUNED" else ""),
-                ),
-                row=2,
-                col=1,
-            )
-    best: list[tuple[int, float]] = []
-    for t in sorted(history, key=lambda t: t["number"]):
-        if t["value"] is not None:
-            low = t["value"] if not best else min(best[-1][1], t["value"])
-            best.append((t["number"], low))
-    if best:
-        fig.add_trace(
-            go.Scatter(
-                x=[n for n, _ in best],
-                y=[v for _, v in best],
-                mode="lines",
-                line={"shape": "hv", "color": "#2ca02c"},
-                name="best so far",
-            ),
-            row=2,
-            col=1,
-        )
-    fig.update_xaxes(title_text="trial", tickformat="d", row=2, col=1)
-    fig.update_yaxes(title_text="eval_loss", row=2, col=1)
-
-    per_persona = report.get("per_persona") or {}
-    for name in names:
-        values = list(per_persona.get(name, {}).values())
-        fig.add_trace(
-            go.Box(
-                y=[100 * v for v in values],
-                name=rows[name]["label"],
-                boxpoints="all",
-                jitter=0.4,
-                pointpos=0,
-                marker={"size": 3},
-                line={"width": 1},
-                showlegend=False,
-            ),
-            row=3,
-            col=1,
-        )
-    fig.update_yaxes(title_text="persona mean similarity (%)", row=3, col=1)
-    branch = report["decision"]["branch"]
-    fig.update_layout(
-        title=f"Study {report['study']}: comparison of methods; decision: {branch}, "
-        f"main result: {label(main) if main else 'none'}",
-        width=FIGURE_SIZE[0],
-        height=FIGURE_SIZE[1],
-        template="plotly_white",
-        legend={"orientation": "h", "y": 1.03, "x": 0},
-        margin={"t": 140},
-    )
-    return fig
-
-
-def _last(intermediate: Mapping[str, float]) -> float | None:
-    if not intermediate:
-        return None
-    return intermediate[max(intermediate, key=int)]
-
-
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:.2f}%"
-
-
-def summary_markdown(report: Mapping[str, Any], files: Mapping[str, Any]) -> str:
-    """The markdown summary: the decision with its numbers, then the table."""
-    d = report["decision"]
-    main = d["main_result"]
-    lines = [
-        f"# Study {report['study']}: comparison of methods",
-        "",
-        f"**Decision branch:** `{d['branch']}`. "
-        f"**Main result:** {label(main) if main else 'none yet'}.",
-        "",
-        *[f"- {reason}" for reason in d["reasons"]],
-        "",
-        "Similarity is the cosine of sentence embeddings of reply and reference, averaged per "
-        "persona and then over personas, on the identical test examples. The floor is the "
-        "similarity to other personas' references; normalized = (s - floor) / (1 - floor). "
-        "CIs are 95% persona-level bootstrap intervals; differences are paired and "
-        "Holm-corrected over all comparisons of the report. The plan's 82.14% (unified) and "
-        "72.65% (cluster 0) are references only: they were measured on other test sets.",
-        "",
-        "| method | similarity | 95% CI | floor | normalized | distinct-2 | top reply | "
-        "words | vs unified (pt, 95% CI, Holm p) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in report["rows"].values():
-        ci = row["mean_similarity_ci"]
-        interval = "—" if ci is None else f"{_pct(ci['low'])} – {_pct(ci['high'])}"
-        vs = row["vs_unified"]
-        versus = (
-            "—"
-            if vs is None
-            else f"{vs['mean_percent_points']:+.2f} [{vs['ci_percent_points'][0]:+.2f}, "
-            f"{vs['ci_percent_points'][1]:+.2f}], p={vs['p_holm']:.3g}"
-            + (" **beats**" if vs["beats"] else "")
-        )
-        flag = " (degenerate)" if row["degenerate"] else ""
-        lines.append(
-            f"| {row['label']}{flag} | {_pct(row['mean_similarity'])} | {interval} | "
-            f"{_pct(row['floor'])} | {_pct(row['normalized'])} | "
-            f"{row['diversity']['distinct_2']:.3f} | "
-            f"{row['diversity']['top_reply_share']:.1%} | {row['mean_reply_words']:.1f} | "
-            f"{versus} |"
-        )
-    for missing in report["not_evaluated"]:
-        lines.append(f"| {missing} | not evaluated | | | | | | | |")
-    lines += ["", "Files:", ""]
-    lines += [f"- {what}: `{where}`" for what, where in files.items()]
-    return "\n".join(lines) + "\n"
-
-
 def _write_bytes(path: Path, data: bytes) -> None:
     """Write a file atomically (temp file beside it, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-
-
-def render_png(figure: Any) -> bytes:
-    """The figure as PNG bytes, rendered by kaleido (which drives Chromium).
-
-    Raises:
-        RuntimeError: If kaleido or a Chromium browser is missing, naming what to install.
-    """
-    try:
-        return bytes(
-            figure.to_image(
-                format="png", width=FIGURE_SIZE[0], height=FIGURE_SIZE[1], scale=PNG_SCALE
-            )
-        )
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise RuntimeError(
-            f"could not render the PNG ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-            "it needs kaleido>=1 (pip) and a Chromium: apt-get install chromium, or "
-            "`plotly_get_chrome`"
-        ) from exc
 
 
 def write_report_files(

@@ -80,7 +80,7 @@ def test_trial_failed_elsewhere_is_dropped_and_the_worker_goes_on(
     """Optuna's heartbeat thread dies quietly on a database error; the live trial then looks
     stale and another worker fails and re-queues it. The first worker must notice (its next
     report raises), drop the trial without saving or telling, and carry on."""
-    from hpo.worker import _StaleTrialHandler
+    from hpo.worker_stop import StaleTrialHandler
 
     config = long_study_config(name="elsewhere", n_trials=3)
     prepare(sqlite_url, tmp_path, config)
@@ -93,9 +93,7 @@ def test_trial_failed_elsewhere_is_dropped_and_the_worker_goes_on(
     )
     # what optuna.storages.fail_stale_trials does in another worker, with our callback
     assert rdb.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
-    _StaleTrialHandler(storage.open_storage(sqlite_url), "elsewhere")(
-        study, rdb.get_trial(trial_id)
-    )
+    StaleTrialHandler(storage.open_storage(sqlite_url), "elsewhere")(study, rdb.get_trial(trial_id))
 
     codes = wait_for_workers([worker], interval=0.5)
     assert codes == [0], worker.log_path.read_text()[-3000:]

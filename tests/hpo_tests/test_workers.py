@@ -27,7 +27,7 @@ from hpo.study import (
     optuna_storage,
     raise_budget,
 )
-from hpo.worker import _finished_elsewhere, _stop_cleanly, _storage_id
+from hpo.worker_stop import finished_elsewhere, stop_cleanly, storage_id
 from tests.conftest import import_and_cluster
 from tests.hpo_tests.invariants import check_invariants
 from trainers.config import DataConfig, TrainConfig
@@ -169,18 +169,18 @@ def test_a_trial_failed_elsewhere_is_told_apart_by_its_state(sqlite_url: str) ->
     def failed_by_a_sweep_meanwhile(trial: optuna.Trial) -> float:
         # what another worker's sweep of stale trials does while this trial trains
         rdb.set_trial_state_values(
-            _storage_id(rdb, study_id, trial.number), optuna.trial.TrialState.FAIL
+            storage_id(rdb, study_id, trial.number), optuna.trial.TrialState.FAIL
         )
         trial.report(1.0, 1)
         return 1.0
 
     with pytest.raises((optuna.exceptions.UpdateFinishedTrialError, ValueError)):
         study.optimize(failed_by_a_sweep_meanwhile, n_trials=1, catch=(Exception,))
-    assert _finished_elsewhere(rdb, _storage_id(rdb, study_id, 0))
+    assert finished_elsewhere(rdb, storage_id(rdb, study_id, 0))
 
     study.optimize(lambda trial: 0.5, n_trials=1)
-    assert not _finished_elsewhere(rdb, _storage_id(rdb, study_id, 1))
-    assert not _finished_elsewhere(rdb, None)  # no trial created yet
+    assert not finished_elsewhere(rdb, storage_id(rdb, study_id, 1))
+    assert not finished_elsewhere(rdb, None)  # no trial created yet
 
 
 def test_stop_cleanly_fails_a_running_trial_and_keeps_finished_tickets(sqlite_url: str) -> None:
@@ -201,15 +201,15 @@ def test_stop_cleanly_fails_a_running_trial_and_keeps_finished_tickets(sqlite_ur
             return (storage.budget(session, "seam") or (0, -1))[1]
 
     running = study.ask()
-    _stop_cleanly(rdb, _storage_id(rdb, study_id, running.number), engine, "seam")
+    stop_cleanly(rdb, storage_id(rdb, study_id, running.number), engine, "seam")
     assert study.get_trials()[running.number].state == optuna.trial.TrialState.FAIL
     assert claimed() == 2
 
     done = study.ask()
     study.tell(done, 0.3)
-    _stop_cleanly(rdb, _storage_id(rdb, study_id, done.number), engine, "seam")
+    stop_cleanly(rdb, storage_id(rdb, study_id, done.number), engine, "seam")
     assert study.get_trials()[done.number].state == optuna.trial.TrialState.COMPLETE
     assert claimed() == 2
 
-    _stop_cleanly(rdb, None, engine, "seam")
+    stop_cleanly(rdb, None, engine, "seam")
     assert claimed() == 1
