@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from trainers.tiny.generator import (
     archetype_sizes,
-    generate_generic_corpus,
+    generate_persona_chats,
     generate_personas,
     persona_archetypes,
+    trait_set,
     write_demo_dataset,
 )
 from trainers.tiny.model import (
+    PRETRAIN_SEED_OFFSET,
     TINY_RECIPE_VERSION,
     TinyModelSpec,
     ensure_tiny_model,
@@ -21,13 +23,15 @@ from trainers.tiny.model import (
 )
 
 __all__ = [
+    "PRETRAIN_SEED_OFFSET",
     "TINY_RECIPE_VERSION",
     "TinyModelSpec",
     "archetype_sizes",
     "ensure_tiny_model",
-    "generate_generic_corpus",
+    "generate_persona_chats",
     "generate_personas",
     "persona_archetypes",
     "tiny_model_dir",
+    "trait_set",
     "write_demo_dataset",
 ]

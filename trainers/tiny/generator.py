@@ -17,6 +17,7 @@ This module and its vocabulary import only the standard library.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from trainers.tiny.vocabulary import (
     STYLES,
     Trait,
 )
+
+_ALL_TRAITS = tuple(t for pool in ARCHETYPE_TRAITS.values() for t in pool) + GENERIC_TRAITS
 
 GENERIC_REPLY_SHARE = 0.2
 """Share of replies about the generic trait; the rest are about the archetype traits."""
@@ -99,7 +102,11 @@ def persona_archetypes(n_personas: int = 200, *, seed: int = 0) -> list[str]:
 
 
 def generate_personas(
-    n_personas: int = 200, examples_per_persona: int = 40, *, seed: int = 0
+    n_personas: int = 200,
+    examples_per_persona: int = 40,
+    *,
+    seed: int = 0,
+    exclude: Sequence[str] = (),
 ) -> list[dict[str, object]]:
     """Generate the demo dataset's records.
 
@@ -107,6 +114,8 @@ def generate_personas(
         n_personas: How many personas (at least 10, two per archetype).
         examples_per_persona: Replies per persona (at least 1).
         seed: Same seed, same records; another seed gives other personas and replies.
+        exclude: Persona texts (of another dataset) to keep apart from: no persona's trait
+            set equals, contains or is contained in one of theirs, as within a dataset.
 
     Returns:
         JSONL records with keys ``persona_id``, ``persona``, ``context`` (a list of 1-3
@@ -119,7 +128,7 @@ def generate_personas(
         raise ValueError(f"examples_per_persona={examples_per_persona!r}: expected >= 1")
     archetypes = persona_archetypes(n_personas, seed=seed)
     width = max(3, len(str(n_personas - 1)))
-    taken: list[frozenset[Trait]] = []
+    taken = [trait_set(text) for text in exclude]
     records: list[dict[str, object]] = []
     for index, archetype in enumerate(archetypes):
         rng = random.Random(f"persona:{seed}:{index}")
@@ -136,6 +145,36 @@ def generate_personas(
                 }
             )
     return records
+
+
+def trait_set(persona_text: str) -> frozenset[Trait]:
+    """The traits whose sentences a generated persona text is made of."""
+    return frozenset(t for t in _ALL_TRAITS if t.sentence in persona_text)
+
+
+def generate_persona_chats(
+    n_personas: int, examples_per_persona: int, *, seed: int, exclude: Sequence[str] = ()
+) -> list[tuple[str, str, str]]:
+    """Persona chats for pretraining a base model: (persona, context, reply) triples.
+
+    The same generator as the demo dataset's, so the chats teach what a persona line means
+    (replies are about its traits) without the demo's personas: give another seed than the
+    demo's and its persona texts as ``exclude``.
+
+    Args:
+        n_personas: How many personas.
+        examples_per_persona: Chats per persona.
+        seed: As for :func:`generate_personas`.
+        exclude: As for :func:`generate_personas`.
+
+    Returns:
+        Persona text, context (turns joined by newlines, oldest first) and reply.
+    """
+    records = generate_personas(n_personas, examples_per_persona, seed=seed, exclude=exclude)
+    return [
+        (str(r["persona"]), "\n".join(r["context"]), str(r["reply"]))  # type: ignore[arg-type]
+        for r in records
+    ]
 
 
 _MAX_DRAWS = 10_000
@@ -222,50 +261,6 @@ def _render(rng: random.Random, persona: _Persona, core: str, *, topic: str | No
     # hesitant
     opener = rng.choice(("Well, I guess", "Hmm, I suppose", "Um, well,"))
     return f"{opener} {core[0].lower()}{core[1:-1]}... if that makes sense."
-
-
-def generate_generic_corpus(n_lines: int = 4000, *, seed: int = 0) -> list[str]:
-    """Generic chat lines for pretraining a tiny language model on the demo's vocabulary.
-
-    The lines are questions, answers and trait sentences over every archetype's and the
-    generic traits' words, with the styles' fillers, but tied to no persona: a model
-    pretrained on them can produce the words, not any persona's preferences.
-
-    Args:
-        n_lines: How many lines.
-        seed: Same seed, same lines.
-
-    Returns:
-        ``n_lines`` short lines.
-
-    Raises:
-        ValueError: ``n_lines`` is negative.
-    """
-    if n_lines < 0:
-        raise ValueError(f"n_lines={n_lines!r}: expected >= 0")
-    rng = random.Random(f"corpus:{seed}")
-    traits = [t for pool in ARCHETYPE_TRAITS.values() for t in pool] + list(GENERIC_TRAITS)
-    templates = [t for q in QUESTIONS for t in q.answers]
-    generic_speaker = _Persona("", (), "terse", "")
-    lines: list[str] = []
-    while len(lines) < n_lines:
-        kind = rng.random()
-        trait = rng.choice(traits)
-        if kind < 0.25:
-            lines.append(rng.choice(QUESTIONS).text)
-        elif kind < 0.35:
-            lines.append(rng.choice(GREETINGS + SELF_GREETINGS))
-        elif kind < 0.5:
-            lines.append(trait.sentence)
-        elif kind < 0.9:
-            # An answer in a random style: the words of every style, no persona's habits.
-            speaker = _Persona("", (), rng.choice(STYLES), rng.choice(CATCHPHRASES))
-            core = rng.choice(templates).format(topic=trait.topic)
-            lines.append(_render(rng, speaker, core, topic=trait.topic))
-        else:
-            core = rng.choice(templates).format(topic=trait.topic)
-            lines.append(_render(rng, generic_speaker, core, topic=trait.topic))
-    return lines
 
 
 def write_demo_dataset(

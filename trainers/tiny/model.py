@@ -1,9 +1,17 @@
 """The demo's tiny base model: a 2-layer Llama and its tokenizer, built offline and cached.
 
-The tokenizer is a byte-level BPE trained on the demo generator's generic chat text; the model
-is pretrained briefly on that text so that it produces words. It is built with no download,
-deterministically by seed, and cached on disk; concurrent workers build it once under a lock.
-:func:`trainers.base_model.load_base_model` calls :func:`ensure_tiny_model` for
+The model is pretrained on generated persona chats in the prompt format of
+:mod:`trainers.prompt` (persona line, turns, reply), so that, like a real chat model, it
+reads the persona line: a reply is about one of the persona's traits. The chats' personas
+are not the demo dataset's: they come from another generator seed
+(:data:`PRETRAIN_SEED_OFFSET`) and exclude every persona of the default demo dataset (their
+trait sets neither equal, contain nor are contained in a demo persona's). Fine-tuning then
+has a persona-reading base to start from, and ``base_model - persona_swapped`` in the
+evaluation measures that reading.
+
+The tokenizer is a byte-level BPE trained on the same chats. Everything is built with no
+download, deterministically by seed, and cached on disk; concurrent workers build it once
+under a lock. :func:`trainers.base_model.load_base_model` calls :func:`ensure_tiny_model` for
 ``base_model = "tiny"``.
 """
 
@@ -22,13 +30,21 @@ from trainers.config import ModelConfig, default_cache_dir
 
 log = logging.getLogger(__name__)
 
-TINY_RECIPE_VERSION = 1
-"""Bump when the tiny model's recipe changes, so old caches are not reused."""
+TINY_RECIPE_VERSION = 2
+"""Bump when the tiny model's recipe changes, so old caches are not reused (2: pretrained on
+persona chats instead of persona-less lines)."""
+
+PRETRAIN_SEED_OFFSET = 1_000_000
+"""The pretraining chats use generator seed ``PRETRAIN_SEED_OFFSET + seed``: never a demo
+dataset's seed in practice, so other personas than the demo's."""
+
+DEMO_PERSONAS = 200
+"""Personas of the default demo dataset (seed 0), which the pretraining chats exclude."""
 
 
 @dataclass(frozen=True)
 class TinyModelSpec:
-    """Shape and pretraining of the tiny model (about 0.6M parameters)."""
+    """Shape and pretraining of the tiny model (about 0.5M parameters)."""
 
     vocab_size: int = 2048
     hidden_size: int = 128
@@ -36,10 +52,14 @@ class TinyModelSpec:
     num_layers: int = 2
     num_heads: int = 4
     max_positions: int = 512
-    corpus_lines: int = 6000
-    block_size: int = 64
+    corpus_personas: int = 1000
+    """Personas of the pretraining chats (disjoint from the demo dataset's)."""
+    corpus_examples: int = 20
+    """Chats per pretraining persona."""
+    max_length: int = 192
+    """Tokens of one pretraining chat at most (a chat is one row, never split)."""
     batch_size: int = 32
-    pretrain_steps: int = 200
+    pretrain_steps: int = 600
     learning_rate: float = 3e-3
 
 
@@ -102,21 +122,29 @@ def _train_tokenizer(corpus: list[str], spec: TinyModelSpec) -> Any:
     )
 
 
+def pretraining_texts(seed: int, spec: TinyModelSpec) -> list[str]:
+    """The pretraining chats as prompt and reply texts, in the fine-tuning format."""
+    from trainers.prompt import build_prompt, reply_target
+    from trainers.tiny.generator import generate_persona_chats, generate_personas
+
+    demo = {str(r["persona"]) for r in generate_personas(DEMO_PERSONAS, 1, seed=0)}
+    chats = generate_persona_chats(
+        spec.corpus_personas,
+        spec.corpus_examples,
+        seed=PRETRAIN_SEED_OFFSET + seed,
+        exclude=sorted(demo),
+    )
+    return [
+        build_prompt(persona, context) + reply_target(reply) for persona, context, reply in chats
+    ]
+
+
 def _build_tiny_model(out: Path, seed: int, spec: TinyModelSpec) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from trainers.prompt import build_prompt, reply_target
-    from trainers.tiny.generator import generate_generic_corpus
-
     torch.manual_seed(seed)
-    lines = generate_generic_corpus(spec.corpus_lines, seed=seed)
-    # Pretraining text in the chat layout that fine-tuning uses, so the model learns to
-    # answer after the speaker tag; the persona line stays empty (no persona is known yet).
-    texts = [
-        build_prompt("", question) + reply_target(answer)
-        for question, answer in zip(lines[0::2], lines[1::2], strict=False)
-    ]
+    texts = pretraining_texts(seed, spec)
     tokenizer = _train_tokenizer(texts, spec)
     model_config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -154,14 +182,12 @@ def _build_tiny_model(out: Path, seed: int, spec: TinyModelSpec) -> None:
 def _pretrain(
     model: Any, tokenizer: Any, texts: list[str], spec: TinyModelSpec, seed: int
 ) -> float:
-    """A short causal-LM pretraining on packed blocks; returns the last smoothed loss."""
+    """A short causal-LM pretraining, one chat per row (so a reply always sees its persona
+    line), padded per batch; returns the last smoothed loss."""
     import torch
 
-    ids: list[int] = []
-    for text in texts:
-        ids.extend(tokenizer(text)["input_ids"] + [tokenizer.eos_token_id])
-    n_blocks = len(ids) // spec.block_size
-    blocks = torch.tensor(ids[: n_blocks * spec.block_size]).view(n_blocks, spec.block_size)
+    rows = [ids[: spec.max_length] for ids in tokenizer(texts)["input_ids"]]
+    rows = [[*ids, tokenizer.eos_token_id] for ids in rows]
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -170,8 +196,15 @@ def _pretrain(
     model.train()
     smoothed = float("nan")
     for _step in _progress(range(spec.pretrain_steps), "pretraining the tiny base model"):
-        batch = blocks[torch.randint(0, n_blocks, (spec.batch_size,), generator=generator)]
-        loss = model(input_ids=batch, labels=batch).loss
+        chosen = torch.randint(0, len(rows), (spec.batch_size,), generator=generator).tolist()
+        width = max(len(rows[i]) for i in chosen)
+        batch = torch.full((len(chosen), width), tokenizer.pad_token_id)
+        for n, i in enumerate(chosen):
+            batch[n, : len(rows[i])] = torch.tensor(rows[i])
+        mask = batch != tokenizer.pad_token_id
+        loss = model(
+            input_ids=batch, attention_mask=mask.long(), labels=batch.masked_fill(~mask, -100)
+        ).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

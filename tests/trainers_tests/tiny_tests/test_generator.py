@@ -17,11 +17,13 @@ from trainers.tiny.generator import (
     QUESTIONS,
     STYLES,
     archetype_sizes,
-    generate_generic_corpus,
+    generate_persona_chats,
     generate_personas,
     persona_archetypes,
+    trait_set,
     write_demo_dataset,
 )
+from trainers.tiny.model import DEMO_PERSONAS, PRETRAIN_SEED_OFFSET
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +53,6 @@ def test_pools_are_big_enough() -> None:
 def test_same_seed_same_output_other_seed_other_output(records: list[dict[str, object]]) -> None:
     assert generate_personas() == records
     assert generate_personas(seed=1) != records
-    assert generate_generic_corpus(200, seed=3) == generate_generic_corpus(200, seed=3)
-    assert generate_generic_corpus(200, seed=3) != generate_generic_corpus(200, seed=4)
 
 
 def test_counts_ids_and_keys(records: list[dict[str, object]]) -> None:
@@ -136,14 +136,27 @@ def test_each_persona_keeps_one_style(records: list[dict[str, object]]) -> None:
     assert count("... if that makes sense.") >= 10  # hesitant
 
 
-def test_generic_corpus_covers_every_archetype() -> None:
-    lines = generate_generic_corpus(4000)
-    assert len(lines) == 4000
-    text = "\n".join(lines)
-    for pool in ARCHETYPE_TRAITS.values():
-        assert sum(t.topic in text for t in pool) >= len(pool) - 1
-    assert "haha" in text and "?" in text
-    assert generate_generic_corpus(0) == []
+def test_pretraining_chats_exclude_the_demo_personas(records: list[dict[str, object]]) -> None:
+    demo = sorted({str(r["persona"]) for r in records})
+    assert len(demo) == DEMO_PERSONAS
+    # another seed alone is not enough: it repeats some demo personas' trait sets (and at
+    # this seed and size even one demo text), so the pretraining chats exclude them
+    plain = {
+        trait_set(str(r["persona"])) for r in generate_personas(600, 1, seed=PRETRAIN_SEED_OFFSET)
+    }
+    demo_sets = [trait_set(text) for text in demo]
+    assert any(a <= b or b <= a for a in plain for b in demo_sets)
+    chats = generate_persona_chats(600, 3, seed=PRETRAIN_SEED_OFFSET, exclude=demo)
+    assert len(chats) == 1800
+    personas = {persona for persona, _, _ in chats}
+    assert len(personas) == 600
+    for persona in personas:
+        own = trait_set(persona)
+        assert len(own) in (4, 5)
+        assert not any(own <= other or other <= own for other in demo_sets), persona
+    persona, context, reply = chats[0]
+    assert context.split("\n")[-1] in {q.text for q in QUESTIONS}
+    assert any(t.topic in reply for t in trait_set(persona))
 
 
 def test_write_demo_dataset_loads_and_splits(tmp_path: Path) -> None:

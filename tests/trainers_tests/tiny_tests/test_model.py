@@ -11,7 +11,7 @@ from trainers.config import ModelConfig
 from trainers.tiny import TinyModelSpec, ensure_tiny_model, tiny_model_dir
 from trainers.tiny import model as tiny_model
 
-SMALL_SPEC = TinyModelSpec(pretrain_steps=5, corpus_lines=400, vocab_size=600)
+SMALL_SPEC = TinyModelSpec(pretrain_steps=5, corpus_personas=40, corpus_examples=5, vocab_size=600)
 """A quick build (well under a second) with the same recipe."""
 
 
@@ -84,3 +84,69 @@ def test_tokenizer_round_trips_text(tiny_base: Any, text: str) -> None:
     assert tokenizer.decode(ids) == text
     assert tokenizer.pad_token_id is not None
     assert tokenizer.eos_token_id is not None
+
+
+def test_pretraining_chats_are_prompts_of_other_personas_than_the_demo() -> None:
+    from trainers.prompt import PERSONA_TAG, SELF
+    from trainers.tiny.generator import generate_personas
+
+    texts = tiny_model.pretraining_texts(0, SMALL_SPEC)
+    assert len(texts) == SMALL_SPEC.corpus_personas * SMALL_SPEC.corpus_examples
+    demo = {str(r["persona"]) for r in generate_personas(tiny_model.DEMO_PERSONAS, 1)}
+    for text in texts:
+        lines = text.split("\n")
+        assert lines[0].startswith(f"{PERSONA_TAG} ")
+        assert lines[0].removeprefix(f"{PERSONA_TAG} ") not in demo
+        assert lines[-1].startswith(f"{SELF}: ")
+    assert tiny_model.pretraining_texts(1, SMALL_SPEC) != texts
+
+
+def test_cache_directory_names_the_recipe_version(tmp_path: Path) -> None:
+    name = tiny_model_dir(ModelConfig(cache_dir=str(tmp_path)), SMALL_SPEC).name
+    assert name.startswith(f"tiny-llama-v{tiny_model.TINY_RECIPE_VERSION}-")
+
+
+def _reply_loss(base: Any, prompts: list[str], replies: list[str]) -> list[float]:
+    """Mean token loss of each reply (and EOS) after its prompt."""
+    import torch
+
+    from trainers.batching import PromptPair, tokenize_pairs
+
+    tokenizer = base.tokenizer
+    rows = tokenize_pairs(
+        tokenizer, [PromptPair(p, " " + r) for p, r in zip(prompts, replies, strict=True)], 256
+    ).rows
+    losses = []
+    with torch.inference_mode():
+        for row in rows:
+            ids = torch.tensor([row["input_ids"]])
+            labels = torch.tensor([row["labels"]])
+            losses.append(float(base.model(input_ids=ids, labels=labels).loss))
+    return losses
+
+
+def test_the_base_model_reads_the_persona(tiny_base: Any) -> None:
+    """On demo examples (personas it never saw), the reference reply is likelier after its own
+    persona than after a far persona's (another archetype's), for most examples."""
+    from trainers.prompt import build_prompt
+    from trainers.tiny.generator import generate_personas, persona_archetypes
+
+    records = generate_personas(40, 4, seed=0)
+    kinds = persona_archetypes(40, seed=0)
+    texts = {str(r["persona_id"]): str(r["persona"]) for r in records}
+    ids = list(texts)
+    far = {
+        pid: texts[next(o for o in ids[i + 1 :] + ids if kinds[ids.index(o)] != kinds[i])]
+        for i, pid in enumerate(ids)
+    }
+    contexts = ["\n".join(r["context"]) for r in records]  # type: ignore[arg-type]
+    replies = [str(r["reply"]) for r in records]
+    own = [build_prompt(str(r["persona"]), c) for r, c in zip(records, contexts, strict=True)]
+    swapped = [
+        build_prompt(far[str(r["persona_id"])], c) for r, c in zip(records, contexts, strict=True)
+    ]
+    own_loss = _reply_loss(tiny_base, own, replies)
+    swapped_loss = _reply_loss(tiny_base, swapped, replies)
+    better = sum(a < b for a, b in zip(own_loss, swapped_loss, strict=True))
+    assert better >= 0.8 * len(records), (better, len(records))
+    assert sum(swapped_loss) - sum(own_loss) > 0.1 * len(records)
