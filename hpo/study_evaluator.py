@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from hpo.pipeline import load_cluster, load_study_cluster
 from hpo.space import train_config_for
 from hpo.study import load_study
 from storage.leases import RENEWALS_PER_TTL
+from trainers.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,24 @@ def complete_trials(study: optuna.Study) -> list[PromotedTrial]:
 def top_trials(study: optuna.Study, k: int) -> list[PromotedTrial]:
     """The top ``k`` COMPLETE trials by eval_loss."""
     return complete_trials(study)[:k]
+
+
+def compute_matched(config: TrainConfig, cluster: Sequence[Any], everyone: Sequence[Any]) -> Any:
+    """The trained baselines' config: the source trial's, with at most as many train examples
+    per persona as spread the tuned cluster's training examples over every persona.
+
+    So the unified adapter trains on as many examples as the tuned cluster adapter (the same
+    compute, spread over all personas), instead of ``len(everyone) / len(cluster)`` times as
+    many; the cluster-0 adapter is capped the same way.
+    """
+    cap = config.data.max_train_per_persona
+    per_cluster = [sum(1 for ex in p.examples if ex.split == "train") for p in cluster]
+    total = sum(min(n, cap) if cap else n for n in per_cluster)
+    per_persona = max(1, math.ceil(total / max(1, len(everyone))))
+    if cap is not None:
+        per_persona = min(per_persona, cap)
+    data = dataclasses.replace(config.data, max_train_per_persona=per_persona)
+    return dataclasses.replace(config, data=data)
 
 
 @dataclass
@@ -262,7 +282,9 @@ class StudyEvaluator:
             layout=self.layout,
             all_personas=all_personas,
             cluster0_personas=cluster0,
-            train_config=train_config_for(self.config, source.params),
+            train_config=compute_matched(
+                train_config_for(self.config, source.params), self.scope.personas, all_personas
+            ),
             source_trial=source.trial_number,
         )
         self.scope = dataclasses.replace(self.scope, baseline_training=training)
