@@ -115,13 +115,13 @@ def test_clean_reply_keeps_the_first_line(raw: str, cleaned: str) -> None:
 
 
 RUN_ON_PROMPTS = [
-    "Persona: I am a chef.",
-    "hello",
-    "The",
-    "Persona: I love hiking.\nA: Hi!\nB: Hello!",
-    "Persona: I have two cats.\nA: What do you do?\nB: I work at a bank.",
+    "Persona: I love hiking.\nA: Hi!\nB: Hello!\nA:",
+    "Persona: I have two cats.\nA: Hi!\nB: Hello!\nA:",
+    "Persona: I am a chef.\nA:",
+    "Persona: I have two cats.\nA: Hello!\nB: Hi.\nA:",
 ]
-"""Prompts after which the tiny model runs on past a newline into another turn."""
+"""Prompts after which the tiny model runs on past a newline into another turn (prompts that
+end on the partner's tag; after its own tag it ends the reply with EOS, as pretrained)."""
 
 
 def _forward_calls(tiny_base: Any, prompts: list[str], config: EvalConfig) -> tuple[list[str], int]:
