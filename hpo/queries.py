@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import optuna
 
@@ -30,9 +30,6 @@ TrialState = optuna.trial.TrialState
 
 DEFAULT_PAGE_SIZE = 50
 """Trials on one page of ``hpo study trials`` (the newest first)."""
-RETRY_SYSTEM_ATTR = "failed_trial"
-"""System attribute in which Optuna's retry callback records the trial it retries (what
-``RetryHeartbeatStaleTrialCallback.retried_trial_number`` reads)."""
 SHOWN_USER_ATTRS = ("adapter_path", SEED_ATTR, "fail_reason")
 """The trial user attributes a row shows; no other attribute is read."""
 
@@ -134,7 +131,10 @@ def _distribution(distribution_json: str) -> optuna.distributions.BaseDistributi
 
 def _row(t: StoredTrial) -> TrialRow:
     """The row of a stored trial; parameters in their external form, as Optuna's API gives."""
-    retried = t.system_attrs.get(RETRY_SYSTEM_ATTR)
+    # Optuna's own reader of the retry link; it reads only the trial's system attributes,
+    # which the row carries (all of them: a page's few trials), so no key name of Optuna's
+    # is spelled here.
+    retried = retried_trial_number(cast(optuna.trial.FrozenTrial, t))
     return TrialRow(
         t.number,
         t.state,
@@ -154,7 +154,7 @@ def _rows(session: ReadSession, trial_ids: list[int]) -> list[TrialRow]:
         session,
         trial_ids,
         user_attr_keys=SHOWN_USER_ATTRS,
-        system_attr_keys=(RETRY_SYSTEM_ATTR,),
+        system_attr_keys=None,
     )
     return [_row(t) for t in stored]
 

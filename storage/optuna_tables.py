@@ -276,7 +276,7 @@ def get_trials(
     trial_ids: Sequence[int],
     *,
     user_attr_keys: Sequence[str] | None = None,
-    system_attr_keys: Sequence[str] = (),
+    system_attr_keys: Sequence[str] | None = (),
 ) -> list[StoredTrial]:
     """The trials with these ids, in the order given.
 
@@ -284,7 +284,7 @@ def get_trials(
         session: From :func:`storage.optuna_schema.read_session`.
         trial_ids: Trial ids (from :func:`best_trial_ids` or :func:`trial_ids_page`).
         user_attr_keys: User attributes to read; None for all.
-        system_attr_keys: System attributes to read (none by default).
+        system_attr_keys: System attributes to read; None for all (none by default).
 
     Raises:
         NotFoundError: If an id names no trial.
@@ -304,7 +304,7 @@ def _trial_batch(
     session: Session,
     ids: Sequence[int],
     user_attr_keys: Sequence[str] | None,
-    system_attr_keys: Sequence[str],
+    system_attr_keys: Sequence[str] | None,
 ) -> dict[int, StoredTrial]:
     heads = session.execute(
         sa.select(trials.c.trial_id, trials.c.number, trials.c.state).where(
