@@ -83,4 +83,12 @@ def test_worker_then_evaluate_with_decoding_flags(hpo: Hpo, tmp_path: Path) -> N
     expected = EvalConfig(batch_size=8, max_new_tokens=8, do_sample=True, temperature=0.7, seed=3)
     assert report["eval_config"] == expected.to_dict()
     assert report["eval_config_key"] == expected.key
-    assert set(report["methods"]) == {"cluster_lora", "base_model"}
+    assert set(report["methods"]) == {
+        "cluster_lora",
+        "base_model",
+        "unified_adapter",
+        "cluster0_adapter",
+        "copy_persona",
+        "reference_ceiling",
+        "persona_swapped",
+    }
