@@ -119,7 +119,7 @@ def comparison_figure(report: Mapping[str, Any]) -> Any:
             row=2,
             col=1,
         )
-    fig.update_xaxes(title_text="trial", tickformat="d", row=2, col=1)
+    fig.update_xaxes(title_text="trial", tickformat="d", dtick=1, row=2, col=1)
     fig.update_yaxes(title_text="eval_loss", row=2, col=1)
 
     per_persona = report.get("per_persona") or {}
@@ -147,8 +147,8 @@ def comparison_figure(report: Mapping[str, Any]) -> Any:
         width=FIGURE_SIZE[0],
         height=FIGURE_SIZE[1],
         template="plotly_white",
-        legend={"orientation": "h", "y": 1.03, "x": 0},
-        margin={"t": 140},
+        legend={"orientation": "h", "y": 1.09, "x": 0},
+        margin={"t": 170},
     )
     return fig
 
