@@ -10,9 +10,10 @@ from typing import Any
 
 import storage
 from hpo.config import StudySection
+from storage.datasets import DatasetExistsError
 from trainers.clustering import Clustering, check_k, cluster_embeddings
 from trainers.config import ModelConfig, TrainConfig
-from trainers.data import LoadSummary, SplitConfig, load_dataset
+from trainers.data import DatasetError, LoadSummary, SplitConfig, load_dataset
 from trainers.recipe import TrainResult
 
 
@@ -40,6 +41,9 @@ def import_dataset(
 ) -> ImportSummary:
     """Validate a dataset file completely, then store it (nothing is written on bad input).
 
+    Importing again under the same name is a no-op when it would store the same rows (the same
+    file, split and personas kept), and refused otherwise.
+
     Args:
         engine: The storage engine.
         path: The dataset file, in any format of :mod:`trainers.formats`.
@@ -50,21 +54,32 @@ def import_dataset(
             small to split is then an error).
 
     Raises:
-        trainers.data.DatasetError: The file cannot be used; nothing is stored.
+        storage.InvalidNameError: The name (given, or the file's stem) is not a valid name.
+        trainers.data.DatasetError: The file cannot be used, or the name already holds another
+            file or this file split otherwise (the message names the file); nothing is stored.
     """
+    path = Path(path)
+    what = "dataset name" if name is not None else "dataset name (the file's stem; give --name)"
+    dataset_name = storage.validate_name(name if name is not None else path.stem, what=what)
     loaded = load_dataset(
-        path, name=name, format=format, split=split or SplitConfig(), min_examples=min_examples
+        path,
+        name=dataset_name,
+        format=format,
+        split=split or SplitConfig(),
+        min_examples=min_examples,
     )
     dataset = loaded.dataset
-    storage.validate_name(dataset.name, what="dataset name")
-    with storage.session_scope(engine) as session:
-        dataset_id = storage.save_dataset(
-            session,
-            name=dataset.name,
-            sha256=dataset.sha256,
-            source=str(path),
-            personas=dataset.personas,
-        )
+    try:
+        with storage.session_scope(engine) as session:
+            dataset_id = storage.save_dataset(
+                session,
+                name=dataset.name,
+                sha256=dataset.sha256,
+                source=str(path),
+                personas=dataset.personas,
+            )
+    except DatasetExistsError as exc:
+        raise DatasetError(path, None, str(exc)) from exc
     return ImportSummary(
         dataset_id,
         dataset.name,

@@ -44,6 +44,14 @@ NO_STUDY = ""
 
 SPLITS = ("train", "val", "test")
 
+DATASET_NAME_LENGTH = 100
+"""Longest dataset name (``datasets.name``); ``storage.validate_name`` allows as many."""
+DATASET_SOURCE_LENGTH = 1000
+"""Longest stored source path (``datasets.source``); a longer one is stored shortened."""
+PERSONA_KEY_LENGTH = 200
+"""Longest persona id from a dataset file (``personas.key``); PostgreSQL refuses longer,
+SQLite would not, so :func:`storage.save_dataset` checks it on both."""
+
 
 class Base(DeclarativeBase):
     """Declarative base of every table of the storage package."""
@@ -62,9 +70,9 @@ class Dataset(Base):
     __tablename__ = "datasets"
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(DATASET_NAME_LENGTH), unique=True)
     sha256: Mapped[str] = mapped_column(String(64))
-    source: Mapped[str] = mapped_column(String(1000))
+    source: Mapped[str] = mapped_column(String(DATASET_SOURCE_LENGTH))
     n_personas: Mapped[int]
     n_examples: Mapped[int]
     created_at: Mapped[datetime] = _created_at()
@@ -78,7 +86,7 @@ class Persona(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
-    key: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(String(PERSONA_KEY_LENGTH))
     text: Mapped[str] = mapped_column(Text)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainers.dataset import (
+    PERSONA_ID_MAX_LENGTH,
     SPLITS,
     DatasetError,
     Example,
@@ -35,6 +36,7 @@ __all__ = [
     "ALLOWED_KEYS",
     "FORMATS",
     "OPTIONAL_KEYS",
+    "PERSONA_ID_MAX_LENGTH",
     "REQUIRED_KEYS",
     "SPLITS",
     "DatasetError",
@@ -216,7 +218,15 @@ def _group(path: Path, records: list[Record]) -> dict[str, list[Record]]:
 
 
 def _check_storable(path: Path, record: Record) -> None:
-    """Reject the characters a database cannot store: NUL and unpaired surrogates."""
+    """Reject what a database cannot store: NUL, unpaired surrogates, a persona id over
+    :data:`PERSONA_ID_MAX_LENGTH` characters."""
+    if len(record.persona_id) > PERSONA_ID_MAX_LENGTH:
+        raise DatasetError(
+            path,
+            record.line,
+            f"'persona_id' has {len(record.persona_id)} characters "
+            f"({record.persona_id[:20]!r}...); use at most {PERSONA_ID_MAX_LENGTH}",
+        )
     for key in ("persona_id", "persona", "context", "reply"):
         value: str = getattr(record, key)
         if "\x00" in value:

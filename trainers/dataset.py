@@ -21,6 +21,10 @@ PERSONA_ID_PREFIX = "p_"
 """Prefix of persona ids derived from the persona text."""
 PERSONA_ID_HEX = 12
 """Hex digits of SHA-256 in a derived persona id (48 bits: no collision among millions)."""
+PERSONA_ID_MAX_LENGTH = 200
+"""Longest persona id a file may give: the length of the ``personas.key`` column
+(``storage.models.PERSONA_KEY_LENGTH``; a test keeps the two equal). Checked while loading so
+that a long id is the same error on SQLite, which would store it, and PostgreSQL."""
 
 # Characters that str.splitlines() breaks on; an error message must stay on one line.
 _LINE_BREAKS = str.maketrans(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from trainers.data import (
+    PERSONA_ID_MAX_LENGTH,
     SPLITS,
     DatasetError,
     Example,
@@ -198,7 +199,7 @@ def test_truncated_last_line_names_that_line(tmp_path: Path) -> None:
         (json.dumps(_record(persona_id="")), "'persona_id' must be a non-empty string"),
         (json.dumps(_record(persona="  ")), "'persona' must be a non-empty string"),
         (json.dumps(_record(reply=5)), "'reply' must be a string, got int 5"),
-        (json.dumps(_record(persona_id=7)), "'persona_id' must be a string, got int"),
+        (json.dumps({**_record(), "persona_id": 7}), "'persona_id' must be a string, got int"),
         (json.dumps(_record(context=3)), "'context' must be a string or a list of strings"),
         (json.dumps(_record(context=["a", 2])), "'context'[1] must be a string, got int"),
         (json.dumps(_record(context=["a\nb"])), "'context'[0] contains a line break"),
@@ -399,13 +400,18 @@ def test_min_examples_is_checked(tmp_path: Path, bad: object) -> None:
             "I am \ud800.",
             "'persona' contains an unpaired surrogate '\\ud800'; the text must be valid Unicode",
         ),
+        (
+            "persona_id",
+            "x" * (PERSONA_ID_MAX_LENGTH + 1),
+            f"'persona_id' has 201 characters ('{'x' * 20}'...); use at most 200",
+        ),
     ],
 )
 def test_text_a_database_cannot_store_names_the_line(
     tmp_path: Path, field: str, value: str, expected: str
 ) -> None:
     lines = _good_lines(4)
-    lines.insert(1, json.dumps(_record("q", 0, **{field: value})))  # escaped in the JSON
+    lines.insert(1, json.dumps({**_record("q", 0), field: value}))  # escaped in the JSON
     path = _write_lines(tmp_path / "d.jsonl", lines)
     error = _error(path)
     assert str(error) == f"{path}:2: {expected}"
@@ -421,3 +427,22 @@ def test_persona_id_is_derived_from_the_normalized_text() -> None:
     assert persona_id_for("I like cats.\nI run.") == persona_id_for("  I like cats.  I run. ")
     assert persona_id_for("I like cats.") != persona_id_for("I like dogs.")
     assert re.fullmatch(r"p_[0-9a-f]{12}", persona_id_for("I like cats."))
+
+
+def test_the_persona_id_limit_is_the_storage_column() -> None:
+    """trainers keeps its own constant (it does not import storage while loading); it must be
+    the length of ``personas.key``."""
+    from sqlalchemy import String
+
+    from storage.models import PERSONA_KEY_LENGTH, Persona
+
+    key = Persona.__table__.c.key.type
+    assert isinstance(key, String)
+    assert PERSONA_ID_MAX_LENGTH == PERSONA_KEY_LENGTH == key.length
+
+
+def test_a_persona_id_of_the_longest_length_loads(tmp_path: Path) -> None:
+    longest = "x" * PERSONA_ID_MAX_LENGTH
+    lines = [json.dumps(_record(longest, i)) for i in range(4)]
+    dataset = load_jsonl(_write_lines(tmp_path / "d.jsonl", lines), split=SMALL)
+    assert [p.persona_id for p in dataset.personas] == [longest]
