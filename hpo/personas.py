@@ -262,6 +262,9 @@ def train_persona_adapters(
     objective = PersonaObjective(job, load_base_model(job.config.model))
     failures = 0
     bar = tqdm(total=pending, desc=f"persona adapters ({name})", disable=not progress)
+    verbosity = optuna.logging.get_verbosity()
+    if progress:  # the bar says what Optuna's "Trial N finished" lines would
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         while True:
             optuna.storages.fail_stale_trials(study)
@@ -295,6 +298,7 @@ def train_persona_adapters(
                 )
     finally:
         bar.close()
+        optuna.logging.set_verbosity(verbosity)
     return summary
 
 

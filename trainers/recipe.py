@@ -21,7 +21,7 @@ from trainers.base_model import BaseModel
 from trainers.batching import PromptPair, collator, padded_right, tokenize_pairs
 from trainers.config import TrainConfig
 from trainers.prompt import ContextLoss
-from trainers.report import ReportFn, RunLog, log_file, report_callback
+from trainers.report import ReportFn, RunLog, log_file, quiet_progress_callback, report_callback
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def train_lora(
     """
     import torch
     from peft import get_peft_model
-    from transformers import PrinterCallback, Trainer
+    from transformers import PrinterCallback, ProgressCallback, Trainer
 
     if not train or not val:
         raise ValueError(f"need training and validation examples, got {len(train)} and {len(val)}")
@@ -169,6 +169,9 @@ def train_lora(
                 callbacks=[report_callback(run)],
             )
             trainer.remove_callback(PrinterCallback)  # our log file gets every line instead
+            if progress:  # the bars, without every log line printed under them
+                trainer.remove_callback(ProgressCallback)
+                trainer.add_callback(quiet_progress_callback())
             output = trainer.train()
             run.check_finite()
             # The Trainer evaluates the last step itself; should it ever not, the final

@@ -99,3 +99,18 @@ def report_callback(run: RunLog) -> Any:
                 control.should_training_stop = True
 
     return ReportCallback()
+
+
+def quiet_progress_callback() -> Any:
+    """The Trainer's progress bars without the dict of every log step printed under them.
+
+    transformers' ``ProgressCallback`` writes each log (``{'loss': ...}``) to the terminal;
+    a run's log lines go to its log file (:func:`report_callback`) instead.
+    """
+    from transformers import ProgressCallback
+
+    class QuietProgressCallback(ProgressCallback):  # type: ignore[misc]
+        def on_log(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            return None
+
+    return QuietProgressCallback()

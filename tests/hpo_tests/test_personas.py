@@ -32,7 +32,9 @@ SMALL = {"epochs": 1, "max_train_per_persona": 2, "evals_per_epoch": 1}
 
 
 @pytest.mark.slow
-def test_personas_study_then_moe_then_report(sqlite_url: str, tmp_path: Path) -> None:
+def test_personas_study_then_moe_then_report(
+    sqlite_url: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     import_and_cluster(sqlite_url, tmp_path, "demo", k=5)
     config = StudyConfig(study=StudySection(name="c0", k=5, cluster_id=4, n_trials=2))
     create_study(config, sqlite_url)
@@ -65,9 +67,12 @@ def test_personas_study_then_moe_then_report(sqlite_url: str, tmp_path: Path) ->
         "c0",
         output_root=root,
         overrides={**SMALL, "max_train_per_persona": 3},
-        progress=False,
+        progress=True,
     )
     assert (changed.already_done, changed.enqueued, len(changed.trained)) == (0, n, n)
+    shown = "".join(capfd.readouterr())
+    assert f"{n}/{n}" in shown  # the bar, and none of Optuna's line per trial under it
+    assert "finished with value" not in shown and "'loss'" not in shown
 
     _, path = run_moe(
         sqlite_url, "c0", output_root=root, settings=MoeSettings(k=2), eval_config=SHORT

@@ -223,6 +223,15 @@ def test_log_file_gets_the_config_and_every_evaluation(
     assert f"eval_loss={result.final_eval_loss:.6g}" in eval_lines[-1]
 
 
+def test_progress_shows_bars_but_not_every_log_line(
+    tiny_base: Any, pairs: Pairs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train_lora(tiny_base, _config(epochs=1), pairs.train, pairs.val, progress=True)
+    out, err = capsys.readouterr()
+    assert "%|" in out + err  # the progress bar
+    assert "'loss'" not in out + err and "'eval_loss'" not in out + err
+
+
 def test_higher_learning_rate_reaches_lower_eval_loss(tiny_base: Any, pairs: Pairs) -> None:
     low = train_lora(tiny_base, _config(epochs=1, learning_rate=1e-6), pairs.train, pairs.val)
     high = train_lora(tiny_base, _config(epochs=1, learning_rate=5e-3), pairs.train, pairs.val)
