@@ -110,7 +110,7 @@ def quiet_progress_callback() -> Any:
     from transformers import ProgressCallback
 
     class QuietProgressCallback(ProgressCallback):  # type: ignore[misc]
-        def on_log(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             return None
 
     return QuietProgressCallback()
