@@ -6,32 +6,69 @@
 :mod:`hpo.launch` starts worker processes; :mod:`hpo.pipeline` imports and clusters datasets;
 :mod:`hpo.queries` reads results; :mod:`hpo.demo` runs every step once. ``hpo`` never imports
 transformers or peft.
+
+The names below are loaded on first use (a module ``__getattr__``), so that ``import hpo``,
+which every ``hpo.*`` import runs first, imports none of these modules: ``hpo study best``
+pays for the query path only, not for the demo, the workers or the evaluators.
 """
 
 from __future__ import annotations
 
-from hpo.config import (
-    TUNABLE,
-    ConfigError,
-    ParamSpec,
-    PrunerConfig,
-    SamplerConfig,
-    StudyConfig,
-    StudySection,
-    config_from_dict,
-    default_search_space,
-    load_config,
-    packaged_config,
-)
-from hpo.demo import DemoOptions, DemoResult, run_demo
-from hpo.launch import WorkerProcess, start_workers, wait_for_workers
-from hpo.objective import Objective, TrialContext
-from hpo.pipeline import cluster_dataset, import_dataset, load_cluster, train_cluster_adapter
-from hpo.queries import StudyStatus, TrialRow, all_trials, best_trials, study_status
-from hpo.space import suggest, train_config_for
-from hpo.strategies import make_pruner, make_sampler
-from hpo.study import StudyConfigMismatch, create_study, load_study
-from hpo.worker import WorkerSummary, run_worker
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hpo.config import (
+        TUNABLE,
+        ConfigError,
+        ParamSpec,
+        PrunerConfig,
+        SamplerConfig,
+        StudyConfig,
+        StudySection,
+        config_from_dict,
+        default_search_space,
+        load_config,
+        packaged_config,
+    )
+    from hpo.demo import DemoOptions, DemoResult, run_demo
+    from hpo.launch import WorkerProcess, start_workers, wait_for_workers
+    from hpo.objective import Objective, TrialContext
+    from hpo.pipeline import cluster_dataset, import_dataset, load_cluster, train_cluster_adapter
+    from hpo.queries import StudyStatus, TrialRow, all_trials, best_trials, study_status
+    from hpo.space import suggest, train_config_for
+    from hpo.strategies import make_pruner, make_sampler
+    from hpo.study import StudyConfigMismatch, create_study, load_study
+    from hpo.worker import WorkerSummary, run_worker
+
+_MODULES: dict[str, tuple[str, ...]] = {
+    "hpo.config": (
+        "TUNABLE",
+        "ConfigError",
+        "ParamSpec",
+        "PrunerConfig",
+        "SamplerConfig",
+        "StudyConfig",
+        "StudySection",
+        "config_from_dict",
+        "default_search_space",
+        "load_config",
+        "packaged_config",
+    ),
+    "hpo.demo": ("DemoOptions", "DemoResult", "run_demo"),
+    "hpo.launch": ("WorkerProcess", "start_workers", "wait_for_workers"),
+    "hpo.objective": ("Objective", "TrialContext"),
+    "hpo.pipeline": ("cluster_dataset", "import_dataset", "load_cluster", "train_cluster_adapter"),
+    "hpo.queries": ("StudyStatus", "TrialRow", "all_trials", "best_trials", "study_status"),
+    "hpo.space": ("suggest", "train_config_for"),
+    "hpo.strategies": ("make_pruner", "make_sampler"),
+    "hpo.study": ("StudyConfigMismatch", "create_study", "load_study"),
+    "hpo.worker": ("WorkerSummary", "run_worker"),
+}
+"""The module that defines each public name: the imports above, as a test checks
+(``tests/hpo_tests/cli_tests/test_lazy_imports.py``)."""
+
+_MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
     "TUNABLE",
@@ -72,3 +109,17 @@ __all__ = [
     "train_config_for",
     "wait_for_workers",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use (PEP 562)."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,8 +1,13 @@
 """The ``hpo`` command line: a thin layer over the library functions.
 
 Each command lives in the module of its group and owns its options and its action; this
-module only builds the root group and registers them. A new command is one new module
-plus one ``cli.add_command`` line below.
+module only builds the root group and names them in :data:`COMMANDS`. A new command is one
+new module plus one entry there.
+
+The root group loads a command's module only when that command runs (click's "lazily loading
+subcommands"), so ``hpo study best`` imports the ``study`` group and the query path, not the
+demo, the workers or the evaluators; ``hpo --help`` lists every command from the short help
+kept in :data:`COMMANDS` and imports none (a test checks that it equals each command's own).
 
 Exit codes (:mod:`hpo.cli.errors`): 0 success, 2 bad input (one line naming the value),
 1 anything else, 130 interrupted.
@@ -10,9 +15,11 @@ Exit codes (:mod:`hpo.cli.errors`): 0 success, 2 bad input (one line naming the 
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -28,26 +35,151 @@ from hpo.cli.errors import (
 )
 from hpo.cli.options import example, is_verbose
 
-from . import (
-    dashboard,
-    data,
-    db,
-    demo,
-    evaluate,
-    evaluator,
-    moe,
-    personas,
-    report,
-    study,
-    train,
-    workers,
-)
+__all__ = [
+    "COMMANDS",
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "CommandSpec",
+    "HpoGroup",
+    "LazyCommands",
+    "cli",
+    "main",
+]
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "EXIT_OK", "cli", "main"]
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """Where a root command lives, and its short help for ``hpo --help``."""
+
+    module: str
+    """Module under ``hpo.cli`` that defines it."""
+    attribute: str
+    """Its name in that module."""
+    short_help: str
+    """Its help's first sentence, as ``Command.get_short_help_str`` gives it untruncated."""
+
+
+COMMANDS: dict[str, CommandSpec] = {
+    "demo": CommandSpec(
+        "demo",
+        "demo",
+        "The whole flow on the embedded default: data, clusters, a study run by workers, "
+        "and the evaluation of its best trial.",
+    ),
+    "data": CommandSpec("data", "data", "Generate, import and cluster persona datasets."),
+    "train": CommandSpec(
+        "train", "train", "Train one cluster adapter with the given hyperparameters."
+    ),
+    "study": CommandSpec("study", "study", "Create a study and query its trials."),
+    "worker": CommandSpec(
+        "workers",
+        "worker",
+        "Run trials of a study until its budget is spent (one worker per GPU).",
+    ),
+    "launch": CommandSpec(
+        "workers",
+        "launch",
+        "Start workers on this machine (--workers N or --gpus IDS) and wait for them.",
+    ),
+    "dashboard": CommandSpec("dashboard", "dashboard", "Serve optuna-dashboard on the storage."),
+    "evaluate": CommandSpec(
+        "evaluate",
+        "evaluate",
+        "Evaluate one trial (or adapter) and the base model on the cluster's test split.",
+    ),
+    "evaluator": CommandSpec(
+        "evaluator",
+        "evaluator",
+        "Evaluate a study's top trials as they come and promote the best similarity.",
+    ),
+    "db": CommandSpec("db", "db", "Manage the schema of our tables (Optuna keeps its own)."),
+    "personas": CommandSpec(
+        "personas", "personas", "Per-persona adapters (the sources of the MoE merge)."
+    ),
+    "moe": CommandSpec(
+        "moe",
+        "moe",
+        "MoE sparse merge: route each persona to its k nearest personas and merge their adapters.",
+    ),
+    "report": CommandSpec(
+        "report",
+        "report",
+        "Write the study's comparison: every evaluated method on the identical test "
+        "examples, the decision rule's branch, comprehensive_comparison.html/.png and a "
+        "markdown summary under OUTPUT_ROOT/results/STUDY/comparison/.",
+    ),
+}
+"""The root commands by name: a new command group is one entry here."""
+
+
+class LazyCommands(MutableMapping[str, click.Command]):
+    """The root group's ``commands``: names known up front, each command imported from its
+    module the first time it is looked up (``cli.commands["study"]``, or iterating the items
+    loads them all)."""
+
+    def __init__(self, specs: dict[str, CommandSpec]) -> None:
+        self._specs = specs
+        self._loaded: dict[str, click.Command] = {}
+
+    def short_help(self, name: str, limit: int) -> str:
+        """The short help of ``name`` cut to ``limit`` characters as click cuts it, without
+        importing the command."""
+        if name in self._loaded:
+            return self._loaded[name].get_short_help_str(limit)
+        return click.Command(name, help=self._specs[name].short_help).get_short_help_str(limit)
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded:
+            spec = self._specs[name]  # KeyError: no such command
+            module = importlib.import_module(f"{__name__}.{spec.module}")
+            command = getattr(module, spec.attribute)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"hpo.cli.{spec.module}.{spec.attribute} is no click command")
+            self._loaded[name] = command
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._specs and name not in self._loaded:
+            raise KeyError(name)
+        self._specs = {key: spec for key, spec in self._specs.items() if key != name}
+        self._loaded.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._specs
+        yield from (name for name in self._loaded if name not in self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs.keys() | self._loaded.keys())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs or name in self._loaded
 
 
 class HpoGroup(click.Group):
-    """The root group: turns what a command raises into an exit code and one line."""
+    """The root group: loads a command when it runs, and turns what a command raises into an
+    exit code and one line.
+
+    Its ``commands`` is a :class:`LazyCommands`, so click's own ``list_commands`` (the names)
+    and ``get_command`` (one lookup) import only the command asked for.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = LazyCommands(COMMANDS)
+        self.commands = self.lazy_commands
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands section of ``hpo --help``, from the short helps, importing no command
+        (click's own imports every one to read its help)."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = [(name, self.lazy_commands.short_help(name, limit)) for name in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; bad input exits 2, any other error 1, Ctrl-C 130."""
@@ -72,21 +204,6 @@ class HpoGroup(click.Group):
 def cli() -> None:
     """Hyperparameter optimization of persona LoRA adapters: Optuna studies on SQL storage,
     trial workers with pruning, and full evaluation of the best trial."""
-
-
-cli.add_command(demo.demo)
-cli.add_command(data.data)
-cli.add_command(train.train)
-cli.add_command(study.study)
-cli.add_command(workers.worker)
-cli.add_command(workers.launch)
-cli.add_command(dashboard.dashboard)
-cli.add_command(evaluate.evaluate)
-cli.add_command(evaluator.evaluator)
-cli.add_command(db.db)
-cli.add_command(personas.personas)
-cli.add_command(moe.moe)
-cli.add_command(report.report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
