@@ -8,50 +8,102 @@ model) live apart, in :mod:`trainers.tiny`.
 
 ``trainers`` never imports Optuna: training reports through a plain ``report(step, eval_loss)``
 callback. Torch, transformers, peft and sentence-transformers are imported inside the
-functions that need them, so importing this package is fast.
+functions that need them, so importing this package is fast; the names below are loaded on
+first use (a module ``__getattr__``), so that ``import trainers.config`` (which every
+``trainers.*`` import runs first) imports none of the other modules.
 """
 
 from __future__ import annotations
 
-from trainers.base_model import (
-    BaseModel,
-    load_base_model,
-    parameter_count,
-    resolve_device,
-    set_threads,
-)
-from trainers.batching import PromptPair, TokenRows, prompt_pairs, tokenize_pairs
-from trainers.clustering import Clustering, ClusterSummary, cluster_embeddings
-from trainers.config import (
-    TINY_MODEL,
-    DataConfig,
-    ModelConfig,
-    TrainConfig,
-    default_cache_dir,
-    tunable_fields,
-)
-from trainers.data import (
-    DatasetError,
-    Example,
-    LoadResult,
-    LoadSummary,
-    Persona,
-    PersonaDataset,
-    SplitConfig,
-    load_dataset,
-    write_jsonl,
-)
-from trainers.embedding import DEFAULT_EMBEDDING_MODEL, embed, load_embedding_model
-from trainers.prompt import (
-    ContextLoss,
-    FittedPrompt,
-    build_prompt,
-    fit_prompt,
-    fit_prompts,
-    reply_target,
-)
-from trainers.recipe import TRAIN_CONFIG_FILE, TrainResult, lora_config, train_lora
-from trainers.report import NonFiniteLossError, ReportFn
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainers.base_model import (
+        BaseModel,
+        load_base_model,
+        parameter_count,
+        resolve_device,
+        set_threads,
+    )
+    from trainers.batching import PromptPair, TokenRows, prompt_pairs, tokenize_pairs
+    from trainers.clustering import Clustering, ClusterSummary, cluster_embeddings
+    from trainers.config import (
+        TINY_MODEL,
+        DataConfig,
+        ModelConfig,
+        TrainConfig,
+        default_cache_dir,
+        tunable_fields,
+    )
+    from trainers.data import (
+        DatasetError,
+        Example,
+        LoadResult,
+        LoadSummary,
+        Persona,
+        PersonaDataset,
+        SplitConfig,
+        load_dataset,
+        write_jsonl,
+    )
+    from trainers.embedding import DEFAULT_EMBEDDING_MODEL, embed, load_embedding_model
+    from trainers.prompt import (
+        ContextLoss,
+        FittedPrompt,
+        build_prompt,
+        fit_prompt,
+        fit_prompts,
+        reply_target,
+    )
+    from trainers.recipe import TRAIN_CONFIG_FILE, TrainResult, lora_config, train_lora
+    from trainers.report import NonFiniteLossError, ReportFn
+
+_MODULES: dict[str, tuple[str, ...]] = {
+    "trainers.base_model": (
+        "BaseModel",
+        "load_base_model",
+        "parameter_count",
+        "resolve_device",
+        "set_threads",
+    ),
+    "trainers.batching": ("PromptPair", "TokenRows", "prompt_pairs", "tokenize_pairs"),
+    "trainers.clustering": ("Clustering", "ClusterSummary", "cluster_embeddings"),
+    "trainers.config": (
+        "TINY_MODEL",
+        "DataConfig",
+        "ModelConfig",
+        "TrainConfig",
+        "default_cache_dir",
+        "tunable_fields",
+    ),
+    "trainers.data": (
+        "DatasetError",
+        "Example",
+        "LoadResult",
+        "LoadSummary",
+        "Persona",
+        "PersonaDataset",
+        "SplitConfig",
+        "load_dataset",
+        "write_jsonl",
+    ),
+    "trainers.embedding": ("DEFAULT_EMBEDDING_MODEL", "embed", "load_embedding_model"),
+    "trainers.prompt": (
+        "ContextLoss",
+        "FittedPrompt",
+        "build_prompt",
+        "fit_prompt",
+        "fit_prompts",
+        "reply_target",
+    ),
+    "trainers.recipe": ("TRAIN_CONFIG_FILE", "TrainResult", "lora_config", "train_lora"),
+    "trainers.report": ("NonFiniteLossError", "ReportFn"),
+}
+"""The module that defines each public name: the imports above, as a test checks
+(``tests/hpo_tests/cli_tests/test_lazy_imports.py``)."""
+
+_MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
     "DEFAULT_EMBEDDING_MODEL",
@@ -97,3 +149,17 @@ __all__ = [
     "tunable_fields",
     "write_jsonl",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use (PEP 562)."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
