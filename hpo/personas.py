@@ -47,6 +47,7 @@ from hpo.persona_objective import (
 from hpo.pipeline import ClusterData, load_study_cluster
 from hpo.space import train_config_for
 from hpo.study import GRACE_PERIOD, METRIC_NAME, load_study, optuna_storage
+from hpo.tickets import fail_stale_trials
 from storage.locks import database_lock
 from trainers.config import TrainConfig
 
@@ -267,7 +268,7 @@ def train_persona_adapters(
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         while True:
-            optuna.storages.fail_stale_trials(study)
+            fail_stale_trials(study)
             with storage.session_scope(engine) as session:
                 if not storage.claim_ticket(session, name):
                     break

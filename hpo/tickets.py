@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,14 @@ def signals_deferred() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's ``fail_stale_trials``, without its ExperimentalWarning on every call (the
+    heartbeat API has been stable since Optuna 2.9; the warning filled every worker's log)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 @dataclass
@@ -57,7 +66,7 @@ def running_numbers(study: optuna.Study) -> set[str]:
 
 def study_is_done(study: optuna.Study, engine: Any, study_name: str) -> bool:
     """Whether the budget is spent and no trial runs (checked before loading a model)."""
-    optuna.storages.fail_stale_trials(study)
+    fail_stale_trials(study)
     with storage.session_scope(engine) as session:
         spent = storage.budget(session, study_name) is None or storage.budget_spent(
             session, study_name
@@ -91,7 +100,7 @@ def wait_for_ticket(
             return storage.claim_ticket(session, study_name)
 
     while True:
-        guard.call(optuna.storages.fail_stale_trials, study)
+        guard.call(fail_stale_trials, study)
         if ticket.held:
             return True
         with signals_deferred():
