@@ -110,6 +110,7 @@ def baseline_adapter(
             save_dir=tmp,
             log_path=layout.log_path(f"{setup.study_name}-baseline-{name}"),
             progress=progress,
+            final_eval_only=True,  # nothing prunes a baseline
         )
         record = {
             "baseline": name,

@@ -127,6 +127,7 @@ class PersonaObjective:
                     report=report,
                     save_dir=tmp,
                     log_path=job.layout.log_path(f"{trial.study.study_name}-{adapter_name(key)}"),
+                    final_eval_only=True,  # nothing prunes a persona's adapter
                 )
                 setup = {
                     PERSONA_ATTR: key,

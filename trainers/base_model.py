@@ -6,6 +6,7 @@ cached; every other value is a Hugging Face model path or id, loaded with ``from
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,11 @@ def resolve_device(device: str) -> str:
 def load_base_model(config: ModelConfig) -> BaseModel:
     """Load the base model and tokenizer named by the config, building the tiny one if needed.
 
+    The model stays resident while a process trains or evaluates many adapters on it, so
+    everything alive once it is loaded (the model, the libraries) is moved out of the cyclic
+    garbage collector's sight (``gc.freeze``): accelerate runs ``gc.collect()`` at every
+    ``Trainer.train``, and each of those scanned about 450,000 objects (0.17 s) before.
+
     Raises:
         ValueError: If the model path or id cannot be loaded (the message names it).
     """
@@ -64,6 +70,7 @@ def load_base_model(config: ModelConfig) -> BaseModel:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device)  # type: ignore[arg-type]
     model.eval()
+    gc.freeze()
     return BaseModel(model=model, tokenizer=tokenizer, name=config.base_model, device=device)
 
 

@@ -63,10 +63,17 @@ def lora_config(config: TrainConfig) -> Any:
 
 
 def training_arguments(
-    config: TrainConfig, output_dir: str, eval_steps: int, device: str, *, progress: bool
+    config: TrainConfig,
+    output_dir: str,
+    eval_steps: int,
+    device: str,
+    *,
+    progress: bool,
+    logging_steps: int | None = None,
 ) -> Any:
-    """The transformers ``TrainingArguments`` of a run: evaluate and log every ``eval_steps``,
-    save nothing (the recipe saves the adapter itself), seed everything from the config."""
+    """The transformers ``TrainingArguments`` of a run: evaluate every ``eval_steps`` and log
+    every ``logging_steps`` (default the same), save nothing (the recipe saves the adapter
+    itself), seed everything from the config."""
     import torch
     from transformers import TrainingArguments
 
@@ -81,7 +88,7 @@ def training_arguments(
         max_grad_norm=config.max_grad_norm,
         eval_strategy="steps",
         eval_steps=eval_steps,
-        logging_steps=eval_steps,
+        logging_steps=logging_steps or eval_steps,
         logging_nan_inf_filter=False,
         save_strategy="no",
         report_to="none",
@@ -113,6 +120,7 @@ def train_lora(
     save_dir: Path | None = None,
     log_path: Path | None = None,
     progress: bool = False,
+    final_eval_only: bool = False,
 ) -> TrainResult:
     """Train one LoRA adapter on the base model, then remove it from the base model again.
 
@@ -124,6 +132,12 @@ def train_lora(
         save_dir: Where ``save_pretrained`` writes the adapter when the run completes.
         log_path: A log file that gets the config, then one line per evaluation and log step.
         progress: Show the Trainer's progress bar (off in workers, whose output is a log).
+        final_eval_only: Evaluate once, after the last step, instead of ``evals_per_epoch``
+            times an epoch: for runs that nobody stops early (baselines, per-persona
+            adapters). Evaluating changes no weight: without dropout the adapter is the
+            same; with ``lora_dropout`` it differs only in dropout's random draws (each
+            evaluation's data loader takes one number from torch's generator). The log
+            still gets a training-loss line at the usual interval.
 
     Raises:
         ValueError: If there is no training or validation data.
@@ -142,7 +156,8 @@ def train_lora(
     val_tokens = tokenize_pairs(base.tokenizer, val, config.data.max_seq_length)
     train_rows, val_rows = train_tokens.rows, val_tokens.rows
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
-    eval_steps = max(1, steps_per_epoch // config.evals_per_epoch)
+    log_steps = max(1, steps_per_epoch // config.evals_per_epoch)
+    eval_steps = steps_per_epoch * config.epochs if final_eval_only else log_steps
 
     # Model: LoRA layers on the shared base model, seeded.
     torch.manual_seed(config.seed)
@@ -161,7 +176,12 @@ def train_lora(
             trainer = Trainer(
                 model=model,
                 args=training_arguments(
-                    config, scratch, eval_steps, base.device, progress=progress
+                    config,
+                    scratch,
+                    eval_steps,
+                    base.device,
+                    progress=progress,
+                    logging_steps=log_steps,
                 ),
                 train_dataset=train_rows,  # type: ignore[arg-type]
                 eval_dataset=val_rows,  # type: ignore[arg-type]

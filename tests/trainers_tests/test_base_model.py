@@ -53,3 +53,24 @@ def test_any_hugging_face_model_path_trains_and_generates(tmp_path: Path) -> Non
     )
     assert result.eval_losses and (tmp_path / "adapter" / CONFIG_NAME).is_file()
     assert '"c_attn"' in (tmp_path / "adapter" / CONFIG_NAME).read_text()
+
+
+def test_loading_moves_resident_objects_out_of_the_collectors_sight() -> None:
+    """A process that holds the model: gc.collect() need not scan it at every Trainer.train."""
+    import gc
+    import subprocess
+    import sys
+
+    code = (
+        "import gc\n"
+        "from trainers.base_model import load_base_model\n"
+        "from trainers.config import ModelConfig\n"
+        "base = load_base_model(ModelConfig())\n"
+        "print(gc.get_freeze_count(), len(gc.get_objects()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    frozen, tracked = int(out[-2]), int(out[-1])
+    assert frozen > 100_000 and tracked < 1_000, (frozen, tracked)
+    assert gc.isenabled()

@@ -223,6 +223,20 @@ def test_log_file_gets_the_config_and_every_evaluation(
     assert f"eval_loss={result.final_eval_loss:.6g}" in eval_lines[-1]
 
 
+def test_final_eval_only_evaluates_once_and_trains_the_same_adapter(
+    tiny_base: Any, pairs: Pairs
+) -> None:
+    # No dropout: each evaluation's data loader draws from torch's generator, which would
+    # change dropout's masks (not the recipe) between the two runs.
+    config = _config(epochs=2, lora_dropout=0.0)
+    every = train_lora(tiny_base, config, pairs.train, pairs.val)
+    once = train_lora(tiny_base, config, pairs.train, pairs.val, final_eval_only=True)
+    assert len(every.eval_losses) == EPOCHS * EVALS_PER_EPOCH
+    assert once.eval_losses == ((1, once.final_eval_loss),)
+    assert once.train_steps == every.train_steps
+    assert once.final_eval_loss == pytest.approx(every.final_eval_loss, rel=1e-6)
+
+
 def test_progress_shows_bars_but_not_every_log_line(
     tiny_base: Any, pairs: Pairs, capsys: pytest.CaptureFixture[str]
 ) -> None:
