@@ -39,6 +39,7 @@ from storage.clusterings import (
     save_clustering,
 )
 from storage.datasets import (
+    DatasetExistsError,
     ExampleLike,
     PersonaLike,
     StoredExample,
@@ -124,6 +125,7 @@ __all__ = [
     "ClusteringInfo",
     "DatabaseUnavailable",
     "Dataset",
+    "DatasetExistsError",
     "EvaluationResult",
     "EvaluationRun",
     "Example",

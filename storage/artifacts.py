@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from storage.engine import dialect_insert
 from storage.errors import InvalidNameError
-from storage.models import NO_STUDY, NO_TRIAL, Artifact
+from storage.models import DATASET_NAME_LENGTH, NO_STUDY, NO_TRIAL, Artifact
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+NAME_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{DATASET_NAME_LENGTH - 1}}}$"
 """Names that are safe as one path component: no '/', NUL, quotes, no leading '.'."""
 
 _NAME_RE = re.compile(NAME_PATTERN)

@@ -23,12 +23,13 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     from hpo.config import ConfigError
     from hpo.study import StudyConfigMismatch
     from hpo.worker import OutputRootError
-    from storage import InvalidNameError, InvalidURLError, NotFoundError
+    from storage import DatasetExistsError, InvalidNameError, InvalidURLError, NotFoundError
     from trainers.clustering import ClusteringError
     from trainers.data import DatasetError
 
     return (
         DatasetError,
+        DatasetExistsError,
         ClusteringError,
         ConfigError,
         StudyConfigMismatch,
