@@ -5,16 +5,23 @@ an hour. This runs, side by side in one process, on the same model and the same 
   A) the batched evaluation, :func:`evaluators.generation.generate_replies` with the
      :class:`~evaluators.config.EvalConfig` defaults (and once more with ``--big-batch``);
   B) a loop that calls ``generate`` once per prompt with the very same GenerationConfig
-     (greedy, same lengths, stop at the newline): the effect of batching alone;
-  C) the original plan's loop: once per prompt, always ``max_new_tokens`` (no stop at the
-     newline), on every ``--plan-every``-th prompt only (it is slow) and extrapolated.
+     (greedy, same lengths, stop at the newline token): the effect of batching alone;
+  C) the original plan's loop: once per prompt, no stop at the newline (only at EOS or
+     ``max_new_tokens``), on every ``--plan-every``-th prompt only and extrapolated.
 The prompts are the test examples of the demo dataset's largest archetype (72 personas x 10
 = 720, the size of the original plan's cluster 4), made by the project's own generator.
 The work is cut into ``--rounds`` interleaved rounds (every round runs A, B and C on its own
 share of the prompts, alternating which goes first), so a load change on the machine hits
 all sides alike.
 
-Run:  .venv/bin/python benchmarks/bench_generation.py [--threads 1] [--rounds 4]
+``--breakdown`` then runs each side once more on one round's share with hooks on the model's
+forward, and prints where the time goes: prefill, decoding steps (forward passes of one new
+token per row), and everything outside the forward (``generate``'s own per-step work,
+tokenizing, decoding text); the row-steps column counts rows times steps, so a batch that
+waits for its longest reply shows more row-steps than the loop. The hooks cost a little time
+on every forward pass, so these timings are not used for the ratios.
+
+Run:  .venv/bin/python benchmarks/bench_generation.py [--threads 1] [--rounds 4] [--breakdown]
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +93,7 @@ def one_at_a_time(base: BaseModel, settings: Any, max_prompt_tokens: int) -> Cal
                 enc = tokenizer(
                     prompt, return_tensors="pt", truncation=True, max_length=max_prompt_tokens
                 ).to(base.device)
-                out = base.model.generate(**enc, generation_config=settings, tokenizer=tokenizer)
+                out = base.model.generate(**enc, generation_config=settings)
                 text = tokenizer.decode(
                     out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True
                 )
@@ -93,6 +101,72 @@ def one_at_a_time(base: BaseModel, settings: Any, max_prompt_tokens: int) -> Cal
         return replies
 
     return run
+
+
+@dataclass
+class Forwards:
+    """Forward passes of the model seen by hooks: prefill passes and one-token decoding steps."""
+
+    prefill_calls: int = 0
+    prefill_seconds: float = 0.0
+    steps: int = 0
+    row_steps: int = 0
+    step_seconds: float = 0.0
+
+
+@contextmanager
+def counted_forwards(model: Any) -> Iterator[Forwards]:
+    """Count and time the model's forward passes inside the block."""
+    seen = Forwards()
+    started: list[float] = []
+
+    def before(_: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        started.append(time.perf_counter())
+
+    def after(_: Any, args: Any, kwargs: dict[str, Any], output: Any) -> None:
+        seconds = time.perf_counter() - started.pop()
+        rows, length = kwargs["input_ids"].shape
+        if length == 1:
+            seen.steps += 1
+            seen.row_steps += rows
+            seen.step_seconds += seconds
+        else:
+            seen.prefill_calls += 1
+            seen.prefill_seconds += seconds
+
+    handles = [
+        model.register_forward_pre_hook(before, with_kwargs=True),
+        model.register_forward_hook(after, with_kwargs=True),
+    ]
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def print_breakdown(base: BaseModel, sides: Sequence[Side], prompts: Sequence[str]) -> None:
+    """Run every side once on ``prompts`` with counted forwards, and print where time goes."""
+    print(f"\nbreakdown on {len(prompts)} prompts (hooks on the forward pass; not used above)")
+    print(
+        "| side | generate calls | decoding steps | row-steps per prompt | prefill per prompt "
+        "| decoding per prompt | per step | outside the forward per prompt | total per prompt |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for side in sides:
+        chosen = prompts[:: side.every]
+        with counted_forwards(base.model) as seen:
+            started = time.perf_counter()
+            side.run(chosen)
+            total = time.perf_counter() - started
+        n = len(chosen)
+        outside = total - seen.prefill_seconds - seen.step_seconds
+        print(
+            f"| {side.name} | {seen.prefill_calls} | {seen.steps} | {seen.row_steps / n:.1f} | "
+            f"{1000 * seen.prefill_seconds / n:.2f} ms | {1000 * seen.step_seconds / n:.2f} ms | "
+            f"{1000 * seen.step_seconds / max(seen.steps, 1):.2f} ms | "
+            f"{1000 * outside / n:.2f} ms | {1000 * total / n:.2f} ms |"
+        )
 
 
 def main() -> None:
@@ -104,6 +178,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--big-batch", type=int, default=128, help="batch size of the second batched side"
+    )
+    parser.add_argument(
+        "--breakdown", action="store_true", help="then time prefill, steps and the rest per side"
     )
     parser.add_argument("--personas", type=int, default=200)
     parser.add_argument("--examples", type=int, default=40)
@@ -162,6 +239,8 @@ def main() -> None:
         )
     same = sum(batched.replies[p] == sides[2].replies[p] for p in prompts)
     print(f"identical replies, batched vs one at a time: {same}/{len(prompts)}")
+    if args.breakdown:
+        print_breakdown(base, sides, prompts[:: args.rounds])
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,11 @@ from trainers.prompt import fit_prompts
 
 REPLY_END = "\n"
 """A reply is one line: the partner's next turn starts after a newline."""
+
+_NEWLINE_IDS: weakref.WeakKeyDictionary[Any, tuple[int, tuple[int, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per tokenizer: its length when computed, and its newline token ids."""
 
 
 @contextmanager
@@ -47,14 +53,47 @@ def clean_reply(text: str) -> str:
     return " ".join(text.split(REPLY_END, 1)[0].split())
 
 
+def newline_token_ids(tokenizer: Any) -> tuple[int, ...]:
+    """Every token id whose text contains a newline: the tokens that end a reply's line.
+
+    Special tokens are left out: replies are decoded without them, so their text never ends
+    a line. Computed once per tokenizer (again if tokens are added to it), with one batched
+    decode of the vocabulary.
+
+    Used as extra end-of-sequence ids, these stop a row exactly where transformers'
+    ``stop_strings=["\\n"]`` would need to: the text before a reply's first newline comes
+    from the tokens before the first token that holds one (a newline is one character, in one
+    token's text), and generation never looks ahead, so those tokens are the same whether or
+    not the row stops there. Unlike ``stop_strings`` they cost no per-call setup and no
+    per-step string matching (on the tiny model that was a fifth of a one-prompt ``generate``).
+    """
+    size = len(tokenizer)
+    cached = _NEWLINE_IDS.get(tokenizer)
+    if cached is not None and cached[0] == size:
+        return cached[1]
+    special = set(tokenizer.all_special_ids)
+    texts = tokenizer.batch_decode(
+        [[i] for i in range(size)], skip_special_tokens=False, clean_up_tokenization_spaces=False
+    )
+    ids = tuple(i for i, text in enumerate(texts) if REPLY_END in text and i not in special)
+    _NEWLINE_IDS[tokenizer] = (size, ids)
+    return ids
+
+
 def generation_config(config: EvalConfig, tokenizer: Any) -> Any:
     """The transformers ``GenerationConfig`` for an evaluation's decoding settings.
 
     Every decoding option is set explicitly, so the model's own generation defaults (such
-    as transformers' ``top_k=50`` when sampling) cannot change an evaluation silently.
+    as transformers' ``top_k=50`` when sampling) cannot change an evaluation silently. With
+    ``stop_at_newline``, the end-of-sequence ids are the tokenizer's EOS and every
+    :func:`newline_token_ids` token.
     """
     from transformers import GenerationConfig
 
+    eos: Any = tokenizer.eos_token_id
+    if config.stop_at_newline:
+        own = [] if eos is None else [eos]
+        eos = own + [i for i in newline_token_ids(tokenizer) if i not in own]
     sampling: dict[str, Any] = (
         {"temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k}
         if config.do_sample
@@ -66,9 +105,8 @@ def generation_config(config: EvalConfig, tokenizer: Any) -> Any:
         num_beams=1,
         repetition_penalty=config.repetition_penalty,
         no_repeat_ngram_size=config.no_repeat_ngram_size,
-        stop_strings=[REPLY_END] if config.stop_at_newline else None,
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=eos,
         **sampling,
     )
 
@@ -109,11 +147,11 @@ def generate_replies(
     progress: str | None = None,
     on_batch: Callable[[list[int], list[str]], None] | None = None,
 ) -> list[str]:
-    """Generate one reply per prompt, in batches of similar length, left-padded.
+    """Generate one reply per prompt, in batches of similar token length, left-padded.
 
     With ``eval_config.stop_at_newline`` a batch ends once every reply in it has reached its
-    newline (transformers' ``stop_strings``), instead of running ``max_new_tokens`` steps;
-    the replies are the same either way, since only the first line is kept. Sampling is
+    newline (a token of :func:`newline_token_ids`), instead of running ``max_new_tokens``
+    steps; the replies are the same either way, since only the first line is kept. Sampling is
     seeded once per call, so the same prompts, model and config give the same replies.
     Prompts over ``eval_config.max_prompt_tokens`` are fitted as in training
     (:func:`trainers.prompt.fit_prompt`: the persona stays whole, the oldest turns go first).
@@ -132,9 +170,10 @@ def generate_replies(
 
     tokenizer = base.tokenizer
     settings = generation_config(eval_config, tokenizer)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    replies: list[str] = [""] * len(prompts)
     fitted = fit_prompts(tokenizer, prompts, eval_config.max_prompt_tokens)
+    # by token count, not characters: batches of 32 then pad 2%, not 10%, of the demo's prompts
+    order = sorted(range(len(prompts)), key=lambda i: len(fitted[i].ids))
+    replies: list[str] = [""] * len(prompts)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     size = eval_config.batch_size
@@ -151,9 +190,7 @@ def generate_replies(
                 ).to(base.device)
                 cache = static_cache(model, enc["input_ids"].shape[1], eval_config.max_new_tokens)
                 extra = {} if cache is None else {"cache": cache}
-                out = model.generate(
-                    **enc, generation_config=settings, tokenizer=tokenizer, **extra
-                )
+                out = model.generate(**enc, generation_config=settings, **extra)
                 new = out[:, enc["input_ids"].shape[1] :]
                 for i, text in zip(
                     batch, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True
@@ -164,3 +201,14 @@ def generate_replies(
     finally:
         tokenizer.padding_side = side
     return replies
+
+
+__all__ = [
+    "REPLY_END",
+    "adapter_applied",
+    "clean_reply",
+    "generate_replies",
+    "generation_config",
+    "newline_token_ids",
+    "static_cache",
+]

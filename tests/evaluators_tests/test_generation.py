@@ -1,8 +1,10 @@
 """Batched generation: replies in input order, batch callbacks, adapters, cleaning, decoding
-options, stopping at the end of the reply line, seeded sampling."""
+options, stopping at the end of the reply line (newline tokens as EOS ids, exact on the tiny
+tokenizer and on a BPE whose tokens merge the newline with other text), seeded sampling."""
 
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,12 @@ from typing import Any
 import pytest
 
 from evaluators.config import EvalConfig
-from evaluators.generation import clean_reply, generate_replies, generation_config
+from evaluators.generation import (
+    clean_reply,
+    generate_replies,
+    generation_config,
+    newline_token_ids,
+)
 from trainers.prompt import build_prompt
 
 PROMPTS = [
@@ -180,7 +187,8 @@ def test_generation_config_sets_every_decoding_option(tiny_base: Any) -> None:
     tokenizer = tiny_base.tokenizer
     greedy = generation_config(EvalConfig(), tokenizer)
     assert (greedy.do_sample, greedy.num_beams, greedy.max_new_tokens) == (False, 1, 40)
-    assert greedy.stop_strings == ["\n"]
+    assert greedy.stop_strings is None  # the newline tokens are EOS ids instead
+    assert greedy.eos_token_id == [tokenizer.eos_token_id, *newline_token_ids(tokenizer)]
     assert greedy.temperature is None and greedy.top_k is None  # not sampling: not set
     sample = generation_config(
         EvalConfig(
@@ -215,3 +223,114 @@ def test_long_prompts_are_fitted_as_in_training(tiny_base: Any) -> None:
     assert generate_replies(tiny_base, PROMPTS, eval_config=config) == generate_replies(
         tiny_base, [f.text for f in fitted], eval_config=roomy
     )
+
+
+BPE_CORPUS = [
+    "Persona: I like cats.\nA: hi there.\nB: hello, how are you?\nA: fine!\n\nB: ok\n",
+    "Persona: I run.\nB: café’s open?\nA: yes.\nB: nice\nA: bye.\n",
+]
+"""Text where a byte-level BPE without pre-tokenizer merges the newline with what is around it
+(``".\\n"``, ``"\\nA: "``), and multibyte characters split over tokens."""
+
+
+@pytest.fixture(scope="module")
+def merging_bpe() -> Any:
+    """A small byte-level BPE trained here (no download) whose merges cross newlines."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<pad>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(BPE_CORPUS * 50, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>")
+
+
+def _assert_stopping_at_newline_tokens_is_exact(tokenizer: Any, sequences: list[list[int]]) -> int:
+    """For every sequence: the reply cut after its first newline token is the whole
+    sequence's reply, and no text before that token holds a newline. Returns how many
+    sequences were cut."""
+    stops = set(newline_token_ids(tokenizer))
+    cut_count = 0
+    for seq in sequences:
+        first = next((k for k, t in enumerate(seq) if t in stops), None)
+        if first is None:
+            assert "\n" not in tokenizer.decode(seq, skip_special_tokens=True), seq
+            continue
+        cut_count += 1
+        before = tokenizer.decode(seq[:first], skip_special_tokens=True)
+        cut = tokenizer.decode(seq[: first + 1], skip_special_tokens=True)
+        whole = tokenizer.decode(seq, skip_special_tokens=True)
+        assert "\n" not in before and "\n" in cut, seq
+        assert clean_reply(cut) == clean_reply(whole), seq
+    return cut_count
+
+
+def _random_sequences(tokenizer: Any, n: int, length: int) -> list[list[int]]:
+    rng = random.Random(0)
+    special = set(tokenizer.all_special_ids)
+    vocab = [i for i in range(len(tokenizer)) if i not in special]
+    return [rng.choices(vocab, k=length) for _ in range(n)]
+
+
+def test_newline_tokens_stop_exactly_on_a_bpe_that_merges_newlines(merging_bpe: Any) -> None:
+    ids = newline_token_ids(merging_bpe)
+    texts = [merging_bpe.decode([i]) for i in ids]
+    # the case the ids must handle: newlines merged with text before and after them
+    assert any(t.endswith("\n") and len(t) > 1 for t in texts), texts
+    assert any(not t.endswith("\n") for t in texts), texts
+    sequences = _random_sequences(merging_bpe, 400, 12)
+    sequences += [merging_bpe(text)["input_ids"] for text in BPE_CORPUS]
+    assert _assert_stopping_at_newline_tokens_is_exact(merging_bpe, sequences) > 100
+
+
+def test_newline_tokens_stop_exactly_on_the_tiny_tokenizer(tiny_base: Any) -> None:
+    tokenizer = tiny_base.tokenizer
+    ids = newline_token_ids(tokenizer)
+    assert ids and all("\n" in tokenizer.decode([i]) for i in ids)
+    assert not set(ids) & set(tokenizer.all_special_ids)
+    sequences = _random_sequences(tokenizer, 200, 40)
+    sequences += [tokenizer(p)["input_ids"] for p in PROMPTS + RUN_ON_PROMPTS]
+    assert _assert_stopping_at_newline_tokens_is_exact(tokenizer, sequences) > 5
+
+
+def test_newline_tokens_are_cached_until_the_vocabulary_grows(merging_bpe: Any) -> None:
+    first = newline_token_ids(merging_bpe)
+    assert newline_token_ids(merging_bpe) is first
+    merging_bpe.add_tokens(["zz\nzz"])
+    merging_bpe.add_special_tokens({"additional_special_tokens": ["<sep>\n"]})
+    grown = newline_token_ids(merging_bpe)
+    added = merging_bpe.convert_tokens_to_ids(["zz\nzz", "<sep>\n"])
+    assert added[0] in grown and set(first) < set(grown)
+    assert added[1] not in grown  # special: replies are decoded without it
+
+
+def test_newline_eos_ids_give_the_replies_of_stop_strings(tiny_base: Any) -> None:
+    """The previous way to stop, transformers' stop_strings, one prompt at a time."""
+    import torch
+    from transformers import GenerationConfig
+
+    tokenizer = tiny_base.tokenizer
+    config = EvalConfig(max_new_tokens=30)
+    settings = generation_config(config, tokenizer)
+    with_stop_strings = GenerationConfig(
+        **{**settings.to_diff_dict(), "eos_token_id": tokenizer.eos_token_id},
+        stop_strings=["\n"],
+    )
+    prompts = RUN_ON_PROMPTS + PROMPTS
+    expected = []
+    with torch.inference_mode():
+        for prompt in prompts:
+            enc = tokenizer(prompt, return_tensors="pt")
+            out = tiny_base.model.generate(
+                **enc, generation_config=with_stop_strings, tokenizer=tokenizer
+            )
+            new = out[0, enc["input_ids"].shape[1] :]
+            expected.append(clean_reply(tokenizer.decode(new, skip_special_tokens=True)))
+    assert generate_replies(tiny_base, prompts, eval_config=config) == expected
