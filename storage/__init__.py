@@ -106,7 +106,7 @@ from storage.models import (
 )
 from storage.optuna_schema import KNOWN_OPTUNA_REVISIONS
 from storage.optuna_tables import StoredStudy, StoredTrial
-from storage.outage import DatabaseUnavailable, OutageGuard, is_disconnect
+from storage.outage import DatabaseUnavailable, OutageGuard, is_disconnect, unreachable_message
 
 __all__ = [
     "ALL_CLUSTERS",
@@ -198,6 +198,7 @@ __all__ = [
     "start_evaluation_run",
     "step_budget",
     "sweep_temp_dirs",
+    "unreachable_message",
     "upgrade_database",
     "validate_name",
     "verify_artifact",

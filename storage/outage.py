@@ -44,6 +44,24 @@ class DatabaseUnavailable(StorageError):
     """The database stayed unreachable for longer than the guard's patience."""
 
 
+def unreachable_message(exc: BaseException, url: str) -> str:
+    """One line for a database that cannot be reached: the URL with its password masked and
+    the driver's first line (the driver's hints and SQLAlchemy's background link dropped).
+
+    Our own :class:`DatabaseUnavailable` already says how long the outage lasted: kept as is.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DatabaseUnavailable):
+            return str(current)
+        if isinstance(current, DBAPIError):
+            return f"cannot reach the database at {masked_url(url)}: {_first_line(current)}"
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return f"cannot reach the database at {masked_url(url)}: {_first_line(exc)}"
+
+
 def is_disconnect(exc: BaseException) -> bool:
     """Whether ``exc`` (or an error it was raised from) says the database cannot be reached.
 

@@ -33,7 +33,7 @@ from hpo.cli.errors import (
     CommandInterrupted,
     bad_input_errors,
 )
-from hpo.cli.options import example, is_verbose
+from hpo.cli.options import STORAGE_META, example, is_verbose, storage_url
 
 __all__ = [
     "COMMANDS",
@@ -193,7 +193,17 @@ class HpoGroup(click.Group):
             if is_verbose(ctx):
                 traceback.print_exc()
             error = BadInputError if isinstance(exc, bad_input_errors()) else CommandError
-            raise error(str(exc) or type(exc).__name__) from exc
+            raise error(_one_line(ctx, exc)) from exc
+
+
+def _one_line(ctx: click.Context, exc: Exception) -> str:
+    """What a command's error says: its message, or for a database that cannot be reached,
+    the URL (password masked) and the driver's first line instead of its three."""
+    import storage
+
+    if storage.is_disconnect(exc):
+        return storage.unreachable_message(exc, storage_url(ctx.meta.get(STORAGE_META)))
+    return str(exc) or type(exc).__name__
 
 
 @click.group(

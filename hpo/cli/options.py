@@ -25,6 +25,15 @@ def example(*commands: str) -> str:
     return f"\b\nExample:\n{lines}"
 
 
+STORAGE_META = "hpo.storage"
+"""Where ``--storage`` leaves its value in ``ctx.meta``, for the root group's error line."""
+
+
+def _remember_storage(ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    ctx.meta[STORAGE_META] = value
+    return value
+
+
 def storage_option(f: F) -> F:
     """``--storage URL`` (env ``HPO_STORAGE``); None when neither is given."""
     return click.option(
@@ -32,6 +41,7 @@ def storage_option(f: F) -> F:
         envvar=STORAGE_ENV,
         default=None,
         metavar="URL",
+        callback=_remember_storage,
         help=f"SQL storage URL of the study and our tables (env {STORAGE_ENV}; default "
         "sqlite:///hpo.db). Use postgresql+psycopg://user@host/db for many workers.",
     )(f)

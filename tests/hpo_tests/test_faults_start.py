@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 import storage
 from hpo.cli import cli
+from hpo.config import packaged_config
 from hpo.study import load_study
 from hpo.worker import OutputRootError, check_output_root, run_worker
 from tests.hpo_tests.test_workers import prepare, small_study_config
@@ -90,10 +91,27 @@ def test_a_full_output_root_is_refused_before_any_trial(sqlite_url: str, tmp_pat
     check_output_root(tmp_path)  # the same folder with room: accepted
 
 
-def test_an_unreachable_database_is_one_line_with_the_password_masked(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["worker", "--study", "x", "--output-root", "."],
+        ["study", "create", "--config", str(packaged_config("demo"))],
+        ["study", "status", "--study", "x"],
+        ["study", "list"],
+        ["data", "cluster", "--dataset", "demo"],
+        ["evaluator", "--study", "x", "--once"],
+        ["report", "--study", "x"],
+    ],
+    ids=lambda command: "-".join(command[:2]),
+)
+def test_an_unreachable_database_is_one_line_with_the_password_masked(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = "postgresql+psycopg://hpo:s3cret@127.0.0.1:9/hpo"  # the discard port: refused
-    code, output = _invoke("worker", "--study", "x", "--storage", url, "--output-root", ".")
+    monkeypatch.chdir(tmp_path)
+    code, output = _invoke(*command, "--storage", url)
     assert code == 1, output
     [line] = output.strip().splitlines()
     assert "postgresql+psycopg://hpo:***@127.0.0.1:9/hpo" in line, line
     assert "s3cret" not in output
+    assert "sqlalche.me" not in line and "Is the server running" not in line
