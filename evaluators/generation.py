@@ -65,7 +65,8 @@ def newline_token_ids(tokenizer: Any) -> tuple[int, ...]:
     from the tokens before the first token that holds one (a newline is one character, in one
     token's text), and generation never looks ahead, so those tokens are the same whether or
     not the row stops there. Unlike ``stop_strings`` they cost no per-call setup and no
-    per-step string matching (on the tiny model that was a fifth of a one-prompt ``generate``).
+    per-step string matching (on the tiny model, a tenth to a fifth of a one-prompt
+    ``generate``).
     """
     size = len(tokenizer)
     cached = _NEWLINE_IDS.get(tokenizer)
