@@ -64,6 +64,8 @@ class Paired:
     high: float
     beats: bool
     """Whether a beats b: interval above 0 after Holm, and a not degenerate."""
+    p_holm: float | None = None
+    """The Holm-corrected p-value of the difference, where known."""
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,20 @@ def _pct(x: float) -> str:
 
 def _diff_text(name: str, d: Paired) -> str:
     verdict = "beats" if d.beats else "does not beat"
+    p = "" if d.p_holm is None else f", Holm p={d.p_holm:.3g}"
     return (
-        f"{name}: {100 * d.mean:+.2f} pt, 95% CI [{100 * d.low:+.2f}, {100 * d.high:+.2f}] "
-        f"({verdict})"
+        f"{name}: {100 * d.mean:+.2f} pt, 95% CI [{100 * d.low:+.2f}, {100 * d.high:+.2f}]"
+        f"{p} ({verdict})"
+    )
+
+
+def _why_neither(d: Paired | None) -> str:
+    """Why a difference that does not beat does not: its interval, or its Holm p-value."""
+    if d is None or d.low <= 0 <= d.high:
+        return "the 95% interval of the difference contains 0"
+    p = "" if d.p_holm is None else f" (Holm p={d.p_holm:.3g})"
+    return (
+        f"the interval excludes 0, but not after Holm's correction over the report's comparisons{p}"
     )
 
 
@@ -215,7 +228,7 @@ def decide(
         return Decision(COMPARE_WITH_MOE, cluster, reasons, numbers)
     winner = moe if moe_standing.similarity > score else cluster
     reasons.append(
-        f"neither beats the other (the interval contains 0); the higher mean, {winner}, is "
-        "the main result, without a significant difference"
+        f"neither beats the other ({_why_neither(moe_vs or cluster_vs)}); the higher mean, "
+        f"{winner}, is the main result, without a significant difference"
     )
     return Decision(COMPARE_WITH_MOE, winner, reasons, numbers)

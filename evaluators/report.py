@@ -223,16 +223,21 @@ def collect_results(
     return {name: results[name] for name in row_order(results)}
 
 
+def _p(entry: Mapping[str, Any]) -> float:
+    return float(entry["p_holm"] if entry.get("p_holm") is not None else entry["p_value"])
+
+
 def _paired(entry: Mapping[str, Any]) -> decision.Paired:
-    return decision.Paired(entry["mean"], entry["low"], entry["high"], bool(entry["beats"]))
+    return decision.Paired(
+        entry["mean"], entry["low"], entry["high"], bool(entry["beats"]), _p(entry)
+    )
 
 
 def _reversed(entry: Mapping[str, Any], a_degenerate: bool) -> decision.Paired:
     """``b - a`` from the comparison ``a - b`` (the same test, not a second one for Holm)."""
     alpha = 1 - entry["confidence"]
-    p = entry["p_holm"] if entry.get("p_holm") is not None else entry["p_value"]
-    beats = entry["high"] < 0 and p < alpha and not a_degenerate
-    return decision.Paired(-entry["mean"], -entry["high"], -entry["low"], beats)
+    beats = entry["high"] < 0 and _p(entry) < alpha and not a_degenerate
+    return decision.Paired(-entry["mean"], -entry["high"], -entry["low"], beats, _p(entry))
 
 
 def decide_from(results: Mapping[str, MethodResult], comparisons: Mapping[str, Any]) -> Any:

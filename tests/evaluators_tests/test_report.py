@@ -74,6 +74,20 @@ def test_no_significant_difference_takes_the_higher_mean_and_says_so() -> None:
     assert "without a significant difference" in d.reasons[-1]
 
 
+def test_no_significant_difference_says_whether_the_interval_or_holm_decided() -> None:
+    contains_zero = decide(_methods(), _diffs())
+    assert "the 95% interval of the difference contains 0" in contains_zero.reasons[-1]
+    # The demo's case: MoE - cluster has its interval below 0, yet Holm's p is 0.07.
+    below = Paired(-0.0178, -0.0342, -0.0014, False, 0.07)
+    excludes_zero = decide(
+        _methods(), _diffs(moe=below, back=Paired(0.0178, 0.0014, 0.0342, False, 0.07))
+    )
+    reason = excludes_zero.reasons[-1]
+    assert "contains 0" not in reason
+    assert "excludes 0, but not after Holm's correction" in reason and "Holm p=0.07" in reason
+    assert any("Holm p=0.07 (does not beat)" in r for r in excludes_zero.reasons)
+
+
 def test_cluster_that_fails_a_baseline_leaves_moe_as_main() -> None:
     d = decide(_methods(), _diffs(cluster_ok=False))
     assert (d.branch, d.main_result) == (MOE_MAIN, MOE_SELF)
