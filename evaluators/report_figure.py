@@ -58,7 +58,9 @@ def comparison_figure(report: Mapping[str, Any]) -> Any:
             marker_color=colors,
             error_y={"type": "data", "symmetric": False, "array": plus, "arrayminus": minus},
             text=[f"{m:.1f}%" for m in means],
-            textposition="outside",
+            textposition="inside",  # above the bar, the CI whisker crosses the label
+            insidetextanchor="start",  # at the foot of the bar, clear of whisker and floor
+            textfont={"color": "white"},
             name="similarity",
             showlegend=False,
         ),
