@@ -103,7 +103,7 @@ def _why_neither(d: Paired | None) -> str:
     """Why a difference that does not beat does not: its interval, or its Holm p-value."""
     if d is None or d.low <= 0 <= d.high:
         return "the 95% interval of the difference contains 0"
-    p = "" if d.p_holm is None else f" (Holm p={d.p_holm:.3g})"
+    p = "" if d.p_holm is None else f": Holm p={d.p_holm:.3g}"
     return (
         f"the interval excludes 0, but not after Holm's correction over the report's comparisons{p}"
     )
