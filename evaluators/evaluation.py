@@ -150,6 +150,7 @@ def evaluate_method(
     adapter_dir: Path | None,
     embedding_model: str | None = None,
     n_samples: int = 5,
+    progress: bool = True,
 ) -> MethodResult:
     """Generate, score and store every item for one method; resume where a crash left off.
 
@@ -161,6 +162,7 @@ def evaluate_method(
         adapter_dir: The method's peft adapter, or None for the bare base model.
         embedding_model: The model that scores similarity (default: the packaged one).
         n_samples: Example replies to keep in the summary.
+        progress: Show a progress bar over the batches (off when the caller shows its own).
 
     Raises:
         ValueError: If there are no items.
@@ -186,7 +188,7 @@ def evaluate_method(
             [it.prompt for it in todo],
             eval_config=key.eval_config,
             adapter_dir=adapter_dir,
-            progress=f"evaluating {key.method}",
+            progress=f"evaluating {key.method}" if progress else None,
             on_batch=save,
         )
     result = _finished_result(engine, key, run_id, items, embedding_model, n_samples)

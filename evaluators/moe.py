@@ -174,6 +174,7 @@ def evaluate_by_persona(
             by_persona[persona],
             adapter_dir=adapters[persona].path,
             embedding_model=scope.embedding_model,
+            progress=False,  # the bar over personas above says it
         )
     # Every example is stored now: this call only summarizes the whole run (no adapter used).
     return evaluate_method(

@@ -78,6 +78,9 @@ def test_personas_study_then_moe_then_report(
         sqlite_url, "c0", output_root=root, settings=MoeSettings(k=2), eval_config=SHORT
     )
     assert path == root / "results" / "c0" / "moe" / "moe_sparse_results.json"
+    shown = "".join(capfd.readouterr())
+    assert f"evaluating {MOE_SELF}:" in shown  # one bar over the personas,
+    assert f"evaluating {MOE_SELF}." not in shown  # not one more bar per persona
     saved = json.loads(path.read_text())
     assert set(saved["evaluation"]) == {MOE_SELF, MOE_COLD, PERSONA_ADAPTERS}
     for row in saved["evaluation"].values():
