@@ -178,3 +178,22 @@ def test_importing_hpo_imports_no_module_of_it_until_a_name_is_used() -> None:
     loaded, printed = _loaded_after(code, ("hpo.demo",))
     assert printed == "[]"
     assert loaded == ["hpo.demo"]
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "1000"), ("50", "50")])
+def test_openmp_spin_count_is_set_before_torch_loads(preset: str | None, expected: str) -> None:
+    """torch's OpenMP threads read GOMP_SPINCOUNT once, when torch loads: the entry point sets
+    it first (keeping a value the environment gives) and torch is not loaded yet then."""
+    code = (
+        "import os, sys\n"
+        "from hpo.cli import main\n"
+        "main(['--help'])\n"
+        "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if preset is not None:
+        env["GOMP_SPINCOUNT"] = preset
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[-2:] == [expected, "False"]
