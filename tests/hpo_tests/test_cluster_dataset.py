@@ -118,13 +118,17 @@ def test_only_the_personas_without_a_stored_vector_are_embedded(
 
 
 def test_progress_bars_for_embedding_and_kmeans(
-    engine: Any, counting: CountingEmbed, capsys: pytest.CaptureFixture[str]
+    engine: Any,
+    counting: CountingEmbed,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cluster_dataset(engine, "small", k=3)  # 20 personas: no bars by default
     assert "KMeans" not in capsys.readouterr().err
 
     with storage.session_scope(engine) as session:
         session.execute(sa.delete(PersonaEmbedding))
+    monkeypatch.setattr(trainers.embedding, "_memo", {})  # as in a new process: encoded again
     cluster_dataset(engine, "small", k=3, progress=True)
     err = capsys.readouterr().err
     assert "Batches" in err  # sentence-transformers' encode bar
