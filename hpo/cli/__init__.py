@@ -65,8 +65,8 @@ COMMANDS: dict[str, CommandSpec] = {
     "demo": CommandSpec(
         "demo",
         "demo",
-        "The whole flow on the embedded default: data, clusters, a study run by workers, "
-        "and the evaluation of its best trial.",
+        "The whole flow on the embedded default: data, clusters, a study run by workers, the "
+        "evaluator with its baselines, per-persona adapters and the MoE merge, and the report.",
     ),
     "data": CommandSpec("data", "data", "Generate, import and cluster persona datasets."),
     "train": CommandSpec(

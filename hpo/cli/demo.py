@@ -18,8 +18,8 @@ from hpo.demo import DemoOptions
 @dataclass_options(DemoOptions, exclude=("output_root", "storage_url"))
 @common_options(output_root=DemoOptions.output_root)
 def demo(storage: str | None, output_root: Path, **kwargs: Any) -> None:
-    """The whole flow on the embedded default: data, clusters, a study run by workers, and the
-    evaluation of its best trial.
+    """The whole flow on the embedded default: data, clusters, a study run by workers, the
+    evaluator with its baselines, per-persona adapters and the MoE merge, and the report.
 
     Files go to OUTPUT_ROOT (demo_run/ unless --output-root or HPO_OUTPUT_ROOT says
     otherwise); the database is OUTPUT_ROOT/hpo.db unless --storage or HPO_STORAGE names
