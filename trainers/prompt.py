@@ -134,22 +134,22 @@ def fit_prompt(
             :func:`build_prompt`, or
             ``max_tokens`` cannot hold even the speaker tag.
     """
-    full = list(tokenizer(prompt)["input_ids"] if ids is None else ids)
+    full = list(tokenizer(prompt, verbose=False)["input_ids"] if ids is None else ids)
     if len(full) <= max_tokens:
         return FittedPrompt(prompt, tuple(full), 0, False)
     persona, turns, tag = _prompt_lines(prompt)
-    fixed = len(tokenizer(f"{persona}\n{tag}")["input_ids"])
+    fixed = len(tokenizer(f"{persona}\n{tag}", verbose=False)["input_ids"])
     if fixed > max_tokens:
         return _cut_persona(tokenizer, persona, tag, len(turns), max_tokens)
     lines = [f"\n{turn}" for turn in turns]
-    costs = tokenizer(lines, add_special_tokens=False)["input_ids"] if lines else []
+    costs = tokenizer(lines, add_special_tokens=False, verbose=False)["input_ids"] if lines else []
     room, start = max_tokens - fixed, len(turns)
     while start > 0 and len(costs[start - 1]) <= room:
         room -= len(costs[start - 1])
         start -= 1
     while True:  # per-line counts can differ from the joined text's by a merge: check it
         text = "\n".join([persona, *turns[start:], tag])
-        kept = tokenizer(text)["input_ids"]
+        kept = tokenizer(text, verbose=False)["input_ids"]
         if len(kept) <= max_tokens or start == len(turns):
             return FittedPrompt(text, tuple(kept), start, False)
         start += 1
@@ -159,11 +159,11 @@ def _cut_persona(
     tokenizer: Any, persona: str, tag: str, n_turns: int, max_tokens: int
 ) -> FittedPrompt:
     """The persona line's first tokens and the tag, within ``max_tokens`` (no turns)."""
-    persona_ids = tokenizer(persona, add_special_tokens=False)["input_ids"]
-    keep = max_tokens - (len(tokenizer(f"\n{tag}")["input_ids"]))
+    persona_ids = tokenizer(persona, add_special_tokens=False, verbose=False)["input_ids"]
+    keep = max_tokens - (len(tokenizer(f"\n{tag}", verbose=False)["input_ids"]))
     while keep > 0:
         text = f"{tokenizer.decode(persona_ids[:keep])}\n{tag}"
-        ids = tokenizer(text)["input_ids"]
+        ids = tokenizer(text, verbose=False)["input_ids"]
         if len(ids) <= max_tokens:
             return FittedPrompt(text, tuple(ids), n_turns, True)
         keep -= 1
@@ -177,7 +177,7 @@ def fit_prompts(tokenizer: Any, prompts: Sequence[str], max_tokens: int) -> list
     """:func:`fit_prompt` for many prompts, tokenized in one batch."""
     if not prompts:
         return []
-    batch = tokenizer(list(prompts))["input_ids"]
+    batch = tokenizer(list(prompts), verbose=False)["input_ids"]
     return [
         fit_prompt(tokenizer, prompt, max_tokens, ids=ids)
         for prompt, ids in zip(prompts, batch, strict=True)

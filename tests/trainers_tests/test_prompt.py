@@ -163,3 +163,30 @@ def test_fitting_refuses_a_limit_too_small_or_a_foreign_long_prompt(tiny_base: A
         fit_prompt(tokenizer, build_prompt("I am me.", "Hi!"), 1)
     with pytest.raises(ValueError, match="not a prompt of build_prompt"):
         fit_prompt(tokenizer, "some text " * 50, 16)
+
+
+def test_fitting_a_prompt_over_the_models_length_warns_nothing(
+    tiny_base: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prompt longer than the tokenizer's model_max_length is what fitting is for:
+    transformers' "Token indices sequence length is longer ..." would only alarm the user."""
+    from transformers import tokenization_utils_base
+
+    warnings: list[str] = []
+    monkeypatch.setattr(
+        tokenization_utils_base.logger, "warning", lambda msg, *a, **k: warnings.append(msg)
+    )
+    tokenizer = tiny_base.tokenizer
+    key = "sequence-length-is-longer-than-the-specified-maximum"  # warned once per tokenizer
+    persona = "I like dogs. " * 4
+    context = [f"turn {i}: " + "we talked about the weather and the sea. " * 6 for i in range(60)]
+    prompt = build_prompt(persona, "\n".join(context))
+    assert len(tokenizer(prompt, verbose=False)["input_ids"]) > tokenizer.model_max_length
+
+    tokenizer.deprecation_warnings.pop(key, None)
+    fit = fit_prompt(tokenizer, prompt, 128)
+    assert len(fit.ids) <= 128
+    assert not [w for w in warnings if "sequence length" in w]
+    tokenizer(prompt)  # what fitting did before
+    assert [w for w in warnings if "sequence length" in w]
+    tokenizer.deprecation_warnings.pop(key, None)
