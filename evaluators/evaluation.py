@@ -141,7 +141,7 @@ def eval_items(personas: Sequence[Any], split: str = "test") -> list[EvalItem]:
     ]
 
 
-def evaluate_method(
+def generate_and_store(
     engine: Any,
     key: RunKey,
     base: BaseModel,
@@ -149,10 +149,9 @@ def evaluate_method(
     *,
     adapter_dir: Path | None,
     embedding_model: str | None = None,
-    n_samples: int = 5,
     progress: bool = True,
-) -> MethodResult:
-    """Generate, score and store every item for one method; resume where a crash left off.
+) -> int:
+    """Generate, score and store the items the run lacks (a crash resumes here); no summary.
 
     Args:
         engine: The storage engine.
@@ -161,14 +160,11 @@ def evaluate_method(
         items: The examples to evaluate.
         adapter_dir: The method's peft adapter, or None for the bare base model.
         embedding_model: The model that scores similarity (default: the packaged one).
-        n_samples: Example replies to keep in the summary.
         progress: Show a progress bar over the batches (off when the caller shows its own).
 
-    Raises:
-        ValueError: If there are no items.
+    Returns:
+        The run's id.
     """
-    if not items:
-        raise ValueError(f"no examples to evaluate {key.method} on")
     run_id, done = _open_run(engine, key, embedding_model)
     todo = [item for item in items if item.example_id not in done]
 
@@ -191,6 +187,39 @@ def evaluate_method(
             progress=f"evaluating {key.method}" if progress else None,
             on_batch=save,
         )
+    return run_id
+
+
+def evaluate_method(
+    engine: Any,
+    key: RunKey,
+    base: BaseModel,
+    items: Sequence[EvalItem],
+    *,
+    adapter_dir: Path | None,
+    embedding_model: str | None = None,
+    n_samples: int = 5,
+) -> MethodResult:
+    """Generate, score and store every item for one method (:func:`generate_and_store`),
+    then mark the run complete and summarize it.
+
+    Args:
+        engine: The storage engine.
+        key: The run: study, method, data, and the :class:`EvalConfig` to generate with.
+        base: The loaded base model.
+        items: The examples to evaluate.
+        adapter_dir: The method's peft adapter, or None for the bare base model.
+        embedding_model: The model that scores similarity (default: the packaged one).
+        n_samples: Example replies to keep in the summary.
+
+    Raises:
+        ValueError: If there are no items.
+    """
+    if not items:
+        raise ValueError(f"no examples to evaluate {key.method} on")
+    run_id = generate_and_store(
+        engine, key, base, items, adapter_dir=adapter_dir, embedding_model=embedding_model
+    )
     result = _finished_result(engine, key, run_id, items, embedding_model, n_samples)
     limit = key.eval_config.max_prompt_tokens
     fitted = fit_prompts(base.tokenizer, [it.prompt for it in items], limit)
@@ -307,6 +336,7 @@ __all__ = [
     "compare_methods",
     "eval_items",
     "evaluate_method",
+    "generate_and_store",
     "paired_comparisons",
     "score_replies",
 ]

@@ -32,7 +32,14 @@ import storage
 from evaluators.baseline_runs import items_hash
 from evaluators.config import EvalConfig
 from evaluators.decision import MOE_COLD, MOE_SELF
-from evaluators.evaluation import EvalItem, MethodResult, RunKey, eval_items, evaluate_method
+from evaluators.evaluation import (
+    EvalItem,
+    MethodResult,
+    RunKey,
+    eval_items,
+    evaluate_method,
+    generate_and_store,
+)
 from evaluators.moe_plan import (
     PERSONAS_GROUP,
     MoeSettings,
@@ -167,7 +174,7 @@ def evaluate_by_persona(
 
     todo = [p for p, group in by_persona.items() if any(it.example_id not in done for it in group)]
     for persona in tqdm(todo, desc=f"evaluating {name}", leave=False):
-        evaluate_method(
+        generate_and_store(
             engine,
             key,
             base,
