@@ -84,7 +84,7 @@ class DemoResult:
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
     """Run every step of the service once, printing as it goes."""
-    from trainers.tiny import ensure_tiny_model, write_demo_dataset
+    from trainers.tiny import ensure_tiny_model, tiny_model_build, write_demo_dataset
 
     console = console or Console()
     root = options.output_root.resolve()
@@ -151,6 +151,13 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     )
     if model_dir:
         files["base model"] = model_dir
+        build = tiny_model_build(model_dir)
+        # the build is deterministic per machine, not across CPUs: the sha256 names the model
+        console.print(
+            f"tiny model recipe v{build['recipe']}, seed {build['seed']}, "
+            f"{build['parameters']:,} parameters, pretraining loss {build['final_loss']:.3f}, "
+            f"weights sha256 {build['weights_sha256']}"
+        )
     done(name)
 
     name = step("4. study")

@@ -150,7 +150,7 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix}: stored {a!r}, given {b!r}"]
 
 
-def _check_strategies(config: StudyConfig) -> None:
+def _check_strategies(config: StudyConfig, where: str) -> None:
     """Build the sampler and the pruner once, as every worker will."""
     for section, build in (
         ("sampler", lambda: make_sampler(config.sampler)),
@@ -159,10 +159,10 @@ def _check_strategies(config: StudyConfig) -> None:
         try:
             build()
         except ValueError as exc:
-            raise ConfigError(f"{section}: {exc}") from exc
+            raise ConfigError(f"{where}: {section}: {exc}") from exc
 
 
-def _check_base_model(model: ModelConfig) -> None:
+def _check_base_model(model: ModelConfig, where: str) -> None:
     """A base model given as a local path must be a saved model folder; a Hugging Face id
     (``name`` or ``org/name``) is resolved by the workers."""
     name = model.base_model
@@ -175,12 +175,12 @@ def _check_base_model(model: ModelConfig) -> None:
             return
         found = path.is_dir(), (path / "config.json").is_file()
     except OSError as exc:  # a name too long for a path, say
-        raise ConfigError(f"model.base_model={name!r}: {exc.strerror or exc}") from exc
+        raise ConfigError(f"{where}: model.base_model={name!r}: {exc.strerror or exc}") from exc
     if not found[0]:
-        raise ConfigError(f"model.base_model={name!r}: no such folder ({path.resolve()})")
+        raise ConfigError(f"{where}: model.base_model={name!r}: no such folder ({path.resolve()})")
     if not found[1]:
         raise ConfigError(
-            f"model.base_model={name!r}: {path.resolve()} has no config.json; "
+            f"{where}: model.base_model={name!r}: {path.resolve()} has no config.json; "
             "expected a folder written by save_pretrained, or a Hugging Face model id"
         )
 
@@ -255,7 +255,7 @@ def _undo_create(
         logger.exception("could not undo the half-created study %r", name)
 
 
-def create_study(config: StudyConfig, url: str) -> optuna.Study:
+def create_study(config: StudyConfig, url: str, *, where: str = "config") -> optuna.Study:
     """Create the study with its seed trials and budget, all or nothing, or load the same one.
 
     Checks before anything is written: the config's fields (on construction), the sampler and
@@ -266,6 +266,7 @@ def create_study(config: StudyConfig, url: str) -> optuna.Study:
     Args:
         config: The study config.
         url: The SQL storage URL (our tables and Optuna's).
+        where: The config's file name, the first word of a config error.
 
     Returns:
         The study.
@@ -279,8 +280,8 @@ def create_study(config: StudyConfig, url: str) -> optuna.Study:
     """
     from hpo.pipeline import load_study_cluster
 
-    _check_strategies(config)
-    _check_base_model(config.model)
+    _check_strategies(config, where)
+    _check_base_model(config.model, where)
     name = config.study.name
     engine = storage.create_engine(url)
     # One lock around our schema, Optuna's schema and the study: on a fresh SQLite file,

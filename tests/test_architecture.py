@@ -98,3 +98,16 @@ def test_the_allow_list_excuses_only_long_modules() -> None:
         )
     )
     assert not short, f"allow-listed but not over {MAX_MODULE_LINES} lines: {short}"
+
+
+def test_no_test_reads_outside_the_repository() -> None:
+    """Tests carry their data (tests/data); none climbs out of the clone to a folder beside
+    it, such as a ``shared/`` that a fresh machine does not have."""
+    outside = ('/ ".."', "'..' /", '".." /', "../shared", '"shared" /')
+    offenders = [
+        f"{path.relative_to(ROOT)}: {needle}"
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for needle in outside
+        if needle in path.read_text(encoding="utf-8") and path.name != "test_architecture.py"
+    ]
+    assert offenders == []

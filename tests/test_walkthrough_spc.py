@@ -21,15 +21,8 @@ from click.testing import CliRunner, Result
 import storage
 from hpo.cli import cli
 from hpo.config import load_config, packaged_config
+from tests.datafiles import SPC_CSV
 
-SPC_CSV = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "synthetic-persona-chat"
-    / "Synthetic-Persona-Chat_valid.csv"
-)
-"""The shared validation split beside the clone; the project never copies it."""
 N_CONVERSATIONS = 30
 """Rows of the slice: 43 personas with 12 or more replies."""
 K = 3
@@ -58,7 +51,6 @@ def run(runner: CliRunner, *args: str | Path) -> Result:
 def write_slice(path: Path, n_rows: int) -> Path:
     """The header and the first ``n_rows`` conversations of the real CSV, read and written
     back with the csv module (persona and conversation cells hold newlines)."""
-    assert SPC_CSV.is_file(), f"the shared dataset is missing: {SPC_CSV}"
     with SPC_CSV.open(newline="", encoding="utf-8") as source:
         rows = list(csv.reader(source))[: n_rows + 1]
     assert rows[0] == ["user 1 personas", "user 2 personas", "Best Generated Conversation"]

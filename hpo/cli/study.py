@@ -57,7 +57,7 @@ def create(config: Path, n_trials: int | None, storage: str | None, output_root:
             study_config, study=dataclasses.replace(study_config.study, n_trials=n_trials)
         )
     section = study_config.study
-    created = create_study(study_config, storage_url(storage))
+    created = create_study(study_config, storage_url(storage), where=str(config))
     click.echo(
         f"study {created.study_name!r} ready: {section.n_trials} trials on cluster "
         f"{section.cluster_id} of dataset {section.dataset!r}; start workers with "

@@ -18,7 +18,7 @@ from evaluators.generation import (
     generation_config,
     newline_token_ids,
 )
-from trainers.prompt import build_prompt
+from trainers.prompt import build_prompt, fit_prompts
 
 PROMPTS = [
     build_prompt(
@@ -146,14 +146,45 @@ def _forward_calls(tiny_base: Any, prompts: list[str], config: EvalConfig) -> tu
     return replies, calls
 
 
-def test_stop_at_newline_ends_the_batch_early_with_the_same_replies(tiny_base: Any) -> None:
-    full = EvalConfig(max_new_tokens=30, stop_at_newline=False)
-    stopped = EvalConfig(max_new_tokens=30, stop_at_newline=True)
-    replies_full, steps_full = _forward_calls(tiny_base, RUN_ON_PROMPTS, full)
-    replies_stopped, steps_stopped = _forward_calls(tiny_base, RUN_ON_PROMPTS, stopped)
+def _tokens_to_line_end(tiny_base: Any, prompt: str, max_new_tokens: int) -> int:
+    """Tokens a greedy reply takes up to and including its first newline token or EOS
+    (``max_new_tokens`` if neither comes), read off one unstopped ``generate``."""
+    import torch
+
+    tokenizer = tiny_base.tokenizer
+    ids = fit_prompts(tokenizer, [prompt], EvalConfig().max_prompt_tokens)[0].ids
+    settings = generation_config(
+        EvalConfig(max_new_tokens=max_new_tokens, stop_at_newline=False), tokenizer
+    )
+    with torch.inference_mode():
+        out = tiny_base.model.generate(
+            torch.tensor([list(ids)], device=tiny_base.device), generation_config=settings
+        )
+    new = out[0, len(ids) :].tolist()
+    ends = {*newline_token_ids(tokenizer), tokenizer.eos_token_id}
+    return next((n + 1 for n, token in enumerate(new) if token in ends), len(new))
+
+
+def test_stop_at_newline_ends_the_batch_at_its_last_line_end_with_the_same_replies(
+    tiny_base: Any,
+) -> None:
+    """The guarantee, on whatever the model replies: one forward pass per generated token, and
+    with ``stop_at_newline`` a prompt stops at its first line end and a batch at the last of
+    its prompts' line ends, with the replies of the unstopped run."""
+    limit = 30
+    full = EvalConfig(max_new_tokens=limit, stop_at_newline=False)
+    stopped = EvalConfig(max_new_tokens=limit, stop_at_newline=True)
+    prompts = [*RUN_ON_PROMPTS, *PROMPTS]
+    line_ends = [_tokens_to_line_end(tiny_base, p, limit) for p in prompts]
+    # the condition the saving needs: replies whose line ends before the limit
+    early = [p for p, n in zip(prompts, line_ends, strict=True) if n < limit]
+    assert early, f"no prompt's reply ends its line within {limit} tokens: {line_ends}"
+    for prompt, line_end in zip(prompts, line_ends, strict=True):
+        assert _forward_calls(tiny_base, [prompt], stopped)[1] == line_end, prompt
+    replies_full, _ = _forward_calls(tiny_base, early, full)
+    replies_stopped, steps_stopped = _forward_calls(tiny_base, early, stopped)
     assert replies_stopped == replies_full
-    # one batch: one forward pass per generated token; stopping at the newline saves most
-    assert steps_stopped < steps_full / 2, (steps_stopped, steps_full)
+    assert steps_stopped == max(n for n in line_ends if n < limit) < limit
 
 
 def test_seeded_sampling_is_reproducible_and_leaves_the_global_rng_alone(

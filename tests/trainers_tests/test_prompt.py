@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.datafiles import SPC_CSV
 from trainers.prompt import (
     PARTNER,
     PERSONA_TAG,
@@ -57,20 +57,13 @@ def test_reply_target_has_one_leading_space() -> None:
 
 # Fitting prompts into a token limit, on real Synthetic-Persona-Chat rows and the tiny tokenizer.
 
-REAL_CSV = (
-    Path(__file__).parents[2] / ".." / "shared" / "data" / "synthetic-persona-chat"
-).resolve() / "Synthetic-Persona-Chat_valid.csv"
-"""The shared data folder beside the clone (CI has it there too)."""
-
 
 @pytest.fixture(scope="module")
 def real_prompts() -> list[tuple[str, str]]:
     """(persona, context) of the real validation split's first 60 personas, all examples."""
     from trainers.data import SplitConfig, load_dataset
 
-    if not REAL_CSV.is_file():
-        pytest.fail(f"real data missing: {REAL_CSV} (shared/data must sit beside the clone)")
-    dataset = load_dataset(REAL_CSV, split=SplitConfig(n_test=1, val_fraction=0.25)).dataset
+    dataset = load_dataset(SPC_CSV, split=SplitConfig(n_test=1, val_fraction=0.25)).dataset
     return [(p.text, ex.context) for p in dataset.personas[:60] for ex in p.examples]
 
 

@@ -19,6 +19,7 @@ from trainers.tiny.model import (
     TINY_RECIPE_VERSION,
     TinyModelSpec,
     ensure_tiny_model,
+    tiny_model_build,
     tiny_model_dir,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "generate_persona_chats",
     "generate_personas",
     "persona_archetypes",
+    "tiny_model_build",
     "tiny_model_dir",
     "trait_set",
     "write_demo_dataset",

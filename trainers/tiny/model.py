@@ -38,6 +38,9 @@ PRETRAIN_SEED_OFFSET = 1_000_000
 """The pretraining chats use generator seed ``PRETRAIN_SEED_OFFSET + seed``: never a demo
 dataset's seed in practice, so other personas than the demo's."""
 
+WEIGHTS_FILE = "model.safetensors"
+"""The weights file ``save_pretrained`` writes, whose sha256 ``build.json`` records."""
+
 DEMO_PERSONAS = 200
 """Personas of the default demo dataset (seed 0), which the pretraining chats exclude."""
 
@@ -164,6 +167,7 @@ def _build_tiny_model(out: Path, seed: int, spec: TinyModelSpec) -> None:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     params = sum(p.numel() for p in model.parameters())
+    weights_sha256 = _file_sha256(out / WEIGHTS_FILE)
     (out / "build.json").write_text(
         json.dumps(
             {
@@ -171,12 +175,43 @@ def _build_tiny_model(out: Path, seed: int, spec: TinyModelSpec) -> None:
                 "seed": seed,
                 "parameters": params,
                 "final_loss": loss,
+                "weights_sha256": weights_sha256,
                 "spec": spec.__dict__,
             },
             indent=2,
         )
     )
-    log.info("built tiny model: %d parameters, pretraining loss %.3f", params, loss)
+    log.info(
+        "built tiny model: %d parameters, pretraining loss %.3f, weights sha256 %s",
+        params,
+        loss,
+        weights_sha256[:12],
+    )
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tiny_model_build(model_dir: Path) -> dict[str, Any]:
+    """The tiny model's ``build.json``: recipe, seed, parameters, pretraining loss and the
+    sha256 of its weights file.
+
+    The build is deterministic on one machine, but float sums differ across CPUs (another
+    CPU gave other weights from the same recipe and seed), so the sha256 names the exact
+    model that a set of measured numbers came from. A cache built before the sha256 was
+    recorded gets it computed here.
+    """
+    build: dict[str, Any] = json.loads((model_dir / "build.json").read_text())
+    if "weights_sha256" not in build:
+        build["weights_sha256"] = _file_sha256(model_dir / WEIGHTS_FILE)
+    return build
 
 
 def _pretrain(

@@ -10,6 +10,7 @@ import pytest
 from hpo.cli import EXIT_BAD_INPUT
 from hpo.demo import DemoOptions
 from tests.conftest import write_small_dataset
+from tests.datafiles import SPC_CSV
 from tests.hpo_tests.cli_tests.conftest import Hpo, one_line
 
 
@@ -206,17 +207,7 @@ def test_cluster_k_above_the_persona_count_is_bad_input(hpo: Hpo, tmp_path: Path
     assert "k=50" in one_line(result)
 
 
-SPC_CSV = (
-    Path(__file__).resolve().parents[4]
-    / "shared"
-    / "data"
-    / "synthetic-persona-chat"
-    / "Synthetic-Persona-Chat_valid.csv"
-)
-
-
 def test_import_the_real_synthetic_persona_chat_csv(hpo: Hpo, tmp_path: Path) -> None:
-    assert SPC_CSV.is_file(), f"the shared dataset is missing: {SPC_CSV}"
     url = f"sqlite:///{tmp_path / 'spc.db'}"
     refused = hpo("data", "import", SPC_CSV, "--name", "spc", "--storage", url)
     assert refused.exit_code == EXIT_BAD_INPUT

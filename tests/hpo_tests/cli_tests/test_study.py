@@ -75,6 +75,18 @@ def test_create_with_a_bad_config_names_the_field(hpo: Hpo, tmp_path: Path) -> N
     assert "study.nam" in line and str(config) in line
 
 
+def test_create_names_the_config_file_for_a_missing_base_model(hpo: Hpo, tmp_path: Path) -> None:
+    config = _config(
+        tmp_path,
+        '[study]\nname = "x"\ndataset = "d"\n[model]\nbase_model = "/nonexistent/model"\n',
+    )
+    result = hpo("study", "create", "--config", config, "--storage", f"sqlite:///{tmp_path}/x.db")
+    assert result.exit_code == EXIT_BAD_INPUT
+    line = one_line(result)
+    assert line.startswith(f"hpo: error: {config}: model.base_model="), line
+    assert "no such folder" in line
+
+
 def test_create_with_a_missing_config_names_the_file(hpo: Hpo, tmp_path: Path) -> None:
     result = hpo("study", "create", "--config", tmp_path / "none.toml")
     assert result.exit_code == EXIT_BAD_INPUT

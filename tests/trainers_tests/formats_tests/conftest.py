@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.datafiles import SPC_CSV
 from trainers.data import DatasetError, LoadResult, SplitConfig, load_dataset
 
 _COMMON = {
@@ -29,16 +30,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 SMALL = SplitConfig(n_test=1, val_fraction=0.25)
 """A split that a persona of 3 examples satisfies, so generated files sometimes load."""
 
-REAL_DATA = Path(__file__).parents[3] / ".." / "shared" / "data"
-"""The shared data folder beside the clone (CI has it there too)."""
-
 
 def real_csv() -> Path:
-    """The Synthetic-Persona-Chat validation split; fails loudly where it is missing."""
-    path = (REAL_DATA / "synthetic-persona-chat" / "Synthetic-Persona-Chat_valid.csv").resolve()
-    if not path.is_file():
-        pytest.fail(f"real data missing: {path} (shared/data must sit beside the clone)")
-    return path
+    """The Synthetic-Persona-Chat validation split the tests carry (tests/data)."""
+    return SPC_CSV
 
 
 CheckLoad = Callable[..., LoadResult | None]
