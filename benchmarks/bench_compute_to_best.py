@@ -29,9 +29,15 @@ from pathlib import Path
 import optuna
 
 import storage
-from hpo.config import PrunerConfig, SamplerConfig, StudyConfig, load_config, packaged_config
+from hpo.config import (
+    PrunerConfig,
+    SamplerConfig,
+    StudyConfig,
+    load_config,
+    packaged_config,
+    train_config_for,
+)
 from hpo.pipeline import cluster_dataset, import_dataset, load_study_cluster
-from hpo.space import train_config_for
 from hpo.step_budget import optimizer_steps
 from hpo.study import create_study, load_study
 from hpo.worker import run_worker

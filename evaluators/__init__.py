@@ -8,17 +8,10 @@ trial and evaluates it against the baselines. ``evaluators`` never creates Optun
 
 from __future__ import annotations
 
+from evaluators.comparison import compare, compare_methods
 from evaluators.config import EvalConfig
 from evaluators.diversity import Diversity, diversity
-from evaluators.evaluation import (
-    EvalItem,
-    MethodResult,
-    RunKey,
-    compare,
-    compare_methods,
-    eval_items,
-    evaluate_method,
-)
+from evaluators.evaluation import EvalItem, MethodResult, RunKey, eval_items, evaluate_method
 from evaluators.generation import adapter_applied, clean_reply, generate_replies
 from evaluators.merge import MERGE_METHODS, MergeMethod, get_merge_method
 from evaluators.promotion import PromotedTrial, evaluate_promoted, promote_adapter

@@ -67,7 +67,8 @@ from evaluators.baseline_texts import (
     swapped_items,
     swapped_partners,
 )
-from evaluators.evaluation import EvalItem, MethodResult, compare_methods
+from evaluators.comparison import compare_methods
+from evaluators.evaluation import EvalItem, MethodResult
 from evaluators.similarity import normalized, reference_ceiling
 from trainers.base_model import BaseModel
 from trainers.config import TrainConfig

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import storage
-from evaluators.comparison import Comparison, compare, compare_methods, paired_comparisons
 from evaluators.config import EvalConfig
 from evaluators.diversity import Diversity, diversity
 from evaluators.generation import generate_replies
@@ -327,16 +326,12 @@ def _finished_result(
 
 
 __all__ = [
-    "Comparison",
     "EvalItem",
     "ExampleScore",
     "MethodResult",
     "RunKey",
-    "compare",
-    "compare_methods",
     "eval_items",
     "evaluate_method",
     "generate_and_store",
-    "paired_comparisons",
     "score_replies",
 ]

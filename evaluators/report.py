@@ -30,12 +30,12 @@ from typing import Any
 import storage
 from evaluators import decision
 from evaluators.baselines import UNIFIED
+from evaluators.comparison import compare_methods
 from evaluators.config import EvalConfig
 from evaluators.evaluation import (
     EvalItem,
     MethodResult,
     RunKey,
-    compare_methods,
     eval_items,
     score_replies,
 )

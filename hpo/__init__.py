@@ -31,13 +31,14 @@ if TYPE_CHECKING:
         default_search_space,
         load_config,
         packaged_config,
+        train_config_for,
     )
     from hpo.demo import DemoOptions, DemoResult, run_demo
     from hpo.launch import WorkerProcess, start_workers, wait_for_workers
     from hpo.objective import Objective, TrialContext
     from hpo.pipeline import cluster_dataset, import_dataset, load_cluster, train_cluster_adapter
     from hpo.queries import StudyStatus, TrialRow, all_trials, best_trials, study_status
-    from hpo.space import suggest, train_config_for
+    from hpo.space import suggest
     from hpo.strategies import make_pruner, make_sampler
     from hpo.study import StudyConfigMismatch, create_study, load_study
     from hpo.worker import WorkerSummary, run_worker
@@ -55,13 +56,14 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "default_search_space",
         "load_config",
         "packaged_config",
+        "train_config_for",
     ),
     "hpo.demo": ("DemoOptions", "DemoResult", "run_demo"),
     "hpo.launch": ("WorkerProcess", "start_workers", "wait_for_workers"),
     "hpo.objective": ("Objective", "TrialContext"),
     "hpo.pipeline": ("cluster_dataset", "import_dataset", "load_cluster", "train_cluster_adapter"),
     "hpo.queries": ("StudyStatus", "TrialRow", "all_trials", "best_trials", "study_status"),
-    "hpo.space": ("suggest", "train_config_for"),
+    "hpo.space": ("suggest",),
     "hpo.strategies": ("make_pruner", "make_sampler"),
     "hpo.study": ("StudyConfigMismatch", "create_study", "load_study"),
     "hpo.worker": ("WorkerSummary", "run_worker"),

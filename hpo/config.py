@@ -323,6 +323,11 @@ def load_config(path: str | Path) -> StudyConfig:
     return config_from_dict(data, str(path), merge_defaults=True)
 
 
+def train_config_for(config: StudyConfig, params: dict[str, Any]) -> TrainConfig:
+    """The study's base TrainConfig with the trial's parameters replaced."""
+    return dataclasses.replace(config.train, **params)
+
+
 def packaged_config(name: str) -> Path:
     """Path of a config shipped with the package (``demo``, ``cluster4``)."""
     path = Path(__file__).parent / "configs" / f"{name}.toml"
@@ -351,4 +356,5 @@ __all__ = [
     "default_search_space",
     "load_config",
     "packaged_config",
+    "train_config_for",
 ]

@@ -16,8 +16,8 @@ from typing import Any, Protocol, TypeVar
 import optuna
 
 import storage
-from hpo.config import StudyConfig
-from hpo.space import suggest, train_config_for
+from hpo.config import StudyConfig, train_config_for
+from hpo.space import suggest
 from hpo.step_budget import BUDGET_SPENT, StepCharger
 from trainers.batching import PromptPair
 from trainers.config import TrainConfig

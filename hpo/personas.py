@@ -33,7 +33,7 @@ import optuna
 
 import storage
 from evaluators.moe import PersonaAdapter
-from hpo.config import StudyConfig
+from hpo.config import StudyConfig, train_config_for
 from hpo.evaluator import PROMOTED_ATTR
 from hpo.persona_objective import (
     ADAPTER_KIND,
@@ -45,7 +45,6 @@ from hpo.persona_objective import (
     training_hash,
 )
 from hpo.pipeline import ClusterData, load_study_cluster
-from hpo.space import train_config_for
 from hpo.study import GRACE_PERIOD, METRIC_NAME, load_study, optuna_storage
 from hpo.tickets import fail_stale_trials
 from storage.locks import database_lock

@@ -1,5 +1,5 @@
 """The search space: its dimensions (:class:`ParamSpec`), the default space and seed trials,
-and a trial's suggestions turned into a TrainConfig.
+and a trial's suggestions (turned into a TrainConfig by :func:`hpo.config.train_config_for`).
 
 A study config (:mod:`hpo.config`) starts from :func:`default_search_space`; its
 ``[search_space]`` table replaces or adds dimensions (:func:`merge_search_space`), and every
@@ -29,8 +29,6 @@ from trainers.config import TrainConfig, tunable_fields
 
 if TYPE_CHECKING:
     import optuna
-
-    from hpo.config import StudyConfig
 
 TUNABLE = tunable_fields()
 """TrainConfig fields a search space may tune (marked on the fields in trainers/config.py)."""
@@ -210,8 +208,3 @@ def suggest(trial: optuna.Trial, space: dict[str, ParamSpec]) -> dict[str, Any]:
                 name, spec.low, spec.high, log=spec.log, step=spec.step
             )
     return params
-
-
-def train_config_for(config: StudyConfig, params: dict[str, Any]) -> TrainConfig:
-    """The study's base TrainConfig with the trial's parameters replaced."""
-    return dataclasses.replace(config.train, **params)

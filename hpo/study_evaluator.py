@@ -30,9 +30,8 @@ import storage
 from evaluators import promotion
 from evaluators.config import EvalConfig
 from evaluators.promotion import EvalScope, PromotedTrial, PromotionReport
-from hpo.config import StudyConfig
+from hpo.config import StudyConfig, train_config_for
 from hpo.pipeline import load_cluster, load_study_cluster
-from hpo.space import train_config_for
 from hpo.study import load_study
 from storage.leases import RENEWALS_PER_TTL
 from trainers.config import TrainConfig

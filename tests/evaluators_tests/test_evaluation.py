@@ -11,14 +11,13 @@ from typing import Any
 import pytest
 
 import storage
+from evaluators.comparison import compare, compare_methods
 from evaluators.config import EvalConfig
 from evaluators.diversity import diversity
 from evaluators.evaluation import (
     ExampleScore,
     MethodResult,
     RunKey,
-    compare,
-    compare_methods,
     eval_items,
     evaluate_method,
 )
