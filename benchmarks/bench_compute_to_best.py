@@ -29,7 +29,8 @@ from pathlib import Path
 import optuna
 
 import storage
-from hpo.config import (
+from hpo.datasets import cluster_dataset, import_dataset, load_study_cluster
+from hpo.study.config import (
     PrunerConfig,
     SamplerConfig,
     StudyConfig,
@@ -37,10 +38,9 @@ from hpo.config import (
     packaged_config,
     train_config_for,
 )
-from hpo.pipeline import cluster_dataset, import_dataset, load_study_cluster
-from hpo.step_budget import optimizer_steps
-from hpo.study import create_study, load_study
-from hpo.worker import run_worker
+from hpo.study.creation import create_study, load_study
+from hpo.workers.step_budget import optimizer_steps
+from hpo.workers.worker import run_worker
 from trainers.batching import prompt_pairs
 from trainers.data import SplitConfig
 from trainers.tiny import write_demo_dataset

@@ -2,7 +2,7 @@
 
 The original plan generated its 720 test replies one prompt per ``generate`` call and took
 an hour. This runs, side by side in one process, on the same model and the same prompts:
-  A) the batched evaluation, :func:`evaluators.generation.generate_replies` with the
+  A) the batched evaluation, :func:`evaluators.scoring.generation.generate_replies` with the
      :class:`~evaluators.config.EvalConfig` defaults (and once more with ``--big-batch``);
   B) a loop that calls ``generate`` once per prompt with the very same GenerationConfig
      (greedy, same lengths, stop at the newline token): the effect of batching alone;
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluators.config import EvalConfig
-from evaluators.generation import clean_reply, generate_replies, generation_config
+from evaluators.scoring.generation import clean_reply, generate_replies, generation_config
 from trainers.base_model import BaseModel, load_base_model, set_threads
 from trainers.config import ModelConfig
 from trainers.data import SplitConfig, load_dataset

@@ -6,7 +6,7 @@ Each of the demo's cluster-4 personas (72 of 200) is merged from its router's to
 
   A) the tiny model's adapters: one real peft LoRA adapter per persona, saved with
      ``save_pretrained`` (the training recipe's LoraConfig, random non-zero factors). Both
-     methods run through ``evaluators.merge`` (svd through peft's ``add_weighted_adapter``
+     methods run through ``evaluators.moe.merge`` (svd through peft's ``add_weighted_adapter``
      on the loaded tiny model), for all targets: the merge alone on sources in memory, and
      file to file (reading the sources, writing the merged adapter).
   B) adapters with the shapes of Qwen2.5-0.5B (24 layers, hidden 896, intermediate 4864,
@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from evaluators.merge import (
+from evaluators.moe.merge import (
     CatMerge,
     LoraAdapter,
     SvdMerge,
@@ -46,7 +46,7 @@ from evaluators.merge import (
     read_adapter,
     weighted_deltas,
 )
-from evaluators.router import Route, route
+from evaluators.moe.router import Route, route
 
 QWEN_LAYERS = 24
 """Decoder layers of Qwen2.5-0.5B."""

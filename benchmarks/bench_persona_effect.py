@@ -5,8 +5,8 @@ example twice: with its own persona's text in the prompt, and with another perso
 farthest from it in embedding space, as the evaluator's ``persona_swapped`` baseline picks).
 The contexts and references are identical, so the difference in similarity to the reference
 is paired example by example; its interval is persona-level
-(:func:`evaluators.stats.paired_difference`). A model that ignores the persona scores the same
-either way. Also reported: each side's floor (its replies against other personas'
+(:func:`evaluators.stats.estimates.paired_difference`). A model that ignores the persona scores
+the same either way. Also reported: each side's floor (its replies against other personas'
 references), and how many distinct replies the own-persona side gives (collapse check); with
 ``--adapter DIR`` the same is measured with a trained LoRA adapter applied.
 
@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from evaluators.config import EvalConfig
-from evaluators.generation import generate_replies
-from evaluators.similarity import (
+from evaluators.scoring.generation import generate_replies
+from evaluators.scoring.similarity import (
     macro_mean,
     normalized,
     pairwise_similarity,
     persona_means,
     similarity_floor,
 )
-from evaluators.stats import paired_difference
+from evaluators.stats.estimates import paired_difference
 from trainers.base_model import load_base_model, set_threads
 from trainers.config import ModelConfig
 from trainers.data import SplitConfig, load_dataset

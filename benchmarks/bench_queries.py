@@ -7,7 +7,7 @@ attributes our workers write. Then, interleaved, several repetitions of:
 
   A) ``optuna best-trial`` (Optuna's real CLI, a subprocess): loads every trial;
   B) ``hpo study best`` / ``status`` / ``trials`` (our real CLI, subprocesses too);
-  C) the same queries in process (``hpo.queries``), without the start of a Python process.
+  C) the same queries in process (``hpo.study.queries``), without the start of a Python process.
 
 and prints the median times and the ratios to A, in wall-clock time and in CPU time (user +
 system of the process; the CPU time moves much less with the load of other jobs on the
@@ -99,8 +99,8 @@ def build_study(path: Path, n_trials: int, seed: int = 0) -> str:
     import optuna
     import sqlalchemy as sa
 
-    from hpo.config import StudyConfig, StudySection
-    from hpo.study import CONFIG_ATTR
+    from hpo.study.config import StudyConfig, StudySection
+    from hpo.study.creation import CONFIG_ATTR
 
     url = f"sqlite:///{path}"
     if path.exists():
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     path = args.db or Path(tempfile.gettempdir()) / f"bench-queries-{args.trials}.db"
     url = build_study(path, args.trials)
 
-    from hpo import queries
+    from hpo.study import queries
 
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ, HPO_STORAGE=url, PYTHONWARNINGS="ignore")

@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 import storage
-from hpo.config import ParamSpec, PrunerConfig, SamplerConfig, StudyConfig, StudySection
-from hpo.launch import start_workers, wait_for_workers
-from hpo.pipeline import cluster_dataset, import_dataset
-from hpo.queries import study_status
-from hpo.study import create_study
+from hpo.datasets import cluster_dataset, import_dataset
+from hpo.study.config import ParamSpec, PrunerConfig, SamplerConfig, StudyConfig, StudySection
+from hpo.study.creation import create_study
+from hpo.study.queries import study_status
+from hpo.workers.launch import start_workers, wait_for_workers
 from trainers.config import DataConfig, TrainConfig
 from trainers.data import SplitConfig
 from trainers.tiny import write_demo_dataset

@@ -1,8 +1,8 @@
 """Evaluation settings: how replies are generated, in one frozen dataclass.
 
 The CLI derives its ``hpo evaluate`` flags from these fields and their docstrings, and passes
-the whole config down to :func:`evaluators.generation.generate_replies`; the defaults live here
-only. Change a field with :func:`dataclasses.replace`.
+the whole config down to :func:`evaluators.scoring.generation.generate_replies`; the defaults
+live here only. Change a field with :func:`dataclasses.replace`.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """hpo: the study service. Optuna studies over TrainConfig, workers that train trials, and the
 ``hpo`` command line (:mod:`hpo.cli`, a thin layer over the names below).
 
-:mod:`hpo.config` reads a study config; :mod:`hpo.study` creates and loads the Optuna study;
-:mod:`hpo.worker` runs trials (:mod:`hpo.objective`, :mod:`hpo.space`, :mod:`hpo.strategies`);
-:mod:`hpo.launch` starts worker processes; :mod:`hpo.pipeline` imports and clusters datasets;
-:mod:`hpo.queries` reads results; :mod:`hpo.demo` runs every step once. ``hpo`` never imports
-transformers or peft.
+:mod:`hpo.study` reads a study config, creates and loads the Optuna study and queries its
+trials; :mod:`hpo.workers` run trials and :mod:`hpo.workers.launch` starts them;
+:mod:`hpo.datasets` imports and clusters datasets; :mod:`hpo.evaluation` is the evaluator
+service; :mod:`hpo.personas` trains per-persona adapters and merges them (MoE);
+:mod:`hpo.demo` runs every step once. ``hpo`` never imports transformers or peft.
 
 The names below are loaded on first use (a module ``__getattr__``), so that ``import hpo``,
 which every ``hpo.*`` import runs first, imports none of these modules: ``hpo study best``
@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING
 from trainers.lazy import lazy_names
 
 if TYPE_CHECKING:
-    from hpo.config import (
+    from hpo.datasets import cluster_dataset, import_dataset, load_cluster, train_cluster_adapter
+    from hpo.demo import DemoOptions, DemoResult, run_demo
+    from hpo.study.config import (
         TUNABLE,
         ConfigError,
         ParamSpec,
@@ -33,18 +35,16 @@ if TYPE_CHECKING:
         packaged_config,
         train_config_for,
     )
-    from hpo.demo import DemoOptions, DemoResult, run_demo
-    from hpo.launch import WorkerProcess, start_workers, wait_for_workers
-    from hpo.objective import Objective, TrialContext
-    from hpo.pipeline import cluster_dataset, import_dataset, load_cluster, train_cluster_adapter
-    from hpo.queries import StudyStatus, TrialRow, all_trials, best_trials, study_status
-    from hpo.space import suggest
-    from hpo.strategies import make_pruner, make_sampler
-    from hpo.study import StudyConfigMismatch, create_study, load_study
-    from hpo.worker import WorkerSummary, run_worker
+    from hpo.study.creation import StudyConfigMismatch, create_study, load_study
+    from hpo.study.queries import StudyStatus, TrialRow, all_trials, best_trials, study_status
+    from hpo.study.space import suggest
+    from hpo.study.strategies import make_pruner, make_sampler
+    from hpo.workers.launch import WorkerProcess, start_workers, wait_for_workers
+    from hpo.workers.objective import Objective, TrialContext
+    from hpo.workers.worker import WorkerSummary, run_worker
 
 _MODULES: dict[str, tuple[str, ...]] = {
-    "hpo.config": (
+    "hpo.study.config": (
         "TUNABLE",
         "ConfigError",
         "ParamSpec",
@@ -59,14 +59,14 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "train_config_for",
     ),
     "hpo.demo": ("DemoOptions", "DemoResult", "run_demo"),
-    "hpo.launch": ("WorkerProcess", "start_workers", "wait_for_workers"),
-    "hpo.objective": ("Objective", "TrialContext"),
-    "hpo.pipeline": ("cluster_dataset", "import_dataset", "load_cluster", "train_cluster_adapter"),
-    "hpo.queries": ("StudyStatus", "TrialRow", "all_trials", "best_trials", "study_status"),
-    "hpo.space": ("suggest",),
-    "hpo.strategies": ("make_pruner", "make_sampler"),
-    "hpo.study": ("StudyConfigMismatch", "create_study", "load_study"),
-    "hpo.worker": ("WorkerSummary", "run_worker"),
+    "hpo.workers.launch": ("WorkerProcess", "start_workers", "wait_for_workers"),
+    "hpo.workers.objective": ("Objective", "TrialContext"),
+    "hpo.datasets": ("cluster_dataset", "import_dataset", "load_cluster", "train_cluster_adapter"),
+    "hpo.study.queries": ("StudyStatus", "TrialRow", "all_trials", "best_trials", "study_status"),
+    "hpo.study.space": ("suggest",),
+    "hpo.study.strategies": ("make_pruner", "make_sampler"),
+    "hpo.study.creation": ("StudyConfigMismatch", "create_study", "load_study"),
+    "hpo.workers.worker": ("WorkerSummary", "run_worker"),
 }
 """The module that defines each public name: the imports above, as a test checks
 (``tests/hpo_tests/cli_tests/test_lazy_imports.py``)."""

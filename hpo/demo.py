@@ -13,17 +13,17 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 import storage
-from evaluators.promotion_report import PromotionReport
-from hpo import display
-from hpo.config import load_config, packaged_config
-from hpo.evaluator import evaluate_study
-from hpo.launch import start_workers, wait_for_workers
-from hpo.moe import MoeSettings, run_moe
-from hpo.personas import train_persona_adapters
-from hpo.pipeline import cluster_dataset, import_dataset
-from hpo.queries import study_status
-from hpo.report import write_report
-from hpo.study import create_study
+from evaluators.trials.records import PromotionReport
+from hpo.cli import display
+from hpo.datasets import cluster_dataset, import_dataset
+from hpo.evaluation.service import evaluate_study
+from hpo.evaluation.study_report import write_report
+from hpo.personas.moe import MoeSettings, run_moe
+from hpo.personas.training import train_persona_adapters
+from hpo.study.config import load_config, packaged_config
+from hpo.study.creation import create_study
+from hpo.study.queries import study_status
+from hpo.workers.launch import start_workers, wait_for_workers
 
 DEMO_DATASET = "demo"
 

@@ -15,8 +15,8 @@ right by construction. The price is coupling to their layout, which is versioned
 (:mod:`storage.optuna_schema`). Nothing here writes.
 
 Values are returned as Optuna stores them: a parameter as its internal float with its
-distribution's JSON (``hpo.queries`` turns them into the values Optuna's API returns), user and
-system attributes decoded from JSON, infinities and NaN from their stored type columns.
+distribution's JSON (``hpo.study.queries`` turns them into the values Optuna's API returns),
+user and system attributes decoded from JSON, infinities and NaN from their stored type columns.
 
 Every function takes a session from :func:`storage.optuna_schema.read_session`.
 """

@@ -97,7 +97,7 @@ def write_small_dataset(
 def import_and_cluster(url: str, tmp_path: Path, name: str, k: int) -> str:
     """Import a small generated dataset under ``name`` and cluster it, as a study needs."""
     import storage
-    from hpo.pipeline import cluster_dataset, import_dataset
+    from hpo.datasets import cluster_dataset, import_dataset
     from trainers.data import SplitConfig
 
     engine = storage.open_storage(url)

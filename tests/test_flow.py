@@ -13,8 +13,8 @@ import pytest
 
 import storage
 from evaluators.config import EvalConfig
-from evaluators.evaluation import RunKey, eval_items, evaluate_method
-from hpo.pipeline import cluster_dataset, import_dataset, load_cluster
+from evaluators.scoring.method_run import RunKey, eval_items, evaluate_method
+from hpo.datasets import cluster_dataset, import_dataset, load_cluster
 from tests.conftest import write_small_dataset
 from trainers.batching import prompt_pairs
 from trainers.config import TrainConfig

@@ -8,7 +8,22 @@ import sys
 
 import pytest
 
-PACKAGES = ("storage", "trainers", "evaluators", "hpo")
+PACKAGES = (
+    "storage",
+    "trainers",
+    "evaluators",
+    "evaluators.baselines",
+    "evaluators.moe",
+    "evaluators.report",
+    "evaluators.scoring",
+    "evaluators.stats",
+    "evaluators.trials",
+    "hpo",
+    "hpo.evaluation",
+    "hpo.personas",
+    "hpo.study",
+    "hpo.workers",
+)
 
 HEAVY = ("torch", "transformers", "peft", "sentence_transformers")
 """Imported inside the functions that need them, never by importing a package."""

@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 
 import storage
 from hpo.cli import cli
-from hpo.config import load_config, packaged_config
+from hpo.study.config import load_config, packaged_config
 from tests.datafiles import SPC_CSV
 
 N_CONVERSATIONS = 30

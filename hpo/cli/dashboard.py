@@ -23,7 +23,7 @@ def dashboard(host: str, port: int, storage: str | None, output_root: Path) -> N
     """Serve optuna-dashboard on the storage."""
     from optuna_dashboard import run_server
 
-    from hpo.study import optuna_storage
+    from hpo.study.creation import optuna_storage
 
     click.echo(
         f"optuna-dashboard on http://{host}:{port} (no authentication: keep it on "

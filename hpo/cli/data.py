@@ -9,8 +9,8 @@ import click
 
 from hpo.cli.dataclass_options import build_dataclass, dataclass_options, dataclass_values
 from hpo.cli.options import common_options, example, storage_url
-from hpo.config import StudySection
 from hpo.demo import DemoOptions
+from hpo.study.config import StudySection
 from trainers.data import SplitConfig
 from trainers.formats import FORMATS
 
@@ -85,7 +85,7 @@ def import_(
     train/val/test split. Ends with one summary line: personas kept and dropped, examples per
     split, lines skipped."""
     import storage as storage_package
-    from hpo.pipeline import import_dataset
+    from hpo.datasets import import_dataset
 
     split = build_dataclass(SplitConfig, kwargs)
     summary = import_dataset(
@@ -116,8 +116,8 @@ def cluster(dataset: str, storage: str | None, output_root: Path, **kwargs: Any)
     from rich.console import Console
 
     import storage as storage_package
-    from hpo.display import cluster_table
-    from hpo.pipeline import cluster_dataset
+    from hpo.cli.display import cluster_table
+    from hpo.datasets import cluster_dataset
 
     # A study's section would also check a cluster id against k; here only its defaults count.
     values = dataclass_values(StudySection, kwargs)

@@ -20,9 +20,9 @@ EXIT_INTERRUPTED = 130
 def bad_input_errors() -> tuple[type[BaseException], ...]:
     """The library errors that mean bad input: a file, a name, a URL or a config (imported
     when an error happens, so that ``hpo --help`` stays fast)."""
-    from hpo.config import ConfigError
-    from hpo.study import StudyConfigMismatch
-    from hpo.worker import OutputRootError
+    from hpo.study.config import ConfigError
+    from hpo.study.creation import StudyConfigMismatch
+    from hpo.workers.worker import OutputRootError
     from storage import DatasetExistsError, InvalidNameError, InvalidURLError, NotFoundError
     from trainers.clustering import ClusteringError
     from trainers.data import DatasetError

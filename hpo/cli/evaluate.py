@@ -14,7 +14,7 @@ import click
 from evaluators.config import EvalConfig
 from hpo.cli.dataclass_options import build_dataclass, dataclass_options
 from hpo.cli.options import common_options, example, storage_url, study_option
-from hpo.evaluator import DEFAULT_LEASE_TTL
+from hpo.evaluation.service import DEFAULT_LEASE_TTL
 
 
 @click.command(
@@ -66,9 +66,9 @@ def evaluate(
     """
     from rich.console import Console
 
-    from evaluators.promotion_report import AdapterReport, PromotionReport
-    from hpo.display import similarity_table
-    from hpo.evaluate import evaluate_adapter_by_hand, evaluate_trial_by_hand
+    from evaluators.trials.records import AdapterReport, PromotionReport
+    from hpo.cli.display import similarity_table
+    from hpo.evaluation.by_hand import evaluate_adapter_by_hand, evaluate_trial_by_hand
 
     if trial_number is not None and adapter is not None:
         raise click.UsageError("give --trial or --adapter, not both")

@@ -13,7 +13,7 @@ from evaluators.config import EvalConfig
 from hpo.cli.dataclass_options import build_dataclass, dataclass_options
 from hpo.cli.errors import CommandError
 from hpo.cli.options import common_options, example, storage_url, study_option
-from hpo.evaluator import DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_TOP_K
+from hpo.evaluation.service import DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_TOP_K
 
 
 @click.command(
@@ -70,7 +70,7 @@ def evaluator(
     Several evaluators may run at once, on any machines: each trial is evaluated by one of
     them (a lease in the database). Results: OUTPUT_ROOT/results/STUDY/cluster_lora/.
     """
-    from hpo.evaluator import open_evaluator, run_evaluator
+    from hpo.evaluation.service import open_evaluator, run_evaluator
 
     service = open_evaluator(
         storage_url(storage),

@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from evaluators.config import EvalConfig
-from evaluators.moe import MoeSettings
-from evaluators.router import DEFAULT_K, DEFAULT_TEMPERATURE, WEIGHTINGS
+from evaluators.moe.router import DEFAULT_K, DEFAULT_TEMPERATURE, WEIGHTINGS
+from evaluators.moe.run import MoeSettings
 from hpo.cli.dataclass_options import build_dataclass, dataclass_options
 from hpo.cli.options import common_options, example, storage_url, study_option
 
@@ -56,7 +56,7 @@ def merge(
     """Merge both variants (with the persona's own adapter, and cold start) for every persona
     of the study's cluster. Adapters: OUTPUT_ROOT/models/STUDY/moe_*/; routes and weights:
     OUTPUT_ROOT/results/STUDY/moe/moe_sparse_results.json."""
-    from hpo.moe import merge_moe
+    from hpo.personas.moe import merge_moe
 
     settings = MoeSettings(k=k, weighting=weighting, temperature=temperature)
     data, path = merge_moe(storage_url(storage), name, output_root=output_root, settings=settings)
@@ -82,7 +82,7 @@ def evaluate(
 ) -> None:
     """Evaluate the merged variants on the study's test examples (resumable) and add their
     scores to moe_sparse_results.json."""
-    from hpo.moe import evaluate_moe
+    from hpo.personas.moe import evaluate_moe
 
     data, path = evaluate_moe(
         storage_url(storage),

@@ -50,7 +50,7 @@ def train(
     default the promoted trial's), as the Optuna study STUDY-personas: one enqueued trial per
     persona, with heartbeats and retries. Run it on several machines to share the queue; a
     persona whose adapter exists with a matching config hash is skipped."""
-    from hpo.personas import train_persona_adapters
+    from hpo.personas.training import train_persona_adapters
 
     overrides = {
         k: v

@@ -24,7 +24,7 @@ def report(name: str, png: bool, storage: str | None, output_root: Path, **kwarg
     """Write the study's comparison: every evaluated method on the identical test examples,
     the decision rule's branch, comprehensive_comparison.html/.png and a markdown summary
     under OUTPUT_ROOT/results/STUDY/comparison/. Methods not evaluated yet are listed."""
-    from hpo.report import write_report
+    from hpo.evaluation.study_report import write_report
 
     written, files = write_report(
         storage_url(storage),

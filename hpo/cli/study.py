@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from hpo.cli.options import common_options, example, storage_url, study_option
-from hpo.queries import DEFAULT_PAGE_SIZE
+from hpo.study.queries import DEFAULT_PAGE_SIZE
 from storage import masked_url
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,8 +48,8 @@ def create(config: Path, n_trials: int | None, storage: str | None, output_root:
     """Create a study from a TOML config and enqueue its seed configs."""
     import dataclasses
 
-    from hpo.config import load_config
-    from hpo.study import create_study
+    from hpo.study.config import load_config
+    from hpo.study.creation import create_study
 
     study_config = load_config(config)
     if n_trials is not None:
@@ -76,7 +76,7 @@ def create(config: Path, n_trials: int | None, storage: str | None, output_root:
 @common_options()
 def budget(name: str, n_trials: int, storage: str | None, output_root: Path) -> None:
     """Raise a study's trial budget; running workers take the new trials."""
-    from hpo.study import raise_budget
+    from hpo.study.creation import raise_budget
 
     raise_budget(storage_url(storage), name, n_trials)
     click.echo(f"study {name!r}: budget raised to {n_trials} trials")
@@ -90,8 +90,8 @@ def status(name: str, as_json: bool, storage: str | None, output_root: Path) -> 
     """Trial counts by state and the best trial."""
     from rich.console import Console
 
-    from hpo.display import status_table
-    from hpo.queries import study_status
+    from hpo.cli.display import status_table
+    from hpo.study.queries import study_status
 
     result = study_status(storage_url(storage), name)
     if as_json:
@@ -119,8 +119,8 @@ def best(name: str, n: int, as_json: bool, storage: str | None, output_root: Pat
     """The best COMPLETE trials by eval_loss."""
     from rich.console import Console
 
-    from hpo.display import trials_table
-    from hpo.queries import best_trials
+    from hpo.cli.display import trials_table
+    from hpo.study.queries import best_trials
 
     rows = best_trials(storage_url(storage), name, n)
     if as_json:
@@ -171,8 +171,8 @@ def trials(
     (--limit, --offset and --oldest-first page through the rest)."""
     from rich.console import Console
 
-    from hpo.display import trials_table
-    from hpo.queries import trials_page
+    from hpo.cli.display import trials_table
+    from hpo.study.queries import trials_page
 
     page = trials_page(
         storage_url(storage),
@@ -199,8 +199,8 @@ def list_(as_json: bool, storage: str | None, output_root: Path) -> None:
     """Every study in the storage with its trial counts and best value."""
     from rich.console import Console
 
-    from hpo.display import study_list_table
-    from hpo.queries import list_studies
+    from hpo.cli.display import study_list_table
+    from hpo.study.queries import list_studies
 
     url = storage_url(storage)
     rows = list_studies(url)

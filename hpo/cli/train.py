@@ -1,9 +1,9 @@
 """``hpo train``: one training run on one cluster, with the flags of the original script.
 
 Every flag but ``--out`` comes from a config dataclass: the cluster from
-:class:`hpo.config.StudySection`, the hyperparameters from :class:`trainers.config.TrainConfig`
-(with its nested :class:`~trainers.config.DataConfig`), the base model from
-:class:`~trainers.config.ModelConfig`; defaults and help are theirs.
+:class:`hpo.study.config.StudySection`, the hyperparameters from
+:class:`trainers.config.TrainConfig` (with its nested :class:`~trainers.config.DataConfig`), the
+base model from :class:`~trainers.config.ModelConfig`; defaults and help are theirs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import click
 
 from hpo.cli.dataclass_options import build_dataclass, dataclass_options
 from hpo.cli.options import common_options, example, storage_url
-from hpo.config import StudySection
+from hpo.study.config import StudySection
 from trainers.config import ModelConfig, TrainConfig
 
 
@@ -45,7 +45,7 @@ from trainers.config import ModelConfig, TrainConfig
 def train(out: Path | None, storage: str | None, output_root: Path, **kwargs: Any) -> None:
     """Train one cluster adapter with the given hyperparameters."""
     import storage as storage_package
-    from hpo.pipeline import load_study_cluster, train_cluster_adapter
+    from hpo.datasets import load_study_cluster, train_cluster_adapter
 
     section = build_dataclass(StudySection, kwargs)
     config = build_dataclass(TrainConfig, kwargs)

@@ -9,7 +9,7 @@ import click
 
 from hpo.cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED
 from hpo.cli.options import common_options, example, storage_url, study_option
-from hpo.study import GRACE_PERIOD
+from hpo.study.creation import GRACE_PERIOD
 
 LOCAL_WORKERS_ENV = "HPO_LOCAL_WORKERS"
 """How many workers share this machine's cores (``hpo worker --local-workers``)."""
@@ -77,8 +77,8 @@ def worker(
     N the workers on the machine: `hpo launch` knows N; a worker started by hand is told by
     --local-workers N (or HPO_LOCAL_WORKERS), and counts itself alone without it.
     """
-    from hpo.launch import threads_per_worker
-    from hpo.worker import run_worker
+    from hpo.workers.launch import threads_per_worker
+    from hpo.workers.worker import run_worker
 
     summary = run_worker(
         storage_url(storage),
@@ -148,9 +148,9 @@ def launch(
     """Start workers on this machine (--workers N or --gpus IDS) and wait for them."""
     from rich.console import Console
 
-    from hpo.display import study_progress
-    from hpo.launch import start_workers, wait_for_workers
-    from hpo.study import load_study
+    from hpo.cli.display import study_progress
+    from hpo.study.creation import load_study
+    from hpo.workers.launch import start_workers, wait_for_workers
 
     if (n_workers is None) == (gpus is None):
         raise click.UsageError("give either --workers N or --gpus IDS")

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-import evaluators.evaluation
+import evaluators.scoring.method_run
 import storage
 import trainers.recipe
-from evaluators import baselines
-from evaluators.baselines import (
+from evaluators.baselines import suite as baselines
+from evaluators.baselines.suite import (
     BASE_MODEL,
     BASELINES,
     CEILING,
@@ -35,8 +35,8 @@ from evaluators.baselines import (
     swapped_partners,
 )
 from evaluators.config import EvalConfig
-from evaluators.evaluation import EvalItem
-from evaluators.similarity import pairwise_similarity
+from evaluators.scoring.method_run import EvalItem
+from evaluators.scoring.similarity import pairwise_similarity
 from tests.conftest import write_small_dataset
 from trainers.config import DataConfig, TrainConfig
 from trainers.data import SplitConfig, load_dataset
@@ -62,7 +62,10 @@ class Counts:
 @pytest.fixture
 def counts(monkeypatch: pytest.MonkeyPatch) -> Counts:
     seen = Counts()
-    real_generate, real_train = evaluators.evaluation.generate_replies, trainers.recipe.train_lora
+    real_generate, real_train = (
+        evaluators.scoring.method_run.generate_replies,
+        trainers.recipe.train_lora,
+    )
 
     def generate(*args: Any, **kwargs: Any) -> list[str]:
         seen.generate += 1
@@ -72,7 +75,7 @@ def counts(monkeypatch: pytest.MonkeyPatch) -> Counts:
         seen.train += 1
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(evaluators.evaluation, "generate_replies", generate)
+    monkeypatch.setattr(evaluators.scoring.method_run, "generate_replies", generate)
     monkeypatch.setattr(trainers.recipe, "train_lora", train)
     return seen
 

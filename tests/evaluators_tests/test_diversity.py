@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evaluators.diversity import DEGENERATE_SHARE, diversity
+from evaluators.scoring.diversity import DEGENERATE_SHARE, diversity
 
 
 def test_three_identical_of_ten_is_degenerate() -> None:

@@ -11,17 +11,17 @@ from typing import Any
 import pytest
 
 import storage
-from evaluators.comparison import compare, compare_methods
 from evaluators.config import EvalConfig
-from evaluators.diversity import diversity
-from evaluators.evaluation import (
+from evaluators.scoring.diversity import diversity
+from evaluators.scoring.method_run import (
     ExampleScore,
     MethodResult,
     RunKey,
     eval_items,
     evaluate_method,
 )
-from evaluators.promotion import PromotedTrial, evaluate_promoted
+from evaluators.stats.comparison import compare, compare_methods
+from evaluators.trials.promotion import PromotedTrial, evaluate_promoted
 
 SHORT = EvalConfig(max_new_tokens=8, batch_size=4)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from evaluators.config import EvalConfig
-from evaluators.generation import (
+from evaluators.scoring.generation import (
     clean_reply,
     generate_replies,
     generation_config,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from evaluators.merge import (
+from evaluators.moe.merge import (
     MERGE_INFO_NAME,
     MERGE_METHODS,
     CatMerge,

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 import storage
-from evaluators import moe
 from evaluators.config import EvalConfig
-from evaluators.decision import MOE_COLD, MOE_SELF
-from evaluators.merge import max_delta_error, read_adapter
-from evaluators.moe import MoeScope, MoeSettings, PersonaAdapter
+from evaluators.moe import run as moe
+from evaluators.moe.merge import max_delta_error, read_adapter
+from evaluators.moe.run import MoeScope, MoeSettings, PersonaAdapter
+from evaluators.report.decision import MOE_COLD, MOE_SELF
 from tests.conftest import write_small_dataset
 from trainers.data import SplitConfig, load_dataset
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import storage
-from evaluators.promotion import CLUSTER_ADAPTER_KIND, PromotedTrial, promote_adapter
+from evaluators.trials.promotion import CLUSTER_ADAPTER_KIND, PromotedTrial, promote_adapter
 
 STUDY = "promo"
 

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 import storage
-from evaluators import decision, report
-from evaluators.baselines import CLUSTER0, UNIFIED
+from evaluators.baselines.suite import CLUSTER0, UNIFIED
 from evaluators.config import EvalConfig
-from evaluators.decision import (
+from evaluators.report import build as report
+from evaluators.report import decision
+from evaluators.report.decision import (
     CLUSTER,
     COMPARE_WITH_MOE,
     INCOMPLETE,
@@ -27,8 +28,8 @@ from evaluators.decision import (
     Standing,
     decide,
 )
-from evaluators.evaluation import RunKey, eval_items, score_replies
-from evaluators.promotion import TRIAL_METHOD
+from evaluators.scoring.method_run import RunKey, eval_items, score_replies
+from evaluators.trials.promotion import TRIAL_METHOD
 from tests.conftest import write_small_dataset
 from trainers.data import SplitConfig, load_dataset
 

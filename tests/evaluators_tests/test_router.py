@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from evaluators.router import route
+from evaluators.moe.router import route
 
 
 def _unit(rows: list[list[float]]) -> np.ndarray:

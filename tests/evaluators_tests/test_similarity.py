@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from evaluators.similarity import macro_mean, pairwise_similarity, persona_means
+from evaluators.scoring.similarity import macro_mean, pairwise_similarity, persona_means
 
 
 def test_identical_texts_score_one() -> None:
@@ -64,7 +64,7 @@ def test_macro_mean_of_nothing_is_nan() -> None:
 
 
 def test_floor_and_ceiling_on_real_embeddings() -> None:
-    from evaluators.similarity import normalized, reference_ceiling, similarity_floor
+    from evaluators.scoring.similarity import normalized, reference_ceiling, similarity_floor
 
     keys = ["hiker", "hiker", "cook", "cook"]
     references = [

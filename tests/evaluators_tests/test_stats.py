@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from evaluators.stats import (
+from evaluators.stats.estimates import (
     Difference,
     beats,
     holm,

@@ -16,8 +16,8 @@ from pathlib import Path
 import optuna
 
 import storage
-from hpo.objective import ADAPTER_KIND
-from hpo.study import load_study
+from hpo.study.creation import load_study
+from hpo.workers.objective import ADAPTER_KIND
 
 MAX_CONNECTIONS = 10
 """Connections to the study's PostgreSQL database once the workers are gone: the test's own

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 import storage
 import trainers.embedding
-from hpo.pipeline import cluster_dataset, import_dataset
+from hpo.datasets import cluster_dataset, import_dataset
 from storage.models import PersonaEmbedding
 from tests.conftest import write_small_dataset
 from trainers.data import SplitConfig

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hpo.config import (
+from hpo.study.config import (
     SEED_TRIALS,
     TUNABLE,
     ConfigError,

@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpo.config import (
+from hpo.study.config import (
     EXCLUDE_KEY,
     TUNABLE,
     ConfigError,

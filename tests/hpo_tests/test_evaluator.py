@@ -19,18 +19,18 @@ import pytest
 
 import storage
 from evaluators.config import EvalConfig
-from evaluators.promotion import TRIAL_METHOD
-from hpo.config import StudyConfig, StudySection
-from hpo.evaluator import (
+from evaluators.trials.promotion import TRIAL_METHOD
+from hpo.evaluation.service import (
     PROMOTED_ATTR,
     TRIAL_ATTR_PREFIX,
     open_evaluator,
     run_evaluator,
     top_trials,
 )
-from hpo.objective import ADAPTER_KIND
-from hpo.study import create_study, load_study
-from hpo.study_evaluator import BASELINE_SOURCE_ATTR
+from hpo.evaluation.study_work import BASELINE_SOURCE_ATTR
+from hpo.study.config import StudyConfig, StudySection
+from hpo.study.creation import create_study, load_study
+from hpo.workers.objective import ADAPTER_KIND
 from tests.conftest import import_and_cluster
 from trainers.config import DataConfig, TrainConfig
 
@@ -265,7 +265,7 @@ def test_a_trial_whose_adapter_changed_is_skipped_and_the_others_go_on(
 
 def test_optuna_refuses_user_attributes_on_a_finished_trial(sqlite_url: str) -> None:
     """Why the figures go into study user attributes (see docs/architecture.md)."""
-    from hpo.study import optuna_storage
+    from hpo.study.creation import optuna_storage
 
     rdb = optuna_storage(sqlite_url)
     study = optuna.create_study(study_name="attrs", storage=rdb)

@@ -23,8 +23,8 @@ import pytest
 import sqlalchemy as sa
 
 import storage
-from hpo.launch import WorkerProcess, wait_for_workers, worker_command
-from hpo.queries import retried_trial_number
+from hpo.study.queries import retried_trial_number
+from hpo.workers.launch import WorkerProcess, wait_for_workers, worker_command
 from tests.hpo_tests.invariants import check_invariants
 from tests.hpo_tests.test_workers import prepare, small_study_config, wait_for_training
 

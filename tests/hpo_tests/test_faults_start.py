@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 import storage
 from hpo.cli import cli
-from hpo.config import packaged_config
-from hpo.study import load_study
-from hpo.worker import OutputRootError, check_output_root, run_worker
+from hpo.study.config import packaged_config
+from hpo.study.creation import load_study
+from hpo.workers.worker import OutputRootError, check_output_root, run_worker
 from tests.hpo_tests.test_workers import prepare, small_study_config
 
 

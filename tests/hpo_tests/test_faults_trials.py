@@ -13,8 +13,8 @@ import optuna
 import pytest
 
 import storage
-from hpo.queries import all_trials, retried_trial_number
-from hpo.worker import run_worker
+from hpo.study.queries import all_trials, retried_trial_number
+from hpo.workers.worker import run_worker
 from tests.hpo_tests.invariants import check_invariants, leftover_temp_dirs
 from tests.hpo_tests.test_workers import prepare, small_study_config
 
@@ -77,7 +77,7 @@ import gc, sys, weakref
 from pathlib import Path
 import torch
 import trainers.recipe
-from hpo.worker import run_worker
+from hpo.workers.worker import run_worker
 
 url, root = sys.argv[1], Path(sys.argv[2])
 real_save, seen = trainers.recipe.save_adapter, {"calls": 0}
@@ -149,8 +149,8 @@ def test_which_failures_are_outside_the_parameters() -> None:
     import sqlalchemy as sa
     import torch
 
-    from hpo.objective import fault_outside_params
-    from hpo.worker import WorkerStopped
+    from hpo.workers.objective import fault_outside_params
+    from hpo.workers.worker import WorkerStopped
     from trainers.report import NonFiniteLossError
 
     lost = storage.StorageError("database error")

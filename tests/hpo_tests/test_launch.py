@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from hpo import launch
+from hpo.workers import launch
 
 
 class _FakePopen:
@@ -99,8 +99,8 @@ def test_a_standalone_worker_takes_what_launch_would_give_it(
     """The same rule for `hpo worker` by hand as for the workers `hpo launch` starts."""
     from click.testing import CliRunner
 
-    from hpo import worker
     from hpo.cli import cli
+    from hpo.workers import worker
 
     monkeypatch.setattr(launch.os, "cpu_count", lambda: 8)
     seen: dict[str, Any] = {}

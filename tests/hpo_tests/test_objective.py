@@ -13,8 +13,8 @@ import optuna
 import pytest
 
 import storage
-from hpo.config import StudyConfig, StudySection
-from hpo.objective import ADAPTER_KIND, WORKER_ATTR, Objective, TrialContext
+from hpo.study.config import StudyConfig, StudySection
+from hpo.workers.objective import ADAPTER_KIND, WORKER_ATTR, Objective, TrialContext
 from trainers.config import TrainConfig
 from trainers.recipe import PromptPair, TrainResult
 

@@ -11,11 +11,11 @@ import pytest
 
 import storage
 from evaluators.config import EvalConfig
-from evaluators.decision import MOE_COLD, MOE_SELF
-from evaluators.moe import PERSONA_ADAPTERS, MoeSettings
-from hpo.config import StudyConfig, StudySection
-from hpo.moe import run_moe
-from hpo.personas import (
+from evaluators.moe.run import PERSONA_ADAPTERS, MoeSettings
+from evaluators.report.decision import MOE_COLD, MOE_SELF
+from hpo.evaluation.study_report import write_report
+from hpo.personas.moe import run_moe
+from hpo.personas.training import (
     KIND,
     KIND_ATTR,
     PERSONA_ATTR,
@@ -23,8 +23,8 @@ from hpo.personas import (
     personas_study_name,
     train_persona_adapters,
 )
-from hpo.report import write_report
-from hpo.study import create_study
+from hpo.study.config import StudyConfig, StudySection
+from hpo.study.creation import create_study
 from tests.conftest import import_and_cluster
 
 SHORT = EvalConfig(batch_size=16, max_new_tokens=4)

@@ -7,7 +7,7 @@ import time
 import pytest
 
 import storage
-from hpo.pipeline import import_dataset
+from hpo.datasets import import_dataset
 from tests.trainers_tests.formats_tests.conftest import real_csv
 from trainers.data import DatasetError, persona_id_for
 

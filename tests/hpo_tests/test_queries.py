@@ -9,9 +9,9 @@ import warnings
 import optuna
 import pytest
 
-from hpo.config import StudyConfig, StudySection
-from hpo.queries import all_trials, best_trials, retried_trial_number, study_status
-from hpo.study import CONFIG_ATTR, optuna_storage
+from hpo.study.config import StudyConfig, StudySection
+from hpo.study.creation import CONFIG_ATTR, optuna_storage
+from hpo.study.queries import all_trials, best_trials, retried_trial_number, study_status
 
 NAME = "queries"
 DIST = {"learning_rate": optuna.distributions.FloatDistribution(1e-6, 1e-3, log=True)}

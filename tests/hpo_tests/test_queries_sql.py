@@ -19,8 +19,9 @@ from click.testing import CliRunner, Result
 
 import storage
 from hpo.cli import EXIT_BAD_INPUT, cli
-from hpo.config import StudyConfig, StudySection
-from hpo.queries import (
+from hpo.study.config import StudyConfig, StudySection
+from hpo.study.creation import CONFIG_ATTR, optuna_storage
+from hpo.study.queries import (
     DEFAULT_PAGE_SIZE,
     all_trials,
     best_trials,
@@ -29,7 +30,6 @@ from hpo.queries import (
     study_status,
     trials_page,
 )
-from hpo.study import CONFIG_ATTR, optuna_storage
 
 State = optuna.trial.TrialState
 NAME = "sql"

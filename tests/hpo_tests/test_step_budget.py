@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 import storage
-from hpo.config import ParamSpec, StudyConfig, StudySection
-from hpo.objective import PRUNE_REASON_ATTR, Objective, TrialContext
-from hpo.step_budget import BUDGET_SPENT, StepCharger, optimizer_steps
+from hpo.study.config import ParamSpec, StudyConfig, StudySection
+from hpo.workers.objective import PRUNE_REASON_ATTR, Objective, TrialContext
+from hpo.workers.step_budget import BUDGET_SPENT, StepCharger, optimizer_steps
 from trainers.batching import PromptPair
 from trainers.config import TrainConfig
 from trainers.recipe import TrainResult, train_lora

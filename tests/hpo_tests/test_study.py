@@ -11,8 +11,8 @@ import optuna
 import pytest
 
 import storage
-from hpo.config import ConfigError, ParamSpec, StudyConfig, StudySection
-from hpo.study import CONFIG_ATTR, SEED_ATTR, StudyConfigMismatch, create_study, load_study
+from hpo.study.config import ConfigError, ParamSpec, StudyConfig, StudySection
+from hpo.study.creation import CONFIG_ATTR, SEED_ATTR, StudyConfigMismatch, create_study, load_study
 from tests.conftest import import_and_cluster
 from tests.hpo_tests.test_config import README_CONFIG
 from trainers.config import ModelConfig
@@ -77,7 +77,7 @@ def test_load_unknown_study_names_it(sqlite_url: str, tmp_path: Path) -> None:
 
 
 def _names(url: str) -> list[str]:
-    from hpo.study import optuna_storage
+    from hpo.study.creation import optuna_storage
 
     return [s.study_name for s in optuna.get_all_study_summaries(optuna_storage(url))]
 
@@ -115,7 +115,7 @@ def test_a_failure_part_way_leaves_nothing(
 
 def test_a_study_left_half_created_is_created_afresh(storage_url: str, tmp_path: Path) -> None:
     """As if a create was killed after its first seed trial: no config stored yet."""
-    from hpo.study import optuna_storage
+    from hpo.study.creation import optuna_storage
 
     with_data(storage_url, tmp_path)
     left = optuna.create_study(study_name="killed", storage=optuna_storage(storage_url))
@@ -130,7 +130,7 @@ def test_a_study_left_half_created_is_created_afresh(storage_url: str, tmp_path:
 
 
 def test_a_foreign_study_with_trials_is_not_touched(sqlite_url: str, tmp_path: Path) -> None:
-    from hpo.study import optuna_storage
+    from hpo.study.creation import optuna_storage
 
     with_data(sqlite_url, tmp_path)
     foreign = optuna.create_study(study_name="theirs", storage=optuna_storage(sqlite_url))

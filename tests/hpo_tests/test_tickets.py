@@ -7,7 +7,7 @@ import warnings
 
 import optuna
 
-from hpo.tickets import fail_stale_trials
+from hpo.workers.tickets import fail_stale_trials
 
 
 def test_fails_a_stale_trial_without_an_experimental_warning(sqlite_url: str) -> None:

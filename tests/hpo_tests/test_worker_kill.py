@@ -12,9 +12,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpo.launch import WorkerProcess, wait_for_workers, worker_command
-from hpo.objective import WORKER_ATTR
-from hpo.queries import retried_trial_number
+from hpo.study.queries import retried_trial_number
+from hpo.workers.launch import WorkerProcess, wait_for_workers, worker_command
+from hpo.workers.objective import WORKER_ATTR
 from tests.hpo_tests.invariants import check_invariants
 from tests.hpo_tests.test_workers import (
     long_study_config,

@@ -11,9 +11,9 @@ import optuna
 import pytest
 
 import storage
-from hpo.launch import start_workers, wait_for_workers
-from hpo.queries import retried_trial_number
-from hpo.study import load_study, optuna_storage
+from hpo.study.creation import load_study, optuna_storage
+from hpo.study.queries import retried_trial_number
+from hpo.workers.launch import start_workers, wait_for_workers
 from tests.hpo_tests.invariants import check_invariants
 from tests.hpo_tests.test_workers import (
     long_study_config,
@@ -80,7 +80,7 @@ def test_trial_failed_elsewhere_is_dropped_and_the_worker_goes_on(
     """Optuna's heartbeat thread dies quietly on a database error; the live trial then looks
     stale and another worker fails and re-queues it. The first worker must notice (its next
     report raises), drop the trial without saving or telling, and carry on."""
-    from hpo.worker_stop import StaleTrialHandler
+    from hpo.workers.stop import StaleTrialHandler
 
     config = long_study_config(name="elsewhere", n_trials=3)
     prepare(sqlite_url, tmp_path, config)

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 import storage
-from hpo.config import (
+from hpo.study.config import (
     ConfigError,
     ParamSpec,
     PrunerConfig,
@@ -18,16 +18,16 @@ from hpo.config import (
     StudySection,
     default_search_space,
 )
-from hpo.launch import start_workers, wait_for_workers
-from hpo.objective import WORKER_ATTR
-from hpo.study import (
+from hpo.study.creation import (
     StudyConfigMismatch,
     create_study,
     load_study,
     optuna_storage,
     raise_budget,
 )
-from hpo.worker_stop import finished_elsewhere, stop_cleanly, storage_id
+from hpo.workers.launch import start_workers, wait_for_workers
+from hpo.workers.objective import WORKER_ATTR
+from hpo.workers.stop import finished_elsewhere, stop_cleanly, storage_id
 from tests.conftest import import_and_cluster
 from tests.hpo_tests.invariants import check_invariants
 from trainers.config import DataConfig, TrainConfig

@@ -240,7 +240,7 @@ def test_the_installed_optunas_schema_is_known(sqlite_url: str) -> None:
 
 
 def test_a_read_neither_writes_nor_blocks_a_writer_on_sqlite(sqlite_url: str) -> None:
-    from hpo.study import optuna_storage
+    from hpo.study.creation import optuna_storage
 
     rdb = optuna_storage(sqlite_url)  # WAL and BEGIN IMMEDIATE, as the workers have
     study = optuna.create_study(study_name="s", storage=rdb)

@@ -21,8 +21,8 @@ import optuna
 import pytest
 
 from hpo.cli import COMMANDS, cli
-from hpo.config import StudyConfig, StudySection
-from hpo.study import CONFIG_ATTR
+from hpo.study.config import StudyConfig, StudySection
+from hpo.study.creation import CONFIG_ATTR
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -30,11 +30,9 @@ HEAVY = ("torch", "transformers", "peft", "sentence_transformers")
 """Never imported by a query command (nor by any import of a package)."""
 NOT_FOR_QUERIES = (
     "hpo.demo",
-    "hpo.worker",
-    "hpo.launch",
-    "hpo.objective",
-    "hpo.evaluator",
-    "hpo.report",
+    "hpo.workers",
+    "hpo.evaluation",
+    "hpo.personas",
     "evaluators",
 )
 """The rest of the service, which a query command has no use for."""
@@ -93,8 +91,8 @@ def test_study_best_imports_the_query_path_only(tmp_path: Path) -> None:
         "from hpo.cli import main\n"
         f"assert main(['study', 'best', '--study', 'lazy', '--json', '--storage', {url!r}]) == 0\n"
     )
-    loaded, printed = _loaded_after(code, (*others, *NOT_FOR_QUERIES, *HEAVY, "hpo.queries"))
-    assert loaded == ["hpo.queries"]  # the command did run its query...
+    loaded, printed = _loaded_after(code, (*others, *NOT_FOR_QUERIES, *HEAVY, "hpo.study.queries"))
+    assert loaded == ["hpo.study.queries"]  # the command did run its query...
     rows = json.loads(printed)
     assert [(r["number"], r["value"], r["params"]) for r in rows] == [(0, 0.625, {"lora_rank": 8})]
 
@@ -145,7 +143,8 @@ def test_an_unknown_command_is_none_and_every_name_is_listed() -> None:
 
 def _type_checking_names(package: str) -> dict[str, str]:
     """{name: module} of the imports in the ``if TYPE_CHECKING:`` block of a package."""
-    tree = ast.parse((ROOT / package / "__init__.py").read_text(encoding="utf-8"))
+    init = ROOT / package.replace(".", "/") / "__init__.py"
+    tree = ast.parse(init.read_text(encoding="utf-8"))
     block = next(
         node
         for node in tree.body
@@ -159,7 +158,24 @@ def _type_checking_names(package: str) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("package", ["hpo", "trainers"])
+LAZY_PACKAGES = (
+    "hpo",
+    "hpo.evaluation",
+    "hpo.personas",
+    "hpo.study",
+    "hpo.workers",
+    "trainers",
+    "evaluators.baselines",
+    "evaluators.moe",
+    "evaluators.report",
+    "evaluators.scoring",
+    "evaluators.stats",
+    "evaluators.trials",
+)
+"""Packages whose names are loaded on first use."""
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
 def test_lazy_package_names_match_their_imports(package: str) -> None:
     """The {name: module} map a package resolves from is the one its typed imports say, and
     names every public name."""

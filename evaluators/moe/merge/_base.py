@@ -1,0 +1,46 @@
+"""The contract every merge method keeps."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from evaluators.moe.merge._adapter import LoraAdapter, check_weights, read_adapter, write_adapter
+
+
+class MergeMethod(abc.ABC):
+    """How k adapters become one.
+
+    Contract of :meth:`merge`: read the source adapter directories, write a complete peft
+    adapter directory at ``out_dir`` (replacing any previous one) whose delta is the weighted
+    sum of the sources' deltas (exactly for ``cat``, approximately for the others), and
+    return ``out_dir``. A merge depends only on its own sources and weights, never on an
+    earlier merge made by the same object.
+    """
+
+    name: ClassVar[str]
+    """The registry key."""
+    exact: ClassVar[bool] = False
+    """Whether the merged delta equals the weighted sum up to float rounding."""
+
+    @abc.abstractmethod
+    def merge_adapters(
+        self, adapters: Sequence[LoraAdapter], weights: Sequence[float]
+    ) -> LoraAdapter:
+        """Merge adapters already in memory (the benchmark times this part)."""
+
+    def merge(
+        self, sources: Sequence[str | Path], weights: Sequence[float], out_dir: str | Path
+    ) -> Path:
+        """Merge the adapters saved in ``sources`` with ``weights`` into ``out_dir``."""
+        values = check_weights(sources, weights)
+        merged = self.merge_adapters([read_adapter(s) for s in sources], values)
+        info = {
+            "method": self.name,
+            "sources": [str(Path(s).resolve()) for s in sources],
+            "weights": values,
+            "rank": merged.config.r,
+        }
+        return write_adapter(merged, out_dir, info)

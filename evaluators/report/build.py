@@ -1,0 +1,371 @@
+"""The comparison report of one study: every method on the identical test examples, the
+plan's decision rule executed, a plotly figure and a markdown summary.
+
+The report reads what is stored and never generates: each method is an evaluation run of
+:mod:`evaluators.scoring.method_run` (the baselines of :mod:`evaluators.baselines.suite`, the
+study's evaluated trials of :mod:`evaluators.trials.promotion`, the MoE variants and
+per-persona adapters of :mod:`evaluators.moe.run`). A method without a complete run covering
+every test example is listed as "not evaluated" instead of failing, so the report can be
+written at any time and rewritten as evaluations arrive.
+
+Every method is compared with the unified adapter, paired on the identical examples with a
+persona-level bootstrap; the decision's comparisons (cluster 4 against cluster 0, MoE against
+cluster 4) join the same family, and Holm corrects over all of them.
+
+Files, under ``results/<study>/comparison/``: ``comprehensive_comparison.html`` (interactive)
+and ``.png`` (rendered by kaleido, which drives a Chromium), ``comprehensive_comparison.json``
+(every number) and ``comparison_summary.md`` (the table and the decision).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import storage
+from evaluators.baselines.suite import UNIFIED
+from evaluators.config import EvalConfig
+from evaluators.moe.run import MOE_SELF
+from evaluators.report import decision
+from evaluators.report.figure import FIGURE_SIZE, PNG_SCALE, comparison_figure, render_png
+from evaluators.report.rows import (
+    CLUSTER,
+    LABELS,
+    ORDER,
+    REFERENCE_ROWS,
+    TRIAL_PREFIX,
+    comparison_pairs,
+    label,
+    row_order,
+)
+from evaluators.report.summary import summary_markdown
+from evaluators.scoring.method_run import (
+    EvalItem,
+    MethodResult,
+    RunKey,
+    eval_items,
+    score_replies,
+)
+from evaluators.scoring.similarity import normalized
+from evaluators.stats.comparison import compare_methods
+from evaluators.trials.promotion import TRIAL_METHOD
+
+__all__ = [
+    "CLUSTER",
+    "FIGURE_NAME",
+    "FIGURE_SIZE",
+    "LABELS",
+    "ORDER",
+    "PNG_SCALE",
+    "REFERENCE_ROWS",
+    "REPORT_KIND",
+    "SUMMARY_FILE",
+    "TRIAL_PREFIX",
+    "ReportScope",
+    "TrialPoint",
+    "build_report",
+    "collect_results",
+    "comparison_figure",
+    "comparison_pairs",
+    "decide_from",
+    "find_runs",
+    "label",
+    "load_result",
+    "render_png",
+    "row_order",
+    "summary_markdown",
+    "write_report_files",
+]
+
+log = logging.getLogger(__name__)
+
+REPORT_KIND = "comparison"
+"""Folder of the report under ``results/<study>/``."""
+FIGURE_NAME = "comprehensive_comparison"
+"""Stem of the figure files (``.html``, ``.png``) and of the JSON."""
+SUMMARY_FILE = "comparison_summary.md"
+
+
+@dataclass(frozen=True)
+class ReportScope:
+    """The study and the examples its report compares methods on."""
+
+    study_name: str
+    cluster_id: int
+    """The evaluated cluster (its runs are keyed by it)."""
+    personas: Sequence[Any]
+    """The cluster's personas with their examples; their test examples are the identical
+    examples of every method."""
+    eval_config: EvalConfig = EvalConfig()
+    """Only runs generated with these settings are read."""
+
+    def items(self) -> list[EvalItem]:
+        """The test examples.
+
+        Raises:
+            ValueError: If the personas have no test examples.
+        """
+        items = eval_items(self.personas, "test")
+        if not items:
+            raise ValueError(f"study {self.study_name!r}: its personas have no test examples")
+        return items
+
+
+@dataclass(frozen=True)
+class TrialPoint:
+    """One trial of the study, for the eval_loss history."""
+
+    number: int
+    state: str
+    """``COMPLETE``, ``PRUNED``, ``FAIL`` or ``RUNNING``."""
+    value: float | None
+    """Final eval_loss of a COMPLETE trial, else None."""
+    intermediate: Mapping[int, float] = field(default_factory=dict)
+    """Reported eval_loss by evaluation step."""
+
+
+def _base_name(stored_method: str) -> tuple[str, str]:
+    """``(method, eval config key)`` of a stored ``method@key``."""
+    method, _, key = stored_method.rpartition("@")
+    return method, key
+
+
+def _report_name(method: str, trial_number: int, promoted: int | None) -> str | None:
+    """The report row of a stored method name (``None``: not one the report shows)."""
+    if method == TRIAL_METHOD:
+        if trial_number < 0:
+            return None
+        return CLUSTER if trial_number == promoted else f"{TRIAL_PREFIX}{trial_number}"
+    stem = method.split(".", 1)[0]
+    return stem if stem in ORDER and stem != CLUSTER else None
+
+
+def find_runs(
+    engine: Any, scope: ReportScope, *, promoted_trial: int | None
+) -> dict[str, storage.RunInfo]:
+    """The run that stands for each report row: complete, generated with the scope's settings,
+    on the scope's cluster, covering every test example; the newest when several do.
+
+    Args:
+        engine: The storage engine.
+        scope: The study and its examples.
+        promoted_trial: The promoted trial's number (its row is :data:`CLUSTER`), or None.
+    """
+    wanted = {it.example_id for it in scope.items()}
+    found: dict[str, storage.RunInfo] = {}
+    with storage.session_scope(engine) as session:
+        runs = storage.list_evaluation_runs(session, scope.study_name)
+        for run in sorted(runs, key=lambda r: r.id, reverse=True):
+            method, key = _base_name(run.method)
+            if (
+                run.status != "complete"
+                or run.split != "test"
+                or run.cluster_id != scope.cluster_id
+                or key != scope.eval_config.key
+            ):
+                continue
+            name = _report_name(method, run.trial_number, promoted_trial)
+            if name is None or name in found:
+                continue
+            if wanted <= storage.done_example_ids(session, run.id):
+                found[name] = run
+    return found
+
+
+def load_result(engine: Any, scope: ReportScope, run: storage.RunInfo) -> MethodResult:
+    """Summarize a complete run on the scope's examples (nothing is generated).
+
+    Raises:
+        ValueError: If the run lacks one of the examples (it would have to generate).
+    """
+    items = scope.items()
+    with storage.session_scope(engine) as session:
+        stored = {r.example_id: r.generated for r in storage.evaluation_results(session, run.id)}
+    lacking = {it.example_id for it in items} - set(stored)
+    if lacking:
+        raise ValueError(
+            f"run {run.id} ({run.method}) lacks {len(lacking)} test examples, "
+            f"e.g. {min(lacking)}: evaluate it first"
+        )
+    method, _ = _base_name(run.method)
+    key = RunKey(
+        study_name=run.study_name,
+        method=method,
+        dataset_id=run.dataset_id,
+        clustering_id=run.clustering_id,
+        cluster_id=run.cluster_id,
+        trial_number=run.trial_number,
+        split=run.split,
+        eval_config=scope.eval_config,
+    )
+    # Every example is stored: score_replies finds them all done and only summarizes the
+    # run, so no model is loaded and nothing is generated or written again.
+    return score_replies(
+        engine,
+        key,
+        items,
+        [stored[it.example_id] for it in items],
+        embedding_model=run.embedding_model,
+    )
+
+
+def collect_results(
+    engine: Any, scope: ReportScope, *, promoted_trial: int | None
+) -> dict[str, MethodResult]:
+    """Every report row that has a complete run, in table order."""
+    runs = find_runs(engine, scope, promoted_trial=promoted_trial)
+    results = {name: load_result(engine, scope, run) for name, run in runs.items()}
+    return {name: results[name] for name in row_order(results)}
+
+
+def _p(entry: Mapping[str, Any]) -> float:
+    return float(entry["p_holm"] if entry.get("p_holm") is not None else entry["p_value"])
+
+
+def _paired(entry: Mapping[str, Any]) -> decision.Paired:
+    return decision.Paired(
+        entry["mean"], entry["low"], entry["high"], bool(entry["beats"]), _p(entry)
+    )
+
+
+def _reversed(entry: Mapping[str, Any], a_degenerate: bool) -> decision.Paired:
+    """``b - a`` from the comparison ``a - b`` (the same test, not a second one for Holm)."""
+    alpha = 1 - entry["confidence"]
+    beats = entry["high"] < 0 and _p(entry) < alpha and not a_degenerate
+    return decision.Paired(-entry["mean"], -entry["high"], -entry["low"], beats, _p(entry))
+
+
+def decide_from(results: Mapping[str, MethodResult], comparisons: Mapping[str, Any]) -> Any:
+    """Run :func:`evaluators.report.decision.decide` on the report's results and comparisons."""
+    standings = {
+        name: decision.Standing(r.mean_similarity, r.diversity.degenerate)
+        for name, r in results.items()
+    }
+    differences = {name: _paired(entry) for name, entry in comparisons.items()}
+    moe_vs = comparisons.get(f"{MOE_SELF} - {CLUSTER}")
+    if moe_vs is not None:
+        differences[f"{CLUSTER} - {MOE_SELF}"] = _reversed(
+            moe_vs, results[CLUSTER].diversity.degenerate
+        )
+    return decision.decide(standings, differences)
+
+
+def _row(name: str, result: MethodResult, comparisons: Mapping[str, Any]) -> dict[str, Any]:
+    summary = result.to_dict()
+    summary.pop("samples", None)
+    ci = result.similarity_ci
+    summary["label"] = label(name)
+    summary["normalized_ci"] = (
+        None
+        if ci is None
+        else [normalized(ci.low, result.floor), normalized(ci.high, result.floor)]
+    )
+    summary["vs_unified"] = comparisons.get(f"{name} - {UNIFIED}")
+    return summary
+
+
+def build_report(
+    study_name: str,
+    results: Mapping[str, MethodResult],
+    *,
+    history: Sequence[TrialPoint] = (),
+    promoted_trial: int | None = None,
+    evaluated_trials: Sequence[int] = (),
+    extra: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The report as JSON-ready data: rows, comparisons (Holm over all), decision.
+
+    Args:
+        study_name: The study.
+        results: Evaluated methods by report name, all on the identical examples.
+        history: The study's trials, for the eval_loss history.
+        promoted_trial: The promoted trial's number, if any.
+        evaluated_trials: Every evaluated trial's number (for the "not evaluated" list).
+        extra: More fields to keep in the report (settings, file paths).
+        seed: Seed of the resampling.
+    """
+    names = row_order(results)
+    comparisons = (
+        compare_methods(results, comparison_pairs(names), seed=seed) if len(names) > 1 else {}
+    )
+    expected = [*ORDER]
+    expected += [f"{TRIAL_PREFIX}{n}" for n in evaluated_trials if n != promoted_trial]
+    missing = [label(n) for n in expected if n not in results]
+    decided = decide_from(results, comparisons)
+    return {
+        "study": study_name,
+        "promoted_trial": promoted_trial,
+        "rows": {name: _row(name, results[name], comparisons) for name in names},
+        "not_evaluated": missing,
+        "comparisons": comparisons,
+        "decision": decided.to_dict(),
+        "history": [
+            {
+                "number": t.number,
+                "state": t.state,
+                "value": t.value,
+                "intermediate": {str(k): v for k, v in sorted(t.intermediate.items())},
+            }
+            for t in history
+        ],
+        "per_persona": {name: results[name].per_persona for name in names},
+        **(dict(extra) if extra else {}),
+    }
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write a file atomically (temp file beside it, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_report_files(
+    layout: storage.OutputLayout,
+    report: dict[str, Any],
+    *,
+    png: bool = True,
+) -> dict[str, Path]:
+    """Write the figure (HTML, PNG), the JSON and the markdown summary of a report.
+
+    Each file is replaced atomically. When the PNG cannot be rendered (no Chromium), the
+    other files are still written, the reason goes into the summary and a warning is logged.
+
+    Args:
+        layout: The output root.
+        report: From :func:`build_report`.
+        png: Render the PNG.
+
+    Returns:
+        What was written, by kind (``html``, ``png``, ``json``, ``summary``).
+    """
+    study = report["study"]
+    html = layout.results_file(REPORT_KIND, f"{FIGURE_NAME}.html", study_name=study)
+    png_path = html.with_suffix(".png")
+    json_path = html.with_suffix(".json")
+    summary = layout.results_file(REPORT_KIND, SUMMARY_FILE, study_name=study)
+    figure = comparison_figure(report)
+    files: dict[str, Path] = {"html": html}
+    _write_bytes(html, figure.to_html(include_plotlyjs=True, full_html=True).encode())
+    if png:
+        try:
+            _write_bytes(png_path, render_png(figure))
+            files["png"] = png_path
+        except RuntimeError as exc:
+            log.warning("%s", exc)
+            report["png_error"] = str(exc)
+    files["json"] = json_path
+    files["summary"] = summary
+    shown: dict[str, Any] = dict(files)
+    if "png_error" in report:
+        shown["png"] = f"not rendered: {report['png_error']}"
+    _write_bytes(json_path, (json.dumps(report, indent=2) + "\n").encode())
+    _write_bytes(summary, summary_markdown(report, shown).encode())
+    return files

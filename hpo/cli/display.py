@@ -1,0 +1,163 @@
+"""Tables the CLI prints (rich), built from library results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hpo.study.queries import StudyListRow, StudyStatus, TrialRow, study_status
+
+if TYPE_CHECKING:
+    from evaluators.trials.records import MethodsReport
+
+
+def cluster_table(clusters: Sequence[Any], overall: float, title: str) -> Table:
+    """The cluster table the original plan began with."""
+    table = Table(title=title)
+    for col in ("cluster", "personas", "examples", "silhouette"):
+        table.add_column(col, justify="right")
+    for c in clusters:
+        table.add_row(
+            str(c.cluster_id), str(c.n_personas), str(c.n_examples), f"{c.silhouette:.3f}"
+        )
+    table.add_row(
+        "all",
+        str(sum(c.n_personas for c in clusters)),
+        str(sum(c.n_examples for c in clusters)),
+        f"{overall:.3f}",
+        style="bold",
+    )
+    return table
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def trials_table(rows: Sequence[TrialRow], title: str) -> Table:
+    """Trials with state, eval_loss and parameters."""
+    table = Table(title=title)
+    for col in ("trial", "state", "eval_loss", "params", "seed", "note"):
+        table.add_column(col)
+    for r in rows:
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(r.params.items()))
+        table.add_row(
+            str(r.number),
+            r.state,
+            "" if r.value is None else f"{r.value:.4f}",
+            params,
+            "yes" if r.seed_config else "",
+            r.note,
+        )
+    return table
+
+
+def status_table(status: StudyStatus) -> Table:
+    """Counts by state and the best trial."""
+    table = Table(title=f"study {status.name}", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("finished / target", f"{status.finished} / {status.n_trials_target}")
+    for state in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"):
+        table.add_row(state.lower(), str(status.counts.get(state, 0)))
+    if status.best is not None:
+        table.add_row("best trial", str(status.best.number))
+        table.add_row("best eval_loss", f"{status.best.value:.4f}")
+        table.add_row(
+            "best params",
+            ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(status.best.params.items())),
+        )
+    return table
+
+
+def study_list_table(rows: Sequence[StudyListRow], title: str) -> Table:
+    """Studies with their trial counts and their best value (eval_loss for ours)."""
+    table = Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        caption="active: running or waiting; target: - for a study not made by hpo",
+    )
+    table.add_column("study", no_wrap=True)
+    for col in ("target", "complete", "pruned", "failed", "active"):
+        table.add_column(col, justify="right", min_width=len(col))
+    table.add_column("best (trial)", justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r.name,
+            "-" if r.n_trials_target is None else str(r.n_trials_target),
+            str(r.counts.get("COMPLETE", 0)),
+            str(r.counts.get("PRUNED", 0)),
+            str(r.counts.get("FAIL", 0)),
+            str(r.counts.get("RUNNING", 0) + r.counts.get("WAITING", 0)),
+            "" if r.best_value is None else f"{r.best_value:.4f} (#{r.best_number})",
+        )
+    return table
+
+
+def similarity_table(report: MethodsReport) -> Table:
+    """Similarity of each evaluated method on the same test examples, with its floor."""
+    table = Table(
+        title=f"embedding similarity on cluster {report.cluster_id} test examples "
+        f"({report.n_test_examples} examples, {report.n_personas} personas)",
+        caption=f"floor: replies vs other personas' references; normalized = "
+        f"(s - floor) / (1 - floor); two references of the same persona score "
+        f"{100 * report.reference_ceiling:.2f}%",
+    )
+    columns = ("method", "similarity %", "95% CI", "floor %", "normalized %", "reply words")
+    for col in (*columns, "distinct-2", "top reply %"):
+        table.add_column(col, justify="right")
+    for name, m in report.methods.items():
+        ci, diversity = m.similarity_ci, m.diversity
+        table.add_row(
+            name + (" (degenerate)" if diversity.degenerate else ""),
+            f"{m.mean_similarity_percent:.2f}",
+            "" if ci is None else f"{100 * ci.low:.2f} to {100 * ci.high:.2f}",
+            f"{m.floor_percent:.2f}",
+            f"{100 * m.normalized_similarity:.2f}",
+            f"{diversity.mean_words:.1f}",
+            f"{diversity.distinct_2:.2f}",
+            f"{100 * diversity.top_reply_share:.1f}",
+        )
+    for name, c in report.comparisons.items():
+        low, high = c.ci_percent_points
+        verdict = "beats" if c.beats else "no win"
+        table.caption = (
+            f"{table.caption}\n{name}: {c.mean_percent_points:+.2f} pt, 95% CI {low:+.2f} "
+            f"to {high:+.2f} (paired, by persona): {verdict}"
+        )
+    return table
+
+
+@contextmanager
+def study_progress(url: str, name: str, console: Console) -> Iterator[Callable[[], None]]:
+    """A progress bar of finished trials; call the yielded function to refresh it."""
+    total = study_status(url, name).n_trials_target
+    columns = (
+        TextColumn("trials"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("", total=total)
+
+        def refresh() -> None:
+            s = study_status(url, name)
+            best = (
+                ""
+                if s.best is None or s.best.value is None
+                else (f"best eval_loss {s.best.value:.4f}")
+            )
+            bar.update(
+                task, completed=s.finished, description=f"{s.counts.get('PRUNED', 0)} pruned {best}"
+            )
+
+        yield refresh

@@ -1,0 +1,203 @@
+"""The evaluator service: it watches a study and evaluates its best trials as they come.
+
+``hpo evaluator --study NAME --watch`` runs beside the workers. Every pass it reads the study;
+each of the top K COMPLETE trials by eval_loss (K=3 by default: eval_loss rank is not
+similarity rank) that has no complete evaluation yet is evaluated, then the baselines once per
+study, and then the evaluated trial with the best similarity is promoted and the study's results
+file rewritten (:mod:`evaluators.trials.promotion` does the work; this module only reads the study).
+
+Several evaluators may run at once, on any machines that reach the database. Each piece of work
+(``trial:N``, ``baselines``, ``promotion``) is taken under a lease (:mod:`storage.leases`), so
+two evaluators never do the same piece at once; a killed evaluator's lease expires after
+``lease_ttl`` seconds and the next pass of any evaluator takes the work over, resuming the
+stored evaluation where it stopped.
+
+The work items (:class:`~hpo.evaluation.study_work.StudyEvaluator`, the trials due, the lease
+targets) are :mod:`hpo.evaluation.study_work`, whose names are re-exported here; this module runs
+the passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from evaluators.config import EvalConfig
+from evaluators.trials import promotion
+from evaluators.trials.promotion import PromotionReport
+from hpo.evaluation.study_work import (
+    BASELINES_TARGET,
+    DEFAULT_LEASE_TTL,
+    DEFAULT_TOP_K,
+    PROMOTED_ATTR,
+    PROMOTION_TARGET,
+    TRIAL_ATTR_PREFIX,
+    WAIT_INTERVAL,
+    StudyEvaluator,
+    as_candidate,
+    complete_trials,
+    open_evaluator,
+    top_trials,
+    trial_target,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLL_INTERVAL = 30.0
+"""Seconds between passes of ``--watch`` (trials take minutes; the check is a few queries)."""
+
+
+@dataclass
+class PassResult:
+    """What one pass of the evaluator did."""
+
+    evaluated: list[str] = field(default_factory=list)
+    """Targets this evaluator evaluated (``trial:N``, ``baselines``)."""
+    waiting: list[str] = field(default_factory=list)
+    """Targets due but leased by another live evaluator."""
+    failed: list[str] = field(default_factory=list)
+    """Trials skipped because their adapter is missing or changed (logged; never promoted)."""
+    results: Path | None = None
+    """The results file, if this pass rewrote it."""
+    report: PromotionReport | None = None
+    """The report written, if any."""
+
+
+def run_pass(evaluator: StudyEvaluator) -> PassResult:
+    """Evaluate what is due now that no other evaluator holds, then promote.
+
+    Due: the top K trials without a complete evaluation, then the baselines (once the
+    study has a COMPLETE trial).
+    """
+    result = PassResult()
+    top = top_trials(evaluator.study, evaluator.top_k)
+    done = evaluator.evaluated()
+    for trial in top:
+        if trial.trial_number in done:
+            continue
+        target = trial_target(trial.trial_number)
+        try:
+            evaluated = evaluator.evaluate_trial(trial)
+        except ValueError as exc:  # its adapter is gone or changed: the others go on
+            log.error("skipping %s of %s: %s", target, evaluator.name, exc)
+            result.failed.append(target)
+            continue
+        (result.evaluated if evaluated else result.waiting).append(target)
+    if top and not promotion.baselines_evaluated(evaluator.engine, evaluator.scope):
+        if evaluator.evaluate_baselines():
+            result.evaluated.append(BASELINES_TARGET)
+        else:
+            result.waiting.append(BASELINES_TARGET)
+    promoted = evaluator.promote()
+    if promoted is not None:
+        result.report, result.results = promoted
+    return result
+
+
+class EvaluatorStopped(KeyboardInterrupt):
+    """Raised in the evaluator on SIGTERM: leases are released on the way out."""
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise EvaluatorStopped(f"evaluator got signal {signum}")
+
+
+def run_evaluator(
+    evaluator: StudyEvaluator,
+    *,
+    once: bool = False,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    max_passes: int | None = None,
+) -> PassResult:
+    """Evaluate the study's due trials, once or watching.
+
+    With ``once``, passes repeat only while due work is leased by another evaluator (until
+    it is done there, or its lease expires and this one takes it over); then it returns.
+    Otherwise it watches: a pass every ``poll_interval`` seconds until stopped (SIGTERM or
+    Ctrl-C, which release the leases held) or ``max_passes`` ran.
+
+    Returns:
+        All passes together: what was evaluated here, and the last results written.
+    """
+    total = PassResult()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_stop) if main else None
+    passes = 0
+    try:
+        while True:
+            result = run_pass(evaluator)
+            passes += 1
+            total.evaluated += result.evaluated
+            total.waiting = result.waiting
+            total.failed = sorted(set(total.failed) | set(result.failed))
+            if result.results is not None:
+                total.results, total.report = result.results, result.report
+            if max_passes is not None and passes >= max_passes:
+                break
+            if once:
+                if not result.waiting:
+                    break
+                log.info("waiting for %s, leased by another evaluator", ", ".join(result.waiting))
+                time.sleep(min(WAIT_INTERVAL, poll_interval))
+            else:
+                time.sleep(poll_interval)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+    return total
+
+
+def evaluate_study(
+    url: str,
+    study_name: str,
+    *,
+    output_root: Path = Path("."),
+    eval_config: EvalConfig = EvalConfig(),
+    top_k: int = DEFAULT_TOP_K,
+) -> tuple[PromotionReport, Path]:
+    """One ``--once`` run, for the demo: evaluate the due top-K trials and the baselines,
+    promote the best, and return the study's report.
+
+    Raises:
+        LookupError: The study has no COMPLETE trial with an adapter.
+    """
+    evaluator = open_evaluator(
+        url, study_name, output_root=output_root, eval_config=eval_config, top_k=top_k
+    )
+    if not complete_trials(evaluator.study):
+        raise LookupError(f"study {study_name!r} has no COMPLETE trial yet; run workers first")
+    result = run_evaluator(evaluator, once=True)
+    if result.report is not None and result.results is not None:
+        return result.report, result.results
+    promoted = evaluator.promote(force=True)  # another evaluator wrote the file: read it back
+    if promoted is None:
+        raise LookupError(f"study {study_name!r}: nothing evaluated to promote")
+    return promoted
+
+
+__all__ = [
+    "BASELINES_TARGET",
+    "DEFAULT_LEASE_TTL",
+    "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_TOP_K",
+    "PROMOTED_ATTR",
+    "PROMOTION_TARGET",
+    "TRIAL_ATTR_PREFIX",
+    "WAIT_INTERVAL",
+    "EvaluatorStopped",
+    "PassResult",
+    "StudyEvaluator",
+    "as_candidate",
+    "complete_trials",
+    "evaluate_study",
+    "open_evaluator",
+    "run_evaluator",
+    "run_pass",
+    "top_trials",
+    "trial_target",
+]

@@ -1,0 +1,131 @@
+"""``hpo moe``: the MoE sparse merge of a study's per-persona adapters, merged and evaluated.
+
+The library work is :mod:`evaluators.moe.run`; this module finds the study's cluster and its
+per-persona adapters (:mod:`hpo.personas.training`) and writes
+``results/<study>/moe/moe_sparse_results.json``. MoE needs no trial, so it can run while the
+study still runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import storage
+from evaluators.config import EvalConfig
+from evaluators.moe import run as moe
+from evaluators.moe.run import MoeScope, MoeSettings
+from hpo.datasets import load_study_cluster
+from hpo.personas.training import persona_adapters
+from hpo.study.creation import load_study
+
+
+@dataclass
+class MoeContext:
+    """A study's MoE scope, its adapters and where its files go."""
+
+    engine: Any
+    layout: storage.OutputLayout
+    scope: MoeScope
+    adapters: dict[str, moe.PersonaAdapter]
+    model_config: Any
+
+
+def open_moe(
+    url: str,
+    study_name: str,
+    *,
+    output_root: Path = Path("."),
+    eval_config: EvalConfig = EvalConfig(),
+) -> MoeContext:
+    """Load the study's cluster and its per-persona adapters.
+
+    Raises:
+        storage.NotFoundError: No such study, or no per-persona adapters yet.
+    """
+    _, config = load_study(url, study_name)
+    engine = storage.open_storage(url)
+    cluster = load_study_cluster(engine, config.study)
+    scope = MoeScope(
+        study_name=study_name,
+        dataset_id=cluster.dataset_id,
+        clustering_id=cluster.clustering_id,
+        cluster_id=config.study.cluster_id,
+        personas=cluster.personas,
+        eval_config=eval_config,
+        embedding_model=config.study.embedding_model,
+    )
+    return MoeContext(
+        engine=engine,
+        layout=storage.OutputLayout(Path(output_root).resolve()),
+        scope=scope,
+        adapters=persona_adapters(url, study_name),
+        model_config=config.model,
+    )
+
+
+def merge_moe(
+    url: str,
+    study_name: str,
+    *,
+    output_root: Path = Path("."),
+    settings: MoeSettings = MoeSettings(),
+) -> tuple[dict[str, Any], Path]:
+    """Route and merge both MoE variants for every persona of the study (``hpo moe merge``).
+
+    Returns:
+        The results data and the path of ``moe_sparse_results.json``.
+    """
+    ctx = open_moe(url, study_name, output_root=output_root)
+    data, _ = moe.merge_all(ctx.engine, ctx.layout, ctx.scope, ctx.adapters, settings)
+    return data, moe.write_results(ctx.layout, study_name, data)
+
+
+def evaluate_moe(
+    url: str,
+    study_name: str,
+    *,
+    output_root: Path = Path("."),
+    eval_config: EvalConfig = EvalConfig(),
+    per_persona: bool = True,
+) -> tuple[dict[str, Any], Path]:
+    """Evaluate the merged variants (and the per-persona adapters) on the study's test
+    examples and add the scores to ``moe_sparse_results.json`` (``hpo moe evaluate``).
+
+    Raises:
+        storage.NotFoundError: If nothing was merged yet.
+    """
+    from trainers.base_model import load_base_model
+
+    ctx = open_moe(url, study_name, output_root=output_root, eval_config=eval_config)
+    data = moe.read_results(ctx.layout, study_name)
+    if data is None:
+        raise storage.NotFoundError(
+            f"study {study_name!r} has no MoE merge yet: run `hpo moe merge --study {study_name}`"
+        )
+    base = load_base_model(ctx.model_config)
+    data, _ = moe.evaluate_all(
+        ctx.engine, ctx.layout, ctx.scope, base, ctx.adapters, data, per_persona=per_persona
+    )
+    return data, moe.write_results(ctx.layout, study_name, data)
+
+
+def run_moe(
+    url: str,
+    study_name: str,
+    *,
+    output_root: Path = Path("."),
+    settings: MoeSettings = MoeSettings(),
+    eval_config: EvalConfig = EvalConfig(),
+    per_persona: bool = True,
+) -> tuple[dict[str, Any], Path]:
+    """Merge, then evaluate: :func:`merge_moe` and :func:`evaluate_moe` in one call (the demo).
+
+    Returns:
+        The results data (routes, merged adapters, scores) and its path.
+    """
+    merge_moe(url, study_name, output_root=output_root, settings=settings)
+    return evaluate_moe(
+        url, study_name, output_root=output_root, eval_config=eval_config, per_persona=per_persona
+    )

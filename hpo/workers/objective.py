@@ -1,0 +1,182 @@
+"""The objective: trial -> TrainConfig -> LoRA training with a report callback -> eval_loss.
+
+A completed trial's adapter is written atomically under
+``models/trials/<study>/<number>/``, then recorded with its sha256 in storage and in the
+trial's user attributes. A pruned or failed trial leaves no adapter behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import optuna
+
+import storage
+from hpo.study.config import StudyConfig, train_config_for
+from hpo.study.space import suggest
+from hpo.workers.step_budget import BUDGET_SPENT, StepCharger
+from trainers.batching import PromptPair
+from trainers.config import TrainConfig
+from trainers.recipe import TrainResult, train_lora
+
+T = TypeVar("T")
+
+ADAPTER_KIND = "trial_adapter"
+WORKER_ATTR = "worker"
+"""Trial user attribute: the index of the worker that ran the trial (last run, for a retry)."""
+PRUNE_REASON_ATTR = "prune_reason"
+"""Trial user attribute of a pruned trial: ``pruned`` (by the pruner) or the step budget's
+:data:`hpo.workers.step_budget.BUDGET_SPENT`."""
+
+
+FAIL_REASON_ATTR = "fail_reason"
+"""Trial user attribute of a failed trial: the error's type and message."""
+
+
+def fault_outside_params(exc: BaseException) -> bool:
+    """Whether a trial that raised ``exc`` failed for a reason outside its parameters.
+
+    A stop signal (``KeyboardInterrupt`` and the worker's ``WorkerStopped``), an ``OSError``
+    (a full disk, a read-only or vanished output folder) and a lost or failing database say
+    nothing about the parameters: the trial is re-queued with the same ones. A non-finite loss
+    or running out of memory (``RuntimeError``s) are the parameters' fault: not re-queued.
+    """
+    return isinstance(exc, KeyboardInterrupt | OSError | storage.StorageError) or (
+        storage.is_disconnect(exc)
+    )
+
+
+class TrainFn(Protocol):
+    """The training function a trial calls; :func:`trainers.recipe.train_lora` by default.
+
+    It must call ``report(step, eval_loss)`` after each evaluation, stop when that returns
+    True (``stopped_early``, nothing saved), and otherwise save the adapter into ``save_dir``.
+    """
+
+    def __call__(
+        self,
+        base: Any,
+        config: TrainConfig,
+        train: list[PromptPair],
+        val: list[PromptPair],
+        *,
+        report: Callable[[int, float], bool],
+        save_dir: Path,
+        log_path: Path,
+    ) -> TrainResult: ...
+
+
+@dataclass
+class TrialContext:
+    """What every trial of one worker shares: loaded once, reused by each trial."""
+
+    config: StudyConfig
+    engine: Any
+    layout: storage.OutputLayout
+    base: Any
+    train: list[PromptPair]
+    val: list[PromptPair]
+    worker_index: int = 0
+    """Recorded in each trial's ``worker`` user attribute (dashboard, tests)."""
+    train_fn: TrainFn = train_lora
+    """Trains one adapter; tests pass a stand-in that writes a small adapter directory."""
+    guard: storage.OutageGuard | None = None
+    """Waits out a database outage around our own tables' writes (None: no retries)."""
+
+    def patiently(self, fn: Callable[[], T]) -> T:
+        """``fn()``, through :attr:`guard` when there is one."""
+        return fn() if self.guard is None else self.guard.call(fn)
+
+
+class Objective:
+    """Callable for ``Study.optimize``: trains one adapter and returns its final eval_loss."""
+
+    def __init__(self, ctx: TrialContext) -> None:
+        self.ctx = ctx
+        self.last_trial_number: int | None = None
+        """Number of the trial this objective ran last; the worker resets it to None before
+        each trial and looks the trial up by number (after SIGTERM, or when Optuna refuses
+        to record the trial's end)."""
+        self.last_fault_outside_params = False
+        """Whether the last trial failed for a reason outside its parameters
+        (:func:`fault_outside_params`); the worker then re-queues it. Only the verdict is
+        kept, not the error, whose traceback would hold the trial's tensors in memory."""
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.last_trial_number = trial.number
+        self.last_fault_outside_params = False
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except (Exception, KeyboardInterrupt) as exc:
+            self.last_fault_outside_params = fault_outside_params(exc)
+            # The reason shows in `hpo study trials` and the dashboard, not only in a log.
+            # Not stored while the database is down (it would only fail again).
+            with contextlib.suppress(
+                optuna.exceptions.UpdateFinishedTrialError, storage.DatabaseUnavailable
+            ):
+                trial.set_user_attr(FAIL_REASON_ATTR, f"{type(exc).__name__}: {exc}"[:500])
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
+        ctx = self.ctx
+        study_name = ctx.config.study.name
+        trial.set_user_attr(WORKER_ATTR, ctx.worker_index)
+        params = suggest(trial, ctx.config.search_space)
+        train_config = train_config_for(ctx.config, params)
+        trial.set_user_attr("train_config", train_config.to_dict())
+
+        # The study's step budget, charged one evaluation ahead (see hpo/workers/step_budget.py).
+        charger = StepCharger.for_trial(ctx.engine, study_name, train_config, len(ctx.train))
+        if charger is not None and not charger.charge_next():
+            trial.set_user_attr(PRUNE_REASON_ATTR, BUDGET_SPENT)
+            raise optuna.TrialPruned(f"{BUDGET_SPENT} before training")
+
+        def report(step: int, eval_loss: float) -> bool:
+            trial.report(eval_loss, step)
+            if trial.should_prune():
+                return True
+            return charger is not None and not charger.charge_next()
+
+        final = ctx.layout.trial_adapter_dir(study_name, trial.number)
+        log_path = ctx.layout.log_path(f"{study_name}-trial-{trial.number:04d}")
+        with storage.atomic_directory(final) as tmp:
+            result = ctx.train_fn(
+                ctx.base,
+                train_config,
+                ctx.train,
+                ctx.val,
+                report=report,
+                save_dir=tmp,
+                log_path=log_path,
+            )
+            trial.set_user_attr("train_seconds", round(result.seconds, 2))
+            trial.set_user_attr("train_steps", result.train_steps)
+            if result.stopped_early:
+                step, loss = result.eval_losses[-1]
+                reason = BUDGET_SPENT if charger is not None and charger.refused else "pruned"
+                trial.set_user_attr(PRUNE_REASON_ATTR, reason)
+                raise optuna.TrialPruned(f"{reason} at evaluation {step} (eval_loss {loss:.4f})")
+        sha256, size = storage.directory_sha256(final)
+
+        def record() -> None:
+            with storage.session_scope(ctx.engine) as session:
+                storage.record_artifact(
+                    session,
+                    kind=ADAPTER_KIND,
+                    path=final,
+                    sha256=sha256,
+                    size_bytes=size,
+                    study_name=study_name,
+                    trial_number=trial.number,
+                )
+
+        ctx.patiently(record)  # an upsert: running it twice records one adapter
+        trial.set_user_attr("adapter_path", str(final))
+        trial.set_user_attr("adapter_sha256", sha256)
+        return result.final_eval_loss
