@@ -30,15 +30,9 @@ import optuna
 
 import storage
 from hpo.datasets import cluster_dataset, import_dataset, load_study_cluster
-from hpo.study.config import (
-    PrunerConfig,
-    SamplerConfig,
-    StudyConfig,
-    load_config,
-    packaged_config,
-    train_config_for,
-)
+from hpo.study.config import StudyConfig, load_config, packaged_config, train_config_for
 from hpo.study.creation import create_study, load_study
+from hpo.study.strategies import PrunerConfig, SamplerConfig
 from hpo.workers.step_budget import optimizer_steps
 from hpo.workers.worker import run_worker
 from trainers.batching import prompt_pairs

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import storage
 from hpo.datasets import cluster_dataset, import_dataset
-from hpo.study.config import ParamSpec, PrunerConfig, SamplerConfig, StudyConfig, StudySection
+from hpo.study.config import ParamSpec, StudyConfig, StudySection
 from hpo.study.creation import create_study
 from hpo.study.queries import study_status
+from hpo.study.strategies import PrunerConfig, SamplerConfig
 from hpo.workers.launch import start_workers, wait_for_workers
 from trainers.config import DataConfig, TrainConfig
 from trainers.data import SplitConfig

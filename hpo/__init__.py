@@ -25,8 +25,6 @@ if TYPE_CHECKING:
         TUNABLE,
         ConfigError,
         ParamSpec,
-        PrunerConfig,
-        SamplerConfig,
         StudyConfig,
         StudySection,
         config_from_dict,
@@ -38,18 +36,18 @@ if TYPE_CHECKING:
     from hpo.study.creation import StudyConfigMismatch, create_study, load_study
     from hpo.study.queries import StudyStatus, TrialRow, all_trials, best_trials, study_status
     from hpo.study.space import suggest
-    from hpo.study.strategies import make_pruner, make_sampler
+    from hpo.study.strategies import PrunerConfig, SamplerConfig, make_pruner, make_sampler
     from hpo.workers.launch import WorkerProcess, start_workers, wait_for_workers
     from hpo.workers.objective import Objective, TrialContext
     from hpo.workers.worker import WorkerSummary, run_worker
 
 _MODULES: dict[str, tuple[str, ...]] = {
+    "hpo.datasets": ("cluster_dataset", "import_dataset", "load_cluster", "train_cluster_adapter"),
+    "hpo.demo": ("DemoOptions", "DemoResult", "run_demo"),
     "hpo.study.config": (
         "TUNABLE",
         "ConfigError",
         "ParamSpec",
-        "PrunerConfig",
-        "SamplerConfig",
         "StudyConfig",
         "StudySection",
         "config_from_dict",
@@ -58,14 +56,12 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "packaged_config",
         "train_config_for",
     ),
-    "hpo.demo": ("DemoOptions", "DemoResult", "run_demo"),
-    "hpo.workers.launch": ("WorkerProcess", "start_workers", "wait_for_workers"),
-    "hpo.workers.objective": ("Objective", "TrialContext"),
-    "hpo.datasets": ("cluster_dataset", "import_dataset", "load_cluster", "train_cluster_adapter"),
+    "hpo.study.creation": ("StudyConfigMismatch", "create_study", "load_study"),
     "hpo.study.queries": ("StudyStatus", "TrialRow", "all_trials", "best_trials", "study_status"),
     "hpo.study.space": ("suggest",),
-    "hpo.study.strategies": ("make_pruner", "make_sampler"),
-    "hpo.study.creation": ("StudyConfigMismatch", "create_study", "load_study"),
+    "hpo.study.strategies": ("PrunerConfig", "SamplerConfig", "make_pruner", "make_sampler"),
+    "hpo.workers.launch": ("WorkerProcess", "start_workers", "wait_for_workers"),
+    "hpo.workers.objective": ("Objective", "TrialContext"),
     "hpo.workers.worker": ("WorkerSummary", "run_worker"),
 }
 """The module that defines each public name: the imports above, as a test checks

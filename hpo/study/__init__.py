@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from hpo.study.creation import StudyConfigMismatch, create_study, load_study
     from hpo.study.queries import all_trials, best_trials, list_studies, study_status, trials_page
     from hpo.study.space import ParamSpec, suggest
-    from hpo.study.strategies import make_pruner, make_sampler
+    from hpo.study.strategies import PrunerConfig, SamplerConfig, make_pruner, make_sampler
 
 _MODULES: dict[str, tuple[str, ...]] = {
     "hpo.study.config": ("StudyConfig", "load_config", "packaged_config", "train_config_for"),
@@ -31,7 +31,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "trials_page",
     ),
     "hpo.study.space": ("ParamSpec", "suggest"),
-    "hpo.study.strategies": ("make_pruner", "make_sampler"),
+    "hpo.study.strategies": ("PrunerConfig", "SamplerConfig", "make_pruner", "make_sampler"),
 }
 """The module that defines each public name: the imports above."""
 
@@ -40,6 +40,8 @@ _MODULE_OF = {name: module for module, names in _MODULES.items() for name in nam
 __all__ = [
     "ConfigError",
     "ParamSpec",
+    "PrunerConfig",
+    "SamplerConfig",
     "StudyConfig",
     "StudyConfigMismatch",
     "all_trials",

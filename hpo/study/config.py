@@ -72,6 +72,7 @@ from hpo.study.space import (
     default_search_space,
     merge_search_space,
 )
+from hpo.study.strategies import PrunerConfig, SamplerConfig
 from storage.artifacts import validate_name
 from trainers.config import ModelConfig, TrainConfig
 from trainers.embedding import DEFAULT_EMBEDDING_MODEL
@@ -84,8 +85,6 @@ K_MAX = 10_000
 """Most persona clusters a study may name."""
 SEED_MAX = 2**32 - 1
 """Largest seed numpy (KMeans, Optuna's samplers) accepts."""
-SAMPLER_SEED_MAX = 2**31 - 1
-"""Largest sampler seed: each worker adds its index, and the sum must stay a numpy seed."""
 _SECTIONS = "study, sampler, pruner, search_space, seed_trials, train, model"
 
 # --- the config dataclasses -------------------------------------------------------------------
@@ -137,84 +136,6 @@ class StudySection:
             "clustering_seed",
             self.clustering_seed,
             f"0..{SEED_MAX}",
-        )
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    """Optuna sampler choice (``hpo.study.strategies.SAMPLERS``)."""
-
-    name: str = "tpe"
-    """``tpe`` or ``random``."""
-    seed: int | None = 0
-    """Base seed; each worker adds its index, so workers do not propose the same points."""
-    n_startup_trials: int = 4
-    """TPE: random trials before the model takes over."""
-
-    def __post_init__(self) -> None:
-        from hpo.study.strategies import SAMPLERS
-
-        check_fields(self)
-        require(self.name in SAMPLERS, "name", self.name, f"one of {', '.join(SAMPLERS)}")
-        require(
-            self.seed is None or 0 <= self.seed <= SAMPLER_SEED_MAX,
-            "seed",
-            self.seed,
-            f"0..{SAMPLER_SEED_MAX}",
-        )
-        require(self.n_startup_trials >= 0, "n_startup_trials", self.n_startup_trials, ">= 0")
-
-
-@dataclass(frozen=True)
-class PrunerConfig:
-    """Optuna pruner choice (``hpo.study.strategies.PRUNERS``), applied to intermediate eval_loss.
-
-    A trial reports one eval_loss per evaluation (``train.evals_per_epoch`` per epoch), so
-    every step below counts evaluations. The default, the median pruner with one startup
-    trial, is the one ``benchmarks/bench_compute_to_best.py`` measured to pay (BENCHMARKS.md).
-    """
-
-    name: str = "median"
-    """``median``, ``percentile``, ``successive_halving``, ``hyperband`` or ``none``."""
-    n_startup_trials: int = 1
-    """Median and percentile: trials that finish before any is pruned (1: the first seed
-    config sets the bar, and the other seeds can be stopped)."""
-    n_warmup_steps: int = 1
-    """Median and percentile: evaluations of a trial before it may be pruned."""
-    percentile: float = 50.0
-    """Percentile pruner: the percentile to keep (0..100)."""
-    min_resource: int = 1
-    """Successive halving and Hyperband: the evaluation of a trial's first comparison."""
-    reduction_factor: int = 3
-    """Successive halving and Hyperband: one trial in this many goes on at each comparison,
-    made at evaluations ``min_resource * reduction_factor**i`` (>= 2)."""
-    max_resource: int | None = None
-    """Hyperband: the evaluations of a full trial; None: those of the first finished trial."""
-    patience: int | None = None
-    """Any pruner: prune only a trial whose eval_loss has not improved for this many
-    evaluations (Optuna's PatientPruner around it); None: off."""
-    max_eval_loss: float | None = None
-    """Any pruner: also prune a trial whose eval_loss rises above this (Optuna's
-    ThresholdPruner beside it), e.g. a diverging learning rate; None: off."""
-
-    def __post_init__(self) -> None:
-        from hpo.study.strategies import PRUNERS
-
-        check_fields(self)
-        require(self.name in PRUNERS, "name", self.name, f"one of {', '.join(PRUNERS)}")
-        require(self.n_startup_trials >= 0, "n_startup_trials", self.n_startup_trials, ">= 0")
-        require(self.n_warmup_steps >= 0, "n_warmup_steps", self.n_warmup_steps, ">= 0")
-        require(0 <= self.percentile <= 100, "percentile", self.percentile, "a number in 0..100")
-        require(self.min_resource >= 1, "min_resource", self.min_resource, ">= 1")
-        require(self.reduction_factor >= 2, "reduction_factor", self.reduction_factor, ">= 2")
-        require(
-            self.max_resource is None or self.max_resource >= self.min_resource,
-            "max_resource",
-            self.max_resource,
-            f"none or an integer >= min_resource ({self.min_resource})",
-        )
-        require(
-            self.patience is None or self.patience >= 0, "patience", self.patience, "none or >= 0"
         )
 
 
@@ -342,14 +263,11 @@ __all__ = [
     "MAX_STEPS_MAX",
     "N_TRIALS_MAX",
     "PARAM_TYPES",
-    "SAMPLER_SEED_MAX",
     "SEED_MAX",
     "SEED_TRIALS",
     "TUNABLE",
     "ConfigError",
     "ParamSpec",
-    "PrunerConfig",
-    "SamplerConfig",
     "StudyConfig",
     "StudySection",
     "config_from_dict",

@@ -21,14 +21,13 @@ from hpo.study.config import (
     TUNABLE,
     ConfigError,
     ParamSpec,
-    PrunerConfig,
-    SamplerConfig,
     StudyConfig,
     StudySection,
     config_from_dict,
     default_search_space,
     load_config,
 )
+from hpo.study.strategies import PrunerConfig, SamplerConfig
 from trainers.config import DataConfig, ModelConfig, TrainConfig
 
 WHERE = "fuzz.toml"

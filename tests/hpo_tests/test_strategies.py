@@ -6,8 +6,15 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from hpo.study.config import ConfigError, PrunerConfig, SamplerConfig, config_from_dict
-from hpo.study.strategies import PRUNERS, AnyOfPruner, make_pruner, make_sampler
+from hpo.study.config import ConfigError, config_from_dict
+from hpo.study.strategies import (
+    PRUNERS,
+    AnyOfPruner,
+    PrunerConfig,
+    SamplerConfig,
+    make_pruner,
+    make_sampler,
+)
 
 GOOD = [1.0, 0.9, 0.8, 0.7, 0.65, 0.6, 0.58, 0.56, 0.55]
 """eval_loss per evaluation of the first seed config, which finishes."""

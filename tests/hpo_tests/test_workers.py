@@ -10,14 +10,7 @@ import optuna
 import pytest
 
 import storage
-from hpo.study.config import (
-    ConfigError,
-    ParamSpec,
-    PrunerConfig,
-    StudyConfig,
-    StudySection,
-    default_search_space,
-)
+from hpo.study.config import ConfigError, ParamSpec, StudyConfig, StudySection, default_search_space
 from hpo.study.creation import (
     StudyConfigMismatch,
     create_study,
@@ -25,6 +18,7 @@ from hpo.study.creation import (
     optuna_storage,
     raise_budget,
 )
+from hpo.study.strategies import PrunerConfig
 from hpo.workers.launch import start_workers, wait_for_workers
 from hpo.workers.objective import WORKER_ATTR
 from hpo.workers.stop import finished_elsewhere, stop_cleanly, storage_id
