@@ -122,9 +122,7 @@ def optuna_storage(
     """
     url = storage.normalize_url(url)
     sqlite = url.startswith("sqlite")
-    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if sqlite:
-        engine_kwargs["connect_args"] = {"timeout": 60}
+    engine_kwargs = storage.engine_options(url)  # no pool on PostgreSQL: see its docstring
     heartbeat_kwargs: dict[str, Any] = {}
     if heartbeat:
         heartbeat_kwargs = {

@@ -1,0 +1,140 @@
+"""Servers the tests and benchmarks start themselves on 127.0.0.1: PgBouncer in front of the
+machine's PostgreSQL.
+
+Each server runs from the machine's own packages (Debian's ``pgbouncer``), on a free port, in
+a temporary folder, as the ``postgres`` user when we are root (PgBouncer refuses root), and
+is stopped when its context ends. Where the package is missing the caller skips with the
+reason (``make install`` installs it on a machine where we are root).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+PGBOUNCER_POOL_SIZE = 20
+"""Server connections PgBouncer opens per database at most (``max_db_connections``)."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *command] if is_root() else command
+
+
+def pgbouncer_binary() -> str | None:
+    """The pgbouncer program, or None where it is not installed."""
+    return shutil.which("pgbouncer") or (
+        "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").is_file() else None
+    )
+
+
+@dataclass
+class PgBouncer:
+    """A running PgBouncer in transaction mode in front of one PostgreSQL server."""
+
+    port: int
+    folder: Path
+    process: subprocess.Popen[bytes]
+
+    def url(self, direct_url: str) -> str:
+        """``direct_url`` (a database on the PostgreSQL server) through this PgBouncer."""
+        return (
+            make_url(direct_url)
+            .set(host="127.0.0.1", port=self.port)
+            .render_as_string(hide_password=False)
+        )
+
+    def log(self) -> str:
+        path = self.folder / "pgbouncer.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+@contextlib.contextmanager
+def pgbouncer(
+    server_host: str = "127.0.0.1",
+    server_port: int = 5432,
+    *,
+    pool_size: int = PGBOUNCER_POOL_SIZE,
+    max_clients: int = 2000,
+) -> Iterator[PgBouncer]:
+    """Start PgBouncer (transaction pooling, trust auth) in front of a PostgreSQL server.
+
+    Raises:
+        FileNotFoundError: pgbouncer is not installed.
+        RuntimeError: It did not start listening within 15 s (its log is in the message).
+    """
+    binary = pgbouncer_binary()
+    if binary is None:
+        raise FileNotFoundError("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
+    folder = Path(tempfile.mkdtemp(prefix="hpo-pgbouncer-"))
+    port = free_port()
+    (folder / "users.txt").write_text('"postgres" ""\n')
+    (folder / "pgbouncer.ini").write_text(
+        "\n".join(
+            [
+                "[databases]",
+                f"* = host={server_host} port={server_port}",
+                "[pgbouncer]",
+                "listen_addr = 127.0.0.1",
+                f"listen_port = {port}",
+                "unix_socket_dir =",
+                "auth_type = trust",
+                f"auth_file = {folder / 'users.txt'}",
+                "pool_mode = transaction",
+                f"max_client_conn = {max_clients}",
+                f"default_pool_size = {pool_size}",
+                f"max_db_connections = {pool_size}",
+                "server_reset_query =",
+                f"logfile = {folder / 'pgbouncer.log'}",
+                "admin_users = postgres",
+                "",
+            ]
+        )
+    )
+    if is_root():
+        shutil.chown(folder, "postgres", "postgres")
+        for path in folder.iterdir():
+            shutil.chown(path, "postgres", "postgres")
+    process = subprocess.Popen(
+        _as_postgres([binary, str(folder / "pgbouncer.ini")]),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    bouncer = PgBouncer(port, folder, process)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"pgbouncer did not start: {bouncer.log()[-2000:]}")
+            time.sleep(0.1)
+        yield bouncer
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
