@@ -36,11 +36,12 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.servers, as a script
 
 import storage
-from hpo.config import ParamSpec, PrunerConfig, SamplerConfig, StudyConfig, StudySection
-from hpo.launch import start_workers, wait_for_workers
-from hpo.pipeline import cluster_dataset, import_dataset
-from hpo.queries import study_status
-from hpo.study import create_study, load_study
+from hpo.datasets import cluster_dataset, import_dataset
+from hpo.study.config import ParamSpec, StudyConfig, StudySection
+from hpo.study.creation import create_study, load_study
+from hpo.study.queries import study_status
+from hpo.study.strategies import PrunerConfig, SamplerConfig
+from hpo.workers.launch import start_workers, wait_for_workers
 from tests.servers import pgbouncer
 from trainers.config import DataConfig, TrainConfig
 from trainers.tiny import write_demo_dataset

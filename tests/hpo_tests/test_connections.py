@@ -16,9 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 import storage
-from hpo.launch import WorkerProcess, wait_for_workers, worker_command
-from hpo.queries import retried_trial_number
-from hpo.study import create_study
+from hpo.study.creation import create_study
+from hpo.study.queries import retried_trial_number
+from hpo.workers.launch import WorkerProcess, wait_for_workers, worker_command
 from storage.locks import database_lock
 from tests.conftest import import_and_cluster
 from tests.hpo_tests.invariants import check_invariants, count_connections
