@@ -14,6 +14,7 @@ from rich.markdown import Markdown
 
 import storage
 from evaluators.trials.records import PromotionReport
+from hpo.artifacts import output_layout
 from hpo.cli import display
 from hpo.datasets import cluster_dataset, import_dataset
 from hpo.evaluation.service import evaluate_study
@@ -90,7 +91,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     root = options.output_root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     url = options.storage_url or f"sqlite:///{root / 'hpo.db'}"
-    layout = storage.OutputLayout(root)
+    layout = output_layout(root)
     config = load_config(options.config or packaged_config("demo"))
     config = dataclasses.replace(
         config,

@@ -108,6 +108,13 @@ from storage.models import (
 from storage.optuna_schema import KNOWN_OPTUNA_REVISIONS
 from storage.optuna_tables import StoredStudy, StoredTrial
 from storage.outage import DatabaseUnavailable, OutageGuard, is_disconnect, unreachable_message
+from storage.shared import (
+    ArtifactUnavailable,
+    Published,
+    fetch_artifact,
+    publish_artifact,
+    relative,
+)
 
 __all__ = [
     "ALL_CLUSTERS",
@@ -118,6 +125,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Artifact",
     "ArtifactInfo",
+    "ArtifactUnavailable",
     "Assignment",
     "Base",
     "ClusterStat",
@@ -140,6 +148,7 @@ __all__ = [
     "OutputLayout",
     "Persona",
     "PersonaLike",
+    "Published",
     "ResultRow",
     "RunInfo",
     "StepBudget",
@@ -169,6 +178,7 @@ __all__ = [
     "engine_options",
     "evaluation_results",
     "evaluation_run_status",
+    "fetch_artifact",
     "find_clustering",
     "finish_evaluation_run",
     "get_artifact",
@@ -187,7 +197,9 @@ __all__ = [
     "masked_url",
     "normalize_url",
     "open_storage",
+    "publish_artifact",
     "record_artifact",
+    "relative",
     "release_lease",
     "release_ticket",
     "renew_lease",

@@ -9,9 +9,9 @@ import shutil
 import tempfile
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -63,6 +63,10 @@ class OutputLayout:
 
     root: Path
     """The output root directory."""
+    store: Any = field(default=None, compare=False, repr=False)
+    """The shared artifact store (Optuna's ``ArtifactStore`` protocol) that other machines
+    read this root's adapters and results from, or None for one machine
+    (:mod:`storage.shared`)."""
 
     def _under(self, *parts: str) -> Path:
         path = self.root.joinpath(*parts)

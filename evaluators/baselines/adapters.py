@@ -33,15 +33,19 @@ def _training_hash(config: TrainConfig, base_name: str, pairs: Sequence[Any]) ->
     return digest.hexdigest()
 
 
-def _reusable(info: storage.ArtifactInfo | None, training_hash: str) -> bool:
-    """Whether a recorded adapter is intact and was trained with the same config and data."""
-    if info is None or not storage.verify_artifact(info):
-        return False
+def _reusable(
+    layout: storage.OutputLayout, info: storage.ArtifactInfo | None, training_hash: str
+) -> Path | None:
+    """The recorded adapter on this machine (here, or fetched from the shared store), if it is
+    intact and was trained with the same config and data; else None."""
+    if info is None:
+        return None
     try:
-        setup = json.loads((info.path / SETUP_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return bool(setup.get("training_hash") == training_hash)
+        path = storage.fetch_artifact(layout, info.path, info.sha256)
+        setup = json.loads((path / SETUP_FILE).read_text())
+    except (storage.ArtifactUnavailable, OSError, ValueError):
+        return None
+    return path if setup.get("training_hash") == training_hash else None
 
 
 def baseline_adapter(
@@ -95,8 +99,9 @@ def baseline_adapter(
         info = storage.get_artifact(
             session, kind=kind, study_name=setup.study_name, trial_number=None
         )
-    if info is not None and _reusable(info, training_hash):
-        return info.path, info.sha256
+    reused = _reusable(layout, info, training_hash)
+    if info is not None and reused is not None:
+        return reused, info.sha256
 
     target = layout.baseline_adapter_dir(setup.study_name, name)
     if progress:
@@ -124,18 +129,18 @@ def baseline_adapter(
             "training_hash": training_hash,
         }
         (tmp / SETUP_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
-    digest, size = storage.directory_sha256(target)
+    adapter = storage.publish_artifact(layout, target)  # to the shared store, if any
     with storage.session_scope(engine) as session:
         storage.record_artifact(
             session,
             kind=kind,
-            path=target,
-            sha256=digest,
-            size_bytes=size,
+            path=Path(adapter.relpath),
+            sha256=adapter.sha256,
+            size_bytes=adapter.size_bytes,
             study_name=setup.study_name,
             trial_number=None,  # one per study: a new promoted trial's params retrain it
         )
-    return target, digest
+    return target, adapter.sha256
 
 
 def evaluate_adapter_baseline(

@@ -15,6 +15,7 @@ The names of :mod:`evaluators.trials.scope` are re-exported here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Sequence
@@ -77,22 +78,22 @@ def promote_adapter(
         )
     if (
         recorded is not None
-        and recorded.path == target
+        and layout.root / recorded.path == target
         and _read_json(target / PROMOTED_FROM_FILE) == promoted_from
-        and storage.verify_artifact(recorded)
+        and storage.verify_artifact(dataclasses.replace(recorded, path=target))
     ):
         return target
     with storage.atomic_directory(target) as tmp:
         shutil.copytree(trial.adapter_path, tmp, dirs_exist_ok=True)
         (tmp / PROMOTED_FROM_FILE).write_text(json.dumps(promoted_from, indent=2))
-    digest, size = storage.directory_sha256(target)
+    promoted = storage.publish_artifact(layout, target)  # to the shared store, if any
     with storage.session_scope(engine) as session:
         storage.record_artifact(
             session,
             kind=CLUSTER_ADAPTER_KIND,
-            path=target,
-            sha256=digest,
-            size_bytes=size,
+            path=Path(promoted.relpath),
+            sha256=promoted.sha256,
+            size_bytes=promoted.size_bytes,
             study_name=trial.study_name,
             trial_number=trial.trial_number,
         )

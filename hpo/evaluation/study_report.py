@@ -16,6 +16,7 @@ import storage
 from evaluators.config import EvalConfig
 from evaluators.report import build as comparison
 from evaluators.trials.promotion import evaluated_trials
+from hpo.artifacts import publish_file
 from hpo.evaluation.service import PROMOTED_ATTR, open_evaluator
 
 
@@ -89,4 +90,7 @@ def write_report(
         },
     )
     files = comparison.write_report_files(service.layout, report, png=png)
+    for kind, path in sorted(files.items()):
+        if Path(path).is_file():
+            publish_file(service.engine, service.layout, f"report_{kind}", study_name, path)
     return report, files

@@ -30,6 +30,7 @@ import storage
 from evaluators.config import EvalConfig
 from evaluators.trials import promotion
 from evaluators.trials.promotion import EvalScope, PromotedTrial, PromotionReport
+from hpo.artifacts import output_layout, publish_file
 from hpo.datasets import load_cluster, load_study_cluster
 from hpo.study.config import StudyConfig, train_config_for
 from hpo.study.creation import load_study
@@ -156,6 +157,7 @@ class StudyEvaluator:
             if trial.trial_number in self.evaluated():
                 return True
             log.info("evaluating trial %d of %s", trial.trial_number, self.name)
+            trial = self.local(trial)
             result = promotion.evaluate_trial(self.engine, self.scope, trial, base=self.base())
             self._record(trial, promotion.evaluation_summary(result))
             log.info(
@@ -201,6 +203,7 @@ class StudyEvaluator:
             if not force and reported == evaluated:
                 return None
             self._prepare_baselines()
+            trials = [self.local(t) if t.trial_number in evaluated else t for t in trials]
             report, path = promotion.promote_best(
                 self.engine, self.layout, self.scope, trials, base=self.base()
             )
@@ -233,6 +236,17 @@ class StudyEvaluator:
                         )
                     return
             time.sleep(min(WAIT_INTERVAL, self.lease_ttl / RENEWALS_PER_TTL))
+
+    def local(self, trial: PromotedTrial) -> PromotedTrial:
+        """The trial with its adapter on this machine: under this output root when intact,
+        else downloaded from the shared store by its sha256 (storage.shared), from whichever
+        machine trained it.
+
+        Raises:
+            storage.ArtifactUnavailable: Neither here nor in the store.
+        """
+        path = storage.fetch_artifact(self.layout, trial.adapter_path, trial.adapter_sha256)
+        return dataclasses.replace(trial, adapter_path=path)
 
     def _baseline_source(self, trials: list[PromotedTrial]) -> PromotedTrial:
         """The trial whose hyperparameters the trained baselines use: the one recorded in the
@@ -301,7 +315,9 @@ class StudyEvaluator:
             self.study.set_user_attr(key, value)
 
     def _record_report(self, report: PromotionReport, path: Path) -> None:
-        """Record every evaluated trial's figures and the promoted trial as study attributes."""
+        """Record every evaluated trial's figures and the promoted trial as study attributes,
+        and publish the results file."""
+        publish_file(self.engine, self.layout, "results_cluster_lora", self.name, path)
         for row in report.trials:
             self._record(row.trial, row.summary())
         promoted = report.promoted
@@ -311,8 +327,9 @@ class StudyEvaluator:
                 "trial": promoted.trial.trial_number,
                 "similarity": promoted.result.mean_similarity,
                 "eval_loss": promoted.trial.eval_loss,
-                "adapter": str(report.promoted_dir),
-                "results": str(path),
+                # relative to the output root: the database never names a local path
+                "adapter": storage.relative(self.layout, report.promoted_dir),
+                "results": storage.relative(self.layout, path),
                 "eval_config_key": self.scope.eval_config.key,
             },
         )
@@ -355,7 +372,7 @@ def open_evaluator(
         study=study,
         config=config,
         engine=engine,
-        layout=storage.OutputLayout(Path(output_root).resolve()),
+        layout=output_layout(output_root),
         scope=scope,
         holder=holder or storage.lease_holder_id(),
         top_k=top_k,

@@ -16,6 +16,7 @@ import storage
 from evaluators.config import EvalConfig
 from evaluators.moe import run as moe
 from evaluators.moe.run import MoeScope, MoeSettings
+from hpo.artifacts import output_layout, publish_file
 from hpo.datasets import load_study_cluster
 from hpo.personas.training import persona_adapters
 from hpo.study.creation import load_study
@@ -56,11 +57,12 @@ def open_moe(
         eval_config=eval_config,
         embedding_model=config.study.embedding_model,
     )
+    layout = output_layout(output_root)
     return MoeContext(
         engine=engine,
-        layout=storage.OutputLayout(Path(output_root).resolve()),
+        layout=layout,
         scope=scope,
-        adapters=persona_adapters(url, study_name),
+        adapters=persona_adapters(url, study_name, layout),
         model_config=config.model,
     )
 
@@ -79,7 +81,9 @@ def merge_moe(
     """
     ctx = open_moe(url, study_name, output_root=output_root)
     data, _ = moe.merge_all(ctx.engine, ctx.layout, ctx.scope, ctx.adapters, settings)
-    return data, moe.write_results(ctx.layout, study_name, data)
+    path = moe.write_results(ctx.layout, study_name, data)
+    publish_file(ctx.engine, ctx.layout, "results_moe_sparse", study_name, path)
+    return data, path
 
 
 def evaluate_moe(
@@ -108,7 +112,9 @@ def evaluate_moe(
     data, _ = moe.evaluate_all(
         ctx.engine, ctx.layout, ctx.scope, base, ctx.adapters, data, per_persona=per_persona
     )
-    return data, moe.write_results(ctx.layout, study_name, data)
+    path = moe.write_results(ctx.layout, study_name, data)
+    publish_file(ctx.engine, ctx.layout, "results_moe_sparse", study_name, path)
+    return data, path
 
 
 def run_moe(

@@ -33,6 +33,7 @@ import optuna
 
 import storage
 from evaluators.moe.run import PersonaAdapter
+from hpo.artifacts import output_layout
 from hpo.datasets import ClusterData, load_study_cluster
 from hpo.evaluation.service import PROMOTED_ATTR
 from hpo.personas.objective import (
@@ -150,7 +151,7 @@ def _load_job(
         config=config,
         train_config=train_config,
         personas={p.key: p for p in cluster.personas},
-        layout=storage.OutputLayout(Path(output_root).resolve()),
+        layout=output_layout(output_root),
         engine=engine,
         base_model=config.model.base_model,
     )
@@ -302,9 +303,12 @@ def train_persona_adapters(
     return summary
 
 
-def persona_adapters(url: str, study_name: str) -> dict[str, PersonaAdapter]:
+def persona_adapters(
+    url: str, study_name: str, layout: storage.OutputLayout
+) -> dict[str, PersonaAdapter]:
     """The per-persona adapters of a study: each persona's newest COMPLETE trial whose
-    adapter is still on disk.
+    adapter is intact under this output root or in the shared store (downloaded then), on
+    whichever machine trained it.
 
     Raises:
         storage.NotFoundError: If the study has no per-persona study yet.
@@ -323,6 +327,12 @@ def persona_adapters(url: str, study_name: str) -> dict[str, PersonaAdapter]:
         key, path, sha = (
             t.user_attrs.get(a) for a in (PERSONA_ATTR, "adapter_path", "adapter_sha256")
         )
-        if key is not None and path is not None and sha is not None and Path(path).is_dir():
-            found[str(key)] = PersonaAdapter(str(key), Path(path), str(sha))
+        if key is None or path is None or sha is None:
+            continue
+        try:
+            local = storage.fetch_artifact(layout, str(path), str(sha))
+        except storage.ArtifactUnavailable:
+            log.warning("persona %s: adapter of trial %d unavailable here", key, t.number)
+            continue
+        found[str(key)] = PersonaAdapter(str(key), local, str(sha))
     return found

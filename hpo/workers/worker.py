@@ -30,6 +30,7 @@ from typing import Any
 import optuna
 
 import storage
+from hpo.artifacts import output_layout
 from hpo.datasets import load_study_cluster
 from hpo.study.creation import GRACE_PERIOD, load_study, optuna_storage
 from hpo.study.strategies import make_pruner, make_sampler
@@ -163,7 +164,7 @@ def run_worker(
     from trainers.base_model import load_base_model, set_threads
     from trainers.batching import prompt_pairs
 
-    layout = storage.OutputLayout(Path(output_root).resolve())
+    layout = output_layout(output_root)
     check_output_root(layout.root, min_free_bytes)
     engine = storage.open_storage(url)
     guard = storage.OutageGuard(url, patience=grace_period)

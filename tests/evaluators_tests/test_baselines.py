@@ -165,9 +165,12 @@ def test_every_baseline_lands_with_its_interval_and_is_cached(
             info = storage.get_artifact(
                 session, kind=f"baseline_{name}", study_name="study", trial_number=None
             )
-        assert info is not None and storage.verify_artifact(info)
-        assert info.path == layout.baseline_adapter_dir("study", name)
-        record = json.loads((info.path / baselines.SETUP_FILE).read_text())
+        assert info is not None
+        # recorded relative to the output root, never as a machine-local path
+        assert layout.root / info.path == layout.baseline_adapter_dir("study", name)
+        local = storage.fetch_artifact(layout, info.path, info.sha256)
+        assert local == layout.baseline_adapter_dir("study", name)
+        record = json.loads((local / baselines.SETUP_FILE).read_text())
         assert (record["n_personas"], record["source_trial"]) == (n_personas, 3)
 
     # the second time everything comes from the cache: no generation, no training

@@ -43,7 +43,8 @@ def test_promotion_copies_the_adapter_and_records_it(sqlite_url: str, tmp_path: 
     promoted_from = json.loads((target / "promoted_from.json").read_text())
     assert promoted_from == {"study": STUDY, "trial": 1, "eval_loss": 0.42, "params": trial.params}
     artifact = cluster_artifact(sqlite_url, 1)
-    assert artifact is not None and artifact.path == target
+    assert artifact is not None and tmp_path / artifact.path == target
+    assert not artifact.path.is_absolute()
     assert artifact.sha256 == storage.directory_sha256(target)[0]
 
 

@@ -8,6 +8,7 @@ connections within budget.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import time
@@ -94,11 +95,14 @@ def check_invariants(
             )
             if t.state == optuna.trial.TrialState.COMPLETE:
                 assert artifact is not None, f"trial {t.number} has no adapter"
-                assert storage.verify_artifact(artifact), f"trial {t.number}: adapter changed"
+                # the database names no machine-local path: a place under the output root
+                assert not artifact.path.is_absolute(), artifact.path
+                assert t.user_attrs["adapter_path"] == artifact.path.as_posix()
                 assert t.user_attrs["adapter_sha256"] == artifact.sha256
-                assert (artifact.path / CONFIG_NAME).is_file()
                 if output_root is not None:
-                    assert artifact.path.resolve().is_relative_to(output_root.resolve())
+                    local = dataclasses.replace(artifact, path=output_root / artifact.path)
+                    assert storage.verify_artifact(local), f"trial {t.number}: adapter changed"
+                    assert (local.path / CONFIG_NAME).is_file()
             else:
                 assert artifact is None, f"{t.state.name} trial {t.number} has an adapter"
     assert claimed is not None and claimed[1] == len(finished), f"budget {claimed}"

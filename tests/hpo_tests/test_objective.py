@@ -125,8 +125,13 @@ def test_complete_trial_records_its_adapter_and_sha256(sqlite_url: str, tmp_path
     sha256, size = storage.directory_sha256(final)
     recorded = artifact(sqlite_url, trial.number)
     assert recorded is not None
-    assert (recorded.path, recorded.sha256, recorded.size_bytes) == (final, sha256, size)
-    assert trial.user_attrs["adapter_path"] == str(final)
+    relpath = final.relative_to(tmp_path).as_posix()  # under the output root, not a local path
+    assert (recorded.path.as_posix(), recorded.sha256, recorded.size_bytes) == (
+        relpath,
+        sha256,
+        size,
+    )
+    assert trial.user_attrs["adapter_path"] == relpath
     assert trial.user_attrs["adapter_sha256"] == sha256
 
 

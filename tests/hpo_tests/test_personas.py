@@ -52,7 +52,7 @@ def test_personas_study_then_moe_then_report(
     assert study.user_attrs[KIND_ATTR] == KIND
     trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert sorted(t.user_attrs[PERSONA_ATTR] for t in trials) == sorted(summary.trained)
-    adapters = persona_adapters(sqlite_url, "c0")
+    adapters = persona_adapters(sqlite_url, "c0", storage.OutputLayout(root.resolve()))
     assert set(adapters) == set(summary.trained)
     for key, adapter in adapters.items():
         assert adapter.path == root / "models" / "c0" / "personas" / key

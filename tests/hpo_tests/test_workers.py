@@ -69,8 +69,11 @@ def prepare(url: str, tmp_path: Path, config: StudyConfig) -> None:
     create_study(config, url)
 
 
-def assert_trial_adapter_loads_with_plain_peft(trials: list[optuna.trial.FrozenTrial]) -> None:
-    """The best trial's adapter is a plain peft adapter: it loads and generates."""
+def assert_trial_adapter_loads_with_plain_peft(
+    trials: list[optuna.trial.FrozenTrial], output_root: Path
+) -> None:
+    """The best trial's adapter (recorded under the output root) is a plain peft adapter: it
+    loads and generates."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -83,7 +86,8 @@ def assert_trial_adapter_loads_with_plain_peft(trials: list[optuna.trial.FrozenT
     base_dir = ensure_tiny_model(ModelConfig())
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(base_dir), best.user_attrs["adapter_path"]
+        AutoModelForCausalLM.from_pretrained(base_dir),
+        str(output_root / best.user_attrs["adapter_path"]),
     )
     inputs = tokenizer(
         "Persona: I love hiking.\nA: What do you do on weekends?\nB:", return_tensors="pt"
@@ -115,7 +119,7 @@ def run_two_workers(url: str, tmp_path: Path) -> None:
     # both workers took part: each ran at least one of the finished trials
     ran = [t.user_attrs[WORKER_ATTR] for t in trials]
     assert sorted(set(ran)) == [0, 1], ran
-    assert_trial_adapter_loads_with_plain_peft(trials)
+    assert_trial_adapter_loads_with_plain_peft(trials, tmp_path)
     # the eval_loss lines of every trial are in its own log, as the original plan's logs were
     for t in trials:
         log = tmp_path / "logs" / f"{config.study.name}-trial-{t.number:04d}.log"
