@@ -10,6 +10,6 @@ COPY hpo hpo
 COPY trainers trainers
 COPY evaluators evaluators
 COPY storage storage
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir '.[s3]'
 ENTRYPOINT ["hpo"]
 CMD ["--help"]

@@ -29,12 +29,16 @@ def _hpo_commands(service: dict) -> list[list[str]]:
 
 def test_services_and_roles(compose: dict) -> None:
     services = compose["services"]
-    assert {"postgres", "setup", "dashboard", "worker", "evaluator"} <= set(services)
+    assert {"postgres", "pgbouncer", "s3", "setup", "dashboard", "worker", "evaluator"} <= set(
+        services
+    )
     assert services["postgres"]["healthcheck"]["test"]
+    assert services["pgbouncer"]["environment"]["POOL_MODE"] == "transaction"
     for name in ("setup", "dashboard", "worker", "evaluator"):
         env = services[name]["environment"]
         assert env["HPO_STORAGE"].startswith("postgresql+psycopg://")
-        assert "@postgres:5432/" in env["HPO_STORAGE"]
+        assert "@pgbouncer:6432/" in env["HPO_STORAGE"]  # every process through the pooler
+        assert env["HPO_ARTIFACTS"].startswith("s3://") and env["AWS_ENDPOINT_URL"]
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
@@ -62,14 +66,33 @@ def test_the_evaluator_watches_beside_the_workers(compose: dict) -> None:
     ctx = _parse(evaluator["command"])
     assert ctx.command.name == "evaluator" and ctx.params["watch"] is True
     # beside the workers, not after them: it waits for the database only
-    assert set(evaluator["depends_on"]) == {"postgres"}
+    assert set(evaluator["depends_on"]) == {"postgres", "pgbouncer", "s3"}
 
 
-def test_dashboard_is_local_only_and_workers_get_one_gpu(compose: dict) -> None:
+def test_dashboard_is_local_only_and_workers_and_evaluator_get_one_gpu(compose: dict) -> None:
     ports = compose["services"]["dashboard"]["ports"]
     assert all(str(p).startswith("127.0.0.1:") for p in ports)
-    devices = compose["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
-    assert devices[0]["count"] == 1 and "gpu" in devices[0]["capabilities"]
+    for name in ("worker", "evaluator"):
+        devices = compose["services"][name]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices[0]["count"] == 1 and "gpu" in devices[0]["capabilities"], name
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    """``docker-compose config``: the file is valid for Compose itself (no engine needed)."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed (Debian: apt-get install docker-compose)")
+    proc = subprocess.run(
+        [binary, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_study_config_used_by_compose_is_packaged(compose: dict) -> None:
