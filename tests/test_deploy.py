@@ -54,8 +54,8 @@ def _parse(argv: list[str]) -> click.Context:
 
 def test_every_command_parses_with_the_real_cli(compose: dict) -> None:
     for name, service in compose["services"].items():
-        if name == "postgres":
-            continue
+        if service.get("image") != "persona-hpo:latest":
+            continue  # PostgreSQL, PgBouncer, the S3 store: not our image
         for argv in _hpo_commands(service):
             ctx = _parse(argv)
             assert ctx.command.callback is not None, (name, argv)
