@@ -218,6 +218,8 @@ def seaweed_s3() -> Iterator[S3Server]:
             f"-filer.port={filer}",
             "-s3",
             f"-s3.port={s3}",
+            "-s3.port.iceberg=0",  # no Iceberg catalog or Lance listeners on fixed ports
+            "-s3.port.lance=0",
             "-master.volumeSizeLimitMB=64",
             "-volume.max=8",
         ],
