@@ -173,8 +173,9 @@ def train_lora(
     started = time.monotonic()
 
     # Data: token rows; an evaluation every 1/evals_per_epoch of an epoch.
-    train_tokens = tokenize_pairs(base.tokenizer, train, config.data.max_seq_length)
-    val_tokens = tokenize_pairs(base.tokenizer, val, config.data.max_seq_length)
+    length = config.data.max_seq_length
+    train_tokens = tokenize_pairs(base.tokenizer, train, length, chat=base.chat)
+    val_tokens = tokenize_pairs(base.tokenizer, val, length, chat=base.chat)
     train_rows, val_rows = train_tokens.rows, val_tokens.rows
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
     log_steps = max(1, steps_per_epoch // config.evals_per_epoch)
