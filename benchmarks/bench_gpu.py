@@ -10,7 +10,7 @@ device, bf16 where supported). Then, in one process, as a worker runs them:
   generated persona chats each): training tokens per second (prompt and reply tokens of the
   rows, padding left out), model FLOPs utilization against the card's peak (below), and the
   peak GPU memory of each trial (``torch.cuda.max_memory_allocated``, reset per trial);
-- one evaluation (:func:`evaluators.generation.generate_replies` with the last adapter,
+- one evaluation (:func:`evaluators.scoring.generation.generate_replies` with the last adapter,
   :class:`~evaluators.config.EvalConfig` defaults): replies per second.
 
 Model FLOPs per training token are ``4 * N`` (N = base parameters): forward ``2N``, and the
@@ -99,7 +99,7 @@ def run(dry: bool, trials: int, work: Path) -> dict[str, Any]:
     import torch
 
     from evaluators.config import EvalConfig
-    from evaluators.generation import generate_replies
+    from evaluators.scoring.generation import generate_replies
     from trainers.base_model import load_base_model, parameter_count
     from trainers.batching import tokenize_pairs
     from trainers.config import ModelConfig, TrainConfig

@@ -43,7 +43,7 @@ def test_trains_with_defaults_and_replies(
     random_model: SaveModel, architecture: str, tmp_path: Path
 ) -> None:
     from evaluators.config import EvalConfig
-    from evaluators.generation import generate_replies
+    from evaluators.scoring.generation import generate_replies
 
     base = load_base_model(ModelConfig(base_model=str(random_model(architecture))))
     before = {k: v.clone() for k, v in base.model.state_dict().items()}
@@ -82,7 +82,7 @@ def test_cat_merge_is_exact_inside_the_model(
     import torch
     from peft import PeftModel
 
-    from evaluators.merge import CatMerge, read_adapter, weighted_delta_sum
+    from evaluators.moe.merge import CatMerge, read_adapter, weighted_delta_sum
 
     base = load_base_model(ModelConfig(base_model=str(random_model(architecture))))
     sources = [_train(base, seed, tmp_path / f"s{seed}") for seed in (1, 2)]

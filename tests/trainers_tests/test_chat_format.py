@@ -69,7 +69,7 @@ def test_a_long_chat_drops_the_oldest_turns(chat_model: Path) -> None:
 
 def test_chat_trains_and_replies(chat_model: Path, tmp_path: Path) -> None:
     from evaluators.config import EvalConfig
-    from evaluators.generation import generate_replies
+    from evaluators.scoring.generation import generate_replies
     from trainers.recipe import train_lora
 
     base = load_base_model(ModelConfig(base_model=str(chat_model), prompt_format="chat"))
