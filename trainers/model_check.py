@@ -99,7 +99,50 @@ def _read_config(config: ModelConfig, where: str) -> Any:
             ) from exc
         raise ValueError(f"{where}: cannot read its config: {_first_line(exc)}") from exc
     except (OSError, KeyError, ImportError) as exc:
-        raise ValueError(f"{where}: cannot read its config: {_first_line(exc)}") from exc
+        hub = _hub_error(exc, config.base_model)
+        raise ValueError(
+            f"{where}: {hub or 'cannot read its config: ' + _first_line(exc)}"
+        ) from exc
+
+
+def _hub_error(exc: BaseException, model_id: str) -> str | None:
+    """Why a hub id's ``config.json`` could not be had, in words, or None if it is not that.
+
+    transformers reports a missing cache entry and an unknown repository alike as an
+    ``OSError`` whose first line blames the connection; the cause huggingface_hub raised says
+    which it was.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    causes = []
+    cause: BaseException | None = exc
+    while cause is not None and len(causes) < 10:
+        causes.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    fix = f"download it where the hub is reachable (hf download {model_id}) or give a local folder"
+    if any(isinstance(c, LocalEntryNotFoundError) for c in causes):
+        offline = (
+            "the machine is offline (HF_HUB_OFFLINE=1)"
+            if constants.HF_HUB_OFFLINE
+            else "the Hugging Face hub cannot be reached"
+        )
+        return (
+            f"its config.json is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) "
+            f"and {offline}; {fix}"
+        )
+    if any(isinstance(c, GatedRepoError) for c in causes):
+        return "a gated model on the Hugging Face hub: accept its terms and log in (hf auth login)"
+    if any(isinstance(c, RepositoryNotFoundError) for c in causes):
+        return (
+            "no such model on the Hugging Face hub (or a private one: log in with hf auth "
+            "login); expected an id like 'Qwen/Qwen2.5-0.5B-Instruct' or a local folder"
+        )
+    return None
 
 
 def _check_causal(model_config: Any, model_type: str, where: str) -> None:

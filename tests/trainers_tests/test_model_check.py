@@ -132,3 +132,26 @@ def test_train_refuses_bert(hpo: Hpo, random_model: SaveModel, tmp_path: Path) -
     assert result.exit_code == 2, result.output
     assert "model.base_model=" in one_line(result) and "encoder-only" in one_line(result)
     assert not (tmp_path / "x.db").exists()
+
+
+def test_study_create_with_an_uncached_hub_id_offline_names_the_cache(
+    hpo: Hpo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    config = tmp_path / "hub.toml"
+    config.write_text(
+        '[study]\nname = "x"\ndataset = "d"\n[model]\nbase_model = "no-org/not-cached"\n'
+    )
+    result = hpo("study", "create", "--config", config, "--storage", f"sqlite:///{tmp_path}/x.db")
+    assert result.exit_code == 2, result.output
+    line = one_line(result)
+    assert line.startswith(
+        f"hpo: error: {config}: model.base_model='no-org/not-cached': its config.json is not "
+        f"in the local Hugging Face cache ({tmp_path / 'hub'}) and the machine is offline"
+    ), line
+    assert "hf download no-org/not-cached" in line
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "x.db").exists()
