@@ -119,7 +119,7 @@ def _hub_error(exc: BaseException, model_id: str) -> str | None:
         RepositoryNotFoundError,
     )
 
-    causes = []
+    causes: list[BaseException] = []
     cause: BaseException | None = exc
     while cause is not None and len(causes) < 10:
         causes.append(cause)
