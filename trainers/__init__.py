@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         write_jsonl,
     )
     from trainers.embedding import DEFAULT_EMBEDDING_MODEL, embed, load_embedding_model
+    from trainers.model_check import ModelCheck, check_base_model
     from trainers.prompt import (
         ContextLoss,
         FittedPrompt,
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     )
     from trainers.recipe import TRAIN_CONFIG_FILE, TrainResult, lora_config, train_lora
     from trainers.report import NonFiniteLossError, ReportFn
+    from trainers.targets import Targets, resolve_targets
 
 _MODULES: dict[str, tuple[str, ...]] = {
     "trainers.base_model": (
@@ -90,6 +92,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "write_jsonl",
     ),
     "trainers.embedding": ("DEFAULT_EMBEDDING_MODEL", "embed", "load_embedding_model"),
+    "trainers.model_check": ("ModelCheck", "check_base_model"),
     "trainers.prompt": (
         "ContextLoss",
         "FittedPrompt",
@@ -100,6 +103,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     ),
     "trainers.recipe": ("TRAIN_CONFIG_FILE", "TrainResult", "lora_config", "train_lora"),
     "trainers.report": ("NonFiniteLossError", "ReportFn"),
+    "trainers.targets": ("Targets", "resolve_targets"),
 }
 """The module that defines each public name: the imports above, as a test checks
 (``tests/hpo_tests/cli_tests/test_lazy_imports.py``)."""
@@ -120,6 +124,7 @@ __all__ = [
     "FittedPrompt",
     "LoadResult",
     "LoadSummary",
+    "ModelCheck",
     "ModelConfig",
     "NonFiniteLossError",
     "Persona",
@@ -127,10 +132,12 @@ __all__ = [
     "PromptPair",
     "ReportFn",
     "SplitConfig",
+    "Targets",
     "TokenRows",
     "TrainConfig",
     "TrainResult",
     "build_prompt",
+    "check_base_model",
     "cluster_embeddings",
     "default_cache_dir",
     "embed",
@@ -144,6 +151,7 @@ __all__ = [
     "prompt_pairs",
     "reply_target",
     "resolve_device",
+    "resolve_targets",
     "set_threads",
     "tokenize_pairs",
     "train_lora",

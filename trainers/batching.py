@@ -56,19 +56,23 @@ class TokenRows:
     """The pairs whose prompt lost context turns (or part of the persona) to fit."""
 
 
-def tokenize_pairs(tokenizer: Any, pairs: Sequence[PromptPair], max_length: int) -> TokenRows:
+def tokenize_pairs(
+    tokenizer: Any, pairs: Sequence[PromptPair], max_length: int, *, chat: bool = False
+) -> TokenRows:
     """Tokenize pairs for causal-LM training: the loss covers the reply and EOS only.
 
     The reply keeps at most half of ``max_length``; the prompt is fitted into the rest by
     :func:`trainers.prompt.fit_prompt` (the persona stays whole, the oldest turns go first),
-    as generation fits it.
+    as generation fits it. With ``chat``, the prompt is rendered with the tokenizer's chat
+    template and the reply follows the generation prompt without its leading space.
     """
     fitted = []
     rows = []
     for pair in pairs:
-        target_ids = tokenizer(pair.target, add_special_tokens=False)["input_ids"]
+        target = pair.target.lstrip() if chat else pair.target
+        target_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
         target_ids = [*target_ids[: max_length // 2], tokenizer.eos_token_id]
-        prompt = fit_prompt(tokenizer, pair.prompt, max_length - len(target_ids))
+        prompt = fit_prompt(tokenizer, pair.prompt, max_length - len(target_ids), chat=chat)
         fitted.append(prompt)
         rows.append(
             {

@@ -31,16 +31,51 @@ class ModelConfig:
     seed: int = 0
     """Seed of the tiny model's tokenizer, weights and pretraining."""
     device: str = "auto"
-    """``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``."""
+    """``"auto"`` (the first visible GPU, else the CPU), ``"cpu"``, ``"cuda"`` (the first
+    visible GPU) or ``"cuda:N"``: one device per process, never several (a worker per GPU)."""
+    trust_remote_code: bool = False
+    """Run the model's own code from its folder or hub repository (models with ``auto_map``)."""
+    attn_implementation: str | None = None
+    """Attention kernel for ``from_pretrained``: None (transformers chooses), ``"eager"``,
+    ``"sdpa"``, ``"flash_attention_2"`` or ``"flash_attention_3"``."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory for long prompts, ~30% slower."""
+    prompt_format: str = "plain"
+    """``"plain"`` (persona line, speaker tags) or ``"chat"`` (the tokenizer's chat template:
+    persona as the system message, turns as user and assistant messages)."""
 
     def __post_init__(self) -> None:
         _check(bool(self.base_model), "model.base_model", self.base_model, "a model path or id")
         _check(
-            self.device in ("auto", "cpu", "cuda"),
+            self.device in ("auto", "cpu", "cuda") or _is_cuda_index(self.device),
             "model.device",
             self.device,
-            "'auto', 'cpu' or 'cuda'",
+            "'auto', 'cpu', 'cuda' or 'cuda:N'",
         )
+        _check(
+            self.attn_implementation in ATTN_IMPLEMENTATIONS,
+            "model.attn_implementation",
+            self.attn_implementation,
+            f"one of {ATTN_IMPLEMENTATIONS}",
+        )
+        _check(
+            self.prompt_format in PROMPT_FORMATS,
+            "model.prompt_format",
+            self.prompt_format,
+            f"one of {PROMPT_FORMATS}",
+        )
+
+
+ATTN_IMPLEMENTATIONS = (None, "eager", "sdpa", "flash_attention_2", "flash_attention_3")
+"""Values of :attr:`ModelConfig.attn_implementation` (transformers' own names)."""
+
+PROMPT_FORMATS = ("plain", "chat")
+"""Values of :attr:`ModelConfig.prompt_format`."""
+
+
+def _is_cuda_index(device: str) -> bool:
+    kind, _, index = device.partition(":")
+    return kind == "cuda" and index.isdigit()
 
 
 @dataclass(frozen=True)

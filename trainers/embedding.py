@@ -26,11 +26,18 @@ def embedding_model_path(name: str | None) -> str:
 
 
 @lru_cache(maxsize=2)
-def load_embedding_model(name: str | None = None, device: str = "cpu") -> Any:
-    """Load (once per process) a sentence-transformers model by name or path."""
+def load_embedding_model(name: str | None = None, device: str = "auto") -> Any:
+    """Load (once per process) a sentence-transformers model by name or path.
+
+    ``device`` as :attr:`trainers.config.ModelConfig.device`: ``"auto"`` is the first
+    visible GPU (where the base model of a worker is), else the CPU.
+    """
     from sentence_transformers import SentenceTransformer
 
+    from trainers.devices import resolve_device
+
     path = embedding_model_path(name)
+    device = resolve_device(device)
     try:
         return SentenceTransformer(path, device=device)
     except (OSError, ValueError) as exc:

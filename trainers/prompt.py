@@ -113,7 +113,12 @@ def _prompt_lines(prompt: str) -> tuple[str, list[str], str]:
 
 
 def fit_prompt(
-    tokenizer: Any, prompt: str, max_tokens: int, *, ids: Sequence[int] | None = None
+    tokenizer: Any,
+    prompt: str,
+    max_tokens: int,
+    *,
+    ids: Sequence[int] | None = None,
+    chat: bool = False,
 ) -> FittedPrompt:
     """Fit a prompt into ``max_tokens`` tokens: the persona stays whole, old turns go first.
 
@@ -128,12 +133,16 @@ def fit_prompt(
         prompt: A prompt of :func:`build_prompt` (any text, if it is within the limit).
         max_tokens: The most tokens the prompt may have.
         ids: ``tokenizer(prompt)["input_ids"]``, where the caller has it already.
+        chat: Render the prompt with the tokenizer's chat template (:func:`chat_prompt`),
+            fitted the same way: the persona stays, the oldest turns go first.
 
     Raises:
         ValueError: If ``prompt`` is over the limit and not in the format of
             :func:`build_prompt`, or
             ``max_tokens`` cannot hold even the speaker tag.
     """
+    if chat:
+        return _fit_chat(tokenizer, prompt, max_tokens)
     full = list(tokenizer(prompt, verbose=False)["input_ids"] if ids is None else ids)
     if len(full) <= max_tokens:
         return FittedPrompt(prompt, tuple(full), 0, False)
@@ -173,12 +182,85 @@ def _cut_persona(
     )
 
 
-def fit_prompts(tokenizer: Any, prompts: Sequence[str], max_tokens: int) -> list[FittedPrompt]:
+def fit_prompts(
+    tokenizer: Any, prompts: Sequence[str], max_tokens: int, *, chat: bool = False
+) -> list[FittedPrompt]:
     """:func:`fit_prompt` for many prompts, tokenized in one batch."""
     if not prompts:
         return []
+    if chat:
+        return [fit_prompt(tokenizer, prompt, max_tokens, chat=True) for prompt in prompts]
     batch = tokenizer(list(prompts), verbose=False)["input_ids"]
     return [
         fit_prompt(tokenizer, prompt, max_tokens, ids=ids)
         for prompt, ids in zip(prompts, batch, strict=True)
     ]
+
+
+def chat_messages(prompt: str, *, system: bool = True) -> list[dict[str, str]]:
+    """A :func:`build_prompt` prompt as chat messages: the persona as the system message,
+    the partner's turns as ``user`` and the persona's as ``assistant`` messages.
+
+    Args:
+        prompt: A prompt of :func:`build_prompt`.
+        system: False puts the persona at the start of the first message instead, for
+            templates without a system role.
+    """
+    persona, turns, _tag = _prompt_lines(prompt)
+    instruction = f"You are this person: {persona.removeprefix(PERSONA_TAG).strip()}"
+    messages = [
+        {"role": "user" if turn.startswith(f"{PARTNER}:") else "assistant", "content": text}
+        for turn in turns
+        for text in [turn.split(":", 1)[1].strip()]
+    ]
+    if system:
+        return [{"role": "system", "content": instruction}, *messages]
+    if messages and messages[0]["role"] == "user":
+        messages[0] = {"role": "user", "content": f"{instruction}\n\n{messages[0]['content']}"}
+        return messages
+    return [{"role": "user", "content": instruction}, *messages]
+
+
+def chat_prompt(tokenizer: Any, prompt: str) -> str:
+    """A :func:`build_prompt` prompt rendered with the tokenizer's chat template, ending
+    with the assistant's generation prompt (the reply follows it directly).
+
+    Raises:
+        ValueError: If the tokenizer has no chat template.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            "prompt_format='chat' needs a tokenizer with a chat template: expected an "
+            "instruct model, or prompt_format='plain'"
+        )
+    try:
+        text = tokenizer.apply_chat_template(
+            chat_messages(prompt), tokenize=False, add_generation_prompt=True
+        )
+    except Exception:  # jinja's TemplateError: a template without a system role, say
+        text = tokenizer.apply_chat_template(
+            chat_messages(prompt, system=False), tokenize=False, add_generation_prompt=True
+        )
+    return str(text)
+
+
+def _fit_chat(tokenizer: Any, prompt: str, max_tokens: int) -> FittedPrompt:
+    """:func:`fit_prompt` for the chat format: drop the oldest turns until the rendered
+    chat fits; a persona alone over the limit keeps its first words."""
+    persona, turns, tag = _prompt_lines(prompt)
+    for start in range(len(turns) + 1):
+        text = chat_prompt(tokenizer, "\n".join([persona, *turns[start:], tag]))
+        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        if len(ids) <= max_tokens:
+            return FittedPrompt(text, tuple(ids), start, False)
+    words = persona.split()
+    while len(words) > 1:
+        words = words[: len(words) // 2]
+        text = chat_prompt(tokenizer, "\n".join([" ".join(words), tag]))
+        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        if len(ids) <= max_tokens:
+            return FittedPrompt(text, tuple(ids), len(turns), True)
+    raise ValueError(
+        f"max_tokens={max_tokens!r} cannot hold a chat prompt: expected more tokens than "
+        "the chat template's own take"
+    )

@@ -20,8 +20,10 @@ from typing import Any
 from trainers.base_model import BaseModel
 from trainers.batching import PromptPair, collator, padded_right, tokenize_pairs
 from trainers.config import TrainConfig
+from trainers.devices import one_device_arguments, release_memory
 from trainers.prompt import ContextLoss
 from trainers.report import ReportFn, RunLog, log_file, quiet_progress_callback, report_callback
+from trainers.targets import resolve_targets
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +51,30 @@ class TrainResult:
         return self.eval_losses[-1][1]
 
 
-def lora_config(config: TrainConfig) -> Any:
-    """The peft LoraConfig for a training config."""
+def lora_config(config: TrainConfig, model: Any = None) -> Any:
+    """The peft LoraConfig for a training config.
+
+    With ``model``, the target modules are resolved for it (:func:`trainers.targets.
+    resolve_targets`: the config's, peft's default, or the attention projections), logged,
+    and written into the config, so that ``adapter_config.json`` names them. Without it,
+    the config's ``target_modules`` (or None: peft's default) are passed on as they are.
+
+    Raises:
+        ValueError: If the model has no module to adapt, or the configured ones are not in it.
+    """
     from peft import LoraConfig, TaskType
 
+    targets: Any = list(config.target_modules) if config.target_modules else None
+    if model is not None:
+        chosen = resolve_targets(model, config.target_modules)
+        log.info("LoRA targets of %s: %s", model.config.model_type, chosen)
+        targets = chosen.modules if isinstance(chosen.modules, str) else list(chosen.modules)
     return LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=config.lora_rank,
         lora_alpha=config.alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=list(config.target_modules) if config.target_modules else None,
+        target_modules=targets,
     )
 
 
@@ -70,14 +86,16 @@ def training_arguments(
     *,
     progress: bool,
     logging_steps: int | None = None,
+    precision: str = "fp32",
+    gradient_checkpointing: bool = False,
 ) -> Any:
-    """The transformers ``TrainingArguments`` of a run: evaluate every ``eval_steps`` and log
-    every ``logging_steps`` (default the same), save nothing (the recipe saves the adapter
-    itself), seed everything from the config."""
-    import torch
-    from transformers import TrainingArguments
-
-    return TrainingArguments(
+    """The transformers ``TrainingArguments`` of a run on one device (never ``DataParallel``:
+    a step is ``batch_size`` examples): evaluate every ``eval_steps`` and log every
+    ``logging_steps`` (default the same), save nothing (the recipe saves the adapter itself),
+    seed everything from the config, compute in ``precision`` (``"bf16"``, ``"fp16"``
+    autocast over fp32 weights, or ``"fp32"``)."""
+    return one_device_arguments(
+        device,
         output_dir=output_dir,
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size,
@@ -94,8 +112,11 @@ def training_arguments(
         report_to="none",
         seed=config.seed,
         data_seed=config.seed,
-        use_cpu=device == "cpu",
-        bf16=device == "cuda" and torch.cuda.is_bf16_supported(),
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        activation_checkpointing=gradient_checkpointing,
+        # peft freezes the embeddings: reentrant checkpointing would need inputs with grad
+        activation_checkpointing_kwargs={"use_reentrant": False},
         dataloader_num_workers=0,
         remove_unused_columns=False,
         disable_tqdm=not progress,
@@ -152,8 +173,9 @@ def train_lora(
     started = time.monotonic()
 
     # Data: token rows; an evaluation every 1/evals_per_epoch of an epoch.
-    train_tokens = tokenize_pairs(base.tokenizer, train, config.data.max_seq_length)
-    val_tokens = tokenize_pairs(base.tokenizer, val, config.data.max_seq_length)
+    length = config.data.max_seq_length
+    train_tokens = tokenize_pairs(base.tokenizer, train, length, chat=base.chat)
+    val_tokens = tokenize_pairs(base.tokenizer, val, length, chat=base.chat)
     train_rows, val_rows = train_tokens.rows, val_tokens.rows
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
     log_steps = max(1, steps_per_epoch // config.evals_per_epoch)
@@ -162,7 +184,7 @@ def train_lora(
     # Model: LoRA layers on the shared base model, seeded.
     torch.manual_seed(config.seed)
     use_cache = getattr(base.model.config, "use_cache", None)  # the Trainer turns it off
-    model = get_peft_model(base.model, lora_config(config))
+    model = get_peft_model(base.model, lora_config(config, base.model))
 
     run = RunLog(report=report)
     try:
@@ -182,6 +204,8 @@ def train_lora(
                     base.device,
                     progress=progress,
                     logging_steps=log_steps,
+                    precision=base.precision,
+                    gradient_checkpointing=base.gradient_checkpointing,
                 ),
                 train_dataset=train_rows,  # type: ignore[arg-type]
                 eval_dataset=val_rows,  # type: ignore[arg-type]
@@ -215,6 +239,10 @@ def train_lora(
         base.model = model.unload()
         if use_cache is not None:
             base.model.config.use_cache = use_cache
+        if base.gradient_checkpointing:
+            base.model.activation_checkpointing_disable()
+        model = trainer = None  # type: ignore[assignment]  # LoRA, optimizer, activations
+        release_memory(base.device)
 
 
 def _log_context_loss(run: RunLog, **splits: ContextLoss) -> None:

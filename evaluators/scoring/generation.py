@@ -171,7 +171,7 @@ def generate_replies(
 
     tokenizer = base.tokenizer
     settings = generation_config(eval_config, tokenizer)
-    fitted = fit_prompts(tokenizer, prompts, eval_config.max_prompt_tokens)
+    fitted = fit_prompts(tokenizer, prompts, eval_config.max_prompt_tokens, chat=base.chat)
     # by token count, not characters: batches of 32 then pad 2%, not 10%, of the demo's prompts
     order = sorted(range(len(prompts)), key=lambda i: len(fitted[i].ids))
     replies: list[str] = [""] * len(prompts)

@@ -221,7 +221,7 @@ def evaluate_method(
     )
     result = _finished_result(engine, key, run_id, items, embedding_model, n_samples)
     limit = key.eval_config.max_prompt_tokens
-    fitted = fit_prompts(base.tokenizer, [it.prompt for it in items], limit)
+    fitted = fit_prompts(base.tokenizer, [it.prompt for it in items], limit, chat=base.chat)
     return dataclasses.replace(result, context_loss=ContextLoss.of(fitted, limit))
 
 

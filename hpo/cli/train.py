@@ -34,7 +34,17 @@ from trainers.config import ModelConfig, TrainConfig
         "lora_rank": ("--lora-rank", "--rank"),
     },
 )
-@dataclass_options(ModelConfig, include=("base_model", "device"))
+@dataclass_options(
+    ModelConfig,
+    include=(
+        "base_model",
+        "device",
+        "trust_remote_code",
+        "attn_implementation",
+        "gradient_checkpointing",
+        "prompt_format",
+    ),
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -51,6 +61,7 @@ def train(out: Path | None, storage: str | None, output_root: Path, **kwargs: An
     section = build_dataclass(StudySection, kwargs)
     config = build_dataclass(TrainConfig, kwargs)
     model = build_dataclass(ModelConfig, kwargs)
+    _check_base_model(model, config)
     cluster = load_study_cluster(storage_package.open_storage(storage_url(storage)), section)
     layout = output_layout(output_root)
     target = out or layout.cluster_adapter_dir(section.cluster_id)
@@ -60,3 +71,14 @@ def train(out: Path | None, storage: str | None, output_root: Path, **kwargs: An
         f"eval_loss {result.final_eval_loss:.4f} after {result.train_steps} steps "
         f"({result.seconds:.0f} s); adapter: {target}; log: {log_path}"
     )
+
+
+def _check_base_model(model: ModelConfig, config: TrainConfig) -> None:
+    """Refuse a base model the run could not train (exit 2), before any data is read."""
+    from hpo.cli.errors import BadInputError
+    from trainers.model_check import check_base_model
+
+    try:
+        check_base_model(model, target_modules=config.target_modules)
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from exc

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -23,7 +22,6 @@ import storage
 from hpo.study.config import ConfigError, StudyConfig, config_from_dict
 from hpo.study.strategies import make_pruner, make_sampler
 from storage.locks import database_lock
-from trainers.config import TINY_MODEL, ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -160,27 +158,17 @@ def _check_strategies(config: StudyConfig, where: str) -> None:
             raise ConfigError(f"{where}: {section}: {exc}") from exc
 
 
-def _check_base_model(model: ModelConfig, where: str) -> None:
-    """A base model given as a local path must be a saved model folder; a Hugging Face id
-    (``name`` or ``org/name``) is resolved by the workers."""
-    name = model.base_model
-    if name == TINY_MODEL:
-        return
-    path = Path(name).expanduser()
-    local = path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1
+def _check_base_model(config: StudyConfig, where: str) -> None:
+    """The base model must be a decoder-only causal LM whose LoRA targets resolve
+    (:func:`trainers.model_check.check_base_model` reads its config only; the tiny model
+    is not read at all)."""
+    from trainers.model_check import check_base_model
+
     try:
-        if not local and not path.exists():
-            return
-        found = path.is_dir(), (path / "config.json").is_file()
-    except OSError as exc:  # a name too long for a path, say
-        raise ConfigError(f"{where}: model.base_model={name!r}: {exc.strerror or exc}") from exc
-    if not found[0]:
-        raise ConfigError(f"{where}: model.base_model={name!r}: no such folder ({path.resolve()})")
-    if not found[1]:
-        raise ConfigError(
-            f"{where}: model.base_model={name!r}: {path.resolve()} has no config.json; "
-            "expected a folder written by save_pretrained, or a Hugging Face model id"
-        )
+        found = check_base_model(config.model, target_modules=config.train.target_modules)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    logger.info("base model %s: %s", config.model.base_model, found)
 
 
 def _existing_study(rdb: optuna.storages.RDBStorage, name: str) -> optuna.Study | None:
@@ -279,7 +267,7 @@ def create_study(config: StudyConfig, url: str, *, where: str = "config") -> opt
     from hpo.datasets import load_study_cluster
 
     _check_strategies(config, where)
-    _check_base_model(config.model, where)
+    _check_base_model(config, where)
     name = config.study.name
     engine = storage.create_engine(url)
     # One lock around our schema, Optuna's schema and the study: on a fresh SQLite file,

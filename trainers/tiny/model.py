@@ -102,6 +102,12 @@ def ensure_tiny_model(config: ModelConfig, spec: TinyModelSpec = TinyModelSpec()
     return target
 
 
+def tiny_tokenizer(seed: int = 0, spec: TinyModelSpec = TinyModelSpec()) -> Any:
+    """The tiny model's tokenizer alone, trained as :func:`ensure_tiny_model` trains it
+    (seconds; the model's pretraining takes minutes): for random-init test models."""
+    return _train_tokenizer(pretraining_texts(seed, spec), spec)
+
+
 def _train_tokenizer(corpus: list[str], spec: TinyModelSpec) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
