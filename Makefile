@@ -17,10 +17,16 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
-	@# kaleido renders `hpo report`'s PNG with a Chromium; without one the PNG is skipped.
-	-command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
-	  (test "$$(id -u)" = 0 && apt-get update -q && apt-get install -y -q --no-install-recommends chromium) || \
-	  echo "no Chromium: install it (apt-get install chromium) for hpo report's PNG"
+	@# Debian packages, where we are root: Chromium renders `hpo report`'s PNG (kaleido);
+	@# PgBouncer and docker-compose are what the tests of many workers start or check.
+	@# Without them the PNG and those tests are skipped, each saying why.
+	-missing=""; \
+	  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
+	  test -x /usr/sbin/pgbouncer || command -v pgbouncer >/dev/null || missing="$$missing pgbouncer"; \
+	  command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	  test -z "$$missing" || \
+	  (test "$$(id -u)" = 0 && apt-get update -q && apt-get install -y -q --no-install-recommends $$missing) || \
+	  echo "missing Debian packages:$$missing (apt-get install$$missing)"
 	touch $@
 
 demo: install  ## the whole flow on the embedded default (SQLite, tiny model, bundled embeddings)
