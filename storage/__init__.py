@@ -57,7 +57,6 @@ from storage.engine import (
     default_storage_url,
     dispose_engines,
     init_schema,
-    masked_url,
     normalize_url,
     open_storage,
     session_scope,
@@ -107,6 +106,7 @@ from storage.models import (
 from storage.optuna_schema import KNOWN_OPTUNA_REVISIONS
 from storage.optuna_tables import StoredStudy, StoredTrial
 from storage.outage import DatabaseUnavailable, OutageGuard, is_disconnect, unreachable_message
+from storage.urls import masked_url
 
 __all__ = [
     "ALL_CLUSTERS",

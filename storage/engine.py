@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from storage import migrations
 from storage.errors import InvalidURLError, StorageError
+from storage.urls import masked_url
 
 DEFAULT_STORAGE_URL = "sqlite:///hpo.db"
 """Used when neither ``--storage`` nor ``HPO_STORAGE`` is given."""
@@ -49,22 +50,6 @@ def default_storage_url() -> str:
         The URL string.
     """
     return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE_URL
-
-
-def masked_url(url: str | URL) -> str:
-    """Return ``url`` as text with its password replaced by ``***``.
-
-    Args:
-        url: A database URL, parsed or not.
-
-    Returns:
-        The masked URL; the input unchanged if it cannot be parsed and has no ``@``.
-    """
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        text = str(url)
-        return "<unparsable URL>" if "@" in text else text
 
 
 def _parse_url(url: str) -> URL:

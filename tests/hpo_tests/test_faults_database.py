@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 import storage
 from hpo.study.queries import retried_trial_number
-from hpo.workers.launch import WorkerProcess, wait_for_workers, worker_command
+from hpo.workers.launch import WorkerProcess, wait_for_workers, worker_command, worker_environment
 from tests.hpo_tests.invariants import check_invariants
 from tests.hpo_tests.test_workers import prepare, small_study_config, wait_for_training
 
@@ -183,9 +183,12 @@ GRACE = 20
 def _start(url: str, name: str, index: int, root: Path, grace: int) -> WorkerProcess:
     log_path = root / f"worker-{index}.log"
     with log_path.open("ab") as log:
-        command = worker_command(url, name, index, root, threads=1)
+        command = worker_command(name, index, root, threads=1)
         proc = subprocess.Popen(
-            [*command, "--grace-period", str(grace)], stdout=log, stderr=subprocess.STDOUT
+            [*command, "--grace-period", str(grace)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=worker_environment(url, threads=1),
         )
     return WorkerProcess(index, proc, log_path, None)
 
