@@ -25,6 +25,7 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     from hpo.study.creation import StudyConfigMismatch
     from hpo.workers.worker import OutputRootError
     from storage import DatasetExistsError, InvalidNameError, InvalidURLError, NotFoundError
+    from trainers.adapter_check import AdapterError
     from trainers.clustering import ClusteringError
     from trainers.data import DatasetError
     from trainers.input_file import InputFileError
@@ -32,6 +33,7 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     return (
         DatasetError,
         InputFileError,
+        AdapterError,
         DatasetExistsError,
         ClusteringError,
         ConfigError,
