@@ -47,7 +47,7 @@ _RUN_ATTRS = frozenset(
 
 
 def requeue(
-    study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int = MAX_RETRY
+    study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int | None = MAX_RETRY
 ) -> None:
     """Queue a copy of a failed trial with the same parameters, up to ``max_retry`` times.
 
