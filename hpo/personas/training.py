@@ -107,7 +107,7 @@ def _requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, engine: Any) 
     """
     if trial.user_attrs.get(PERSONA_ATTR) is None:
         return
-    requeue(study, trial, max_retry=None)
+    requeue(study, trial, max_retry=None, transient=False)
     with storage.session_scope(engine) as session:
         storage.release_ticket(session, study.study_name)
 
