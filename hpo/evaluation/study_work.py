@@ -27,6 +27,7 @@ from typing import Any
 import optuna
 
 import storage
+from evaluators.baselines.runs import UNIFIED
 from evaluators.config import EvalConfig
 from evaluators.trials import promotion
 from evaluators.trials.promotion import EvalScope, PromotedTrial, PromotionReport
@@ -176,6 +177,11 @@ class StudyEvaluator:
         with self.lease(BASELINES_TARGET, wait=wait) as held:
             if held is None:
                 return False
+            # What a killed holder of this lease left half-written (the unified adapter's
+            # temp folder): no one else writes here while we hold the lease.
+            folder = self.layout.baseline_adapter_dir(self.name, UNIFIED).parent
+            for path in storage.sweep_temp_dirs(folder, lambda: ()):
+                log.warning("removed %s, left by a killed evaluator", path)
             if promotion.baselines_evaluated(self.engine, self.scope):
                 return True
             log.info("evaluating the baselines of %s", self.name)
