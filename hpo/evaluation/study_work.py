@@ -33,7 +33,7 @@ from evaluators.trials import promotion
 from evaluators.trials.promotion import EvalScope, PromotedTrial, PromotionReport
 from hpo.datasets import load_cluster, load_study_cluster
 from hpo.study.config import StudyConfig, train_config_for
-from hpo.study.creation import load_study
+from hpo.study.creation import GRACE_PERIOD, load_study
 from storage.leases import RENEWALS_PER_TTL
 from trainers.config import TrainConfig
 
@@ -121,6 +121,8 @@ class StudyEvaluator:
     holder: str
     top_k: int = DEFAULT_TOP_K
     lease_ttl: float = DEFAULT_LEASE_TTL
+    guard: storage.OutageGuard | None = None
+    """Waits out a database outage: a pass that met one runs again (None: no retries)."""
     _base: Any = None
 
     @property
@@ -364,6 +366,7 @@ def open_evaluator(
         layout=storage.OutputLayout(Path(output_root).resolve()),
         scope=scope,
         holder=holder or storage.lease_holder_id(),
+        guard=storage.OutageGuard(url, patience=GRACE_PERIOD),
         top_k=top_k,
         lease_ttl=lease_ttl,
     )
