@@ -58,7 +58,6 @@ from storage.engine import (
     dispose_engines,
     engine_options,
     init_schema,
-    masked_url,
     normalize_url,
     open_storage,
     session_scope,
@@ -115,6 +114,7 @@ from storage.shared import (
     publish_artifact,
     relative,
 )
+from storage.urls import masked_url
 
 __all__ = [
     "ALL_CLUSTERS",

@@ -25,7 +25,9 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from storage import migrations
+from storage.connections import engine_options
 from storage.errors import InvalidURLError, StorageError
+from storage.urls import masked_url
 
 DEFAULT_STORAGE_URL = "sqlite:///hpo.db"
 """Used when neither ``--storage`` nor ``HPO_STORAGE`` is given."""
@@ -49,22 +51,6 @@ def default_storage_url() -> str:
         The URL string.
     """
     return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE_URL
-
-
-def masked_url(url: str | URL) -> str:
-    """Return ``url`` as text with its password replaced by ``***``.
-
-    Args:
-        url: A database URL, parsed or not.
-
-    Returns:
-        The masked URL; the input unchanged if it cannot be parsed and has no ``@``.
-    """
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        text = str(url)
-        return "<unparsable URL>" if "@" in text else text
 
 
 def _parse_url(url: str) -> URL:
@@ -131,45 +117,6 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def _on_sqlite_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-APPLICATION_NAME_ENV = "HPO_APPLICATION_NAME"
-"""Overrides the ``application_name`` our PostgreSQL connections report (``pg_stat_activity``)."""
-
-
-def application_name() -> str:
-    """What this process's PostgreSQL connections call themselves: ``hpo <command> <pid>``
-    (``$HPO_APPLICATION_NAME`` overrides the command part), so that ``pg_stat_activity`` shows
-    who holds which connection."""
-    import sys
-
-    role = os.environ.get(APPLICATION_NAME_ENV) or " ".join(
-        a for a in sys.argv[1:3] if not a.startswith("-")
-    )
-    return f"hpo {role} {os.getpid()}".replace("  ", " ")[:63]
-
-
-def engine_options(url: str | URL) -> dict[str, Any]:
-    """``create_engine`` keyword arguments for ``url``, for our engines and Optuna's alike.
-
-    PostgreSQL: no pool (``NullPool``). A connection is opened for a transaction and closed
-    after it, so a worker that trains for minutes holds no server connection while it trains,
-    and N processes hold only as many connections as they have transactions open at that
-    moment (the rule in BENCHMARKS.md, "Connections"). Connecting costs a few milliseconds,
-    paid per transaction, not per training step. psycopg's server-side prepared statements
-    are off (``prepare_threshold=None``): they are tied to one server connection, which a
-    pooler in transaction mode (PgBouncer) hands to other clients between transactions.
-
-    SQLite: a 60 s busy timeout and ``pool_pre_ping``; :func:`configure_sqlite` adds the
-    pragmas and ``BEGIN IMMEDIATE``.
-    """
-    parsed = make_url(url) if isinstance(url, str) else url
-    if parsed.get_backend_name() == "sqlite":
-        return {"pool_pre_ping": True, "connect_args": {"timeout": 60}}
-    return {
-        "poolclass": sa.pool.NullPool,
-        "connect_args": {"prepare_threshold": None, "application_name": application_name()},
-    }
 
 
 def _build_engine(url: URL) -> Engine:

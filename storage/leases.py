@@ -14,8 +14,10 @@ lives on one machine, so that is the machine's UTC clock). Evaluators on hosts w
 disagree still agree on when a lease expires. Times are read inside the transaction that writes,
 so a wait for the lock does not age them.
 
-A killed evaluator's lease is never released; it expires after its time to live, and the next
-evaluator takes it over. A live one renews it (:func:`renew_lease`) well before then:
+A killed evaluator's lease is never released. On the same host the next evaluator sees that
+the holder's process is gone (the holder name carries host and pid) and takes the lease over at
+once; from another host it waits until the lease expires after its time to live. A live one
+renews it (:func:`renew_lease`) well before then:
 :func:`hold_lease` does that from a background thread while the work runs.
 """
 
@@ -126,7 +128,51 @@ def acquire_lease(
         set_={"holder": holder, "acquired_at": now, "expires_at": expires},
         where=(EvaluationLease.expires_at < now) | (EvaluationLease.holder == holder),
     ).returning(EvaluationLease.holder)
-    return session.execute(stmt).scalar_one_or_none() == holder
+    if session.execute(stmt).scalar_one_or_none() == holder:
+        return True
+    stored = session.execute(
+        select(EvaluationLease.holder).where(
+            EvaluationLease.study_name == study_name, EvaluationLease.target == target
+        )
+    ).scalar_one_or_none()
+    if stored is None or not holder_is_gone(stored):
+        return False
+    taken = session.execute(
+        update(EvaluationLease)
+        .where(
+            EvaluationLease.study_name == study_name,
+            EvaluationLease.target == target,
+            EvaluationLease.holder == stored,
+        )
+        .values(holder=holder, acquired_at=now, expires_at=expires)
+        .execution_options(synchronize_session=False)
+    )
+    if taken.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    log.warning(
+        "took lease %s of %s over from %s, whose process is gone", target, study_name, stored
+    )
+    return True
+
+
+def holder_is_gone(holder: str) -> bool:
+    """Whether a lease holder (``host:pid:random``) was a process of this host that no longer
+    runs: its lease can be taken over at once instead of after its time to live.
+
+    A holder on another host, or one whose pid still runs (perhaps reused by another process),
+    counts as alive: its lease then expires by itself.
+    """
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it runs, as another user
+        return False
+    return False
 
 
 def renew_lease(

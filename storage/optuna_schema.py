@@ -28,8 +28,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from storage.engine import create_engine, masked_url, normalize_url
+from storage.engine import create_engine, normalize_url
 from storage.errors import StorageError
+from storage.urls import masked_url
 
 KNOWN_OPTUNA_REVISIONS = frozenset({"v3.2.0.a"})
 """Optuna schema revisions (``alembic_version.version_num``) whose tables these queries know:

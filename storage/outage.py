@@ -27,8 +27,9 @@ from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from storage.engine import _first_line, masked_url
+from storage.engine import _first_line
 from storage.errors import StorageError
+from storage.urls import masked_url
 
 log = logging.getLogger(__name__)
 

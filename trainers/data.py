@@ -30,6 +30,7 @@ from trainers.dataset import (
 )
 from trainers.formats import FORMATS, detect_format, get_format
 from trainers.formats._jsonl import ALLOWED_KEYS, OPTIONAL_KEYS, REQUIRED_KEYS
+from trainers.input_file import DATASET_MAX_BYTES, InputFileError, read_input_file
 from trainers.split import DEFAULT_SPLIT, SplitConfig, select_personas, split_persona
 
 __all__ = [
@@ -123,10 +124,12 @@ def load_dataset(
         summary.
 
     Raises:
-        DatasetError: The file is missing or unreadable, its format cannot be detected, a
-            line cannot be read in its format, a persona's text changes between lines, it
-            has no examples, or personas are too small to split (the message counts them,
-            names the first few, and suggests ``--min-examples`` or ``--n-test``).
+        DatasetError: The file is missing or unreadable, not a regular file (a FIFO, a
+            device, a folder) or over 2 GiB (:data:`~trainers.input_file.DATASET_MAX_BYTES`),
+            its format cannot be detected, a line cannot be read in its format, a persona's
+            text changes between lines, it has no examples, or personas are too small to split
+            (the message counts them, names the first few, and suggests ``--min-examples`` or
+            ``--n-test``).
         ValueError: ``format`` names no format, or ``min_examples`` is not an int >= 1.
     """
     if min_examples is not None and (
@@ -136,11 +139,9 @@ def load_dataset(
     path = Path(path)
     fmt = get_format(format) if format is not None else None
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(path, None, "file not found") from None
-    except OSError as exc:
-        raise DatasetError(path, None, f"cannot read the file: {exc.strerror or exc}") from None
+        data = read_input_file(path, limit=DATASET_MAX_BYTES, what="a dataset file")
+    except InputFileError as exc:
+        raise DatasetError(path, None, "file not found" if exc.missing else exc.reason) from None
     if fmt is None:
         fmt = detect_format(path, data)
 

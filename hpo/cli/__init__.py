@@ -33,6 +33,7 @@ from hpo.cli.errors import (
     CommandError,
     CommandInterrupted,
     bad_input_errors,
+    usage_error,
 )
 from hpo.cli.options import STORAGE_META, example, is_verbose, storage_url
 
@@ -182,10 +183,26 @@ class HpoGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """Parse the root's own options; a usage error there is one line, exit 2."""
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise usage_error(exc) from exc
+
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the command; bad input exits 2, any other error 1, Ctrl-C 130."""
+        """Run the command; bad input (click's usage errors too) exits 2 with one line, any
+        other error 1, Ctrl-C 130."""
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise usage_error(exc) from exc
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except KeyboardInterrupt as exc:

@@ -19,6 +19,7 @@ from hpo.evaluation.service import (
     complete_trials,
     open_evaluator,
 )
+from trainers.adapter_check import check_adapter_dir
 
 
 def _open(
@@ -94,10 +95,12 @@ def evaluate_adapter_by_hand(
 
     Raises:
         storage.NotFoundError: ``adapter`` is not a directory.
+        trainers.adapter_check.AdapterError: A file of the adapter is missing or broken.
     """
     adapter = Path(adapter).resolve()
     if not adapter.is_dir():
         raise storage.NotFoundError(f"adapter {str(adapter)!r} is not a directory")
+    check_adapter_dir(adapter)  # before any run is opened: a broken one leaves none running
     evaluator = _open(url, study_name, output_root, eval_config, lease_ttl)
     evaluator.evaluate_baselines(wait=True)
     method, _ = promotion.adapter_method(adapter)

@@ -130,7 +130,9 @@ def run_evaluator(
     passes = 0
     try:
         while True:
-            result = run_pass(evaluator)
+            # A pass is safe to run again: leases are re-taken, stored results resumed.
+            guard = evaluator.guard
+            result = run_pass(evaluator) if guard is None else guard.call(run_pass, evaluator)
             passes += 1
             total.evaluated += result.evaluated
             total.waiting = result.waiting

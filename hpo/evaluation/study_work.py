@@ -27,13 +27,14 @@ from typing import Any
 import optuna
 
 import storage
+from evaluators.baselines.runs import UNIFIED
 from evaluators.config import EvalConfig
 from evaluators.trials import promotion
 from evaluators.trials.promotion import EvalScope, PromotedTrial, PromotionReport
 from hpo.artifacts import output_layout, publish_file
 from hpo.datasets import load_cluster, load_study_cluster
 from hpo.study.config import StudyConfig, train_config_for
-from hpo.study.creation import load_study
+from hpo.study.creation import GRACE_PERIOD, load_study
 from storage.leases import RENEWALS_PER_TTL
 from trainers.config import TrainConfig
 
@@ -121,6 +122,8 @@ class StudyEvaluator:
     holder: str
     top_k: int = DEFAULT_TOP_K
     lease_ttl: float = DEFAULT_LEASE_TTL
+    guard: storage.OutageGuard | None = None
+    """Waits out a database outage: a pass that met one runs again (None: no retries)."""
     _base: Any = None
 
     @property
@@ -178,6 +181,11 @@ class StudyEvaluator:
         with self.lease(BASELINES_TARGET, wait=wait) as held:
             if held is None:
                 return False
+            # What a killed holder of this lease left half-written (the unified adapter's
+            # temp folder): no one else writes here while we hold the lease.
+            folder = self.layout.baseline_adapter_dir(self.name, UNIFIED).parent
+            for path in storage.sweep_temp_dirs(folder, lambda: ()):
+                log.warning("removed %s, left by a killed evaluator", path)
             if promotion.baselines_evaluated(self.engine, self.scope):
                 return True
             log.info("evaluating the baselines of %s", self.name)
@@ -375,6 +383,7 @@ def open_evaluator(
         layout=output_layout(output_root),
         scope=scope,
         holder=holder or storage.lease_holder_id(),
+        guard=storage.OutageGuard(url, patience=GRACE_PERIOD),
         top_k=top_k,
         lease_ttl=lease_ttl,
     )

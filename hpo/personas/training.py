@@ -15,6 +15,11 @@ the worker would put a second objective behind a switch in the file that owns th
 trial through ``Study.optimize`` with heartbeats, repeat. Start it on as many machines as
 there are; each one takes the next waiting persona.
 
+A failed persona trial, whether its process died (stale) or its training raised (a full
+disk), is queued again with its persona and handed its budget ticket; so any number of
+failed runs followed by a good one leave one COMPLETE trial per persona, and the budget
+equals the personas enqueued.
+
 Resumable: a persona whose adapter exists with a matching config hash (hyperparameters, base
 model and the persona's training pairs) is not enqueued again, and its trial, if one is queued,
 reuses the adapter. Adapters go to ``models/<study>/personas/<persona>/`` with ``persona.json``.
@@ -47,6 +52,7 @@ from hpo.personas.objective import (
 )
 from hpo.study.config import StudyConfig, train_config_for
 from hpo.study.creation import GRACE_PERIOD, METRIC_NAME, load_study, optuna_storage
+from hpo.workers.stop import requeue
 from hpo.workers.tickets import fail_stale_trials
 from storage.locks import database_lock
 from trainers.config import TrainConfig
@@ -88,6 +94,23 @@ MAX_CONSECUTIVE_FAILURES = 3
 def _collect(into: list[optuna.trial.FrozenTrial]) -> Any:
     """A study callback that keeps each finished trial (its final state) in ``into``."""
     return lambda _study, trial: into.append(trial)
+
+
+def _requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, engine: Any) -> None:
+    """Queue a failed persona trial again, and give its ticket to the copy.
+
+    The copy keeps the persona and config hash, and its retry history links it to the
+    original; the ticket goes back only once the copy waits, so a budget ticket is never free
+    without a waiting persona trial to take it (a free ticket would make ``optimize`` create a
+    trial with no persona). Retried without limit: every persona needs its adapter, and a run
+    stops after :data:`MAX_CONSECUTIVE_FAILURES` failures in a row. A trial with no persona
+    (from a ticket left over by an older version) is not queued again and keeps its ticket.
+    """
+    if trial.user_attrs.get(PERSONA_ATTR) is None:
+        return
+    requeue(study, trial, max_retry=None, transient=False)
+    with storage.session_scope(engine) as session:
+        storage.release_ticket(session, study.study_name)
 
 
 def personas_study_name(study_name: str) -> str:
@@ -246,10 +269,8 @@ def train_persona_adapters(
     engine = job.engine
 
     def on_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        log.warning("persona trial %d went stale (its process died); re-queued", trial.number)
-        with storage.session_scope(engine) as session:
-            storage.release_ticket(session, name)
-        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)(study, trial)
+        log.warning("persona trial %d went stale (its process died)", trial.number)
+        _requeue(study, trial, engine)
 
     rdb = optuna_storage(url, heartbeat=True, on_stale=on_stale, grace_period=grace_period)
     study = enqueue_personas(url, job, summary, rdb)
@@ -269,6 +290,8 @@ def train_persona_adapters(
     try:
         while True:
             fail_stale_trials(study)
+            if not study.get_trials(deepcopy=False, states=waiting):
+                break  # a ticket left over would make Optuna create a trial with no persona
             with storage.session_scope(engine) as session:
                 if not storage.claim_ticket(session, name):
                     break
@@ -289,8 +312,7 @@ def train_persona_adapters(
                 bar.set_postfix_str(f"{key}: eval_loss {trial.value:.4f}")
                 continue
             summary.failed.append(key)
-            with storage.session_scope(engine) as session:
-                storage.release_ticket(session, name)
+            _requeue(study, trial, engine)
             failures += 1
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 raise RuntimeError(

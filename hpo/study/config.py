@@ -76,6 +76,7 @@ from hpo.study.strategies import PrunerConfig, SamplerConfig
 from storage.artifacts import validate_name
 from trainers.config import ModelConfig, TrainConfig
 from trainers.embedding import DEFAULT_EMBEDDING_MODEL
+from trainers.input_file import CONFIG_MAX_BYTES, InputFileError, read_input_file
 
 N_TRIALS_MAX = 1_000_000
 """Most trials a study may run; more is a typo, not a plan."""
@@ -222,18 +223,16 @@ def load_config(path: str | Path) -> StudyConfig:
     """Read a study config TOML file (only what differs from the defaults).
 
     Raises:
-        ConfigError: If the file is missing, a folder, not TOML, empty, or a field is invalid
-            (named, with the file).
+        ConfigError: If the file is missing, not a regular file (a folder, a FIFO, a device)
+            or over 1 MiB (``trainers.input_file.CONFIG_MAX_BYTES``), not TOML, empty, or a
+            field is invalid (named, with the file).
     """
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such config file") from exc
-    except IsADirectoryError as exc:
-        raise ConfigError(f"{path}: a folder, not a config file") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        text = read_input_file(path, limit=CONFIG_MAX_BYTES, what="a config file")
+        data = tomllib.loads(text.decode("utf-8"))
+    except InputFileError as exc:
+        raise ConfigError(f"{path}: no such config file" if exc.missing else str(exc)) from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {first_line(exc)}") from exc
     if not data:

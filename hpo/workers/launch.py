@@ -54,16 +54,16 @@ def threads_per_worker(workers_on_machine: int, cores: int | None = None) -> int
 
 
 def worker_command(
-    url: str, study_name: str, index: int, output_root: Path, threads: int | None
+    study_name: str, index: int, output_root: Path, threads: int | None
 ) -> list[str]:
-    """The command line of one worker."""
+    """The command line of one worker. The storage URL is not on it: a command line is
+    readable by every user (``ps``), so the URL, password and all, goes in the worker's
+    environment (:func:`worker_environment`)."""
     cmd = [
         sys.executable,
         "-m",
         "hpo",
         "worker",
-        "--storage",
-        url,
         "--study",
         study_name,
         "--worker-index",
@@ -74,6 +74,22 @@ def worker_command(
     if threads:
         cmd += ["--threads", str(threads)]
     return cmd
+
+
+def worker_environment(
+    url: str, *, gpu: str | None = None, threads: int | None = None
+) -> dict[str, str]:
+    """The environment of one worker: this process's, with the storage URL in
+    ``HPO_STORAGE`` (only the same user can read a process's environment), one GPU or none
+    in ``CUDA_VISIBLE_DEVICES``, and ``OMP_NUM_THREADS`` when ``threads`` is given."""
+    from storage.engine import STORAGE_ENV
+
+    env = dict(os.environ)
+    env[STORAGE_ENV] = url
+    env["CUDA_VISIBLE_DEVICES"] = gpu if gpu is not None else ""
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
 
 
 def start_workers(
@@ -102,17 +118,13 @@ def start_workers(
     log_dir.mkdir(parents=True, exist_ok=True)
     workers = []
     for index, gpu in enumerate(slots):
-        env = dict(os.environ)
-        env["CUDA_VISIBLE_DEVICES"] = gpu if gpu is not None else ""
-        if threads:
-            env["OMP_NUM_THREADS"] = str(threads)
         log_path = log_dir / f"{study_name}-worker-{index}.log"
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(
-                worker_command(url, study_name, index, Path(output_root), threads),
+                worker_command(study_name, index, Path(output_root), threads),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env=worker_environment(url, gpu=gpu, threads=threads),
             )
         workers.append(WorkerProcess(index, process, log_path, gpu))
     return workers

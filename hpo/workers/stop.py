@@ -27,8 +27,15 @@ class WorkerStopped(KeyboardInterrupt):
 
 
 MAX_RETRY = 3
-"""How many times one configuration is re-queued after failures outside its parameters
-(a dead worker, a stop signal, a full disk, a lost database), counting all of them."""
+"""How many times one configuration is re-queued after its worker died (the trial went stale
+with no reason recorded: perhaps the parameters themselves kill the process, e.g. the
+kernel's out-of-memory killer). Transient failures, whose cause is known and outside the
+parameters (a stop signal, a full disk, a lost database), spend none of them: a seed config
+is never lost however many such episodes come."""
+
+RETRIES_SPENT_ATTR = "hpo:retries_spent"
+"""Trial system attribute: how many of :data:`MAX_RETRY` the configuration has spent; each
+re-queued copy carries it on, as Optuna's ``retry_history`` is carried on."""
 
 
 _RUN_ATTRS = frozenset(
@@ -47,18 +54,38 @@ _RUN_ATTRS = frozenset(
 
 
 def requeue(
-    study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int = MAX_RETRY
+    study: optuna.Study,
+    trial: optuna.trial.FrozenTrial,
+    max_retry: int | None = MAX_RETRY,
+    *,
+    transient: bool,
 ) -> None:
-    """Queue a copy of a failed trial with the same parameters, up to ``max_retry`` times.
+    """Queue a copy of a failed trial with the same parameters.
 
-    Optuna's ``RetryHeartbeatStaleTrialCallback`` does it for stale trials; it is used for
-    every failure outside the parameters, so that ``retried_trial_number`` links each retry
-    to its original and one retry count covers all causes. The copy keeps the trial's
-    own attributes (``seed_config``) but not those of its run (the reason it failed).
+    Optuna's ``RetryHeartbeatStaleTrialCallback`` makes the copy, for every failure outside
+    the parameters, so that ``retried_trial_number`` links each retry to its original. Its own
+    limit counts every retry, so the limit is ours: only failures of unknown cause (a dead
+    worker) spend one of ``max_retry``; a transient failure re-queues for free. The copy keeps
+    the trial's own attributes (``seed_config``) but not those of its run (the reason it
+    failed).
+
+    Args:
+        study: The trial's study.
+        trial: The failed trial.
+        max_retry: Retries of unknown cause a configuration may spend (None: no limit).
+        transient: Whether the cause is known and outside the parameters (a stop signal,
+            an ``OSError``, a lost database): then no retry is spent.
     """
+    spent = int(trial.system_attrs.get(RETRIES_SPENT_ATTR, 0)) + (0 if transient else 1)
+    if max_retry is not None and spent > max_retry:
+        log.warning(
+            "trial %d not re-queued: its configuration's worker died %d times", trial.number, spent
+        )
+        return
     original = copy.deepcopy(trial)
     original.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in _RUN_ATTRS}
-    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, original)
+    original.system_attrs = {**trial.system_attrs, RETRIES_SPENT_ATTR: spent}
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, original)
     log.warning("trial %d re-queued with the same parameters", trial.number)
 
 
@@ -89,7 +116,7 @@ class StaleTrialHandler:
                 storage.release_ticket(session, self.study_name)
 
         release() if self.guard is None else self.guard.call(release)
-        requeue(study, trial, self.max_retry)
+        requeue(study, trial, self.max_retry, transient=False)
         if self.trials_dir is not None:
             sweep_leftovers(study, self.trials_dir)
 

@@ -6,7 +6,8 @@ repeat until the budget is spent. A FAILed trial gives its ticket back; a trial 
 worker died goes stale, is failed by the next sweep, gives its ticket back and is re-queued
 with the same parameters (``RetryHeartbeatStaleTrialCallback``). A trial that failed for a
 reason outside its parameters (a stop signal, an ``OSError``, a lost database) is re-queued
-the same way, up to :data:`MAX_RETRY` times in all.
+the same way, however often: only a dead worker spends one of a configuration's
+:data:`MAX_RETRY` retries.
 
 Faults the worker rides out (README, "Guarantees"): a database outage shorter than the grace
 period (every storage call waits it out with backoff, :class:`storage.OutageGuard`); past it,
@@ -249,7 +250,7 @@ def _run_trials(
                 if trial.state == TrialState.FAIL:
                     give_back(engine, study_name, guard, ticket)
                     if objective.last_fault_outside_params:
-                        requeue(study, trial)
+                        requeue(study, trial, transient=True)
                     failures += 1
                 else:
                     ticket.held = False  # used by the trial
@@ -269,7 +270,7 @@ def _run_trials(
                 outside_params=objective.last_fault_outside_params,
             )
             if stopped is not None:
-                requeue(study, stopped)
+                requeue(study, stopped, transient=True)
             return
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
             if guard.gave_up:

@@ -400,3 +400,48 @@ def test_a_killed_evaluators_lease_expires_and_another_finishes_its_work(
         (tmp_path / "results/killed/cluster_lora/cluster_lora_results.json").read_text()
     )
     assert report["promoted_trial"]["number"] == number
+
+
+@pytest.mark.slow
+def test_an_evaluator_killed_mid_baselines_is_taken_over_within_seconds(
+    pg_url: str, tmp_path: Path, adapters: list[Path]
+) -> None:
+    """With the default five-minute --lease-ttl: the next evaluator on the host sees that the
+    lease's holder process is gone, takes the baselines over at once, and removes the unified
+    adapter's temp folder a killed evaluator left."""
+    from evaluators.baselines.runs import UNIFIED
+
+    make_study(pg_url, tmp_path, "dead")
+    add_trial(pg_url, tmp_path, "dead", adapters[0], 0.9)
+    unified = storage.OutputLayout(tmp_path).baseline_adapter_dir("dead", UNIFIED)
+    leftover = unified.parent / f".tmp-{UNIFIED}-k1ll3d"
+    leftover.mkdir(parents=True)
+    (leftover / "adapter_model.safetensors").write_bytes(b"partial")
+    flags = ("--batch-size", "1", "--lease-ttl", "300", "--top-trials", "1")
+    first = start_evaluator(pg_url, tmp_path, "dead", tmp_path / "a.log", *flags)
+    engine = storage.open_storage(pg_url)
+
+    def baselines_holder() -> str | None:
+        with storage.session_scope(engine) as session:
+            lease = storage.get_lease(session, "dead", "baselines")
+        return None if lease is None else lease.holder
+
+    deadline = time.monotonic() + 600
+    while (dead := baselines_holder()) is None:
+        assert first.poll() is None, (tmp_path / "a.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the evaluator never started the baselines"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=60)
+
+    second = start_evaluator(pg_url, tmp_path, "dead", tmp_path / "b.log", *flags)
+    started = time.monotonic()
+    while baselines_holder() in (dead, None) and second.poll() is None:
+        assert time.monotonic() - started < 60, "the dead evaluator's lease was not taken over"
+        time.sleep(0.1)
+    assert second.wait(timeout=900) == 0, (tmp_path / "b.log").read_text()[-3000:]
+    assert "baselines" in evaluated_here(tmp_path / "b.log", "dead")
+    assert "whose process is gone" in (tmp_path / "b.log").read_text()
+    assert not leftover.exists()
+    assert not list(unified.parent.glob(".tmp-*"))
+    check_runs(pg_url, "dead", len(open_evaluator(pg_url, "dead", eval_config=SHORT).scope.items()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import os
 import shutil
 import socket
 import subprocess
@@ -24,7 +25,7 @@ import sqlalchemy as sa
 
 import storage
 from hpo.study.queries import retried_trial_number
-from hpo.workers.launch import WorkerProcess, wait_for_workers, worker_command
+from hpo.workers.launch import WorkerProcess, wait_for_workers, worker_command, worker_environment
 from tests.hpo_tests.invariants import check_invariants
 from tests.hpo_tests.test_workers import prepare, small_study_config, wait_for_training
 
@@ -183,9 +184,12 @@ GRACE = 20
 def _start(url: str, name: str, index: int, root: Path, grace: int) -> WorkerProcess:
     log_path = root / f"worker-{index}.log"
     with log_path.open("ab") as log:
-        command = worker_command(url, name, index, root, threads=1)
+        command = worker_command(name, index, root, threads=1)
         proc = subprocess.Popen(
-            [*command, "--grace-period", str(grace)], stdout=log, stderr=subprocess.STDOUT
+            [*command, "--grace-period", str(grace)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=worker_environment(url, threads=1),
         )
     return WorkerProcess(index, proc, log_path, None)
 
@@ -258,3 +262,45 @@ def test_an_outage_past_the_grace_period_ends_workers_with_one_line(
     assert lost.state == optuna.trial.TrialState.FAIL
     [retry] = [t for t in trials if retried_trial_number(t) == lost.number]
     assert retry.params == lost.params
+
+
+@pytest.mark.slow
+def test_an_idle_evaluator_waits_out_a_database_restart(
+    own_server: OwnServer, tmp_path: Path
+) -> None:
+    """`hpo evaluator --watch` on a study with nothing due yet: the server stops for 3 s and
+    starts again; the evaluator waits it out and goes on polling."""
+    import signal
+    import sys
+
+    from tests.hpo_tests.test_evaluator import make_study
+
+    url = own_server.create_database("idle_evaluator")
+    make_study(url, tmp_path, "idle")
+    log_path = tmp_path / "evaluator.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hpo", "evaluator", "--study", "idle", "--watch",
+             "--poll-interval", "0.2", "--output-root", str(tmp_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HPO_STORAGE": url},
+        )  # fmt: skip
+    try:
+        time.sleep(8)  # started and polling
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        storage.dispose_engines()
+        own_server.stop()
+        time.sleep(3)
+        own_server.start()
+        deadline = time.monotonic() + 30
+        while "answers again" not in log_path.read_text():
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        time.sleep(2)
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert "Traceback" not in log_path.read_text()

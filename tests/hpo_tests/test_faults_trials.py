@@ -169,3 +169,78 @@ def test_which_failures_are_outside_the_parameters() -> None:
     ]
     assert [fault_outside_params(e) for e in outside] == [True] * len(outside)
     assert [fault_outside_params(e) for e in at_fault] == [False] * len(at_fault)
+
+
+_FULL_DISK_WORKER = """
+import errno, sys
+from pathlib import Path
+import trainers.recipe
+from hpo.cli import main
+
+def save_adapter(model, config, save_dir):
+    (Path(save_dir) / "adapter_model.safetensors").write_bytes(b"half an adapter")
+    raise OSError(errno.ENOSPC, "No space left on device", str(save_dir))
+
+trainers.recipe.save_adapter = save_adapter
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_seed_configs_survive_any_number_of_full_disk_episodes(pg_url: str, tmp_path: Path) -> None:
+    """Each episode is an `hpo worker` process whose every adapter save meets a full disk:
+    its three trials fail in a row and it exits 1. More episodes than a configuration has
+    retries, then a good worker: every seed config still runs to the end."""
+    import subprocess
+    import sys
+
+    from hpo.study.creation import SEED_ATTR
+
+    config = small_study_config(name="episodes", n_trials=3)
+    prepare(pg_url, tmp_path, config)
+    args = ["worker", "--study", "episodes", "--threads", "1", "--grace-period", "30"]
+    args += ["--storage", pg_url, "--output-root", str(tmp_path)]
+    repo = Path(__file__).resolve().parents[2]
+
+    def worker(*head: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *head, *args], cwd=repo, capture_output=True, text=True, timeout=600
+        )
+
+    for _ in range(4):
+        episode = worker("-c", _FULL_DISK_WORKER)
+        assert episode.returncode == 1, episode.stderr[-3000:]
+        assert "No space left on device" in episode.stderr
+    good = worker("-m", "hpo")
+    assert good.returncode == 0, good.stderr[-3000:]
+
+    trials = check_invariants(pg_url, "episodes", 3, output_root=tmp_path)
+    seeds = {str(t.params) for t in trials if t.user_attrs.get(SEED_ATTR)}
+    assert len(seeds) == 3
+    done = [t for t in trials if t.state != FAIL]  # COMPLETE, or PRUNED by the pruner
+    assert sorted(str(t.params) for t in done) == sorted(seeds), "a seed config was lost"
+    assert all(t.user_attrs.get(SEED_ATTR) for t in done)
+    assert sum(t.state == FAIL for t in trials) == 12
+
+
+def test_only_a_dead_worker_spends_a_retry() -> None:
+    """Transient failures re-queue for free; a stale trial (its worker died, cause unknown)
+    spends one of MAX_RETRY retries, and the configuration stops there."""
+    from hpo.workers.stop import MAX_RETRY, RETRIES_SPENT_ATTR, requeue
+
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1.0}, user_attrs={"seed_config": True})
+
+    def fail_next(*, transient: bool) -> int:
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 2)})
+        study.tell(trial, state=FAIL)
+        before = len(study.trials)
+        requeue(study, study.trials[trial.number], transient=transient)
+        return len(study.trials) - before
+
+    assert [fail_next(transient=True) for _ in range(10)] == [1] * 10
+    assert [fail_next(transient=False) for _ in range(MAX_RETRY + 1)] == [1] * MAX_RETRY + [0]
+    last = study.trials[-1]
+    assert last.system_attrs[RETRIES_SPENT_ATTR] == MAX_RETRY
+    assert last.params == {"x": 1.0} and last.user_attrs == {"seed_config": True}

@@ -40,6 +40,9 @@ def test_one_gpu_per_worker(fake_popen: type[_FakePopen], tmp_path: Path) -> Non
     cmds = [s["cmd"] for s in fake_popen.started]
     assert all(c[1:4] == ["-m", "hpo", "worker"] for c in cmds)
     assert [c[c.index("--worker-index") + 1] for c in cmds] == ["0", "1"]
+    # the URL travels in the environment, never on the command line (`ps` shows that)
+    assert all("--storage" not in c and "sqlite:///x.db" not in c for c in cmds)
+    assert [e["HPO_STORAGE"] for e in envs] == ["sqlite:///x.db"] * 2
     assert launch.wait_for_workers(workers, interval=0) == [0, 0]
 
 

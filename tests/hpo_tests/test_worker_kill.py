@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from hpo.study.queries import retried_trial_number
-from hpo.workers.launch import WorkerProcess, wait_for_workers, worker_command
+from hpo.workers.launch import WorkerProcess, wait_for_workers, worker_command, worker_environment
 from hpo.workers.objective import WORKER_ATTR
 from tests.hpo_tests.invariants import check_invariants
 from tests.hpo_tests.test_workers import (
@@ -28,9 +28,12 @@ GRACE = 6
 def _start(url: str, name: str, index: int, root: Path) -> WorkerProcess:
     log_path = root / f"worker-{index}.log"
     with log_path.open("ab") as log:
-        command = worker_command(url, name, index, root, threads=1)
+        command = worker_command(name, index, root, threads=1)
         proc = subprocess.Popen(
-            [*command, "--grace-period", str(GRACE)], stdout=log, stderr=subprocess.STDOUT
+            [*command, "--grace-period", str(GRACE)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=worker_environment(url, threads=1),
         )
     return WorkerProcess(index, proc, log_path, None)
 
