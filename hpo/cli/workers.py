@@ -119,7 +119,8 @@ def _gpu_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     "n_workers",
     type=click.IntRange(min=1),
     default=None,
-    help="number of CPU workers (they share the cores)",
+    help="number of workers: one per visible GPU in turn on a GPU machine (nvidia-smi, "
+    "CUDA_VISIBLE_DEVICES), else CPU workers sharing the cores",
 )
 @click.option(
     "--gpus",
@@ -150,12 +151,22 @@ def launch(
 
     from hpo.cli.display import study_progress
     from hpo.study.creation import load_study
-    from hpo.workers.launch import start_workers, wait_for_workers
+    from hpo.workers.launch import assign_gpus, start_workers, visible_gpus, wait_for_workers
 
     if (n_workers is None) == (gpus is None):
         raise click.UsageError("give either --workers N or --gpus IDS")
     url = storage_url(storage)
     load_study(url, name)  # an unknown study is bad input, before any process starts
+    if n_workers is not None:
+        # on a GPU machine --workers N trains on its GPUs, one device per worker, never the CPU
+        # without a word
+        found = visible_gpus()
+        chosen = assign_gpus(n_workers, found)
+        if found:
+            gpus, n_workers = [g for g in chosen if g is not None], None
+            click.echo(f"{len(gpus)} workers on GPUs {', '.join(gpus)} (visible: {found})")
+        else:
+            click.echo(f"{n_workers} workers on the CPU (no GPU visible)")
     started = start_workers(
         url, name, n_workers=n_workers, gpus=gpus, output_root=output_root, threads=threads
     )

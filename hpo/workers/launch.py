@@ -92,6 +92,33 @@ def worker_environment(
     return env
 
 
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as indices for ``CUDA_VISIBLE_DEVICES``
+    (``nvidia-smi``'s count, narrowed by a ``CUDA_VISIBLE_DEVICES`` already set); empty on a
+    machine without NVIDIA GPUs. Reads no GPU through torch, so the launcher stays light."""
+    import shutil
+
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given is not None:
+        return [g.strip() for g in given.split(",") if g.strip()]
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+def assign_gpus(n_workers: int, gpus: Sequence[str]) -> list[str | None]:
+    """One device per worker: round robin over ``gpus`` (several workers may share one GPU,
+    never one worker several), or the CPU for every worker when there is no GPU."""
+    if not gpus:
+        return [None] * n_workers
+    return [gpus[i % len(gpus)] for i in range(n_workers)]
+
+
 def start_workers(
     url: str,
     study_name: str,
@@ -109,7 +136,7 @@ def start_workers(
     if gpus:
         slots: list[str | None] = list(gpus)
     elif n_workers and n_workers >= 1:
-        slots = [None] * n_workers
+        slots = [None] * n_workers  # the caller chose the CPU (hpo launch: assign_gpus)
     else:
         raise ValueError(f"need gpus or n_workers >= 1, got gpus={gpus}, n_workers={n_workers}")
     if threads is None:

@@ -122,3 +122,20 @@ def test_a_standalone_worker_takes_what_launch_would_give_it(
         launch.start_workers("sqlite:///x.db", "s", n_workers=1, output_root=tmp_path)
         cmd = fake_popen.started[0]["cmd"]
         assert int(cmd[cmd.index("--threads") + 1]) == expected
+
+
+def test_workers_get_one_device_each_gpus_in_turn_or_the_cpu() -> None:
+    from hpo.workers.launch import assign_gpus
+
+    assert assign_gpus(3, []) == [None, None, None]
+    assert assign_gpus(3, ["0", "1"]) == ["0", "1", "0"]
+    assert assign_gpus(2, ["3", "5", "7"]) == ["3", "5"]
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hpo.workers.launch import visible_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 3")
+    assert visible_gpus() == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == []  # nothing visible: the CPU, said so by hpo launch
