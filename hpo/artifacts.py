@@ -95,18 +95,9 @@ def publish_file(
     """Upload a finished result file (results JSON, report HTML or PNG) to the shared store,
     when there is one, and record it by kind and study with its sha256 and its place under
     the output root, so that any machine can fetch it."""
-    published = storage.publish_artifact(layout, path)
-    with storage.session_scope(engine) as session:
-        storage.record_artifact(
-            session,
-            kind=kind,
-            path=Path(published.relpath),
-            sha256=published.sha256,
-            size_bytes=published.size_bytes,
-            study_name=study_name,
-            trial_number=None,
-        )
-    return published
+    return storage.publish_and_record(
+        engine, layout, path, kind=kind, study_name=study_name, trial_number=None
+    )
 
 
 def output_layout(output_root: str | Path) -> storage.OutputLayout:

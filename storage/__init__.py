@@ -111,6 +111,7 @@ from storage.shared import (
     ArtifactUnavailable,
     Published,
     fetch_artifact,
+    publish_and_record,
     publish_artifact,
     relative,
 )
@@ -197,6 +198,7 @@ __all__ = [
     "masked_url",
     "normalize_url",
     "open_storage",
+    "publish_and_record",
     "publish_artifact",
     "record_artifact",
     "relative",

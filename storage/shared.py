@@ -30,7 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from storage.artifacts import OutputLayout, _file_sha256, atomic_directory, directory_sha256
+from storage.artifacts import (
+    OutputLayout,
+    _file_sha256,
+    atomic_directory,
+    directory_sha256,
+    record_artifact,
+)
+from storage.engine import session_scope
 
 CACHE_FOLDER = ("cache", "artifacts")
 """Where downloads land under a consumer's output root, one folder (or file) per sha256."""
@@ -73,6 +80,34 @@ def publish_artifact(layout: OutputLayout, path: Path) -> Published:
     if layout.store is not None:
         _upload(layout.store, path, store_id(digest, directory=directory), directory)
     return Published(relative(layout, path), digest, size)
+
+
+def publish_and_record(
+    engine: Any,
+    layout: OutputLayout,
+    path: Path,
+    *,
+    kind: str,
+    study_name: str | None,
+    trial_number: int | None = None,
+    persona_id: int | None = None,
+) -> Published:
+    """:func:`publish_artifact`, then record it (an upsert by kind, study and trial) with
+    its place under the output root and its sha256: what every producer does when its
+    adapter or result file is finished. Running it twice records one artifact."""
+    published = publish_artifact(layout, path)
+    with session_scope(engine) as session:
+        record_artifact(
+            session,
+            kind=kind,
+            path=Path(published.relpath),
+            sha256=published.sha256,
+            size_bytes=published.size_bytes,
+            study_name=study_name,
+            trial_number=trial_number,
+            persona_id=persona_id,
+        )
+    return published
 
 
 def _upload(store: Any, path: Path, artifact_id: str, directory: bool) -> None:
@@ -154,6 +189,7 @@ __all__ = [
     "ArtifactUnavailable",
     "Published",
     "fetch_artifact",
+    "publish_and_record",
     "publish_artifact",
     "relative",
     "store_id",

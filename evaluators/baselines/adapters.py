@@ -129,17 +129,14 @@ def baseline_adapter(
             "training_hash": training_hash,
         }
         (tmp / SETUP_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
-    adapter = storage.publish_artifact(layout, target)  # to the shared store, if any
-    with storage.session_scope(engine) as session:
-        storage.record_artifact(
-            session,
-            kind=kind,
-            path=Path(adapter.relpath),
-            sha256=adapter.sha256,
-            size_bytes=adapter.size_bytes,
-            study_name=setup.study_name,
-            trial_number=None,  # one per study: a new promoted trial's params retrain it
-        )
+    adapter = storage.publish_and_record(  # to the shared store, if any
+        engine,
+        layout,
+        target,
+        kind=kind,
+        study_name=setup.study_name,
+        trial_number=None,  # one per study: a new promoted trial's params retrain it
+    )
     return target, adapter.sha256
 
 

@@ -86,17 +86,14 @@ def promote_adapter(
     with storage.atomic_directory(target) as tmp:
         shutil.copytree(trial.adapter_path, tmp, dirs_exist_ok=True)
         (tmp / PROMOTED_FROM_FILE).write_text(json.dumps(promoted_from, indent=2))
-    promoted = storage.publish_artifact(layout, target)  # to the shared store, if any
-    with storage.session_scope(engine) as session:
-        storage.record_artifact(
-            session,
-            kind=CLUSTER_ADAPTER_KIND,
-            path=Path(promoted.relpath),
-            sha256=promoted.sha256,
-            size_bytes=promoted.size_bytes,
-            study_name=trial.study_name,
-            trial_number=trial.trial_number,
-        )
+    storage.publish_and_record(  # to the shared store, if any
+        engine,
+        layout,
+        target,
+        kind=CLUSTER_ADAPTER_KIND,
+        study_name=trial.study_name,
+        trial_number=trial.trial_number,
+    )
     return target
 
 

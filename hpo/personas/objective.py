@@ -144,19 +144,15 @@ class PersonaObjective:
         else:
             loss = reused
         trial.set_user_attr("reused", reused is not None)
-        adapter = storage.publish_artifact(job.layout, target)  # to the shared store, if any
-        persona_id = getattr(job.personas[key], "id", None)
-        with storage.session_scope(job.engine) as session:
-            storage.record_artifact(
-                session,
-                kind=ADAPTER_KIND,
-                path=Path(adapter.relpath),
-                sha256=adapter.sha256,
-                size_bytes=adapter.size_bytes,
-                study_name=trial.study.study_name,
-                trial_number=trial.number,
-                persona_id=persona_id,
-            )
+        adapter = storage.publish_and_record(  # to the shared store, if any
+            job.engine,
+            job.layout,
+            target,
+            kind=ADAPTER_KIND,
+            study_name=trial.study.study_name,
+            trial_number=trial.number,
+            persona_id=getattr(job.personas[key], "id", None),
+        )
         trial.set_user_attr(HASH_ATTR, config_hash)
         trial.set_user_attr("adapter_path", adapter.relpath)
         trial.set_user_attr("adapter_sha256", adapter.sha256)

@@ -162,22 +162,18 @@ class Objective:
                 reason = BUDGET_SPENT if charger is not None and charger.refused else "pruned"
                 trial.set_user_attr(PRUNE_REASON_ATTR, reason)
                 raise optuna.TrialPruned(f"{reason} at evaluation {step} (eval_loss {loss:.4f})")
-        # hashed, and uploaded to the shared store when there is one (storage.shared)
-        adapter = storage.publish_artifact(ctx.layout, final)
-
-        def record() -> None:
-            with storage.session_scope(ctx.engine) as session:
-                storage.record_artifact(
-                    session,
-                    kind=ADAPTER_KIND,
-                    path=Path(adapter.relpath),
-                    sha256=adapter.sha256,
-                    size_bytes=adapter.size_bytes,
-                    study_name=study_name,
-                    trial_number=trial.number,
-                )
-
-        ctx.patiently(record)  # an upsert: running it twice records one adapter
+        # hashed, uploaded to the shared store when there is one (storage.shared), recorded:
+        # an upsert of content-addressed data, so running it twice records one adapter
+        adapter = ctx.patiently(
+            lambda: storage.publish_and_record(
+                ctx.engine,
+                ctx.layout,
+                final,
+                kind=ADAPTER_KIND,
+                study_name=study_name,
+                trial_number=trial.number,
+            )
+        )
         # relative to the output root: any machine finds it under its own root or in the store
         trial.set_user_attr("adapter_path", adapter.relpath)
         trial.set_user_attr("adapter_sha256", adapter.sha256)

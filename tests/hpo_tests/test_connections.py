@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -21,29 +20,18 @@ from hpo.study.queries import retried_trial_number
 from hpo.workers.launch import (
     WorkerProcess,
     wait_for_workers,
-    worker_command,
-    worker_environment,
 )
 from storage.locks import database_lock
 from tests.conftest import import_and_cluster
 from tests.hpo_tests.invariants import check_invariants, count_connections
-from tests.hpo_tests.test_workers import long_study_config, wait_for_training
+from tests.hpo_tests.test_workers import long_study_config, start_worker, wait_for_training
 from tests.servers import PgBouncer, pgbouncer, pgbouncer_binary
 
 GRACE = 6
 
 
 def _start(url: str, name: str, index: int, root: Path) -> WorkerProcess:
-    log_path = root / f"worker-{index}.log"
-    with log_path.open("ab") as log:
-        command = worker_command(name, index, root, threads=1)
-        proc = subprocess.Popen(
-            [*command, "--grace-period", str(GRACE)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=worker_environment(url, threads=1),
-        )
-    return WorkerProcess(index, proc, log_path, None)
+    return start_worker(url, name, index, root, GRACE)
 
 
 def _sample(url: str, seconds: float) -> list[int]:

@@ -25,9 +25,14 @@ import sqlalchemy as sa
 
 import storage
 from hpo.study.queries import retried_trial_number
-from hpo.workers.launch import WorkerProcess, wait_for_workers, worker_command, worker_environment
+from hpo.workers.launch import WorkerProcess, wait_for_workers
 from tests.hpo_tests.invariants import check_invariants
-from tests.hpo_tests.test_workers import prepare, small_study_config, wait_for_training
+from tests.hpo_tests.test_workers import (
+    prepare,
+    small_study_config,
+    start_worker,
+    wait_for_training,
+)
 
 # --- the guard itself, with a fake clock -------------------------------------------------
 
@@ -182,16 +187,7 @@ GRACE = 20
 
 
 def _start(url: str, name: str, index: int, root: Path, grace: int) -> WorkerProcess:
-    log_path = root / f"worker-{index}.log"
-    with log_path.open("ab") as log:
-        command = worker_command(name, index, root, threads=1)
-        proc = subprocess.Popen(
-            [*command, "--grace-period", str(grace)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=worker_environment(url, threads=1),
-        )
-    return WorkerProcess(index, proc, log_path, None)
+    return start_worker(url, name, index, root, grace)
 
 
 def _logs(workers: list[WorkerProcess]) -> str:

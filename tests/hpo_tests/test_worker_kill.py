@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import optuna
 import pytest
 
 from hpo.study.queries import retried_trial_number
-from hpo.workers.launch import WorkerProcess, wait_for_workers, worker_command, worker_environment
+from hpo.workers.launch import WorkerProcess, wait_for_workers
 from hpo.workers.objective import WORKER_ATTR
 from tests.hpo_tests.invariants import check_invariants
 from tests.hpo_tests.test_workers import (
     long_study_config,
     prepare,
+    start_worker,
     wait_for_training,
 )
 
@@ -26,16 +26,7 @@ GRACE = 6
 
 
 def _start(url: str, name: str, index: int, root: Path) -> WorkerProcess:
-    log_path = root / f"worker-{index}.log"
-    with log_path.open("ab") as log:
-        command = worker_command(name, index, root, threads=1)
-        proc = subprocess.Popen(
-            [*command, "--grace-period", str(GRACE)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=worker_environment(url, threads=1),
-        )
-    return WorkerProcess(index, proc, log_path, None)
+    return start_worker(url, name, index, root, GRACE)
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import time
 from pathlib import Path
 
@@ -19,7 +20,13 @@ from hpo.study.creation import (
     raise_budget,
 )
 from hpo.study.strategies import PrunerConfig
-from hpo.workers.launch import start_workers, wait_for_workers
+from hpo.workers.launch import (
+    WorkerProcess,
+    start_workers,
+    wait_for_workers,
+    worker_command,
+    worker_environment,
+)
 from hpo.workers.objective import WORKER_ATTR
 from hpo.workers.stop import finished_elsewhere, stop_cleanly, storage_id
 from tests.conftest import import_and_cluster
@@ -61,6 +68,21 @@ def wait_for_training(url: str, name: str, timeout: float = 120) -> optuna.trial
                 return t
         time.sleep(0.1)
     raise AssertionError(f"no trial of {name} started training within {timeout} s")
+
+
+def start_worker(url: str, name: str, index: int, root: Path, grace: int) -> WorkerProcess:
+    """One real ``hpo worker`` process with 1 thread and a grace period of ``grace`` s, its
+    storage URL in its environment, its output in ``root/worker-<index>.log``."""
+    log_path = root / f"worker-{index}.log"
+    with log_path.open("ab") as log:
+        command = worker_command(name, index, root, threads=1)
+        proc = subprocess.Popen(
+            [*command, "--grace-period", str(grace)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=worker_environment(url, threads=1),
+        )
+    return WorkerProcess(index, proc, log_path, None)
 
 
 def prepare(url: str, tmp_path: Path, config: StudyConfig) -> None:
