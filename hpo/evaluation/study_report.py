@@ -17,6 +17,7 @@ from evaluators.config import EvalConfig
 from evaluators.report import build as comparison
 from evaluators.trials.promotion import evaluated_trials
 from hpo.artifacts import publish_file
+from hpo.evaluation.notes import save_study_note
 from hpo.evaluation.service import PROMOTED_ATTR, open_evaluator
 
 
@@ -48,7 +49,8 @@ def write_report(
     eval_config: EvalConfig = EvalConfig(),
     png: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Write the study's comparison: figure (HTML and PNG), JSON and markdown summary.
+    """Write the study's comparison: figure (HTML and PNG), JSON and markdown summary; the
+    summary is also the study's note in optuna-dashboard.
 
     Works from what exists: a method not evaluated yet is listed as not evaluated.
 
@@ -93,4 +95,5 @@ def write_report(
     for kind, path in sorted(files.items()):
         if Path(path).is_file():
             publish_file(service.engine, service.layout, f"report_{kind}", study_name, path)
+    save_study_note(service.study, files["summary"].read_text(encoding="utf-8"))
     return report, files
