@@ -114,7 +114,7 @@ def study_list_table(rows: Sequence[StudyListRow], title: str) -> Table:
 
 PROMOTED_METHOD = "cluster_lora"
 """The promoted trial's method name in the results file
-(:data:`evaluators.promotion.TRIAL_METHOD`; not imported, to keep the CLI's start light)."""
+(:data:`evaluators.trials.scope.TRIAL_METHOD`; not imported, to keep the CLI's start light)."""
 
 
 def method_rows(report: MethodsReport, trial: int | None = None) -> dict[str, Any]:

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from evaluators.trial_evaluation import TRIAL_METHOD
-from hpo.display import PROMOTED_METHOD, method_rows, study_list_table, trials_table
-from hpo.queries import StudyListRow, TrialRow
+from evaluators.trials.scope import TRIAL_METHOD
+from hpo.cli.display import PROMOTED_METHOD, method_rows, study_list_table, trials_table
+from hpo.study.queries import StudyListRow, TrialRow
 
 
 def _render(table: object, width: int = 80) -> str:
