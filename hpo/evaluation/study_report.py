@@ -18,7 +18,8 @@ from evaluators.report import build as comparison
 from evaluators.trials.promotion import evaluated_trials
 from hpo.artifacts import publish_file
 from hpo.evaluation.notes import save_study_note
-from hpo.evaluation.service import PROMOTED_ATTR, open_evaluator
+from hpo.evaluation.service import open_evaluator
+from hpo.evaluation.study_work import promoted_trial
 
 
 def trial_history(study: optuna.Study) -> list[comparison.TrialPoint]:
@@ -33,12 +34,6 @@ def trial_history(study: optuna.Study) -> list[comparison.TrialPoint]:
         for t in study.get_trials(deepcopy=False)
         if t.state != optuna.trial.TrialState.WAITING
     ]
-
-
-def promoted_trial(study: optuna.Study) -> int | None:
-    """The promoted trial's number, from the evaluator's study attribute."""
-    promoted = study.user_attrs.get(PROMOTED_ATTR)
-    return int(promoted["trial"]) if isinstance(promoted, dict) and "trial" in promoted else None
 
 
 def write_report(

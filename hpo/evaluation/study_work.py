@@ -50,12 +50,41 @@ WAIT_INTERVAL = 2.0
 BASELINES_TARGET = "baselines"
 PROMOTION_TARGET = "promotion"
 TRIAL_ATTR_PREFIX = "evaluation:trial:"
-"""Study user attribute ``evaluation:trial:<N>``: trial N's similarity, CI and diversity."""
+"""Study record ``evaluation:trial:<N>`` (``storage.study_records``): trial N's similarity, CI
+and diversity; a study user attribute of that name in studies evaluated before 0005. Shown in
+the dashboard as trial N's note."""
 PROMOTED_ATTR = "evaluation:promoted"
+"""Study record: the promoted trial, its similarity and the results file (a study user
+attribute in studies evaluated before 0005)."""
+PROMOTED_TRIAL_ATTR = "evaluation:promoted_trial"
+"""Study user attribute: the promoted trial's number (short: ``optuna studies`` prints the
+study's user attributes whole)."""
 BASELINE_SOURCE_ATTR = "evaluation:baselines_trained_with"
 """Study attribute: the trial whose hyperparameters the unified and cluster-0 adapters use
 (chosen once, so that every evaluator process trains the same baselines)."""
-"""Study user attribute: the promoted trial, its similarity and the results file."""
+
+
+def promoted_trial(study: optuna.Study) -> int | None:
+    """The promoted trial's number: the study attribute, or the whole record that studies
+    evaluated before 0005 kept in the attribute ``evaluation:promoted``."""
+    number = study.user_attrs.get(PROMOTED_TRIAL_ATTR)
+    if isinstance(number, int):
+        return number
+    legacy = study.user_attrs.get(PROMOTED_ATTR)
+    return int(legacy["trial"]) if isinstance(legacy, dict) and "trial" in legacy else None
+
+
+def trial_evaluations(engine: Any, study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """{trial number: its evaluation figures}, from the study records (and the study user
+    attributes of a study evaluated before 0005)."""
+    with storage.session_scope(engine) as session:
+        records = storage.study_records(session, study.study_name, prefix=TRIAL_ATTR_PREFIX)
+    found = {**study.user_attrs, **records}
+    return {
+        int(key.removeprefix(TRIAL_ATTR_PREFIX)): value
+        for key, value in found.items()
+        if key.startswith(TRIAL_ATTR_PREFIX) and isinstance(value, dict)
+    }
 
 
 def trial_target(number: int) -> str:
@@ -256,11 +285,11 @@ class StudyEvaluator:
         recorded = self.study.user_attrs.get(BASELINE_SOURCE_ATTR)
         if recorded in by_number:
             return by_number[recorded]
-        attrs = self.study.user_attrs
+        evaluated = trial_evaluations(self.engine, self.study)
         scored = [
-            (attrs[f"{TRIAL_ATTR_PREFIX}{t.trial_number}"].get("similarity", 0.0), t)
+            (evaluated[t.trial_number].get("similarity", 0.0), t)
             for t in trials
-            if f"{TRIAL_ATTR_PREFIX}{t.trial_number}" in attrs
+            if t.trial_number in evaluated
         ]
         if scored:
             source = max(scored, key=lambda pair: (pair[0], -pair[1].trial_number))[1]
@@ -303,36 +332,42 @@ class StudyEvaluator:
         self.scope = dataclasses.replace(self.scope, baseline_training=training)
 
     def _record(self, trial: PromotedTrial, summary: dict[str, Any]) -> None:
-        """Put one trial's figures where the dashboard shows them (a study user attribute)."""
+        """Store one trial's figures as a study record."""
         value = {
             "trial": trial.trial_number,
             "eval_loss": trial.eval_loss,
             **summary,
             "eval_config_key": self.scope.eval_config.key,
         }
-        key = f"{TRIAL_ATTR_PREFIX}{trial.trial_number}"
-        if self.study.user_attrs.get(key) != value:
-            self.study.set_user_attr(key, value)
+        with storage.session_scope(self.engine) as session:
+            storage.save_study_record(
+                session, self.name, f"{TRIAL_ATTR_PREFIX}{trial.trial_number}", value
+            )
 
     def _record_report(self, report: PromotionReport, path: Path) -> None:
-        """Record every evaluated trial's figures and the promoted trial as study attributes,
-        and publish the results file."""
+        """Record every evaluated trial's figures and the promoted trial as study records (the
+        study's attributes get the promoted trial's number), and publish the results file."""
         publish_file(self.engine, self.layout, "results_cluster_lora", self.name, path)
         for row in report.trials:
             self._record(row.trial, row.summary())
         promoted = report.promoted
-        self.study.set_user_attr(
-            PROMOTED_ATTR,
-            {
-                "trial": promoted.trial.trial_number,
-                "similarity": promoted.result.mean_similarity,
-                "eval_loss": promoted.trial.eval_loss,
-                # relative to the output root: the database never names a local path
-                "adapter": storage.relative(self.layout, report.promoted_dir),
-                "results": storage.relative(self.layout, path),
-                "eval_config_key": self.scope.eval_config.key,
-            },
-        )
+        with storage.session_scope(self.engine) as session:
+            storage.save_study_record(
+                session,
+                self.name,
+                PROMOTED_ATTR,
+                {
+                    "trial": promoted.trial.trial_number,
+                    "similarity": promoted.result.mean_similarity,
+                    "eval_loss": promoted.trial.eval_loss,
+                    # relative to the output root: the database never names a local path
+                    "adapter": storage.relative(self.layout, report.promoted_dir),
+                    "results": storage.relative(self.layout, path),
+                    "eval_config_key": self.scope.eval_config.key,
+                },
+            )
+        if self.study.user_attrs.get(PROMOTED_TRIAL_ATTR) != promoted.trial.trial_number:
+            self.study.set_user_attr(PROMOTED_TRIAL_ATTR, promoted.trial.trial_number)
 
 
 def open_evaluator(

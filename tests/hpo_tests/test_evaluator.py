@@ -27,12 +27,31 @@ from hpo.evaluation.service import (
     run_evaluator,
     top_trials,
 )
-from hpo.evaluation.study_work import BASELINE_SOURCE_ATTR
+from hpo.evaluation.study_work import BASELINE_SOURCE_ATTR, promoted_trial, trial_evaluations
 from hpo.study.config import StudyConfig, StudySection
 from hpo.study.creation import create_study, load_study
 from hpo.workers.objective import ADAPTER_KIND
 from tests.conftest import import_and_cluster
 from trainers.config import DataConfig, TrainConfig
+
+MAX_STUDY_ROW = 300
+"""Characters in one row of ``optuna studies``: a study's user attributes are printed whole."""
+
+
+def assert_optuna_studies_rows_are_short(url: str) -> None:
+    """The real ``optuna studies`` CLI prints every study of ``url`` in rows under
+    :data:`MAX_STUDY_ROW` characters (the whole config and every evaluation used to be there)."""
+    optuna_cli = Path(sys.executable).with_name("optuna")
+    shown = subprocess.run(
+        [str(optuna_cli), "studies", "--storage", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "user_attrs" in shown  # the attributes are printed, and short
+    long = [line for line in shown.splitlines() if len(line) >= MAX_STUDY_ROW]
+    assert long == [], f"rows of {[len(line) for line in long]} characters:\n{shown}"
+
 
 SHORT = EvalConfig(batch_size=16, max_new_tokens=6)
 """Short replies, one batch per method: the tests check the flow, not the replies."""
@@ -188,17 +207,20 @@ def test_top_k_by_eval_loss_are_evaluated_and_the_best_similarity_is_promoted(
         source / "adapter_model.safetensors"
     ).read_bytes()
 
-    # the figures reach the dashboard as study user attributes; the metric is named
+    # the figures are study records; the study's attributes stay short; the metric is named
     study, _ = load_study(sqlite_url, "watch")
-    attrs = study.user_attrs
+    evaluated = trial_evaluations(storage.create_engine(sqlite_url), study)
     for n in top:
-        attr = attrs[f"{TRIAL_ATTR_PREFIX}{n}"]
+        attr = evaluated[n]
         assert attr["similarity"] == pytest.approx(rows[n]["similarity"])
         assert attr["similarity_ci"] == rows[n]["similarity_ci"]
         assert attr["distinct_2"] == rows[n]["distinct_2"]
-    assert f"{TRIAL_ATTR_PREFIX}{numbers[3]}" not in attrs
-    assert attrs[PROMOTED_ATTR]["trial"] == best
+    assert numbers[3] not in evaluated
+    assert promoted_trial(study) == best
+    assert not any(key.startswith(TRIAL_ATTR_PREFIX) for key in study.user_attrs)
+    assert PROMOTED_ATTR not in study.user_attrs
     assert study.metric_names == ["eval_loss"]
+    assert_optuna_studies_rows_are_short(sqlite_url)
 
     # nothing new: nothing evaluated, nothing rewritten
     written = result.results.stat().st_mtime_ns
