@@ -192,6 +192,14 @@ def similarity_table(report: MethodsReport, trial: int | None = None) -> Table:
             f"{table.caption}\n{name}: {c.mean_percent_points:+.2f} pt, 95% CI (unadjusted) "
             f"{low:+.2f} to {high:+.2f}, p={d.p_value:.3g}{holm} (paired, by persona): {verdict}"
         )
+    for name, d in getattr(report, "described", {}).items():
+        if promoted:
+            name = name.replace(PROMOTED_METHOD, _trial_name(promoted[0]))
+        table.caption = (
+            f"{table.caption}\n{name}: {100 * d.mean:+.2f} pt, 95% CI (unadjusted) "
+            f"{100 * d.low:+.2f} to {100 * d.high:+.2f}: described, not tested (a yardstick "
+            "or a method outside the decision rule)"
+        )
     return unclipped(table)
 
 

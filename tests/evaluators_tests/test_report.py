@@ -32,7 +32,7 @@ from evaluators.report.decision import (
     rule_comparisons,
 )
 from evaluators.scoring.method_run import RunKey, eval_items, score_replies
-from evaluators.trials.promotion import TRIAL_METHOD
+from evaluators.trials.promotion import TRIAL_METHOD, rule_family
 from tests.conftest import write_small_dataset
 from trainers.data import SplitConfig, load_dataset
 
@@ -393,6 +393,56 @@ def test_adding_a_yardstick_never_changes_the_decision(
     assert after["described"]["reference_ceiling - base_model"]["p_holm"] is None
     row = after["rows"]["reference_ceiling"]
     assert row["label"] == "reference agreement (two references of the same persona)"
+
+
+def test_promotion_tests_the_rule_s_family_and_describes_the_yardsticks(
+    stored: tuple[Any, int, list[Any]],
+) -> None:
+    """cluster_lora_results.json holds the same family as the report (the trial against the
+    unified adapter, cluster 0 and the base model, Holm among those three), with the same
+    Holm p-values; the yardsticks are described, and adding them changes nothing tested."""
+    engine, dataset_id, personas = stored
+    texts = {p.key: p.text for p in personas}
+    keys = sorted(texts)
+    far = {k: texts[keys[(i + 5) % len(keys)]] for i, k in enumerate(keys)}
+    rule = {
+        BASE: lambda it: texts[it.persona_key],
+        UNIFIED: lambda it: far[it.persona_key],
+        CLUSTER0: lambda it: f"{texts[it.persona_key]} {it.reference}",
+        CLUSTER: lambda it: it.reference,
+    }
+    _store_all(engine, dataset_id, personas, rule)
+    scope = report.ReportScope("study", 4, personas, CONFIG)
+
+    def as_promotion(results: dict[str, Any]) -> dict[str, Any]:
+        return {TRIAL_METHOD if k == CLUSTER else k: v for k, v in results.items()}
+
+    results = report.collect_results(engine, scope, promoted_trial=2)
+    before_tested, before_described = rule_family(as_promotion(results), TRIAL_METHOD)
+    family = [f"{TRIAL_METHOD} - {b}" for b in (UNIFIED, CLUSTER0, BASE)]
+    assert list(before_tested) == family and before_described == {}
+    built = report.build_report("study", results, promoted_trial=2)
+    for name, tested in before_tested.items():
+        same = built["comparisons"][name.replace(TRIAL_METHOD, CLUSTER)]
+        assert tested.difference.p_holm == pytest.approx(same["p_holm"])
+
+    _store_all(
+        engine,
+        dataset_id,
+        personas,
+        {
+            "copy_persona": lambda it: texts[it.persona_key],
+            "reference_ceiling": lambda it: f"{it.reference} Yes.",
+            "persona_swapped": lambda it: far[it.persona_key],
+        },
+    )
+    results = report.collect_results(engine, scope, promoted_trial=2)
+    tested, described = rule_family(as_promotion(results), TRIAL_METHOD)
+    assert tested == before_tested
+    assert set(described) == {
+        f"{TRIAL_METHOD} - {y}" for y in ("copy_persona", "reference_ceiling", "persona_swapped")
+    }
+    assert all(d.p_holm is None for d in described.values())
 
 
 def test_the_report_says_no_method_beats_the_base_model(

@@ -193,8 +193,16 @@ def test_top_k_by_eval_loss_are_evaluated_and_the_best_similarity_is_promoted(
         ci = method["mean_similarity_ci"]
         assert ci["low"] <= method["mean_similarity"] <= ci["high"], name
         assert method["n_examples"] == report["methods"]["cluster_lora"]["n_examples"]
-    for name in baselines | {"persona_swapped"}:
-        assert f"cluster_lora - {name}" in report["comparisons"]
+    # Holm over the decision rule's comparisons only; the yardsticks are described
+    tested = {"cluster_lora - base_model", "cluster_lora - unified_adapter"}
+    assert (
+        report["holm_family"] == list(report["comparisons"])
+        and set(report["comparisons"]) == tested
+    )
+    assert set(report["described"]) == {
+        f"cluster_lora - {name}"
+        for name in ("copy_persona", "reference_ceiling", "persona_swapped")
+    }
     unified = tmp_path / "models/watch/baselines/unified_adapter"
     assert (unified / "adapter_model.safetensors").is_file()
     assert study_attr(sqlite_url, "watch", BASELINE_SOURCE_ATTR) in top
