@@ -18,8 +18,8 @@ from evaluators.report import build as comparison
 from evaluators.trials.promotion import evaluated_trials
 from hpo.artifacts import publish_file
 from hpo.evaluation.notes import save_study_note
+from hpo.evaluation.records import promoted_trial
 from hpo.evaluation.service import open_evaluator
-from hpo.evaluation.study_work import promoted_trial
 
 
 def trial_history(study: optuna.Study) -> list[comparison.TrialPoint]:

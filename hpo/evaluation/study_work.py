@@ -32,6 +32,12 @@ from evaluators.trials import promotion
 from evaluators.trials.promotion import EvalScope, PromotedTrial, PromotionReport
 from hpo.artifacts import output_layout, publish_file
 from hpo.datasets import load_cluster, load_study_cluster
+from hpo.evaluation.records import (
+    PROMOTED_ATTR,
+    PROMOTED_TRIAL_ATTR,
+    TRIAL_ATTR_PREFIX,
+    trial_evaluations,
+)
 from hpo.study.config import StudyConfig, train_config_for
 from hpo.study.creation import load_study
 from storage.leases import RENEWALS_PER_TTL
@@ -49,42 +55,9 @@ WAIT_INTERVAL = 2.0
 """Seconds between checks while ``--once`` waits for work leased by another evaluator."""
 BASELINES_TARGET = "baselines"
 PROMOTION_TARGET = "promotion"
-TRIAL_ATTR_PREFIX = "evaluation:trial:"
-"""Study record ``evaluation:trial:<N>`` (``storage.study_records``): trial N's similarity, CI
-and diversity; a study user attribute of that name in studies evaluated before 0005. Shown in
-the dashboard as trial N's note."""
-PROMOTED_ATTR = "evaluation:promoted"
-"""Study record: the promoted trial, its similarity and the results file (a study user
-attribute in studies evaluated before 0005)."""
-PROMOTED_TRIAL_ATTR = "evaluation:promoted_trial"
-"""Study user attribute: the promoted trial's number (short: ``optuna studies`` prints the
-study's user attributes whole)."""
 BASELINE_SOURCE_ATTR = "evaluation:baselines_trained_with"
 """Study attribute: the trial whose hyperparameters the unified and cluster-0 adapters use
 (chosen once, so that every evaluator process trains the same baselines)."""
-
-
-def promoted_trial(study: optuna.Study) -> int | None:
-    """The promoted trial's number: the study attribute, or the whole record that studies
-    evaluated before 0005 kept in the attribute ``evaluation:promoted``."""
-    number = study.user_attrs.get(PROMOTED_TRIAL_ATTR)
-    if isinstance(number, int):
-        return number
-    legacy = study.user_attrs.get(PROMOTED_ATTR)
-    return int(legacy["trial"]) if isinstance(legacy, dict) and "trial" in legacy else None
-
-
-def trial_evaluations(engine: Any, study: optuna.Study) -> dict[int, dict[str, Any]]:
-    """{trial number: its evaluation figures}, from the study records (and the study user
-    attributes of a study evaluated before 0005)."""
-    with storage.session_scope(engine) as session:
-        records = storage.study_records(session, study.study_name, prefix=TRIAL_ATTR_PREFIX)
-    found = {**study.user_attrs, **records}
-    return {
-        int(key.removeprefix(TRIAL_ATTR_PREFIX)): value
-        for key, value in found.items()
-        if key.startswith(TRIAL_ATTR_PREFIX) and isinstance(value, dict)
-    }
 
 
 def trial_target(number: int) -> str:

@@ -35,7 +35,7 @@ import storage
 from evaluators.moe.run import PersonaAdapter
 from hpo.artifacts import output_layout
 from hpo.datasets import ClusterData, load_study_cluster
-from hpo.evaluation.study_work import promoted_trial
+from hpo.evaluation.records import promoted_trial
 from hpo.personas.objective import (
     ADAPTER_KIND,
     HASH_ATTR,

@@ -20,6 +20,7 @@ import pytest
 import storage
 from evaluators.config import EvalConfig
 from evaluators.trials.promotion import TRIAL_METHOD
+from hpo.evaluation.records import promoted_trial, trial_evaluations
 from hpo.evaluation.service import (
     PROMOTED_ATTR,
     TRIAL_ATTR_PREFIX,
@@ -27,7 +28,7 @@ from hpo.evaluation.service import (
     run_evaluator,
     top_trials,
 )
-from hpo.evaluation.study_work import BASELINE_SOURCE_ATTR, promoted_trial, trial_evaluations
+from hpo.evaluation.study_work import BASELINE_SOURCE_ATTR
 from hpo.study.config import StudyConfig, StudySection
 from hpo.study.creation import create_study, load_study
 from hpo.workers.objective import ADAPTER_KIND
