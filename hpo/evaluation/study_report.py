@@ -17,7 +17,7 @@ from evaluators.config import EvalConfig
 from evaluators.report import build as comparison
 from evaluators.trials.promotion import evaluated_trials
 from hpo.artifacts import publish_file
-from hpo.evaluation.notes import save_study_note
+from hpo.evaluation.notes import dashboard_store, save_study_note, upload_figure
 from hpo.evaluation.records import promoted_trial
 from hpo.evaluation.service import open_evaluator
 
@@ -45,7 +45,8 @@ def write_report(
     png: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Write the study's comparison: figure (HTML and PNG), JSON and markdown summary; the
-    summary is also the study's note in optuna-dashboard.
+    summary is also the study's note in optuna-dashboard, and the PNG the study's artifact
+    there (:func:`hpo.evaluation.notes.dashboard_store`).
 
     Works from what exists: a method not evaluated yet is listed as not evaluated.
 
@@ -87,8 +88,13 @@ def write_report(
         },
     )
     files = comparison.write_report_files(service.layout, report, png=png)
-    for kind, path in sorted(files.items()):
-        if Path(path).is_file():
-            publish_file(service.engine, service.layout, f"report_{kind}", study_name, path)
+    published = {
+        kind: publish_file(service.engine, service.layout, f"report_{kind}", study_name, path)
+        for kind, path in sorted(files.items())
+        if Path(path).is_file()
+    }
     save_study_note(service.study, files["summary"].read_text(encoding="utf-8"))
+    if "png" in published:
+        store = dashboard_store(service.layout.root)
+        upload_figure(service.engine, service.study, files["png"], published["png"].sha256, store)
     return report, files

@@ -32,6 +32,7 @@ from evaluators.trials import promotion
 from evaluators.trials.promotion import EvalScope, PromotedTrial, PromotionReport
 from hpo.artifacts import output_layout, publish_file
 from hpo.datasets import load_cluster, load_study_cluster
+from hpo.evaluation.notes import save_trial_note, trial_note_markdown
 from hpo.evaluation.records import (
     PROMOTED_ATTR,
     PROMOTED_TRIAL_ATTR,
@@ -304,8 +305,10 @@ class StudyEvaluator:
         )
         self.scope = dataclasses.replace(self.scope, baseline_training=training)
 
-    def _record(self, trial: PromotedTrial, summary: dict[str, Any]) -> None:
-        """Store one trial's figures as a study record."""
+    def _record(
+        self, trial: PromotedTrial, summary: dict[str, Any], *, promoted: bool = False
+    ) -> None:
+        """Store one trial's figures as a study record, and show them as its dashboard note."""
         value = {
             "trial": trial.trial_number,
             "eval_loss": trial.eval_loss,
@@ -316,13 +319,16 @@ class StudyEvaluator:
             storage.save_study_record(
                 session, self.name, f"{TRIAL_ATTR_PREFIX}{trial.trial_number}", value
             )
+        save_trial_note(
+            self.study, trial.trial_number, trial_note_markdown(value, promoted=promoted)
+        )
 
     def _record_report(self, report: PromotionReport, path: Path) -> None:
         """Record every evaluated trial's figures and the promoted trial as study records (the
         study's attributes get the promoted trial's number), and publish the results file."""
         publish_file(self.engine, self.layout, "results_cluster_lora", self.name, path)
         for row in report.trials:
-            self._record(row.trial, row.summary())
+            self._record(row.trial, row.summary(), promoted=row.promoted)
         promoted = report.promoted
         with storage.session_scope(self.engine) as session:
             storage.save_study_record(

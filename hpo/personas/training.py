@@ -35,6 +35,7 @@ import storage
 from evaluators.moe.run import PersonaAdapter
 from hpo.artifacts import output_layout
 from hpo.datasets import ClusterData, load_study_cluster
+from hpo.evaluation.notes import personas_study_note, save_study_note, study_note
 from hpo.evaluation.records import promoted_trial
 from hpo.personas.objective import (
     ADAPTER_KIND,
@@ -188,6 +189,9 @@ def enqueue_personas(
                 f"study {name!r} exists but is not a per-persona study; rename study "
                 f"{job.study_name!r} or delete {name!r}"
             )
+        note = personas_study_note(job.study_name)
+        if study_note(study) != note:
+            save_study_note(study, note)
         with storage.session_scope(job.engine) as session:
             storage.save_study_record(session, name, TRAIN_CONFIG_ATTR, job.train_config.to_dict())
         queued = _queued(study)

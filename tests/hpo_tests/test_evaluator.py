@@ -20,6 +20,7 @@ import pytest
 import storage
 from evaluators.config import EvalConfig
 from evaluators.trials.promotion import TRIAL_METHOD
+from hpo.evaluation.notes import trial_note
 from hpo.evaluation.records import promoted_trial, trial_evaluations
 from hpo.evaluation.service import (
     PROMOTED_ATTR,
@@ -230,6 +231,15 @@ def test_top_k_by_eval_loss_are_evaluated_and_the_best_similarity_is_promoted(
     assert PROMOTED_ATTR not in study.user_attrs
     assert study.metric_names == ["eval_loss"]
     assert_optuna_studies_rows_are_short(sqlite_url)
+    # each evaluated trial's figures are its note in the dashboard
+    for n in top:
+        note = trial_note(study, n)
+        assert f"| embedding similarity | {100 * rows[n]['similarity']:.2f}% |" in note
+        low, high = rows[n]["similarity_ci"]
+        assert f"{100 * low:.2f}% to {100 * high:.2f}%" in note
+        assert "floor" in note and "floor-normalized" in note and "distinct-1" in note
+        assert ("**Promoted**" in note) is (n == best)
+    assert trial_note(study, numbers[3]) == ""
 
     # nothing new: nothing evaluated, nothing rewritten
     written = result.results.stat().st_mtime_ns
