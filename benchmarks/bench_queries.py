@@ -100,7 +100,7 @@ def build_study(path: Path, n_trials: int, seed: int = 0) -> str:
     import sqlalchemy as sa
 
     from hpo.study.config import StudyConfig, StudySection
-    from hpo.study.creation import CONFIG_ATTR
+    from hpo.study.records import CONFIG_ATTR
 
     url = f"sqlite:///{path}"
     if path.exists():

@@ -103,6 +103,7 @@ from storage.models import (
     Example,
     Persona,
     StudyBudget,
+    StudyRecord,
 )
 from storage.optuna_schema import KNOWN_OPTUNA_REVISIONS
 from storage.optuna_tables import StoredStudy, StoredTrial
@@ -114,6 +115,14 @@ from storage.shared import (
     publish_and_record,
     publish_artifact,
     relative,
+)
+from storage.study_records import (
+    delete_study_records,
+    record_sha256,
+    save_study_record,
+    study_record,
+    study_records,
+    study_records_of_key,
 )
 from storage.urls import masked_url
 
@@ -159,6 +168,7 @@ __all__ = [
     "StoredStudy",
     "StoredTrial",
     "StudyBudget",
+    "StudyRecord",
     "acquire_lease",
     "atomic_directory",
     "atomic_file",
@@ -173,6 +183,7 @@ __all__ = [
     "database_now",
     "default_storage_url",
     "delete_budget",
+    "delete_study_records",
     "directory_sha256",
     "dispose_engines",
     "done_example_ids",
@@ -201,6 +212,7 @@ __all__ = [
     "publish_and_record",
     "publish_artifact",
     "record_artifact",
+    "record_sha256",
     "relative",
     "release_lease",
     "release_ticket",
@@ -209,10 +221,14 @@ __all__ = [
     "save_dataset",
     "save_evaluation_results",
     "save_persona_embeddings",
+    "save_study_record",
     "session_scope",
     "set_budget",
     "start_evaluation_run",
     "step_budget",
+    "study_record",
+    "study_records",
+    "study_records_of_key",
     "sweep_temp_dirs",
     "unreachable_message",
     "upgrade_database",

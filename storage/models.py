@@ -221,6 +221,24 @@ class StudyBudget(Base):
     """Set by the first charge that did not fit: no trial starts or goes on after it."""
 
 
+class StudyRecord(Base):
+    """A JSON document a study keeps under a key (``storage.study_records``): its whole
+    config, each evaluated trial's figures, the promoted trial. Optuna's study user
+    attributes keep only short pointers, since ``optuna studies`` prints them whole."""
+
+    __tablename__ = "study_records"
+
+    study_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    """The document as canonical JSON (sorted keys, no spaces)."""
+    sha256: Mapped[str] = mapped_column(String(64))
+    """sha256 of ``value``: the pointer a study attribute holds a prefix of."""
+    updated_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
 class PersonaEmbedding(Base):
     """A persona text's sentence embedding under one model, computed once and reused.
 

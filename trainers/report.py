@@ -67,7 +67,8 @@ def report_callback(run: RunLog) -> Any:
     """A transformers ``TrainerCallback`` that reports into ``run``.
 
     It hands every eval_loss to ``run.report`` and stops the Trainer when that returns True
-    or when a loss turns NaN or infinite; it writes every log line to ``run.log_file``.
+    (except at the evaluation after the last step: a finished run is never pruned) or when a
+    loss turns NaN or infinite; it writes every log line to ``run.log_file``.
     """
     from transformers import TrainerCallback
 
@@ -94,7 +95,10 @@ def report_callback(run: RunLog) -> Any:
                 control.should_training_stop = True
                 return
             run.losses.append((step, loss))
-            if run.report is not None and run.report(step, loss):
+            # The evaluation after the last step is still reported, but its answer is not
+            # heeded: training has finished, so stopping would only throw the adapter away.
+            final = 0 < state.max_steps <= state.global_step
+            if run.report is not None and run.report(step, loss) and not final:
                 run.stopped_early = True
                 control.should_training_stop = True
 

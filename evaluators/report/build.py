@@ -8,9 +8,13 @@ per-persona adapters of :mod:`evaluators.moe.run`). A method without a complete 
 every test example is listed as "not evaluated" instead of failing, so the report can be
 written at any time and rewritten as evaluations arrive.
 
-Every method is compared with the unified adapter, paired on the identical examples with a
-persona-level bootstrap; the decision's comparisons (cluster 4 against cluster 0, MoE against
-cluster 4) join the same family, and Holm corrects over all of them.
+The decision's own comparisons (:func:`evaluators.report.decision.rule_comparisons`: cluster 4
+against the unified and the cluster-0 adapter, MoE against cluster 4, each candidate against the
+base model) are the tested family, paired on the identical examples with a persona-level
+bootstrap and Holm-corrected among themselves only; the report names them. Every other row is
+described against the base model, with its unadjusted interval and no verdict: yardsticks
+(copy the persona, the reference agreement, the swapped persona), other trials and variants
+never enter the family, so adding one never changes the decision.
 
 Files, under ``results/<study>/comparison/``: ``comprehensive_comparison.html`` (interactive)
 and ``.png`` (rendered by kaleido, which drives a Chromium), ``comprehensive_comparison.json``
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import storage
-from evaluators.baselines.suite import UNIFIED
+from evaluators.baselines.suite import BASE_MODEL
 from evaluators.config import EvalConfig
 from evaluators.moe.run import MOE_SELF
 from evaluators.report import decision
@@ -40,6 +44,8 @@ from evaluators.report.rows import (
     REFERENCE_ROWS,
     TRIAL_PREFIX,
     comparison_pairs,
+    described_differences,
+    described_pairs,
     label,
     row_order,
 )
@@ -229,7 +235,12 @@ def _p(entry: Mapping[str, Any]) -> float:
 
 def _paired(entry: Mapping[str, Any]) -> decision.Paired:
     return decision.Paired(
-        entry["mean"], entry["low"], entry["high"], bool(entry["beats"]), _p(entry)
+        entry["mean"],
+        entry["low"],
+        entry["high"],
+        bool(entry["beats"]),
+        _p(entry),
+        entry["p_value"],
     )
 
 
@@ -237,7 +248,9 @@ def _reversed(entry: Mapping[str, Any], a_degenerate: bool) -> decision.Paired:
     """``b - a`` from the comparison ``a - b`` (the same test, not a second one for Holm)."""
     alpha = 1 - entry["confidence"]
     beats = entry["high"] < 0 and _p(entry) < alpha and not a_degenerate
-    return decision.Paired(-entry["mean"], -entry["high"], -entry["low"], beats, _p(entry))
+    return decision.Paired(
+        -entry["mean"], -entry["high"], -entry["low"], beats, _p(entry), entry["p_value"]
+    )
 
 
 def decide_from(results: Mapping[str, MethodResult], comparisons: Mapping[str, Any]) -> Any:
@@ -255,7 +268,7 @@ def decide_from(results: Mapping[str, MethodResult], comparisons: Mapping[str, A
     return decision.decide(standings, differences)
 
 
-def _row(name: str, result: MethodResult, comparisons: Mapping[str, Any]) -> dict[str, Any]:
+def _row(name: str, result: MethodResult, described: Mapping[str, Any]) -> dict[str, Any]:
     summary = result.to_dict()
     summary.pop("samples", None)
     ci = result.similarity_ci
@@ -265,7 +278,7 @@ def _row(name: str, result: MethodResult, comparisons: Mapping[str, Any]) -> dic
         if ci is None
         else [normalized(ci.low, result.floor), normalized(ci.high, result.floor)]
     )
-    summary["vs_unified"] = comparisons.get(f"{name} - {UNIFIED}")
+    summary["vs_base_model"] = described.get(f"{name} - {BASE_MODEL}")
     return summary
 
 
@@ -279,7 +292,8 @@ def build_report(
     extra: Mapping[str, Any] | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """The report as JSON-ready data: rows, comparisons (Holm over all), decision.
+    """The report as JSON-ready data: rows, the decision's comparisons (Holm over exactly
+    those, named in ``holm_family``), the rows described against the base model, decision.
 
     Args:
         study_name: The study.
@@ -291,9 +305,9 @@ def build_report(
         seed: Seed of the resampling.
     """
     names = row_order(results)
-    comparisons = (
-        compare_methods(results, comparison_pairs(names), seed=seed) if len(names) > 1 else {}
-    )
+    family = comparison_pairs(names)
+    comparisons = compare_methods(results, family, seed=seed) if family else {}
+    described = described_differences(results, described_pairs(names), seed=seed)
     expected = [*ORDER]
     expected += [f"{TRIAL_PREFIX}{n}" for n in evaluated_trials if n != promoted_trial]
     missing = [label(n) for n in expected if n not in results]
@@ -301,9 +315,11 @@ def build_report(
     return {
         "study": study_name,
         "promoted_trial": promoted_trial,
-        "rows": {name: _row(name, results[name], comparisons) for name in names},
+        "rows": {name: _row(name, results[name], described) for name in names},
         "not_evaluated": missing,
+        "holm_family": [f"{a} - {b}" for a, b in family],
         "comparisons": comparisons,
+        "described": described,
         "decision": decided.to_dict(),
         "history": [
             {

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from evaluators.report.rows import REFERENCE_ROWS, label
+from evaluators.report.rows import REFERENCE_ROWS
+from evaluators.report.summary import headline
 
 FIGURE_SIZE = (1400, 1600)
 """Width and height of the PNG, in pixels (before ``PNG_SCALE``)."""
@@ -142,10 +143,8 @@ def comparison_figure(report: Mapping[str, Any]) -> Any:
             col=1,
         )
     fig.update_yaxes(title_text="persona mean similarity (%)", row=3, col=1)
-    branch = report["decision"]["branch"]
     fig.update_layout(
-        title=f"Study {report['study']}: comparison of methods; decision: {branch}, "
-        f"main result: {label(main) if main else 'none'}",
+        title=f"Study {report['study']}: comparison of methods<br>{headline(report)}",
         width=FIGURE_SIZE[0],
         height=FIGURE_SIZE[1],
         template="plotly_white",

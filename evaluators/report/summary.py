@@ -6,11 +6,78 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from evaluators.report import decision
 from evaluators.report.rows import label
 
 
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f}%"
+
+
+def headline(report: Mapping[str, Any]) -> str:
+    """The decision as one sentence for people (the figure's title, the summary's first line),
+    with labels, not the branch id."""
+    d = report["decision"]
+    main = d["main_result"]
+    numbers = d.get("numbers", {})
+    base = numbers.get(decision.BASE, {}).get("similarity")
+    if d["branch"] == decision.BASE_NOT_BEATEN:
+        beaten_by = numbers.get("step4", {}).get("beaten_by", [])
+        if beaten_by:
+            return (
+                "The rule's main result does not beat the base model "
+                f"({_pct(base)}); no main result"
+            )
+        return f"No method beats the base model ({_pct(base)}); no main result"
+    if d["branch"] == decision.INCOMPLETE:
+        return "Not decided yet: " + (d["reasons"][-1] if d["reasons"] else "nothing evaluated")
+    step1 = (
+        "Cluster 4 beats the unified and cluster-0 adapters"
+        if d["branch"] == decision.COMPARE_WITH_MOE
+        else "Cluster 4 does not beat both the unified and cluster-0 adapters"
+    )
+    if main is None:
+        return f"{step1}; no main result yet"
+    score = numbers.get(main, {}).get("similarity")
+    return (
+        f"{step1}; main result: {label(main)} ({_pct(score)}, beats the base model at {_pct(base)})"
+    )
+
+
+def _verdict(entry: Mapping[str, Any]) -> str:
+    """A tested comparison's verdict with its reason."""
+    if entry["beats"]:
+        return "**beats**"
+    if entry["high"] < 0:
+        return "does not beat: CI below 0"
+    if entry["low"] <= 0:
+        return "does not beat: CI contains 0"
+    p = entry["p_holm"] if entry.get("p_holm") is not None else entry["p_value"]
+    if p >= 1 - entry["confidence"]:
+        return "does not beat: CI above 0, but Holm p >= 0.05"
+    return "does not beat: degenerate (one reply repeated)"
+
+
+def _family_lines(report: Mapping[str, Any]) -> list[str]:
+    """The decision's comparisons, each with both of the numbers its verdict used."""
+    family = report.get("holm_family", list(report["comparisons"]))
+    lines = [
+        f"**The decision's comparisons** (the family of Holm's correction: these {len(family)} "
+        "and nothing else; a verdict needs the 95% CI above 0 and Holm p < 0.05):",
+        "",
+        "| comparison | difference (pt) | 95% CI (unadjusted, pt) | p | Holm p | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in family:
+        c = report["comparisons"][name]
+        a, _, b = name.partition(" - ")
+        low, high = c["ci_percent_points"]
+        lines.append(
+            f"| {label(a)} − {label(b)} | {c['mean_percent_points']:+.2f} | "
+            f"{low:+.2f} to {high:+.2f} | {c['p_value']:.3g} | {c['p_holm']:.3g} | "
+            f"{_verdict(c)} |"
+        )
+    return lines
 
 
 def summary_markdown(report: Mapping[str, Any], files: Mapping[str, Any]) -> str:
@@ -20,32 +87,40 @@ def summary_markdown(report: Mapping[str, Any], files: Mapping[str, Any]) -> str
     lines = [
         f"# Study {report['study']}: comparison of methods",
         "",
+        f"**Decision:** {headline(report)}.",
+        "",
         f"**Decision branch:** `{d['branch']}`. "
-        f"**Main result:** {label(main) if main else 'none yet'}.",
+        f"**Main result:** {label(main) if main else 'none'}.",
         "",
         *[f"- {reason}" for reason in d["reasons"]],
+        "",
+        *_family_lines(report),
         "",
         "Similarity is the cosine of sentence embeddings of reply and reference, averaged per "
         "persona and then over personas, on the identical test examples. The floor is the "
         "similarity to other personas' references; normalized = (s - floor) / (1 - floor). "
-        "CIs are 95% persona-level bootstrap intervals; differences are paired and "
-        "Holm-corrected over all comparisons of the report. The plan's 82.14% (unified) and "
-        "72.65% (cluster 0) are references only: they were measured on other test sets.",
+        "CIs are 95% persona-level bootstrap intervals; differences are paired. Only the "
+        "decision's comparisons above are tested (Holm over them); the column vs base model "
+        "describes every row with its unadjusted interval and no verdict: yardsticks (copy the "
+        "persona, the reference agreement, the swapped persona) describe the scale and are not "
+        "hypotheses. The reference agreement is no ceiling: a model's replies can be closer to "
+        "a persona's references than two of its references are to each other. The plan's "
+        "82.14% (unified) and 72.65% (cluster 0) are references only: they were measured on "
+        "other test sets.",
         "",
         "| method | similarity | 95% CI | floor | normalized | distinct-2 | top reply | "
-        "words | vs unified (pt, 95% CI, Holm p) |",
+        "words | vs base model (pt, 95% CI unadjusted, not tested) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["rows"].values():
         ci = row["mean_similarity_ci"]
         interval = "—" if ci is None else f"{_pct(ci['low'])} – {_pct(ci['high'])}"
-        vs = row["vs_unified"]
+        vs = row.get("vs_base_model")
         versus = (
             "—"
             if vs is None
             else f"{vs['mean_percent_points']:+.2f} [{vs['ci_percent_points'][0]:+.2f}, "
-            f"{vs['ci_percent_points'][1]:+.2f}], p={vs['p_holm']:.3g}"
-            + (" **beats**" if vs["beats"] else "")
+            f"{vs['ci_percent_points'][1]:+.2f}]"
         )
         flag = " (degenerate)" if row["degenerate"] else ""
         lines.append(

@@ -24,9 +24,11 @@ from typing import Any
 
 import storage
 from evaluators.config import EvalConfig
+from evaluators.report.decision import rule_comparisons
 from evaluators.scoring.method_run import EvalItem, MethodResult, evaluate_method
 from evaluators.scoring.similarity import reference_ceiling
-from evaluators.stats.comparison import paired_comparisons
+from evaluators.stats.comparison import Comparison, compare, paired_comparisons
+from evaluators.stats.estimates import Difference
 from evaluators.trials.records import AdapterReport, EvaluatedTrial, PromotionReport
 from evaluators.trials.scope import (
     ADAPTER_METHOD_PREFIX,
@@ -137,6 +139,23 @@ def _rank(trial: PromotedTrial, result: MethodResult) -> tuple[bool, float, floa
     )
 
 
+def rule_family(
+    methods: dict[str, MethodResult], evaluated: str, *, seed: int = 0
+) -> tuple[dict[str, Comparison], dict[str, Difference]]:
+    """The evaluated method's comparisons as the decision rule makes them, consistent with
+    :mod:`evaluators.report.decision`: the tested ones, the rule's own (against the unified
+    adapter, the cluster-0 adapter and the base model, those present) Holm-corrected among
+    themselves; and the described ones, every other baseline (the yardsticks) with its unadjusted
+    interval and no verdict, so adding a yardstick never changes a tested comparison."""
+    family = rule_comparisons(methods, cluster=evaluated)
+    described = {
+        f"{evaluated} - {name}": compare(methods[evaluated], methods[name], seed=seed)
+        for name in methods
+        if name != evaluated and (evaluated, name) not in family
+    }
+    return paired_comparisons(methods, family, seed=seed), described
+
+
 def _scope_fields(
     scope: EvalScope, items: Sequence[EvalItem], methods: dict[str, MethodResult]
 ) -> dict[str, Any]:
@@ -208,9 +227,11 @@ def promote_best(
     best = min(candidates, key=lambda t: _rank(t, results[t.trial_number]))
     adapter_dir = promote_adapter(engine, layout, best, scope.cluster_id)
     methods = {TRIAL_METHOD: results[best.trial_number], **baselines}
+    comparisons, described = rule_family(methods, TRIAL_METHOD)
     report = PromotionReport(
         **_scope_fields(scope, items, methods),
-        comparisons=paired_comparisons(methods, [(TRIAL_METHOD, name) for name in baselines]),
+        comparisons=comparisons,
+        described=described,
         trials=tuple(
             EvaluatedTrial(t, results[t.trial_number], promoted=t is best)
             for t in sorted(candidates, key=lambda t: t.trial_number)
@@ -256,9 +277,11 @@ def evaluate_adapter(
     )
     baselines = evaluate_baselines(engine, scope, base=base)
     methods = {method: result, **baselines}
+    comparisons, described = rule_family(methods, method)
     report = AdapterReport(
         **_scope_fields(scope, items, methods),
-        comparisons=paired_comparisons(methods, [(method, name) for name in baselines]),
+        comparisons=comparisons,
+        described=described,
         method=method,
         adapter_dir=adapter_dir,
         sha256=digest,
@@ -328,5 +351,6 @@ __all__ = [
     "promote_best",
     "reported_trials",
     "results_path",
+    "rule_family",
     "write_json",
 ]

@@ -16,6 +16,7 @@ from typing import Any
 from evaluators.config import EvalConfig
 from evaluators.scoring.method_run import MethodResult
 from evaluators.stats.comparison import Comparison
+from evaluators.stats.estimates import Difference
 from evaluators.trials.scope import BASE_METHOD, PromotedTrial, evaluation_summary
 
 PROMOTION_RULE = "best similarity among the evaluated trials; a degenerate one last"
@@ -70,7 +71,14 @@ class MethodsReport:
     methods: dict[str, MethodResult]
     """The evaluated methods by name, the evaluated one first, then the baselines."""
     comparisons: dict[str, Comparison]
-    """Paired comparisons ``"<evaluated> - <baseline>"``, Holm-corrected."""
+    """The decision rule's comparisons ``"<evaluated> - <baseline>"`` (against the unified
+    adapter, the cluster-0 adapter and the base model, those present), Holm-corrected among
+    themselves only: the family of :func:`evaluators.report.decision.rule_comparisons`."""
+    described: dict[str, Difference]
+    """Every other baseline against the evaluated method, ``"<evaluated> - <baseline>"``:
+    the yardsticks (copy the persona, the reference agreement, the swapped persona) describe
+    the scale with their unadjusted interval and no verdict, so adding one changes nothing
+    tested."""
 
     def _scope_dict(self) -> dict[str, Any]:
         return {
@@ -84,7 +92,18 @@ class MethodsReport:
         }
 
     def _comparisons_dict(self) -> dict[str, Any]:
-        return {name: c.to_dict() for name, c in self.comparisons.items()}
+        return {
+            "holm_family": list(self.comparisons),
+            "comparisons": {name: c.to_dict() for name, c in self.comparisons.items()},
+            "described": {
+                name: {
+                    **d.to_dict(),
+                    "mean_percent_points": round(100 * d.mean, 2),
+                    "ci_percent_points": [round(100 * d.low, 2), round(100 * d.high, 2)],
+                }
+                for name, d in self.described.items()
+            },
+        }
 
 
 @dataclass(frozen=True)
@@ -125,7 +144,7 @@ class PromotionReport(MethodsReport):
             "evaluated_trials": [t.to_dict() for t in self.trials],
             **self._scope_dict(),
             "difference_percent_points": self.difference_percent_points,
-            "comparisons": self._comparisons_dict(),
+            **self._comparisons_dict(),
         }
 
 
@@ -156,5 +175,5 @@ class AdapterReport(MethodsReport):
                 **evaluation_summary(self.result),
             },
             **self._scope_dict(),
-            "comparisons": self._comparisons_dict(),
+            **self._comparisons_dict(),
         }

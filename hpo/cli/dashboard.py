@@ -104,7 +104,9 @@ def dashboard(
 
     It has no authentication, and its API can delete studies: it binds to loopback unless
     --allow-remote is given. From another machine, reach it through an SSH tunnel
-    (ssh -L 8080:127.0.0.1:8080 HOST) or a proxy with authentication.
+    (ssh -L 8080:127.0.0.1:8080 HOST) or a proxy with authentication. The reports'
+    figures are served from the artifact store: HPO_ARTIFACTS, else
+    OUTPUT_ROOT/dashboard-artifacts.
     """
     if not is_loopback(host) and not allow_remote:
         raise click.BadParameter(
@@ -115,9 +117,12 @@ def dashboard(
         )
     from optuna_dashboard import wsgi
 
+    from hpo.evaluation.notes import dashboard_store
     from hpo.study.creation import optuna_storage
 
-    app: Any = wsgi(optuna_storage(storage_url(storage)))
+    app: Any = wsgi(
+        optuna_storage(storage_url(storage)), artifact_store=dashboard_store(output_root)
+    )
     if read_only:
         app = ReadOnly(app)
     mode = "read-only" if read_only else "read-write"

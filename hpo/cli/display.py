@@ -17,6 +17,17 @@ if TYPE_CHECKING:
     from evaluators.trials.records import MethodsReport
 
 
+def unclipped(table: Table) -> Table:
+    """The table with no cell ever cut: every column wraps its cells at spaces and folds a
+    word longer than the column onto the next line. Rich otherwise cuts cells with an ellipsis
+    when the table is wider than the console (80 columns when piped), or drops a column."""
+    for column in table.columns:
+        column.no_wrap = False
+        column.overflow = "fold"
+        column.min_width = None  # a minimum the console cannot give crops the table
+    return table
+
+
 def cluster_table(clusters: Sequence[Any], overall: float, title: str) -> Table:
     """The cluster table the original plan began with."""
     table = Table(title=title)
@@ -33,7 +44,7 @@ def cluster_table(clusters: Sequence[Any], overall: float, title: str) -> Table:
         f"{overall:.3f}",
         style="bold",
     )
-    return table
+    return unclipped(table)
 
 
 def _fmt(value: Any) -> str:
@@ -55,7 +66,7 @@ def trials_table(rows: Sequence[TrialRow], title: str) -> Table:
             "yes" if r.seed_config else "",
             r.note,
         )
-    return table
+    return unclipped(table)
 
 
 def status_table(status: StudyStatus) -> Table:
@@ -73,7 +84,7 @@ def status_table(status: StudyStatus) -> Table:
             "best params",
             ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(status.best.params.items())),
         )
-    return table
+    return unclipped(table)
 
 
 def study_list_table(rows: Sequence[StudyListRow], title: str) -> Table:
@@ -98,22 +109,57 @@ def study_list_table(rows: Sequence[StudyListRow], title: str) -> Table:
             str(r.counts.get("RUNNING", 0) + r.counts.get("WAITING", 0)),
             "" if r.best_value is None else f"{r.best_value:.4f} (#{r.best_number})",
         )
-    return table
+    return unclipped(table)
 
 
-def similarity_table(report: MethodsReport) -> Table:
-    """Similarity of each evaluated method on the same test examples, with its floor."""
+PROMOTED_METHOD = "cluster_lora"
+"""The promoted trial's method name in the results file
+(:data:`evaluators.trials.scope.TRIAL_METHOD`; not imported, to keep the CLI's start light)."""
+
+
+def method_rows(report: MethodsReport, trial: int | None = None) -> dict[str, Any]:
+    """The rows of :func:`similarity_table` by name: a study's evaluated trials by number (the
+    one asked for first, the promoted one marked), then the baselines; an adapter's report as
+    it is. ``cluster_lora`` names the promoted trial in the results file, never a row here."""
+    trials = getattr(report, "trials", None)
+    if not trials:
+        return dict(report.methods)
+    evaluated = sorted(t.trial.trial_number for t in trials)
+    if trial is not None and trial not in evaluated:
+        raise ValueError(f"trial {trial} is not evaluated; evaluated trials: {evaluated}")
+    shown = sorted(
+        (t for t in trials if t.promoted or t.trial.trial_number == trial),
+        key=lambda t: (t.trial.trial_number != trial, t.trial.trial_number),
+    )
+    rows = {_trial_name(t): t.result for t in shown}
+    rows.update({n: r for n, r in report.methods.items() if n != PROMOTED_METHOD})
+    return rows
+
+
+def _trial_name(t: Any) -> str:
+    return f"trial {t.trial.trial_number}" + (", promoted" if t.promoted else "")
+
+
+def similarity_table(report: MethodsReport, trial: int | None = None) -> Table:
+    """Similarity of each evaluated method on the same test examples, with its floor.
+
+    Args:
+        report: The evaluation's report.
+        trial: The trial asked for (``hpo evaluate --trial N``): its row comes first, under
+            its number, beside the promoted trial's.
+    """
     table = Table(
         title=f"embedding similarity on cluster {report.cluster_id} test examples "
         f"({report.n_test_examples} examples, {report.n_personas} personas)",
         caption=f"floor: replies vs other personas' references; normalized = "
-        f"(s - floor) / (1 - floor); two references of the same persona score "
+        f"(s - floor) / (1 - floor); reference agreement (two references of the same "
+        f"persona, no ceiling): "
         f"{100 * report.reference_ceiling:.2f}%",
     )
     columns = ("method", "similarity %", "95% CI", "floor %", "normalized %", "reply words")
     for col in (*columns, "distinct-2", "top reply %"):
         table.add_column(col, justify="right")
-    for name, m in report.methods.items():
+    for name, m in method_rows(report, trial).items():
         ci, diversity = m.similarity_ci, m.diversity
         table.add_row(
             name + (" (degenerate)" if diversity.degenerate else ""),
@@ -125,14 +171,36 @@ def similarity_table(report: MethodsReport) -> Table:
             f"{diversity.distinct_2:.2f}",
             f"{100 * diversity.top_reply_share:.1f}",
         )
+    promoted = [t for t in getattr(report, "trials", ()) if t.promoted]
     for name, c in report.comparisons.items():
+        if promoted:
+            name = name.replace(PROMOTED_METHOD, _trial_name(promoted[0]))
         low, high = c.ci_percent_points
-        verdict = "beats" if c.beats else "no win"
+        d = c.difference
+        if c.beats:
+            verdict = "beats"
+        elif high < 0:
+            verdict = "does not beat: CI below 0"
+        elif low <= 0:
+            verdict = "does not beat: CI contains 0"
+        elif d.p_holm is not None and d.p_holm >= 1 - d.confidence:
+            verdict = "does not beat: Holm p >= 0.05"
+        else:
+            verdict = "does not beat: degenerate"
+        holm = "" if d.p_holm is None else f", Holm p={d.p_holm:.3g}"
         table.caption = (
-            f"{table.caption}\n{name}: {c.mean_percent_points:+.2f} pt, 95% CI {low:+.2f} "
-            f"to {high:+.2f} (paired, by persona): {verdict}"
+            f"{table.caption}\n{name}: {c.mean_percent_points:+.2f} pt, 95% CI (unadjusted) "
+            f"{low:+.2f} to {high:+.2f}, p={d.p_value:.3g}{holm} (paired, by persona): {verdict}"
         )
-    return table
+    for name, d in getattr(report, "described", {}).items():
+        if promoted:
+            name = name.replace(PROMOTED_METHOD, _trial_name(promoted[0]))
+        table.caption = (
+            f"{table.caption}\n{name}: {100 * d.mean:+.2f} pt, 95% CI (unadjusted) "
+            f"{100 * d.low:+.2f} to {100 * d.high:+.2f}: described, not tested (a yardstick "
+            "or a method outside the decision rule)"
+        )
+    return unclipped(table)
 
 
 @contextmanager

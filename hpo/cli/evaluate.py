@@ -84,7 +84,7 @@ def evaluate(
         report, path = evaluate_adapter_by_hand(url, name, adapter, **options)
     else:
         report, path = evaluate_trial_by_hand(url, name, trial_number, **options)
-    Console().print(similarity_table(report))
+    Console().print(similarity_table(report, trial_number))
     if isinstance(report, PromotionReport):
         number = report.promoted.trial.trial_number
         click.echo(f"promoted: trial {number} -> {report.promoted_dir}")

@@ -80,6 +80,10 @@ def verbose_option(log_level: int = logging.WARNING) -> Callable[[F], F]:
             # transformers, Optuna features marked experimental that we rely on on purpose).
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
             warnings.filterwarnings("ignore", message=r".*(is experimental|experimental feature)")
+            # Alembic logs seven "setup plugin ..." lines at INFO each time a process checks
+            # the schema: the worst repeated block of the demo's worker logs (every worker and
+            # every evaluator start), telling a user nothing. Its migrations still log.
+            logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
         logging.basicConfig(
             level=logging.INFO if verbose else log_level,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -33,8 +33,11 @@ def report(name: str, png: bool, storage: str | None, output_root: Path, **kwarg
         eval_config=build_dataclass(EvalConfig, kwargs),
         png=png,
     )
+    from evaluators.report.summary import headline
+
     decision = written["decision"]
-    click.echo(f"decision: {decision['branch']}; main result: {decision['main_result']}")
+    click.echo(f"decision: {headline(written)}")
+    click.echo(f"  branch: {decision['branch']}; main result: {decision['main_result']}")
     for reason in decision["reasons"]:
         click.echo(f"  {reason}")
     for what, path in files.items():

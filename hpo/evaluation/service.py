@@ -30,6 +30,7 @@ from types import FrameType
 from evaluators.config import EvalConfig
 from evaluators.trials import promotion
 from evaluators.trials.promotion import PromotionReport
+from hpo.evaluation.candidates import as_candidate, complete_trials, top_trials
 from hpo.evaluation.study_work import (
     BASELINES_TARGET,
     DEFAULT_LEASE_TTL,
@@ -39,10 +40,7 @@ from hpo.evaluation.study_work import (
     TRIAL_ATTR_PREFIX,
     WAIT_INTERVAL,
     StudyEvaluator,
-    as_candidate,
-    complete_trials,
     open_evaluator,
-    top_trials,
     trial_target,
 )
 

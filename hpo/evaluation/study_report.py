@@ -17,7 +17,9 @@ from evaluators.config import EvalConfig
 from evaluators.report import build as comparison
 from evaluators.trials.promotion import evaluated_trials
 from hpo.artifacts import publish_file
-from hpo.evaluation.service import PROMOTED_ATTR, open_evaluator
+from hpo.evaluation.notes import dashboard_store, save_study_note, upload_figure
+from hpo.evaluation.records import promoted_trial
+from hpo.evaluation.service import open_evaluator
 
 
 def trial_history(study: optuna.Study) -> list[comparison.TrialPoint]:
@@ -34,12 +36,6 @@ def trial_history(study: optuna.Study) -> list[comparison.TrialPoint]:
     ]
 
 
-def promoted_trial(study: optuna.Study) -> int | None:
-    """The promoted trial's number, from the evaluator's study attribute."""
-    promoted = study.user_attrs.get(PROMOTED_ATTR)
-    return int(promoted["trial"]) if isinstance(promoted, dict) and "trial" in promoted else None
-
-
 def write_report(
     url: str,
     study_name: str,
@@ -48,7 +44,9 @@ def write_report(
     eval_config: EvalConfig = EvalConfig(),
     png: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Write the study's comparison: figure (HTML and PNG), JSON and markdown summary.
+    """Write the study's comparison: figure (HTML and PNG), JSON and markdown summary; the
+    summary is also the study's note in optuna-dashboard, and the PNG the study's artifact
+    there (:func:`hpo.evaluation.notes.dashboard_store`).
 
     Works from what exists: a method not evaluated yet is listed as not evaluated.
 
@@ -90,7 +88,13 @@ def write_report(
         },
     )
     files = comparison.write_report_files(service.layout, report, png=png)
-    for kind, path in sorted(files.items()):
-        if Path(path).is_file():
-            publish_file(service.engine, service.layout, f"report_{kind}", study_name, path)
+    published = {
+        kind: publish_file(service.engine, service.layout, f"report_{kind}", study_name, path)
+        for kind, path in sorted(files.items())
+        if Path(path).is_file()
+    }
+    save_study_note(service.study, files["summary"].read_text(encoding="utf-8"))
+    if "png" in published:
+        store = dashboard_store(service.layout.root)
+        upload_figure(service.engine, service.study, files["png"], published["png"].sha256, store)
     return report, files

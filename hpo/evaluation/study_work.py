@@ -33,6 +33,14 @@ from evaluators.trials import promotion
 from evaluators.trials.promotion import EvalScope, PromotedTrial, PromotionReport
 from hpo.artifacts import output_layout, publish_file
 from hpo.datasets import load_cluster, load_study_cluster
+from hpo.evaluation.candidates import complete_trials
+from hpo.evaluation.notes import save_trial_note, trial_note_markdown
+from hpo.evaluation.records import (
+    PROMOTED_ATTR,
+    PROMOTED_TRIAL_ATTR,
+    TRIAL_ATTR_PREFIX,
+    trial_evaluations,
+)
 from hpo.study.config import StudyConfig, train_config_for
 from hpo.study.creation import GRACE_PERIOD, load_study
 from storage.leases import RENEWALS_PER_TTL
@@ -50,45 +58,14 @@ WAIT_INTERVAL = 2.0
 """Seconds between checks while ``--once`` waits for work leased by another evaluator."""
 BASELINES_TARGET = "baselines"
 PROMOTION_TARGET = "promotion"
-TRIAL_ATTR_PREFIX = "evaluation:trial:"
-"""Study user attribute ``evaluation:trial:<N>``: trial N's similarity, CI and diversity."""
-PROMOTED_ATTR = "evaluation:promoted"
 BASELINE_SOURCE_ATTR = "evaluation:baselines_trained_with"
 """Study attribute: the trial whose hyperparameters the unified and cluster-0 adapters use
 (chosen once, so that every evaluator process trains the same baselines)."""
-"""Study user attribute: the promoted trial, its similarity and the results file."""
 
 
 def trial_target(number: int) -> str:
     """The lease target of one trial's evaluation."""
     return f"trial:{number}"
-
-
-def as_candidate(study_name: str, trial: optuna.trial.FrozenTrial) -> PromotedTrial | None:
-    """A COMPLETE trial with its recorded adapter, or None when it has none."""
-    path, sha256 = trial.user_attrs.get("adapter_path"), trial.user_attrs.get("adapter_sha256")
-    if trial.value is None or path is None or sha256 is None:
-        return None
-    return PromotedTrial(
-        study_name=study_name,
-        trial_number=trial.number,
-        eval_loss=float(trial.value),
-        params=dict(trial.params),
-        adapter_path=Path(path),
-        adapter_sha256=str(sha256),
-    )
-
-
-def complete_trials(study: optuna.Study) -> list[PromotedTrial]:
-    """The study's COMPLETE trials with an adapter, best eval_loss first (ties: lower number)."""
-    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    found = [c for t in trials if (c := as_candidate(study.study_name, t)) is not None]
-    return sorted(found, key=lambda c: (c.eval_loss, c.trial_number))
-
-
-def top_trials(study: optuna.Study, k: int) -> list[PromotedTrial]:
-    """The top ``k`` COMPLETE trials by eval_loss."""
-    return complete_trials(study)[:k]
 
 
 def compute_matched(config: TrainConfig, cluster: Sequence[Any], everyone: Sequence[Any]) -> Any:
@@ -264,11 +241,11 @@ class StudyEvaluator:
         recorded = self.study.user_attrs.get(BASELINE_SOURCE_ATTR)
         if recorded in by_number:
             return by_number[recorded]
-        attrs = self.study.user_attrs
+        evaluated = trial_evaluations(self.engine, self.study)
         scored = [
-            (attrs[f"{TRIAL_ATTR_PREFIX}{t.trial_number}"].get("similarity", 0.0), t)
+            (evaluated[t.trial_number].get("similarity", 0.0), t)
             for t in trials
-            if f"{TRIAL_ATTR_PREFIX}{t.trial_number}" in attrs
+            if t.trial_number in evaluated
         ]
         if scored:
             source = max(scored, key=lambda pair: (pair[0], -pair[1].trial_number))[1]
@@ -310,37 +287,48 @@ class StudyEvaluator:
         )
         self.scope = dataclasses.replace(self.scope, baseline_training=training)
 
-    def _record(self, trial: PromotedTrial, summary: dict[str, Any]) -> None:
-        """Put one trial's figures where the dashboard shows them (a study user attribute)."""
+    def _record(
+        self, trial: PromotedTrial, summary: dict[str, Any], *, promoted: bool = False
+    ) -> None:
+        """Store one trial's figures as a study record, and show them as its dashboard note."""
         value = {
             "trial": trial.trial_number,
             "eval_loss": trial.eval_loss,
             **summary,
             "eval_config_key": self.scope.eval_config.key,
         }
-        key = f"{TRIAL_ATTR_PREFIX}{trial.trial_number}"
-        if self.study.user_attrs.get(key) != value:
-            self.study.set_user_attr(key, value)
+        with storage.session_scope(self.engine) as session:
+            storage.save_study_record(
+                session, self.name, f"{TRIAL_ATTR_PREFIX}{trial.trial_number}", value
+            )
+        save_trial_note(
+            self.study, trial.trial_number, trial_note_markdown(value, promoted=promoted)
+        )
 
     def _record_report(self, report: PromotionReport, path: Path) -> None:
-        """Record every evaluated trial's figures and the promoted trial as study attributes,
-        and publish the results file."""
+        """Record every evaluated trial's figures and the promoted trial as study records (the
+        study's attributes get the promoted trial's number), and publish the results file."""
         publish_file(self.engine, self.layout, "results_cluster_lora", self.name, path)
         for row in report.trials:
-            self._record(row.trial, row.summary())
+            self._record(row.trial, row.summary(), promoted=row.promoted)
         promoted = report.promoted
-        self.study.set_user_attr(
-            PROMOTED_ATTR,
-            {
-                "trial": promoted.trial.trial_number,
-                "similarity": promoted.result.mean_similarity,
-                "eval_loss": promoted.trial.eval_loss,
-                # relative to the output root: the database never names a local path
-                "adapter": storage.relative(self.layout, report.promoted_dir),
-                "results": storage.relative(self.layout, path),
-                "eval_config_key": self.scope.eval_config.key,
-            },
-        )
+        with storage.session_scope(self.engine) as session:
+            storage.save_study_record(
+                session,
+                self.name,
+                PROMOTED_ATTR,
+                {
+                    "trial": promoted.trial.trial_number,
+                    "similarity": promoted.result.mean_similarity,
+                    "eval_loss": promoted.trial.eval_loss,
+                    # relative to the output root: the database never names a local path
+                    "adapter": storage.relative(self.layout, report.promoted_dir),
+                    "results": storage.relative(self.layout, path),
+                    "eval_config_key": self.scope.eval_config.key,
+                },
+            )
+        if self.study.user_attrs.get(PROMOTED_TRIAL_ATTR) != promoted.trial.trial_number:
+            self.study.set_user_attr(PROMOTED_TRIAL_ATTR, promoted.trial.trial_number)
 
 
 def open_evaluator(

@@ -40,7 +40,8 @@ import storage
 from evaluators.moe.run import PersonaAdapter
 from hpo.artifacts import output_layout
 from hpo.datasets import ClusterData, load_study_cluster
-from hpo.evaluation.service import PROMOTED_ATTR
+from hpo.evaluation.notes import personas_study_note, save_study_note, study_note
+from hpo.evaluation.records import promoted_trial
 from hpo.personas.objective import (
     ADAPTER_KIND,
     HASH_ATTR,
@@ -88,6 +89,8 @@ KIND = "personas"
 """Study user attribute ``kind``: marks a per-persona study."""
 SOURCE_ATTR = "source_study"
 TRAIN_CONFIG_ATTR = "train_config"
+"""Study record (``storage.study_records``) of the per-persona study: the fixed training
+config; a study user attribute before 0005, when ``optuna studies`` printed it whole."""
 MAX_CONSECUTIVE_FAILURES = 3
 
 
@@ -122,9 +125,8 @@ def source_train_config(study: optuna.Study, config: StudyConfig) -> tuple[Train
     """The fixed hyperparameters: the promoted trial's, else the best COMPLETE trial's, else
     the study's base ``[train]`` config; with a phrase saying which."""
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    promoted = study.user_attrs.get(PROMOTED_ATTR)
-    if isinstance(promoted, dict) and promoted.get("trial") in trials:
-        number = promoted["trial"]
+    number = promoted_trial(study)
+    if number is not None and number in trials:
         return train_config_for(config, dict(trials[number].params)), f"promoted trial {number}"
     complete = [
         t
@@ -210,7 +212,11 @@ def enqueue_personas(
                 f"study {name!r} exists but is not a per-persona study; rename study "
                 f"{job.study_name!r} or delete {name!r}"
             )
-        study.set_user_attr(TRAIN_CONFIG_ATTR, job.train_config.to_dict())
+        note = personas_study_note(job.study_name)
+        if study_note(study) != note:
+            save_study_note(study, note)
+        with storage.session_scope(job.engine) as session:
+            storage.save_study_record(session, name, TRAIN_CONFIG_ATTR, job.train_config.to_dict())
         queued = _queued(study)
         new = 0
         for key in sorted(job.personas):

@@ -38,9 +38,11 @@ An error is one line that names the file and the field, e.g.
 The value checks live in :mod:`hpo.study.config_check`, the search space (:class:`ParamSpec`, the
 defaults and seed trials) in :mod:`hpo.study.space`; their public names are re-exported here.
 
-**Storage.** The whole config is stored in the study (user attribute ``hpo_config``) in its
-complete form: the search space as searched, not as written. Workers need only the storage URL
-and the study name; a second ``study create`` with any different value is refused.
+**Storage.** The whole config is stored with the study in its complete form (the search space
+as searched, not as written): a ``study_records`` row, pointed at by the study user attribute
+``hpo_config_sha256`` (:mod:`hpo.study.records`; older studies hold it whole in
+``hpo_config``). Workers need only the storage URL and the study name; a second ``study create``
+with any different value is refused.
 """
 
 from __future__ import annotations

@@ -20,14 +20,12 @@ import optuna
 
 import storage
 from hpo.study.config import ConfigError, StudyConfig, config_from_dict
+from hpo.study.records import CONFIG_REF_ATTR, has_config, save_config, stored_config
 from hpo.study.strategies import make_pruner, make_sampler
 from storage.locks import database_lock
 
 logger = logging.getLogger(__name__)
 
-CONFIG_ATTR = "hpo_config"
-"""Study user attribute that holds the whole StudyConfig as JSON; written last at creation,
-so its presence marks a complete study."""
 SEED_ATTR = "seed_config"
 """Trial user attribute of the seed trials that creation enqueues."""
 METRIC_NAME = "eval_loss"
@@ -177,7 +175,7 @@ def _existing_study(rdb: optuna.storages.RDBStorage, name: str) -> optuna.Study 
         study = optuna.load_study(study_name=name, storage=rdb)
     except KeyError:
         return None
-    if CONFIG_ATTR in study.user_attrs:
+    if has_config(study.user_attrs):
         return study
     trials = study.get_trials(deepcopy=False)
     waiting = optuna.trial.TrialState.WAITING
@@ -191,9 +189,28 @@ def _existing_study(rdb: optuna.storages.RDBStorage, name: str) -> optuna.Study 
     )
 
 
-def _check_same_config(study: optuna.Study, config: StudyConfig) -> None:
+def _stored(engine: Any, study: optuna.Study, name: str) -> StudyConfig:
+    """The study's stored config (in ``study_records``, or the whole attribute of a study
+    created before); raises storage.NotFoundError when it has none."""
+    with storage.session_scope(engine) as session:
+        found = stored_config(session, name, study.user_attrs)
+    if found is None:
+        raise storage.NotFoundError(
+            f"study {name!r} was not created by `hpo study create` (no config)"
+        )
+    return config_from_dict(found, f"study {name}")
+
+
+def _set_config(engine: Any, study: optuna.Study, config: StudyConfig) -> None:
+    """Store the config record, then point the study at it (the pointer marks it complete)."""
+    with storage.session_scope(engine) as session:
+        pointer = save_config(session, study.study_name, config.to_dict())
+    study.set_user_attr(CONFIG_REF_ATTR, pointer)
+
+
+def _check_same_config(engine: Any, study: optuna.Study, config: StudyConfig) -> None:
     name = config.study.name
-    stored = config_from_dict(study.user_attrs[CONFIG_ATTR], f"study {name}")
+    stored = _stored(engine, study, name)
     diffs = _differences(stored.to_dict(), config.to_dict())
     if diffs:
         more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
@@ -220,7 +237,7 @@ def _create_new(engine: Any, rdb: optuna.storages.RDBStorage, config: StudyConfi
             study.set_metric_names([METRIC_NAME])  # the dashboard labels the objective with it
         for params in config.seed_trials:
             study.enqueue_trial(params, user_attrs={SEED_ATTR: True}, skip_if_exists=True)
-        study.set_user_attr(CONFIG_ATTR, config.to_dict())
+        _set_config(engine, study, config)
     except BaseException:
         _undo_create(engine, rdb, name, created)
         raise
@@ -237,6 +254,7 @@ def _undo_create(
             optuna.delete_study(study_name=name, storage=rdb)
         with storage.session_scope(engine) as session:
             storage.delete_budget(session, name)
+            storage.delete_study_records(session, name)
     except Exception:
         logger.exception("could not undo the half-created study %r", name)
 
@@ -280,7 +298,7 @@ def create_study(config: StudyConfig, url: str, *, where: str = "config") -> opt
         study = _existing_study(rdb, name)
         if study is None:
             return _create_new(engine, rdb, config)
-        _check_same_config(study, config)
+        _check_same_config(engine, study, config)
         with storage.session_scope(engine) as session:
             if storage.budget(session, name) is None:  # lost by an older version: restore
                 storage.set_budget(
@@ -324,7 +342,7 @@ def raise_budget(url: str, name: str, n_trials: int) -> StudyConfig:
     with database_lock(engine, "create-study"):
         with storage.session_scope(engine) as session:
             storage.set_budget(session, name, n_trials, max_steps=config.study.max_steps)
-        study.set_user_attr(CONFIG_ATTR, raised.to_dict())
+        _set_config(engine, study, raised)
     return raised
 
 
@@ -360,9 +378,4 @@ def load_study(
             f"no study named {name!r} in {storage.masked_url(url)}; "
             "create it with `hpo study create`"
         ) from exc
-    stored = study.user_attrs.get(CONFIG_ATTR)
-    if stored is None:
-        raise storage.NotFoundError(
-            f"study {name!r} was not created by `hpo study create` (no config)"
-        )
-    return study, config_from_dict(stored, f"study {name}")
+    return study, _stored(storage.create_engine(url), study, name)

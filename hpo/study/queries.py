@@ -21,7 +21,8 @@ import optuna
 
 import storage
 from hpo.study.config import config_from_dict
-from hpo.study.creation import CONFIG_ATTR, SEED_ATTR
+from hpo.study.creation import SEED_ATTR
+from hpo.study.records import CONFIG_ATTR, CONFIG_RECORD, CONFIG_REF_ATTR, has_config, stored_config
 from storage import optuna_tables
 from storage.optuna_schema import ReadSession, read_session
 from storage.optuna_tables import StoredStudy, StoredTrial
@@ -176,10 +177,10 @@ def _study(url: str, name: str) -> Iterator[tuple[ReadSession, StoredStudy]]:
         if session is None:
             raise unknown
         try:
-            study = optuna_tables.get_study(session, name, user_attr_keys=(CONFIG_ATTR,))
+            study = optuna_tables.get_study(session, name, user_attr_keys=_CONFIG_KEYS)
         except storage.NotFoundError as exc:
             raise unknown from exc
-        if CONFIG_ATTR not in study.user_attrs:
+        if not has_config(study.user_attrs):
             raise storage.NotFoundError(
                 f"study {name!r} was not created by `hpo study create` (no config)"
             )
@@ -194,7 +195,9 @@ def study_status(url: str, name: str) -> StudyStatus:
         storage.NotFoundError: No such study, or one not made by ``hpo study create``.
     """
     with _study(url, name) as (session, study):
-        config = config_from_dict(study.user_attrs[CONFIG_ATTR], f"study {name}")
+        config = config_from_dict(
+            cast(dict[str, Any], stored_config(session, name, study.user_attrs)), f"study {name}"
+        )
         best = _rows(session, optuna_tables.best_trial_ids(session, study, 1))
     return StudyStatus(name, config.study.n_trials, dict(study.counts), best[0] if best else None)
 
@@ -251,16 +254,30 @@ def list_studies(url: str) -> list[StudyListRow]:
     with read_session(url) as session:
         if session is None:
             return []
-        found = optuna_tables.list_studies(session, user_attr_keys=(CONFIG_ATTR,))
+        found = optuna_tables.list_studies(session, user_attr_keys=_CONFIG_KEYS)
+        configs = (
+            storage.study_records_of_key(session, CONFIG_RECORD)
+            if any(CONFIG_REF_ATTR in s.user_attrs for s in found)
+            else {}
+        )
     return [
-        StudyListRow(s.name, _target(s), dict(s.counts), s.best_number, s.best_value) for s in found
+        StudyListRow(s.name, _target(s, configs), dict(s.counts), s.best_number, s.best_value)
+        for s in found
     ]
 
 
-def _target(study: StoredStudy) -> int | None:
-    """``study.n_trials`` of the stored config; read from the JSON directly, so that a config
-    this code would refuse still lists."""
-    stored = study.user_attrs.get(CONFIG_ATTR)
+_CONFIG_KEYS = (CONFIG_ATTR, CONFIG_REF_ATTR)
+"""The study user attributes that hold its config (before 0005) or point at it."""
+
+
+def _target(study: StoredStudy, configs: dict[str, Any]) -> int | None:
+    """``study.n_trials`` of the stored config (``configs``: every study's config record);
+    read from the JSON directly, so that a config this code would refuse still lists."""
+    stored = (
+        configs.get(study.name)
+        if CONFIG_REF_ATTR in study.user_attrs
+        else study.user_attrs.get(CONFIG_ATTR)
+    )
     section = stored.get("study") if isinstance(stored, dict) else None
     n_trials = section.get("n_trials") if isinstance(section, dict) else None
     return n_trials if isinstance(n_trials, int) else None

@@ -19,6 +19,8 @@ from evaluators.config import EvalConfig
 from evaluators.report import build as report
 from evaluators.report import decision
 from evaluators.report.decision import (
+    BASE,
+    BASE_NOT_BEATEN,
     CLUSTER,
     COMPARE_WITH_MOE,
     INCOMPLETE,
@@ -27,9 +29,10 @@ from evaluators.report.decision import (
     Paired,
     Standing,
     decide,
+    rule_comparisons,
 )
 from evaluators.scoring.method_run import RunKey, eval_items, score_replies
-from evaluators.trials.promotion import TRIAL_METHOD
+from evaluators.trials.promotion import TRIAL_METHOD, rule_family
 from tests.conftest import write_small_dataset
 from trainers.data import SplitConfig, load_dataset
 
@@ -43,17 +46,26 @@ def _methods(**overrides: Standing) -> dict[str, Standing]:
         UNIFIED: Standing(0.55),
         CLUSTER0: Standing(0.50),
         MOE_SELF: Standing(0.62),
+        BASE: Standing(0.40),
     }
     methods.update({k.replace("__", " "): v for k, v in overrides.items()})
     return methods
 
 
-def _diffs(cluster_ok: bool = True, moe: Paired = LOSE, back: Paired = LOSE) -> dict[str, Paired]:
+def _diffs(
+    cluster_ok: bool = True,
+    moe: Paired = LOSE,
+    back: Paired = LOSE,
+    cluster_base: Paired = WIN,
+    moe_base: Paired = WIN,
+) -> dict[str, Paired]:
     return {
         f"{CLUSTER} - {UNIFIED}": WIN if cluster_ok else LOSE,
         f"{CLUSTER} - {CLUSTER0}": WIN,
         f"{MOE_SELF} - {CLUSTER}": moe,
         f"{CLUSTER} - {MOE_SELF}": back,
+        f"{CLUSTER} - {BASE}": cluster_base,
+        f"{MOE_SELF} - {BASE}": moe_base,
     }
 
 
@@ -72,21 +84,23 @@ def test_cluster_that_beats_moe_is_main() -> None:
 def test_no_significant_difference_takes_the_higher_mean_and_says_so() -> None:
     d = decide(_methods(), _diffs())
     assert d.main_result == MOE_SELF  # 62% > 60%
-    assert "without a significant difference" in d.reasons[-1]
+    assert any("without a significant difference" in r for r in d.reasons)
 
 
 def test_no_significant_difference_says_whether_the_interval_or_holm_decided() -> None:
     contains_zero = decide(_methods(), _diffs())
-    assert "the 95% interval of the difference contains 0" in contains_zero.reasons[-1]
+    assert any("the 95% interval of the difference contains 0" in r for r in contains_zero.reasons)
     # The demo's case: MoE - cluster has its interval below 0, yet Holm's p is 0.07.
     below = Paired(-0.0178, -0.0342, -0.0014, False, 0.07)
     excludes_zero = decide(
         _methods(), _diffs(moe=below, back=Paired(0.0178, 0.0014, 0.0342, False, 0.07))
     )
-    reason = excludes_zero.reasons[-1]
+    (reason,) = [r for r in excludes_zero.reasons if "neither beats" in r]
     assert "contains 0" not in reason
     assert "excludes 0, but not after Holm's correction" in reason and "Holm p=0.07" in reason
-    assert any("Holm p=0.07 (does not beat)" in r for r in excludes_zero.reasons)
+    assert any(
+        "Holm p=0.07 (does not beat: the interval lies below 0)" in r for r in excludes_zero.reasons
+    )
 
 
 def test_cluster_that_fails_a_baseline_leaves_moe_as_main() -> None:
@@ -125,6 +139,79 @@ def test_missing_methods_make_the_decision_incomplete() -> None:
     del no_moe[MOE_SELF]
     assert decide(no_moe, _diffs(cluster_ok=False)).main_result is None
     assert decide(no_moe, _diffs()).main_result == CLUSTER
+
+
+def test_a_main_result_that_does_not_beat_the_base_model_is_none() -> None:
+    # The demo's case: MoE is the rule's main result at 50.79%, the bare base model 50.82%.
+    methods = _methods(moe_self=Standing(0.5079), base_model=Standing(0.5082))
+    tie = Paired(-0.0003, -0.01, 0.009, False, 1.0, 0.95)
+    d = decide(methods, _diffs(cluster_ok=False, cluster_base=tie, moe_base=tie))
+    assert (d.branch, d.main_result) == (BASE_NOT_BEATEN, None)
+    assert "no method beats the base model: base_model 50.82%" in d.reasons[-1]
+    assert "moe_self 50.79%" in d.reasons[-1]
+    assert any(r.startswith(f"{MOE_SELF} - {BASE}: -0.03 pt") for r in d.reasons)
+    assert d.numbers["step4"]["beaten_by"] == []
+    # The cluster adapter beats the base model, but the rule abandoned it in step 1.
+    d = decide(methods, _diffs(cluster_ok=False, moe_base=tie))
+    assert (d.branch, d.main_result) == (BASE_NOT_BEATEN, None)
+    assert "does, but the rule did not choose it" in d.reasons[-1]
+    # Beating the base model confirms the rule's choice.
+    d = decide(methods, _diffs(cluster_ok=False))
+    assert (d.branch, d.main_result) == (MOE_MAIN, MOE_SELF)
+    assert f"{MOE_SELF} beats {BASE}" in d.reasons[-1]
+
+
+def test_a_main_result_needs_the_base_model_evaluated() -> None:
+    methods = _methods()
+    del methods[BASE]
+    d = decide(methods, _diffs(back=WIN))
+    assert (d.branch, d.main_result) == (INCOMPLETE, None)
+    assert f"step 4 needs {BASE}" in d.reasons[-1]
+
+
+def test_a_verdict_on_a_degenerate_comparator_says_so() -> None:
+    methods = _methods(unified_adapter=Standing(0.3, degenerate=True))
+    d = decide(methods, _diffs(back=WIN))
+    assert d.main_result == CLUSTER
+    assert any(
+        r.startswith(f"{UNIFIED} is degenerate") and "only that" in r and "not broken" in r
+        for r in d.reasons
+    )
+    d = decide(_methods(base_model=Standing(0.3, degenerate=True)), _diffs(back=WIN))
+    assert any(r.startswith(f"{BASE} is degenerate") for r in d.reasons)
+
+
+def test_an_interval_above_zero_never_stands_beside_does_not_beat_without_the_reason() -> None:
+    # The issue's case: +1.76 pt, 95% CI +0.15 to +3.32, yet Holm p=0.258.
+    above = Paired(0.0176, 0.0015, 0.0332, False, 0.258, 0.032)
+    d = decide(_methods(), {**_diffs(), f"{CLUSTER} - {CLUSTER0}": above})
+    (text,) = [r for r in d.reasons if r.startswith(f"{CLUSTER} - {CLUSTER0}")]
+    assert "95% CI (unadjusted) [+0.15, +3.32], p=0.032, Holm p=0.258" in text
+    assert "(does not beat: the interval lies above 0, but Holm p >= 0.05)" in text
+
+
+def test_the_family_is_the_rule_s_own_comparisons() -> None:
+    every = [
+        "base_model",
+        UNIFIED,
+        CLUSTER0,
+        CLUSTER,
+        "trial_5",
+        MOE_SELF,
+        "moe_cold_start",
+        "persona_adapters",
+        "copy_persona",
+        "reference_ceiling",
+        "persona_swapped",
+    ]
+    assert rule_comparisons(every) == [
+        (CLUSTER, UNIFIED),
+        (CLUSTER, CLUSTER0),
+        (MOE_SELF, CLUSTER),
+        (CLUSTER, BASE),
+        (MOE_SELF, BASE),
+    ]
+    assert rule_comparisons([CLUSTER, UNIFIED, "copy_persona"]) == [(CLUSTER, UNIFIED)]
 
 
 def test_target_range_must_increase() -> None:
@@ -175,12 +262,13 @@ def test_report_reads_stored_runs_lists_missing_and_renders(
     _store(engine, dataset_id, personas, "cluster0_adapter.abc", lambda it: "I like it.")
     _store(engine, dataset_id, personas, TRIAL_METHOD, lambda it: texts[it.persona_key], trial=2)
     _store(engine, dataset_id, personas, TRIAL_METHOD, lambda it: "Hello there friend.", trial=5)
+    _store(engine, dataset_id, personas, "base_model.abc", lambda it: "Tell me more.")
     # A run that misses examples (one persona only) is not used.
     _store(engine, dataset_id, personas[:1], "moe_self.abc", lambda it: it.reference)
 
     scope = report.ReportScope("study", 4, personas, CONFIG)
     results = report.collect_results(engine, scope, promoted_trial=2)
-    assert list(results) == [UNIFIED, CLUSTER0, CLUSTER, "trial_5"]
+    assert list(results) == [BASE, UNIFIED, CLUSTER0, CLUSTER, "trial_5"]
     assert results[CLUSTER0].diversity.degenerate
     history = [
         report.TrialPoint(0, "COMPLETE", 0.9, {1: 1.2, 2: 0.9}),
@@ -196,16 +284,25 @@ def test_report_reads_stored_runs_lists_missing_and_renders(
         extra={"n_personas": 6},
     )
     assert "MoE merge, with self" in built["not_evaluated"]
-    assert "base model" in built["not_evaluated"]
-    assert f"{CLUSTER} - {UNIFIED}" in built["comparisons"]
-    assert f"{CLUSTER} - {CLUSTER0}" in built["comparisons"]
+    assert "copy the persona" in built["not_evaluated"]
+    assert built["holm_family"] == [
+        f"{CLUSTER} - {UNIFIED}",
+        f"{CLUSTER} - {CLUSTER0}",
+        f"{CLUSTER} - {BASE}",
+    ]
+    assert list(built["comparisons"]) == built["holm_family"]
     p_holm = [c["p_holm"] for c in built["comparisons"].values()]
     assert all(p is not None for p in p_holm)
     # The persona text does not beat the references themselves: MoE is the main result,
     # and it is not evaluated, so there is none yet.
     assert built["decision"]["branch"] == decision.MOE_MAIN
     assert built["decision"]["main_result"] is None
-    assert built["rows"][CLUSTER]["vs_unified"]["mean"] < 0
+    assert built["rows"][UNIFIED]["vs_base_model"]["mean"] > 0
+    assert built["rows"][UNIFIED]["vs_base_model"]["tested"] is False
+    assert "beats" not in built["rows"][UNIFIED]["vs_base_model"]
+    title = report.comparison_figure(built).layout.title.text
+    assert decision.MOE_MAIN not in title
+    assert "Cluster 4 does not beat both the unified and cluster-0 adapters" in title
 
     layout = storage.OutputLayout(tmp_path / "out")
     if shutil.which("chromium") is None and shutil.which("chromium-browser") is None:
@@ -222,7 +319,158 @@ def test_report_reads_stored_runs_lists_missing_and_renders(
     assert "cluster 4, promoted trial" in html and "eval_loss" in html
     summary = files["summary"].read_text()
     assert "cluster_fails_moe_is_main" in summary
+    assert "the family of Holm's correction: these 3 and nothing else" in summary
+    assert "vs base model (pt, 95% CI unadjusted, not tested)" in summary
     assert "| MoE merge, with self | not evaluated |" in summary
     assert "(degenerate)" in summary
     saved = json.loads(files["json"].read_text())
     assert saved["decision"] == built["decision"]
+
+
+def _store_all(engine: Any, dataset_id: int, personas: list[Any], methods: dict[str, Any]) -> None:
+    for method, replies in methods.items():
+        if method == CLUSTER:
+            _store(engine, dataset_id, personas, TRIAL_METHOD, replies, trial=2)
+        else:
+            _store(engine, dataset_id, personas, f"{method}.abc", replies)
+
+
+def test_adding_a_yardstick_never_changes_the_decision(
+    stored: tuple[Any, int, list[Any]],
+) -> None:
+    engine, dataset_id, personas = stored  # 10 personas: p-values small enough to beat
+    texts = {p.key: p.text for p in personas}
+    keys = sorted(texts)
+    far = {k: texts[keys[(i + 5) % len(keys)]] for i, k in enumerate(keys)}
+    _store_all(
+        engine,
+        dataset_id,
+        personas,
+        {
+            BASE: lambda it: texts[it.persona_key],
+            UNIFIED: lambda it: far[it.persona_key],
+            CLUSTER0: lambda it: "I like it.",
+            CLUSTER: lambda it: it.reference,
+            MOE_SELF: lambda it: it.reference,
+        },
+    )
+    scope = report.ReportScope("study", 4, personas, CONFIG)
+    before = report.build_report(
+        "study", report.collect_results(engine, scope, promoted_trial=2), promoted_trial=2
+    )
+    assert (before["decision"]["branch"], before["decision"]["main_result"]) == (
+        COMPARE_WITH_MOE,
+        CLUSTER,
+    )
+    assert any("cluster0_adapter is degenerate" in r for r in before["decision"]["reasons"])
+    _store_all(
+        engine,
+        dataset_id,
+        personas,
+        {
+            "copy_persona": lambda it: texts[it.persona_key],
+            "reference_ceiling": lambda it: f"{it.reference} Yes.",
+            "persona_swapped": lambda it: far[it.persona_key],
+        },
+    )
+    results = report.collect_results(engine, scope, promoted_trial=2)
+    assert {"copy_persona", "reference_ceiling", "persona_swapped"} <= set(results)
+    after = report.build_report("study", results, promoted_trial=2)
+    assert after["decision"] == before["decision"]
+    assert after["comparisons"] == before["comparisons"]
+    assert (
+        after["holm_family"]
+        == before["holm_family"]
+        == [
+            f"{CLUSTER} - {UNIFIED}",
+            f"{CLUSTER} - {CLUSTER0}",
+            f"{MOE_SELF} - {CLUSTER}",
+            f"{CLUSTER} - {BASE}",
+            f"{MOE_SELF} - {BASE}",
+        ]
+    )
+    # The yardsticks are described against the base model, not tested.
+    assert after["described"]["reference_ceiling - base_model"]["p_holm"] is None
+    row = after["rows"]["reference_ceiling"]
+    assert row["label"] == "reference agreement (two references of the same persona)"
+
+
+def test_promotion_tests_the_rule_s_family_and_describes_the_yardsticks(
+    stored: tuple[Any, int, list[Any]],
+) -> None:
+    """cluster_lora_results.json holds the same family as the report (the trial against the
+    unified adapter, cluster 0 and the base model, Holm among those three), with the same
+    Holm p-values; the yardsticks are described, and adding them changes nothing tested."""
+    engine, dataset_id, personas = stored
+    texts = {p.key: p.text for p in personas}
+    keys = sorted(texts)
+    far = {k: texts[keys[(i + 5) % len(keys)]] for i, k in enumerate(keys)}
+    rule = {
+        BASE: lambda it: texts[it.persona_key],
+        UNIFIED: lambda it: far[it.persona_key],
+        CLUSTER0: lambda it: f"{texts[it.persona_key]} {it.reference}",
+        CLUSTER: lambda it: it.reference,
+    }
+    _store_all(engine, dataset_id, personas, rule)
+    scope = report.ReportScope("study", 4, personas, CONFIG)
+
+    def as_promotion(results: dict[str, Any]) -> dict[str, Any]:
+        return {TRIAL_METHOD if k == CLUSTER else k: v for k, v in results.items()}
+
+    results = report.collect_results(engine, scope, promoted_trial=2)
+    before_tested, before_described = rule_family(as_promotion(results), TRIAL_METHOD)
+    family = [f"{TRIAL_METHOD} - {b}" for b in (UNIFIED, CLUSTER0, BASE)]
+    assert list(before_tested) == family and before_described == {}
+    built = report.build_report("study", results, promoted_trial=2)
+    for name, tested in before_tested.items():
+        same = built["comparisons"][name.replace(TRIAL_METHOD, CLUSTER)]
+        assert tested.difference.p_holm == pytest.approx(same["p_holm"])
+
+    _store_all(
+        engine,
+        dataset_id,
+        personas,
+        {
+            "copy_persona": lambda it: texts[it.persona_key],
+            "reference_ceiling": lambda it: f"{it.reference} Yes.",
+            "persona_swapped": lambda it: far[it.persona_key],
+        },
+    )
+    results = report.collect_results(engine, scope, promoted_trial=2)
+    tested, described = rule_family(as_promotion(results), TRIAL_METHOD)
+    assert tested == before_tested
+    assert set(described) == {
+        f"{TRIAL_METHOD} - {y}" for y in ("copy_persona", "reference_ceiling", "persona_swapped")
+    }
+    assert all(d.p_holm is None for d in described.values())
+
+
+def test_the_report_says_no_method_beats_the_base_model(
+    stored: tuple[Any, int, list[Any]], tmp_path: Path
+) -> None:
+    engine, dataset_id, personas = stored
+    texts = {p.key: p.text for p in personas}
+    _store_all(
+        engine,
+        dataset_id,
+        personas,
+        {
+            BASE: lambda it: it.reference,
+            UNIFIED: lambda it: "I like it.",
+            CLUSTER0: lambda it: "Hello there friend.",
+            CLUSTER: lambda it: texts[it.persona_key],
+            MOE_SELF: lambda it: texts[it.persona_key] + " Yes.",
+        },
+    )
+    scope = report.ReportScope("study", 4, personas, CONFIG)
+    built = report.build_report(
+        "study", report.collect_results(engine, scope, promoted_trial=2), promoted_trial=2
+    )
+    d = built["decision"]
+    assert (d["branch"], d["main_result"]) == (BASE_NOT_BEATEN, None)
+    base = 100 * built["rows"][BASE]["mean_similarity"]
+    assert f"no method beats the base model: base_model {base:.2f}%" in d["reasons"][-1]
+    files = report.write_report_files(storage.OutputLayout(tmp_path / "out"), built, png=False)
+    summary = files["summary"].read_text()
+    assert f"**Decision:** No method beats the base model ({base:.2f}%); no main result." in summary
+    assert "does not beat: CI below 0" in summary

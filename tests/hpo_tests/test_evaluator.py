@@ -20,6 +20,8 @@ import pytest
 import storage
 from evaluators.config import EvalConfig
 from evaluators.trials.promotion import TRIAL_METHOD
+from hpo.evaluation.notes import trial_note
+from hpo.evaluation.records import promoted_trial, trial_evaluations
 from hpo.evaluation.service import (
     PROMOTED_ATTR,
     TRIAL_ATTR_PREFIX,
@@ -33,6 +35,25 @@ from hpo.study.creation import create_study, load_study
 from hpo.workers.objective import ADAPTER_KIND
 from tests.conftest import import_and_cluster
 from trainers.config import DataConfig, TrainConfig
+
+MAX_STUDY_ROW = 300
+"""Characters in one row of ``optuna studies``: a study's user attributes are printed whole."""
+
+
+def assert_optuna_studies_rows_are_short(url: str) -> None:
+    """The real ``optuna studies`` CLI prints every study of ``url`` in rows under
+    :data:`MAX_STUDY_ROW` characters (the whole config and every evaluation used to be there)."""
+    optuna_cli = Path(sys.executable).with_name("optuna")
+    shown = subprocess.run(
+        [str(optuna_cli), "studies", "--storage", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "user_attrs" in shown  # the attributes are printed, and short
+    long = [line for line in shown.splitlines() if len(line) >= MAX_STUDY_ROW]
+    assert long == [], f"rows of {[len(line) for line in long]} characters:\n{shown}"
+
 
 SHORT = EvalConfig(batch_size=16, max_new_tokens=6)
 """Short replies, one batch per method: the tests check the flow, not the replies."""
@@ -174,8 +195,16 @@ def test_top_k_by_eval_loss_are_evaluated_and_the_best_similarity_is_promoted(
         ci = method["mean_similarity_ci"]
         assert ci["low"] <= method["mean_similarity"] <= ci["high"], name
         assert method["n_examples"] == report["methods"]["cluster_lora"]["n_examples"]
-    for name in baselines | {"persona_swapped"}:
-        assert f"cluster_lora - {name}" in report["comparisons"]
+    # Holm over the decision rule's comparisons only; the yardsticks are described
+    tested = {"cluster_lora - base_model", "cluster_lora - unified_adapter"}
+    assert (
+        report["holm_family"] == list(report["comparisons"])
+        and set(report["comparisons"]) == tested
+    )
+    assert set(report["described"]) == {
+        f"cluster_lora - {name}"
+        for name in ("copy_persona", "reference_ceiling", "persona_swapped")
+    }
     unified = tmp_path / "models/watch/baselines/unified_adapter"
     assert (unified / "adapter_model.safetensors").is_file()
     assert study_attr(sqlite_url, "watch", BASELINE_SOURCE_ATTR) in top
@@ -188,17 +217,29 @@ def test_top_k_by_eval_loss_are_evaluated_and_the_best_similarity_is_promoted(
         source / "adapter_model.safetensors"
     ).read_bytes()
 
-    # the figures reach the dashboard as study user attributes; the metric is named
+    # the figures are study records; the study's attributes stay short; the metric is named
     study, _ = load_study(sqlite_url, "watch")
-    attrs = study.user_attrs
+    evaluated = trial_evaluations(storage.create_engine(sqlite_url), study)
     for n in top:
-        attr = attrs[f"{TRIAL_ATTR_PREFIX}{n}"]
+        attr = evaluated[n]
         assert attr["similarity"] == pytest.approx(rows[n]["similarity"])
         assert attr["similarity_ci"] == rows[n]["similarity_ci"]
         assert attr["distinct_2"] == rows[n]["distinct_2"]
-    assert f"{TRIAL_ATTR_PREFIX}{numbers[3]}" not in attrs
-    assert attrs[PROMOTED_ATTR]["trial"] == best
+    assert numbers[3] not in evaluated
+    assert promoted_trial(study) == best
+    assert not any(key.startswith(TRIAL_ATTR_PREFIX) for key in study.user_attrs)
+    assert PROMOTED_ATTR not in study.user_attrs
     assert study.metric_names == ["eval_loss"]
+    assert_optuna_studies_rows_are_short(sqlite_url)
+    # each evaluated trial's figures are its note in the dashboard
+    for n in top:
+        note = trial_note(study, n)
+        assert f"| embedding similarity | {100 * rows[n]['similarity']:.2f}% |" in note
+        low, high = rows[n]["similarity_ci"]
+        assert f"{100 * low:.2f}% to {100 * high:.2f}%" in note
+        assert "floor" in note and "floor-normalized" in note and "distinct-1" in note
+        assert ("**Promoted**" in note) is (n == best)
+    assert trial_note(study, numbers[3]) == ""
 
     # nothing new: nothing evaluated, nothing rewritten
     written = result.results.stat().st_mtime_ns

@@ -13,6 +13,7 @@ import storage
 from evaluators.config import EvalConfig
 from evaluators.moe.run import PERSONA_ADAPTERS, MoeSettings
 from evaluators.report.decision import MOE_COLD, MOE_SELF
+from hpo.evaluation.notes import study_note
 from hpo.evaluation.study_report import write_report
 from hpo.personas.moe import run_moe
 from hpo.personas.training import (
@@ -50,6 +51,8 @@ def test_personas_study_then_moe_then_report(
 
     study = optuna.load_study(study_name=personas_study_name("c0"), storage=sqlite_url)
     assert study.user_attrs[KIND_ATTR] == KIND
+    note = study_note(study)  # the dashboard says what this study is
+    assert "queue of per-persona adapters" in note and "no best trial" in note
     trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert sorted(t.user_attrs[PERSONA_ATTR] for t in trials) == sorted(summary.trained)
     adapters = persona_adapters(sqlite_url, "c0", storage.OutputLayout(root.resolve()))

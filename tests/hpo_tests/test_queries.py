@@ -10,8 +10,9 @@ import optuna
 import pytest
 
 from hpo.study.config import StudyConfig, StudySection
-from hpo.study.creation import CONFIG_ATTR, optuna_storage
+from hpo.study.creation import optuna_storage
 from hpo.study.queries import all_trials, best_trials, retried_trial_number, study_status
+from hpo.study.records import CONFIG_ATTR
 
 NAME = "queries"
 DIST = {"learning_rate": optuna.distributions.FloatDistribution(1e-6, 1e-3, log=True)}

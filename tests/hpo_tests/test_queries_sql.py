@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 import storage
 from hpo.cli import EXIT_BAD_INPUT, cli
 from hpo.study.config import StudyConfig, StudySection
-from hpo.study.creation import CONFIG_ATTR, optuna_storage
+from hpo.study.creation import optuna_storage
 from hpo.study.queries import (
     DEFAULT_PAGE_SIZE,
     all_trials,
@@ -30,6 +30,7 @@ from hpo.study.queries import (
     study_status,
     trials_page,
 )
+from hpo.study.records import CONFIG_ATTR
 
 State = optuna.trial.TrialState
 NAME = "sql"

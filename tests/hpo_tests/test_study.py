@@ -12,7 +12,8 @@ import pytest
 
 import storage
 from hpo.study.config import ConfigError, ParamSpec, StudyConfig, StudySection
-from hpo.study.creation import CONFIG_ATTR, SEED_ATTR, StudyConfigMismatch, create_study, load_study
+from hpo.study.creation import SEED_ATTR, StudyConfigMismatch, create_study, load_study
+from hpo.study.records import CONFIG_REF_ATTR
 from tests.conftest import import_and_cluster
 from tests.hpo_tests.test_config import README_CONFIG
 from trainers.config import ModelConfig
@@ -125,7 +126,7 @@ def test_a_study_left_half_created_is_created_afresh(storage_url: str, tmp_path:
         assert storage.claim_ticket(session, "killed")
     study = create_study(StudyConfig(study=StudySection(name="killed", n_trials=4)), storage_url)
     assert len(study.get_trials(deepcopy=False)) == 3
-    assert CONFIG_ATTR in study.user_attrs
+    assert CONFIG_REF_ATTR in study.user_attrs
     assert _budget(storage_url, "killed") == (4, 0)
 
 
@@ -217,3 +218,40 @@ def test_a_sqlite_url_in_a_missing_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(storage.InvalidURLError, match="does not exist"):
         create_study(StudyConfig(study=StudySection(name="nowhere")), url)
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_the_config_is_a_study_record_and_old_studies_still_load(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """A new study points at its config in ``study_records`` (its attributes stay short); a
+    study created before keeps the whole config in ``hpo_config`` and is read, listed and
+    raised as before (the raise writes the new form, which then wins)."""
+    from hpo.study.creation import optuna_storage, raise_budget
+    from hpo.study.queries import list_studies, study_status
+    from hpo.study.records import CONFIG_ATTR, CONFIG_RECORD
+
+    with_data(sqlite_url, tmp_path)
+    config = StudyConfig(study=StudySection(name="new", n_trials=4))
+    study = create_study(config, sqlite_url)
+    assert CONFIG_ATTR not in study.user_attrs
+    assert len(repr(study.user_attrs)) < 100
+    with storage.session_scope(storage.create_engine(sqlite_url)) as session:
+        record = storage.study_record(session, "new", CONFIG_RECORD)
+    assert record is not None and record[0] == config.to_dict()
+    assert record[1].startswith(study.user_attrs[CONFIG_REF_ATTR])
+    assert load_study(sqlite_url, "new")[1] == config
+
+    old_config = StudyConfig(study=StudySection(name="old", n_trials=3))
+    old = optuna.create_study(study_name="old", storage=optuna_storage(sqlite_url))
+    old.set_user_attr(CONFIG_ATTR, old_config.to_dict())
+    with storage.session_scope(storage.create_engine(sqlite_url)) as session:
+        storage.set_budget(session, "old", 3)
+    assert load_study(sqlite_url, "old")[1] == old_config
+    assert create_study(old_config, sqlite_url).study_name == "old"  # the same config: loaded
+    assert study_status(sqlite_url, "old").n_trials_target == 3
+    targets = {row.name: row.n_trials_target for row in list_studies(sqlite_url)}
+    assert targets == {"new": 4, "old": 3}
+    assert raise_budget(sqlite_url, "old", 5).study.n_trials == 5
+    assert load_study(sqlite_url, "old")[1].study.n_trials == 5
+    targets = {row.name: row.n_trials_target for row in list_studies(sqlite_url)}
+    assert targets == {"new": 4, "old": 5}

@@ -43,6 +43,26 @@ def test_report_true_stops_the_trainer() -> None:
     assert run.stopped_early
 
 
+def test_a_finished_run_is_never_stopped_at_its_last_evaluation() -> None:
+    """Seen on real data: a trial pruned at its final evaluation, after its training had
+    finished, so its adapter was thrown away. The last eval_loss is still reported."""
+    from transformers import TrainerControl, TrainerState
+
+    reported: list[int] = []
+    run = RunLog(report=lambda step, loss: reported.append(step) is None)  # always "prune"
+    callback = report_callback(run)
+    control = TrainerControl()
+    callback.on_evaluate(
+        None, TrainerState(global_step=10, max_steps=10), control, metrics={"eval_loss": 1.0}
+    )
+    assert reported == [1] and run.losses == [(1, 1.0)]
+    assert not control.should_training_stop and not run.stopped_early
+    callback.on_evaluate(
+        None, TrainerState(global_step=5, max_steps=10), control, metrics={"eval_loss": 1.0}
+    )
+    assert control.should_training_stop and run.stopped_early  # before the end it stops
+
+
 @pytest.mark.parametrize(
     ("hook", "kwargs", "named"),
     [

@@ -22,7 +22,7 @@ import pytest
 
 from hpo.cli import COMMANDS, cli
 from hpo.study.config import StudyConfig, StudySection
-from hpo.study.creation import CONFIG_ATTR
+from hpo.study.records import CONFIG_ATTR
 
 ROOT = Path(__file__).resolve().parents[3]
 

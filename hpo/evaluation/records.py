@@ -1,0 +1,49 @@
+"""What the evaluator records of a study: each evaluated trial's figures and the promoted
+trial, as study records (``storage.study_records``), and the promoted trial's number as a short
+study user attribute.
+
+Studies evaluated before the records moved out of Optuna's study user attributes (which
+``optuna studies`` prints whole) hold them there; the readers here read both forms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+import storage
+
+TRIAL_ATTR_PREFIX = "evaluation:trial:"
+"""Study record ``evaluation:trial:<N>`` (``storage.study_records``): trial N's similarity, CI
+and diversity; a study user attribute of that name in studies evaluated before 0005. Shown in
+the dashboard as trial N's note."""
+PROMOTED_ATTR = "evaluation:promoted"
+"""Study record: the promoted trial, its similarity and the results file (a study user
+attribute in studies evaluated before 0005)."""
+PROMOTED_TRIAL_ATTR = "evaluation:promoted_trial"
+"""Study user attribute: the promoted trial's number (short: ``optuna studies`` prints the
+study's user attributes whole)."""
+
+
+def promoted_trial(study: optuna.Study) -> int | None:
+    """The promoted trial's number: the study attribute, or the whole record that studies
+    evaluated before 0005 kept in the attribute ``evaluation:promoted``."""
+    number = study.user_attrs.get(PROMOTED_TRIAL_ATTR)
+    if isinstance(number, int):
+        return number
+    legacy = study.user_attrs.get(PROMOTED_ATTR)
+    return int(legacy["trial"]) if isinstance(legacy, dict) and "trial" in legacy else None
+
+
+def trial_evaluations(engine: Any, study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """{trial number: its evaluation figures}, from the study records (and the study user
+    attributes of a study evaluated before 0005)."""
+    with storage.session_scope(engine) as session:
+        records = storage.study_records(session, study.study_name, prefix=TRIAL_ATTR_PREFIX)
+    found = {**study.user_attrs, **records}
+    return {
+        int(key.removeprefix(TRIAL_ATTR_PREFIX)): value
+        for key, value in found.items()
+        if key.startswith(TRIAL_ATTR_PREFIX) and isinstance(value, dict)
+    }
