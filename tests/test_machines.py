@@ -19,11 +19,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 import sqlalchemy as sa
 
 import storage
 from hpo.artifacts import ARTIFACTS_ENV, open_artifact_store
+from hpo.personas.objective import PERSONA_ATTR
+from hpo.personas.training import personas_study_name
 from hpo.study.creation import create_study
 from tests.conftest import import_and_cluster
 from tests.hpo_tests.test_workers import small_study_config
@@ -148,6 +151,10 @@ def test_a_study_runs_on_machines_that_share_only_the_database_and_the_store(
             for name in "de"
         ]
     )  # fmt: skip
+    personas = optuna.load_study(study_name=personas_study_name(STUDY), storage=pg_url)
+    done = personas.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    keys = [t.user_attrs[PERSONA_ATTR] for t in done]
+    assert len(keys) == len(set(keys)), "a persona was trained twice"  # one queue, split
     for name in "de":
         shutil.rmtree(machines / name)
 
