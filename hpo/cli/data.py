@@ -50,7 +50,8 @@ def generate(out: Path | None, output_root: Path, storage: str | None, **kwargs:
     name="import",
     epilog=example(
         "hpo data import data/demo.jsonl --name demo",
-        "hpo data import Synthetic-Persona-Chat_valid.csv --name spc --min-examples 12",
+        "hpo data import tests/data/synthetic-persona-chat/Synthetic-Persona-Chat_valid.csv "
+        "--name spc --min-examples 12",
     ),
 )
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
