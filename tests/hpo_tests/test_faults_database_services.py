@@ -1,4 +1,4 @@
-"""The evaluator, and the report ride out a database outage as the
+"""The evaluator, per-persona training and the report ride out a database outage as the
 workers do: a PostgreSQL restart shorter than their patience is waited out; past it they exit 1
 with one line naming the database, password masked.
 
@@ -15,9 +15,14 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 
 import storage
+from hpo.personas.training import PERSONA_ATTR, personas_study_name
+from hpo.study.config import StudyConfig, StudySection
+from hpo.study.creation import create_study
+from tests.conftest import import_and_cluster
 from tests.hpo_tests.test_evaluator import (
     SHORT,
     adapters,  # noqa: F401  (a fixture)
@@ -30,6 +35,7 @@ from tests.hpo_tests.test_faults_database import (
     own_server,  # noqa: F401  (a fixture)
 )
 
+TrialState = optuna.trial.TrialState
 PASSWORD = "s3cret-pw"
 """In the URL the processes are given (the server trusts local users): never in a log."""
 
@@ -156,6 +162,51 @@ def test_an_idle_evaluator_rides_out_a_30s_outage_and_past_its_patience_exits_1(
     prefix = f"hpo: error: database postgresql+psycopg://postgres:***@127.0.0.1:{own_server.port}"
     assert last.startswith(f"{prefix}/idle_outage unreachable for"), last
     assert "an evaluator waits (--patience)" in last and PASSWORD not in text, last
+
+
+def _wait_for_running(url: str, name: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until the study ``name`` has a RUNNING trial (training under way)."""
+    deadline = time.monotonic() + 300
+    while True:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        try:
+            study = optuna.load_study(study_name=name, storage=url)
+        except KeyError:
+            study = None
+        if study is not None and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            return
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_personas_train_waits_out_a_restart_mid_training(
+    own_server: OwnServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The server stops for 4 s while a persona adapter trains: `hpo personas train` waits
+    it out and ends with exactly one COMPLETE trial per persona, none left RUNNING."""
+    url = own_server.create_database("personas_restart")
+    import_and_cluster(url, tmp_path, "demo", k=5)
+    create_study(StudyConfig(study=StudySection(name="c0", k=5, cluster_id=4, n_trials=2)), url)
+    log = tmp_path / "personas.log"
+    args = ["personas", "train", "--study", "c0", "--epochs", "1", "--threads", "1"]
+    proc = _hpo([*args, "--max-train-per-persona", "2", "--output-root", str(tmp_path)], url, log)
+    try:
+        _wait_for_running(url, personas_study_name("c0"), proc, log)
+        _outage(own_server, 4)
+        code = proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    assert "unreachable" in text and "answers again" in text and PASSWORD not in text
+    trials = optuna.load_study(study_name=personas_study_name("c0"), storage=url).get_trials()
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    complete = [t.user_attrs[PERSONA_ATTR] for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == len(set(complete)) == len({t.user_attrs[PERSONA_ATTR] for t in trials})
+    storage.dispose_engines()
 
 
 @pytest.mark.slow
