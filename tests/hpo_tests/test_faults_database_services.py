@@ -108,6 +108,38 @@ def test_evaluator_once_waits_out_a_restart_before_it_connects(
     assert sorted(r.trial_number for r in runs if r.trial_number >= 0) == [number]
 
 
+@pytest.mark.slow
+def test_a_busy_evaluator_once_waits_out_a_restart_mid_evaluation(
+    own_server: OwnServer,  # noqa: F811
+    tmp_path: Path,
+    adapters: list[Path],  # noqa: F811
+) -> None:
+    """The server stops for 8 s while `hpo evaluator --once` evaluates a trial: the pass
+    runs again once it answers (its own lease re-taken, the stored results resumed); it exits 0
+    with every run complete, no duplicate result rows and every lease given back."""
+    url = own_server.create_database("once_busy")
+    make_study(url, tmp_path, "busy")
+    number = add_trial(url, tmp_path, "busy", adapters[1], 0.8)
+    log = tmp_path / "evaluator.log"
+    args = ["evaluator", "--study", "busy", "--once", "--top-trials", "1"]
+    args += ["--output-root", str(tmp_path), "--max-new-tokens", str(SHORT.max_new_tokens)]
+    proc = _hpo([*args, "--batch-size", str(SHORT.batch_size)], url, log)
+    try:
+        _wait_for(log, f"evaluating trial {number} of busy", proc, 300)
+        _outage(own_server, 8)
+        code = proc.wait(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    assert "unreachable" in text and "answers again" in text, text[-3000:]
+    assert f"evaluated here: trial:{number}, baselines" in text, text[-3000:]
+    assert PASSWORD not in text
+    runs = check_runs_any(url, "busy")
+    assert sorted(r.trial_number for r in runs if r.trial_number >= 0) == [number]
+
+
 def check_runs_any(url: str, name: str) -> list[storage.RunInfo]:
     """Every run of the study complete with one result per example, every lease given back."""
     with storage.session_scope(storage.open_storage(url)) as session:
