@@ -265,3 +265,37 @@ def test_report_waits_out_a_restart_before_it_connects(
     assert code == 0, text[-3000:]
     assert "decision: " in text and PASSWORD not in text, text[-3000:]
     assert (tmp_path / "results/rep/comparison").is_dir()
+
+
+@pytest.mark.slow
+def test_moe_merge_waits_out_a_restart_before_it_connects(
+    own_server: OwnServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The server is down when `hpo moe merge` starts and back 4 s later: it merges every
+    persona's variants, publishes the results file and exits 0."""
+    from hpo.personas.training import train_persona_adapters
+
+    url = own_server.create_database("moe_restart")
+    import_and_cluster(url, tmp_path, "demo", k=5)
+    create_study(StudyConfig(study=StudySection(name="c0", k=5, cluster_id=4, n_trials=2)), url)
+    small = {"epochs": 1, "max_train_per_persona": 2, "evals_per_epoch": 1}
+    train_persona_adapters(url, "c0", output_root=tmp_path, overrides=small, progress=False)
+    storage.dispose_engines()
+    own_server.stop()
+    log = tmp_path / "moe.log"
+    proc = _hpo(
+        ["moe", "merge", "--study", "c0", "--k", "2", "--output-root", str(tmp_path)], url, log
+    )
+    try:
+        time.sleep(4)
+        own_server.start()
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    assert "unreachable" in text and "answers again" in text and PASSWORD not in text
+    assert "merged " in text and (tmp_path / "results/c0/moe/moe_sparse_results.json").is_file()
+    storage.dispose_engines()
