@@ -113,6 +113,7 @@ class OutageGuard:
         max_pause: Longest pause between retries.
         clock: Monotonic clock (tests pass a fake one).
         sleep: How to pause (tests pass a fake one).
+        waiter: Who waits that long and why, for the message past the patience.
 
     Raises:
         ValueError: If ``patience`` or a pause is not positive.
@@ -127,6 +128,7 @@ class OutageGuard:
         max_pause: float = MAX_PAUSE,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        waiter: str = "a worker waits (its heartbeat grace period)",
     ) -> None:
         for name, value in (
             ("patience", patience),
@@ -141,6 +143,7 @@ class OutageGuard:
         self.max_pause = max_pause
         self._clock = clock
         self._sleep = sleep
+        self.waiter = waiter
         self._lock = threading.Lock()
         self._down_since: float | None = None
         self._last_error = ""
@@ -162,7 +165,7 @@ class OutageGuard:
         down = self.down_for or 0.0
         return DatabaseUnavailable(
             f"database {self.database} unreachable for {down:.0f} s, longer than the "
-            f"{self.patience:.0f} s a worker waits (its heartbeat grace period): "
+            f"{self.patience:.0f} s {self.waiter}: "
             f"{self._last_error or 'no answer'}"
         )
 

@@ -14,6 +14,7 @@ from hpo.cli.dataclass_options import build_dataclass, dataclass_options
 from hpo.cli.errors import CommandError
 from hpo.cli.options import common_options, example, storage_url, study_option
 from hpo.evaluation.service import DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_TOP_K
+from hpo.study.creation import GRACE_PERIOD
 
 
 @click.command(
@@ -53,6 +54,14 @@ from hpo.evaluation.service import DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEF
     help="seconds a lease lives without renewal: a killed evaluator's work is taken over "
     "after this long",
 )
+@click.option(
+    "--patience",
+    type=click.FloatRange(min=1),
+    default=GRACE_PERIOD,
+    show_default=True,
+    help="seconds a database outage is waited out (retried with backoff) before the "
+    "evaluator exits 1 naming the database",
+)
 @dataclass_options(EvalConfig)
 @common_options(log_level=logging.INFO)
 def evaluator(
@@ -61,6 +70,7 @@ def evaluator(
     top_trials: int,
     poll_interval: float,
     lease_ttl: float,
+    patience: float,
     storage: str | None,
     output_root: Path,
     **kwargs: Any,
@@ -79,6 +89,7 @@ def evaluator(
         eval_config=build_dataclass(EvalConfig, kwargs),
         top_k=top_trials,
         lease_ttl=lease_ttl,
+        patience=patience,
     )
     result = run_evaluator(service, once=not watch, poll_interval=poll_interval)
     click.echo(f"evaluated here: {', '.join(result.evaluated) or 'nothing'}")

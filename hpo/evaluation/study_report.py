@@ -19,7 +19,7 @@ from evaluators.trials.promotion import evaluated_trials
 from hpo.artifacts import publish_file
 from hpo.evaluation.notes import dashboard_store, save_study_note, upload_figure
 from hpo.evaluation.records import promoted_trial
-from hpo.evaluation.service import open_evaluator
+from hpo.evaluation.service import StudyEvaluator, open_evaluator
 
 
 def trial_history(study: optuna.Study) -> list[comparison.TrialPoint]:
@@ -64,6 +64,16 @@ def write_report(
         storage.NotFoundError: No such study.
     """
     service = open_evaluator(url, study_name, output_root=output_root, eval_config=eval_config)
+    # Safe to run again after an outage: reads, files rewritten, records upserted.
+    if service.guard is None:
+        return _write_report(service, url, png=png)
+    return service.guard.call(_write_report, service, url, png=png)
+
+
+def _write_report(
+    service: StudyEvaluator, url: str, *, png: bool
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    study_name, eval_config = service.name, service.scope.eval_config
     scope = comparison.ReportScope(
         study_name=study_name,
         cluster_id=service.scope.cluster_id,

@@ -340,8 +340,10 @@ def open_evaluator(
     top_k: int = DEFAULT_TOP_K,
     lease_ttl: float = DEFAULT_LEASE_TTL,
     holder: str | None = None,
+    patience: float = GRACE_PERIOD,
 ) -> StudyEvaluator:
-    """Load the study, its cluster and settings into a :class:`StudyEvaluator`.
+    """Load the study, its cluster and settings into a :class:`StudyEvaluator`, waiting out
+    a database outage of up to ``patience`` seconds (then and in every pass).
 
     Raises:
         storage.NotFoundError: No such study, or its dataset or cluster is gone.
@@ -351,10 +353,11 @@ def open_evaluator(
         raise ValueError(f"invalid top_k {top_k!r}: use an integer of at least 1")
     if not lease_ttl > 0:
         raise ValueError(f"invalid lease_ttl {lease_ttl!r}: use a positive number of seconds")
-    study, config = load_study(url, study_name)
-    engine = storage.open_storage(url)
+    guard = storage.OutageGuard(url, patience=patience, waiter="an evaluator waits (--patience)")
+    study, config = guard.call(load_study, url, study_name)
+    engine = guard.call(storage.open_storage, url)
     section = config.study
-    cluster = load_study_cluster(engine, section)
+    cluster = guard.call(load_study_cluster, engine, section)
     scope = EvalScope(
         study_name=study_name,
         dataset_id=cluster.dataset_id,
@@ -371,7 +374,7 @@ def open_evaluator(
         layout=output_layout(output_root),
         scope=scope,
         holder=holder or storage.lease_holder_id(),
-        guard=storage.OutageGuard(url, patience=GRACE_PERIOD),
+        guard=guard,
         top_k=top_k,
         lease_ttl=lease_ttl,
     )

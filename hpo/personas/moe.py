@@ -4,6 +4,10 @@ The library work is :mod:`evaluators.moe.run`; this module finds the study's clu
 per-persona adapters (:mod:`hpo.personas.training`) and writes
 ``results/<study>/moe/moe_sparse_results.json``. MoE needs no trial, so it can run while the
 study still runs.
+
+Every step waits out a database outage of up to the grace period, as the workers do: loading,
+the merge (adapters rewritten, files published again) and the evaluation (resumed from the
+stored results) are safe to run again.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from evaluators.moe.run import MoeScope, MoeSettings
 from hpo.artifacts import output_layout, publish_file
 from hpo.datasets import load_study_cluster
 from hpo.personas.training import persona_adapters
-from hpo.study.creation import load_study
+from hpo.study.creation import GRACE_PERIOD, load_study
 
 
 @dataclass
@@ -31,6 +35,11 @@ class MoeContext:
     scope: MoeScope
     adapters: dict[str, moe.PersonaAdapter]
     model_config: Any
+    guard: storage.OutageGuard
+
+
+def _guard(url: str) -> storage.OutageGuard:
+    return storage.OutageGuard(url, patience=GRACE_PERIOD, waiter="hpo moe waits")
 
 
 def open_moe(
@@ -40,11 +49,18 @@ def open_moe(
     output_root: Path = Path("."),
     eval_config: EvalConfig = EvalConfig(),
 ) -> MoeContext:
-    """Load the study's cluster and its per-persona adapters.
+    """Load the study's cluster and its per-persona adapters, waiting out an outage.
 
     Raises:
         storage.NotFoundError: No such study, or no per-persona adapters yet.
     """
+    guard = _guard(url)
+    return guard.call(_open_moe, url, study_name, output_root, eval_config, guard)
+
+
+def _open_moe(
+    url: str, study_name: str, output_root: Path, eval_config: EvalConfig, guard: Any
+) -> MoeContext:
     _, config = load_study(url, study_name)
     engine = storage.open_storage(url)
     cluster = load_study_cluster(engine, config.study)
@@ -64,6 +80,7 @@ def open_moe(
         scope=scope,
         adapters=persona_adapters(url, study_name, layout),
         model_config=config.model,
+        guard=guard,
     )
 
 
@@ -80,9 +97,11 @@ def merge_moe(
         The results data and the path of ``moe_sparse_results.json``.
     """
     ctx = open_moe(url, study_name, output_root=output_root)
-    data, _ = moe.merge_all(ctx.engine, ctx.layout, ctx.scope, ctx.adapters, settings)
+    data, _ = ctx.guard.call(
+        moe.merge_all, ctx.engine, ctx.layout, ctx.scope, ctx.adapters, settings
+    )
     path = moe.write_results(ctx.layout, study_name, data)
-    publish_file(ctx.engine, ctx.layout, "results_moe_sparse", study_name, path)
+    ctx.guard.call(publish_file, ctx.engine, ctx.layout, "results_moe_sparse", study_name, path)
     return data, path
 
 
@@ -109,11 +128,18 @@ def evaluate_moe(
             f"study {study_name!r} has no MoE merge yet: run `hpo moe merge --study {study_name}`"
         )
     base = load_base_model(ctx.model_config)
-    data, _ = moe.evaluate_all(
-        ctx.engine, ctx.layout, ctx.scope, base, ctx.adapters, data, per_persona=per_persona
+    data, _ = ctx.guard.call(
+        moe.evaluate_all,
+        ctx.engine,
+        ctx.layout,
+        ctx.scope,
+        base,
+        ctx.adapters,
+        data,
+        per_persona=per_persona,
     )
     path = moe.write_results(ctx.layout, study_name, data)
-    publish_file(ctx.engine, ctx.layout, "results_moe_sparse", study_name, path)
+    ctx.guard.call(publish_file, ctx.engine, ctx.layout, "results_moe_sparse", study_name, path)
     return data, path
 
 

@@ -116,6 +116,11 @@ def _requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, engine: Any) 
         storage.release_ticket(session, study.study_name)
 
 
+def _claim_ticket(engine: Any, name: str) -> bool:
+    with storage.session_scope(engine) as session:
+        return bool(storage.claim_ticket(session, name))
+
+
 def personas_study_name(study_name: str) -> str:
     """``<study>-personas``."""
     return storage.validate_name(f"{study_name}{SUFFIX}", what="study name")
@@ -269,7 +274,10 @@ def train_persona_adapters(
 
     from trainers.base_model import load_base_model, set_threads
 
-    job, cluster, source = _load_job(url, study_name, output_root, overrides)
+    # Every database call waits out an outage up to the grace period, as the workers' do.
+    waiter = "persona training waits (its heartbeat grace period)"
+    guard = storage.OutageGuard(url, patience=grace_period, waiter=waiter)
+    job, cluster, source = guard.call(_load_job, url, study_name, output_root, overrides)
     name = personas_study_name(study_name)
     summary = PersonaTrainSummary(name, source, len(cluster.personas))
     engine = job.engine
@@ -278,8 +286,10 @@ def train_persona_adapters(
         log.warning("persona trial %d went stale (its process died)", trial.number)
         _requeue(study, trial, engine)
 
-    rdb = optuna_storage(url, heartbeat=True, on_stale=on_stale, grace_period=grace_period)
-    study = enqueue_personas(url, job, summary, rdb)
+    rdb = optuna_storage(
+        url, heartbeat=True, on_stale=on_stale, grace_period=grace_period, guard=guard
+    )
+    study = guard.call(enqueue_personas, url, job, summary, rdb)
     study.sampler = optuna.samplers.RandomSampler(seed=0)  # nothing to suggest
     study.pruner = optuna.pruners.NopPruner()
     waiting = (optuna.trial.TrialState.WAITING,)
@@ -295,12 +305,11 @@ def train_persona_adapters(
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         while True:
-            fail_stale_trials(study)
+            guard.call(fail_stale_trials, study)
             if not study.get_trials(deepcopy=False, states=waiting):
                 break  # a ticket left over would make Optuna create a trial with no persona
-            with storage.session_scope(engine) as session:
-                if not storage.claim_ticket(session, name):
-                    break
+            if not guard.call(_claim_ticket, engine, name):
+                break
             finished: list[optuna.trial.FrozenTrial] = []
             study.optimize(
                 objective,
@@ -317,8 +326,10 @@ def train_persona_adapters(
                 (summary.reused if trial.user_attrs.get("reused") else summary.trained).append(key)
                 bar.set_postfix_str(f"{key}: eval_loss {trial.value:.4f}")
                 continue
+            if guard.gave_up:  # the trial failed on the database: Optuna's catch hid it
+                raise guard.unavailable()
             summary.failed.append(key)
-            _requeue(study, trial, engine)
+            guard.call(_requeue, study, trial, engine)
             failures += 1
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 raise RuntimeError(
