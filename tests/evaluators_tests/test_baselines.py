@@ -350,3 +350,28 @@ def test_baseline_report_tests_the_rule_s_family_and_describes_the_yardsticks(
     assert f"{CLUSTER0} - {BASE_MODEL}" in own["described"]
     with pytest.raises(ValueError, match="no method 'moe'"):
         baseline_report(rule, evaluated="moe")
+
+
+def test_short_all_different_replies_on_few_examples_are_not_degenerate(
+    stored: tuple[Any, int, list[Any]],
+) -> None:
+    """The study's 8 test examples (4 personas) answered with short replies, stored and
+    scored (nothing generated): all different is 12.5% each, no repeat, not degenerate; one
+    short reply given three times is."""
+    from evaluators.scoring.method_run import RunKey, score_replies
+
+    engine, dataset_id, personas = stored
+    items = _setup(dataset_id, personas).items
+    assert len(items) == 8
+    short = ["Yes.", "No.", "Sure.", "Maybe.", "I do.", "Why?", "Nice.", "Okay."]
+
+    def scored(method: str, replies: list[str]) -> Any:
+        key = RunKey("study", method, dataset_id, None, 4, eval_config=SHORT)
+        return score_replies(engine, key, items, replies)
+
+    varied = scored("short_varied", short)
+    assert varied.diversity.top_reply_share == pytest.approx(0.125)
+    assert not varied.diversity.degenerate
+    assert varied.to_dict()["degenerate"] is False
+    repeated = scored("short_repeated", ["Yes."] * 3 + short[3:])
+    assert repeated.diversity.degenerate
