@@ -45,6 +45,8 @@ PLAN_UNIFIED = 0.8214
 """The plan's unified score (other test set): a reference only."""
 PLAN_CLUSTER0 = 0.7265
 """The plan's cluster-0 score (other test set): a reference only."""
+ALPHA = 0.05
+"""A difference beats only with its Holm p-value below this (and its 95% CI above 0)."""
 TARGET_RANGE = (0.85, 0.87)
 """The plan's hoped-for range for cluster 4: reported, not required."""
 
@@ -115,12 +117,18 @@ def _diff_text(name: str, d: Paired, *, degenerate: bool = False) -> str:
     without saying why."""
     p = "" if d.p_value is None else f", p={d.p_value:.3g}"
     p += "" if d.p_holm is None else f", Holm p={d.p_holm:.3g}"
+    holm_fails = d.p_holm is not None and d.p_holm >= ALPHA
     if d.beats:
         verdict = "beats"
     elif d.high < 0:
         verdict = "does not beat: the interval lies below 0"
     elif d.low <= 0:
         verdict = "does not beat: the interval contains 0"
+    elif degenerate and holm_fails:
+        verdict = (
+            "does not beat: the interval lies above 0, but Holm p >= 0.05, and it is "
+            "degenerate (one reply repeated)"
+        )
     elif degenerate:
         verdict = "does not beat: it is degenerate (one reply repeated)"
     else:

@@ -52,8 +52,8 @@ def headline(report: Mapping[str, Any]) -> str:
     )
 
 
-def _verdict(entry: Mapping[str, Any]) -> str:
-    """A tested comparison's verdict with its reason."""
+def _verdict(entry: Mapping[str, Any], degenerate: bool = False) -> str:
+    """A tested comparison's verdict with its reason (both, where both hold)."""
     if entry["beats"]:
         return "**beats**"
     if entry["high"] < 0:
@@ -62,7 +62,8 @@ def _verdict(entry: Mapping[str, Any]) -> str:
         return "does not beat: CI contains 0"
     p = entry["p_holm"] if entry.get("p_holm") is not None else entry["p_value"]
     if p >= 1 - entry["confidence"]:
-        return "does not beat: CI above 0, but Holm p >= 0.05"
+        also = ", and degenerate (one reply repeated)" if degenerate else ""
+        return f"does not beat: CI above 0, but Holm p >= 0.05{also}"
     return "does not beat: degenerate (one reply repeated)"
 
 
@@ -85,7 +86,7 @@ def _family_lines(report: Mapping[str, Any]) -> list[str]:
             f"| {label(a, cluster_id)} − {label(b, cluster_id)} | "
             f"{c['mean_percent_points']:+.2f} | "
             f"{low:+.2f} to {high:+.2f} | {c['p_value']:.3g} | {c['p_holm']:.3g} | "
-            f"{_verdict(c)} |"
+            f"{_verdict(c, report['rows'].get(a, {}).get('degenerate', False))} |"
         )
     return lines
 

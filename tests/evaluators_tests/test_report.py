@@ -560,3 +560,16 @@ def test_the_report_names_the_study_s_cluster_and_handles_cluster_0(
     text = files["summary"].read_text() + files["html"].read_text()
     assert "cluster 4" not in text.lower()
     assert "| cluster 0, promoted trial − unified adapter |" in text
+
+
+def test_a_degenerate_difference_that_also_fails_holm_gives_both_reasons() -> None:
+    above = Paired(0.7438, 0.6196, 0.8679, False, 0.25, 0.125)
+    d = decide(
+        _methods(cluster_promoted=Standing(1.0, degenerate=True)),
+        {**_diffs(), f"{CLUSTER} - {UNIFIED}": above},
+    )
+    (text,) = [r for r in d.reasons if r.startswith(f"{CLUSTER} - {UNIFIED}")]
+    assert text.endswith(
+        "(does not beat: the interval lies above 0, but Holm p >= 0.05, and it is degenerate "
+        "(one reply repeated))"
+    )

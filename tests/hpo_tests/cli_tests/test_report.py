@@ -59,3 +59,5 @@ def test_report_of_a_cluster_0_study_names_cluster_0(hpo: Hpo, tmp_path: Path) -
     assert report["holm_family"][0] == "cluster_promoted - unified_adapter"
     summary = (root / "results/zero/comparison/comparison_summary.md").read_text()
     assert "cluster 4" not in summary.lower() and "Cluster 0 " in summary
+    # The promoted trial repeats the templated references and Holm p is 0.25 here: both said.
+    assert "CI above 0, but Holm p >= 0.05, and degenerate (one reply repeated)" in summary
