@@ -135,12 +135,13 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         seed=section.clustering_seed,
         embedding_model=section.embedding_model,
     )
-    console.print(
+    display.print_table(
         display.cluster_table(
             clustering.clusters,
             clustering.silhouette,
             f"KMeans k={section.k} on {section.embedding_model} persona embeddings",
-        )
+        ),
+        console,
     )
     done(name)
 
@@ -175,12 +176,12 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         logs = ", ".join(str(w.log_path) for w, c in zip(workers, codes, strict=True) if c)
         raise RuntimeError(f"a worker failed (exit codes {codes}); see {logs}")
     status = study_status(url, section.name)
-    console.print(display.status_table(status))
+    display.print_table(display.status_table(status), console)
     done(name)
 
     name = step("5. evaluation")
     report, results_path = evaluate_study(url, section.name, output_root=root)
-    console.print(display.similarity_table(report))
+    display.print_table(display.similarity_table(report), console)
     files["promoted adapter"] = report.promoted_dir
     files["trial adapters"] = layout.root / "models" / "trials" / section.name
     files["results"] = results_path

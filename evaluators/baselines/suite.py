@@ -17,7 +17,8 @@ cluster), so it pairs example by example with the promoted adapter and with each
 
 The floor of every method, and the floor-normalized score beside the raw one, come with each
 :class:`~evaluators.scoring.method_run.MethodResult` (:func:`baseline_report` adds the normalized
-interval).
+interval). :func:`baseline_report` tests only the decision rule's comparisons (Holm over those,
+named) and describes the yardsticks against the base model, as the report and the promotion do.
 
 Cache: a method's run in storage is named ``<method>.<digest>`` where the digest covers the
 base model, the adapter's sha256, the test set's hash (example ids, prompts and references)
@@ -67,9 +68,10 @@ from evaluators.baselines.texts import (
     swapped_items,
     swapped_partners,
 )
+from evaluators.report.decision import rule_comparisons
 from evaluators.scoring.method_run import EvalItem, MethodResult
 from evaluators.scoring.similarity import normalized, reference_ceiling
-from evaluators.stats.comparison import compare_methods
+from evaluators.stats.comparison import compare, compare_methods
 from trainers.base_model import BaseModel
 from trainers.config import TrainConfig
 
@@ -171,41 +173,72 @@ def _normalized_ci(result: MethodResult) -> list[float] | None:
 def baseline_report(
     results: Mapping[str, MethodResult],
     *,
+    evaluated: str | None = None,
     reference: str = BASE_MODEL,
+    tuned_cluster: int | None = None,
     embedding_model: str | None = None,
     items: Sequence[EvalItem] | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """JSON-ready summary: each method with its interval, floor and normalized score (and its
-    interval), the paired difference of each method against ``reference`` (Holm over the
-    set), and the persona effect ``base_model - persona_swapped``.
+    interval); the decision rule's own comparisons of ``evaluated``, Holm-corrected among
+    themselves only (``holm_family`` names them); every other method described against
+    ``reference`` with its unadjusted interval and no verdict; and the persona effect
+    ``base_model - persona_swapped``, described.
+
+    Consistent with the rule (:func:`evaluators.report.decision.rule_comparisons`) and with
+    :func:`evaluators.trials.promotion.rule_family`: the yardsticks (copy the persona, the
+    reference agreement, the swapped persona) describe the scale and are not hypotheses, so
+    adding one never changes a tested comparison. Without ``evaluated`` the rule tests
+    nothing (the baselines alone are no hypotheses of it): the family is empty.
 
     Args:
         results: Methods by name, all on the same examples (baselines, plus any other method
             such as the promoted adapter).
-        reference: The method every other is compared with.
+        evaluated: The method the rule tests (the promoted adapter), if any.
+        reference: The method every other is described against (the rule's base model).
+        tuned_cluster: The study's cluster; for cluster 0 the cluster-0 adapter is not tested
+            (it is cluster 0 itself).
         embedding_model: The scorer, for the all-pairs reference ceiling (with ``items``).
         items: The test examples; when given, the all-pairs reference ceiling is added.
         seed: Seed of the resampling.
+
+    Raises:
+        ValueError: If ``reference`` or ``evaluated`` is not among ``results``.
     """
-    if reference not in results:
-        raise ValueError(f"no method {reference!r} to compare with; have {sorted(results)}")
+    for name in (reference, evaluated):
+        if name is not None and name not in results:
+            raise ValueError(f"no method {name!r} in the results; have {sorted(results)}")
+    family = (
+        []
+        if evaluated is None
+        else rule_comparisons(
+            results, cluster=evaluated, base=reference, tuned_cluster=tuned_cluster
+        )
+    )
     pairs = [
         (reference, name) if name == SWAPPED else (name, reference)
         for name in results
         if name != reference
     ]
+    described = {
+        f"{a} - {b}": {**compare(results[a], results[b], seed=seed).to_dict(), "tested": False}
+        for a, b in pairs
+        if (a, b) not in family
+    }
     methods = {
         name: {**result.to_dict(), "normalized_ci": _normalized_ci(result)}
         for name, result in results.items()
     }
     report: dict[str, Any] = {
         "methods": methods,
-        "comparisons": compare_methods(results, pairs, seed=seed) if pairs else {},
+        "holm_family": [f"{a} - {b}" for a, b in family],
+        "comparisons": compare_methods(results, family, seed=seed) if family else {},
+        "described": described,
     }
     effect = f"{reference} - {SWAPPED}"
-    if effect in report["comparisons"]:
-        report["persona_effect"] = report["comparisons"][effect]
+    if effect in described:
+        report["persona_effect"] = described[effect]
     if items:
         report["reference_ceiling_all_pairs"] = reference_ceiling(
             [it.reference for it in items], [it.persona_key for it in items], embedding_model

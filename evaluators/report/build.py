@@ -8,8 +8,9 @@ per-persona adapters of :mod:`evaluators.moe.run`). A method without a complete 
 every test example is listed as "not evaluated" instead of failing, so the report can be
 written at any time and rewritten as evaluations arrive.
 
-The decision's own comparisons (:func:`evaluators.report.decision.rule_comparisons`: cluster 4
-against the unified and the cluster-0 adapter, MoE against cluster 4, each candidate against the
+The decision's own comparisons (:func:`evaluators.report.decision.rule_comparisons`: the tuned
+cluster against the unified and the cluster-0 adapter (not when the tuned cluster is cluster 0
+itself), MoE against the tuned cluster, each candidate against the
 base model) are the tested family, paired on the identical examples with a persona-level
 bootstrap and Holm-corrected among themselves only; the report names them. Every other row is
 described against the base model, with its unadjusted interval and no verdict: yardsticks
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import storage
-from evaluators.baselines.suite import BASE_MODEL
+from evaluators.baselines.suite import BASE_MODEL, CLUSTER0
 from evaluators.config import EvalConfig
 from evaluators.moe.run import MOE_SELF
 from evaluators.report import decision
@@ -253,8 +254,14 @@ def _reversed(entry: Mapping[str, Any], a_degenerate: bool) -> decision.Paired:
     )
 
 
-def decide_from(results: Mapping[str, MethodResult], comparisons: Mapping[str, Any]) -> Any:
-    """Run :func:`evaluators.report.decision.decide` on the report's results and comparisons."""
+def decide_from(
+    results: Mapping[str, MethodResult],
+    comparisons: Mapping[str, Any],
+    *,
+    cluster_id: int | None = None,
+) -> Any:
+    """Run :func:`evaluators.report.decision.decide` on the report's results and comparisons
+    (``cluster_id``: the study's tuned cluster)."""
     standings = {
         name: decision.Standing(r.mean_similarity, r.diversity.degenerate)
         for name, r in results.items()
@@ -265,14 +272,16 @@ def decide_from(results: Mapping[str, MethodResult], comparisons: Mapping[str, A
         differences[f"{CLUSTER} - {MOE_SELF}"] = _reversed(
             moe_vs, results[CLUSTER].diversity.degenerate
         )
-    return decision.decide(standings, differences)
+    return decision.decide(standings, differences, tuned_cluster=cluster_id)
 
 
-def _row(name: str, result: MethodResult, described: Mapping[str, Any]) -> dict[str, Any]:
+def _row(
+    name: str, result: MethodResult, described: Mapping[str, Any], cluster_id: int
+) -> dict[str, Any]:
     summary = result.to_dict()
     summary.pop("samples", None)
     ci = result.similarity_ci
-    summary["label"] = label(name)
+    summary["label"] = label(name, cluster_id)
     summary["normalized_ci"] = (
         None
         if ci is None
@@ -286,6 +295,7 @@ def build_report(
     study_name: str,
     results: Mapping[str, MethodResult],
     *,
+    cluster_id: int,
     history: Sequence[TrialPoint] = (),
     promoted_trial: int | None = None,
     evaluated_trials: Sequence[int] = (),
@@ -298,6 +308,8 @@ def build_report(
     Args:
         study_name: The study.
         results: Evaluated methods by report name, all on the identical examples.
+        cluster_id: The cluster the study tunes: the labels name it, and when it is 0 the
+            rule's comparison with the cluster-0 adapter is not made (cluster 0 itself).
         history: The study's trials, for the eval_loss history.
         promoted_trial: The promoted trial's number, if any.
         evaluated_trials: Every evaluated trial's number (for the "not evaluated" list).
@@ -305,17 +317,18 @@ def build_report(
         seed: Seed of the resampling.
     """
     names = row_order(results)
-    family = comparison_pairs(names)
+    family = comparison_pairs(names, cluster_id=cluster_id)
     comparisons = compare_methods(results, family, seed=seed) if family else {}
     described = described_differences(results, described_pairs(names), seed=seed)
-    expected = [*ORDER]
+    expected = [n for n in ORDER if not (cluster_id == 0 and n == CLUSTER0)]
     expected += [f"{TRIAL_PREFIX}{n}" for n in evaluated_trials if n != promoted_trial]
-    missing = [label(n) for n in expected if n not in results]
-    decided = decide_from(results, comparisons)
+    missing = [label(n, cluster_id) for n in expected if n not in results]
+    decided = decide_from(results, comparisons, cluster_id=cluster_id)
     return {
         "study": study_name,
+        "cluster_id": cluster_id,
         "promoted_trial": promoted_trial,
-        "rows": {name: _row(name, results[name], described) for name in names},
+        "rows": {name: _row(name, results[name], described, cluster_id) for name in names},
         "not_evaluated": missing,
         "holm_family": [f"{a} - {b}" for a, b in family],
         "comparisons": comparisons,

@@ -2,8 +2,11 @@
 
 The rule (``/work/shared/evaluation.md``):
 
-1. Cluster 4's promoted trial must beat the unified adapter and the cluster-0 adapter; ideally
-   it reaches the plan's 85-87% range.
+1. The tuned cluster's promoted trial (cluster 4 in the plan; the study's own cluster here)
+   must beat the unified adapter and the cluster-0 adapter; ideally it reaches the plan's
+   85-87% range. When the tuned cluster is cluster 0 itself, the comparison with the cluster-0
+   adapter cannot be made (it would compare cluster 0 with itself): step 1 says so and rests
+   on the unified adapter alone (:data:`SELF_CLUSTER0`).
 2. If it does, compare it with the MoE merge: the better of the two is the main result.
 3. If it does not, cluster training is abandoned and MoE is the main result.
 4. (Ours; the plan lacked it.) The main result must beat the base model with no adapter on the
@@ -27,8 +30,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-CLUSTER = "cluster4_promoted"
-"""Report name of the study's promoted cluster trial."""
+CLUSTER = "cluster_promoted"
+"""Report name of the study's promoted cluster trial (of whichever cluster the study tunes)."""
 UNIFIED = "unified_adapter"
 CLUSTER0 = "cluster0_adapter"
 MOE_SELF = "moe_self"
@@ -42,6 +45,8 @@ PLAN_UNIFIED = 0.8214
 """The plan's unified score (other test set): a reference only."""
 PLAN_CLUSTER0 = 0.7265
 """The plan's cluster-0 score (other test set): a reference only."""
+ALPHA = 0.05
+"""A difference beats only with its Holm p-value below this (and its 95% CI above 0)."""
 TARGET_RANGE = (0.85, 0.87)
 """The plan's hoped-for range for cluster 4: reported, not required."""
 
@@ -50,6 +55,11 @@ MOE_MAIN = "cluster_fails_moe_is_main"
 BASE_NOT_BEATEN = "main_result_does_not_beat_base_model"
 """Step 4: the rule's main result does not beat the base model, so there is none."""
 INCOMPLETE = "incomplete"
+SELF_CLUSTER0 = (
+    "not applicable: the tuned cluster is cluster 0 itself, and the cluster-0 adapter is "
+    "the same training data; cluster 0 cannot be compared with itself"
+)
+"""Step 1's cluster-0 comparison when the study tunes cluster 0 (``numbers["step1"]``)."""
 BRANCHES = (COMPARE_WITH_MOE, MOE_MAIN, BASE_NOT_BEATEN, INCOMPLETE)
 """Every branch :func:`decide` can take."""
 
@@ -107,12 +117,18 @@ def _diff_text(name: str, d: Paired, *, degenerate: bool = False) -> str:
     without saying why."""
     p = "" if d.p_value is None else f", p={d.p_value:.3g}"
     p += "" if d.p_holm is None else f", Holm p={d.p_holm:.3g}"
+    holm_fails = d.p_holm is not None and d.p_holm >= ALPHA
     if d.beats:
         verdict = "beats"
     elif d.high < 0:
         verdict = "does not beat: the interval lies below 0"
     elif d.low <= 0:
         verdict = "does not beat: the interval contains 0"
+    elif degenerate and holm_fails:
+        verdict = (
+            "does not beat: the interval lies above 0, but Holm p >= 0.05, and it is "
+            "degenerate (one reply repeated)"
+        )
     elif degenerate:
         verdict = "does not beat: it is degenerate (one reply repeated)"
     else:
@@ -131,6 +147,7 @@ def rule_comparisons(
     cluster0: str = CLUSTER0,
     moe: str = MOE_SELF,
     base: str = BASE,
+    tuned_cluster: int | None = None,
 ) -> list[tuple[str, str]]:
     """The rule's own comparisons ``(a, b)`` among the methods present: the family of
     hypotheses that Holm's correction runs over, and nothing else.
@@ -140,11 +157,13 @@ def rule_comparisons(
     result (cluster 4, MoE) against the base model. Yardsticks (copy the persona, the
     reference agreement, the swapped persona), the other trials and the other MoE variant are
     described, not tested: adding one never changes this family, hence never the decision.
+    When ``tuned_cluster`` is 0, the cluster-0 comparison is left out: it would compare cluster
+    0 with itself.
     """
     names = set(present)
     pairs = [
         (cluster, unified),
-        (cluster, cluster0),
+        *([] if tuned_cluster == 0 else [(cluster, cluster0)]),
         (moe, cluster),
         (cluster, base),
         (moe, base),
@@ -172,6 +191,7 @@ def decide(
     moe: str = MOE_SELF,
     base: str = BASE,
     target_range: tuple[float, float] = TARGET_RANGE,
+    tuned_cluster: int | None = None,
 ) -> Decision:
     """Execute the plan's decision rule, with step 4: the main result must beat the base model.
 
@@ -186,6 +206,9 @@ def decide(
         moe: The MoE variant the rule compares with (with the persona's own adapter).
         base: The base model's name.
         target_range: The plan's hoped-for range, reported beside step 1.
+        tuned_cluster: The cluster the study tunes, where known. When it is 0, step 1 cannot
+            compare with the cluster-0 adapter (that is cluster 0 itself): it says so
+            (:data:`SELF_CLUSTER0`) and rests on the unified adapter alone.
 
     Returns:
         The decision. A step whose methods are not evaluated yet makes the branch
@@ -204,6 +227,7 @@ def decide(
         cluster0=cluster0,
         moe=moe,
         target_range=target_range,
+        tuned_cluster=tuned_cluster,
     )
     main = planned.main_result
     if planned.branch == INCOMPLETE or main is None:
@@ -262,6 +286,7 @@ def _plan_steps(
     cluster0: str,
     moe: str,
     target_range: tuple[float, float],
+    tuned_cluster: int | None = None,
 ) -> Decision:
     """Steps 1 to 3, the plan's own rule (arguments as in :func:`decide`)."""
     low, high = target_range
@@ -273,10 +298,12 @@ def _plan_steps(
         "plan_references": {"unified": PLAN_UNIFIED, "cluster0": PLAN_CLUSTER0},
         "target_range": [low, high],
     }
-    for name in (cluster, unified, cluster0, moe):
+    self_cluster0 = tuned_cluster == 0
+    baselines = (unified,) if self_cluster0 else (unified, cluster0)
+    for name in (cluster, *baselines, moe):
         if name in methods:
             numbers[name] = asdict(methods[name])
-    missing = [n for n in (cluster, unified, cluster0) if n not in methods]
+    missing = [n for n in (cluster, *baselines) if n not in methods]
     if missing:
         return Decision(
             INCOMPLETE,
@@ -284,46 +311,44 @@ def _plan_steps(
             [f"step 1 needs {', '.join(missing)}: not evaluated yet"],
             numbers,
         )
-    vs_unified = differences.get(f"{cluster} - {unified}")
-    vs_cluster0 = differences.get(f"{cluster} - {cluster0}")
-    if vs_unified is None or vs_cluster0 is None:
-        absent = [
-            n
-            for n, d in (
-                (f"{cluster} - {unified}", vs_unified),
-                (f"{cluster} - {cluster0}", vs_cluster0),
-            )
-            if d is None
-        ]
+    versus = {b: differences.get(f"{cluster} - {b}") for b in baselines}
+    absent = [f"{cluster} - {b}" for b, d in versus.items() if d is None]
+    if absent:
         return Decision(INCOMPLETE, None, [f"step 1 needs the differences {absent}"], numbers)
-    numbers["step1"] = {
-        f"{cluster} - {unified}": asdict(vs_unified),
-        f"{cluster} - {cluster0}": asdict(vs_cluster0),
-    }
+    tested = {b: d for b, d in versus.items() if d is not None}
+    numbers["step1"] = {f"{cluster} - {b}": asdict(d) for b, d in tested.items()}
     score = methods[cluster].similarity
     in_range = low <= score <= high
+    measured = ", ".join(f"{b} {_pct(methods[b].similarity)}" for b in baselines)
     reasons = [
-        f"step 1: {cluster} scores {_pct(score)}; measured baselines: {unified} "
-        f"{_pct(methods[unified].similarity)}, {cluster0} {_pct(methods[cluster0].similarity)} "
+        f"step 1: {cluster} scores {_pct(score)}; measured baselines: {measured} "
         f"(plan references, other test sets: {_pct(PLAN_UNIFIED)} and {_pct(PLAN_CLUSTER0)})",
-        _diff_text(f"{cluster} - {unified}", vs_unified, degenerate=methods[cluster].degenerate),
-        _diff_text(f"{cluster} - {cluster0}", vs_cluster0, degenerate=methods[cluster].degenerate),
-        f"the plan's range {_pct(low)}-{_pct(high)}: " + ("reached" if in_range else "not reached"),
+        *[
+            _diff_text(f"{cluster} - {b}", d, degenerate=methods[cluster].degenerate)
+            for b, d in tested.items()
+        ],
     ]
+    if self_cluster0:
+        numbers["step1"][f"{cluster} - {cluster0}"] = SELF_CLUSTER0
+        reasons.append(f"{cluster} - {cluster0}: {SELF_CLUSTER0}: step 1 rests on {unified} alone")
+    reasons.append(
+        f"the plan's range {_pct(low)}-{_pct(high)}: " + ("reached" if in_range else "not reached")
+    )
     reasons += [
         f"{name} is degenerate (one reply repeated): beating it shows only that {cluster} "
         "is not broken"
-        for name in (unified, cluster0)
+        for name in baselines
         if methods[name].degenerate
     ]
-    passes = vs_unified.beats and vs_cluster0.beats and not methods[cluster].degenerate
+    passes = all(d.beats for d in tested.values()) and not methods[cluster].degenerate
     if methods[cluster].degenerate:
         reasons.append(f"{cluster} is degenerate (one reply repeated): it cannot win")
+    beaten = "the unified adapter" if self_cluster0 else "both baselines"
 
     moe_standing = methods.get(moe)
     if not passes:
         reasons.append(
-            f"step 3: {cluster} does not beat both baselines: cluster training is "
+            f"step 3: {cluster} does not beat {beaten}: cluster training is "
             "abandoned and MoE is the main result"
         )
         if moe_standing is None:
@@ -335,7 +360,7 @@ def _plan_steps(
         reasons.append(f"{moe} scores {_pct(moe_standing.similarity)}")
         return Decision(MOE_MAIN, moe, reasons, numbers)
 
-    reasons.append(f"step 2: {cluster} beats both baselines: compare it with {moe}")
+    reasons.append(f"step 2: {cluster} beats {beaten}: compare it with {moe}")
     if moe_standing is None:
         reasons.append(f"{moe} is not evaluated yet: {cluster} stands as the main result")
         return Decision(COMPARE_WITH_MOE, cluster, reasons, numbers)

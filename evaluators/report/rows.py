@@ -41,7 +41,7 @@ LABELS = {
     BASE_MODEL: "base model",
     UNIFIED: "unified adapter",
     CLUSTER0: "cluster 0 adapter",
-    CLUSTER: "cluster 4, promoted trial",
+    CLUSTER: "tuned cluster, promoted trial",
     MOE_SELF: "MoE merge, with self",
     MOE_COLD: "MoE merge, cold start",
     PERSONA_ADAPTERS: "per-persona adapters",
@@ -73,17 +73,26 @@ def row_order(names: Sequence[str] | Mapping[str, Any]) -> list[str]:
     return order
 
 
-def label(name: str) -> str:
-    """A row's label for people."""
+def cluster_name(cluster_id: int | None) -> str:
+    """The tuned cluster for people: ``cluster N``, or ``tuned cluster`` when not known."""
+    return "tuned cluster" if cluster_id is None else f"cluster {cluster_id}"
+
+
+def label(name: str, cluster_id: int | None = None) -> str:
+    """A row's label for people; the study's trials are labelled with the study's cluster."""
     if name.startswith(TRIAL_PREFIX):
-        return f"cluster 4, trial {name.removeprefix(TRIAL_PREFIX)}"
+        return f"{cluster_name(cluster_id)}, trial {name.removeprefix(TRIAL_PREFIX)}"
+    if name == CLUSTER:
+        return f"{cluster_name(cluster_id)}, promoted trial"
     return LABELS.get(name, name)
 
 
-def comparison_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
+def comparison_pairs(
+    names: Sequence[str], *, cluster_id: int | None = None
+) -> list[tuple[str, str]]:
     """The report's tested comparisons ``(a, b)``: exactly the decision rule's own
     (:func:`evaluators.report.decision.rule_comparisons`), the family of Holm's correction."""
-    return decision.rule_comparisons(names)
+    return decision.rule_comparisons(names, tuned_cluster=cluster_id)
 
 
 def described_pairs(names: Sequence[str]) -> list[tuple[str, str]]:

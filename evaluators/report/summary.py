@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from evaluators.report import decision
-from evaluators.report.rows import label
+from evaluators.report.rows import cluster_name, label
 
 
 def _pct(x: float | None) -> str:
@@ -31,21 +31,29 @@ def headline(report: Mapping[str, Any]) -> str:
         return f"No method beats the base model ({_pct(base)}); no main result"
     if d["branch"] == decision.INCOMPLETE:
         return "Not decided yet: " + (d["reasons"][-1] if d["reasons"] else "nothing evaluated")
-    step1 = (
-        "Cluster 4 beats the unified and cluster-0 adapters"
-        if d["branch"] == decision.COMPARE_WITH_MOE
-        else "Cluster 4 does not beat both the unified and cluster-0 adapters"
-    )
+    cluster_id = report.get("cluster_id")
+    tuned = cluster_name(cluster_id).capitalize()
+    beats = d["branch"] == decision.COMPARE_WITH_MOE
+    if cluster_id == 0:
+        step1 = (
+            f"{tuned} {'beats' if beats else 'does not beat'} the unified adapter (no "
+            "cluster-0 comparison: cluster 0 is the tuned cluster itself)"
+        )
+    elif beats:
+        step1 = f"{tuned} beats the unified and cluster-0 adapters"
+    else:
+        step1 = f"{tuned} does not beat both the unified and cluster-0 adapters"
     if main is None:
         return f"{step1}; no main result yet"
     score = numbers.get(main, {}).get("similarity")
     return (
-        f"{step1}; main result: {label(main)} ({_pct(score)}, beats the base model at {_pct(base)})"
+        f"{step1}; main result: {label(main, cluster_id)} ({_pct(score)}, beats the base model "
+        f"at {_pct(base)})"
     )
 
 
-def _verdict(entry: Mapping[str, Any]) -> str:
-    """A tested comparison's verdict with its reason."""
+def _verdict(entry: Mapping[str, Any], degenerate: bool = False) -> str:
+    """A tested comparison's verdict with its reason (both, where both hold)."""
     if entry["beats"]:
         return "**beats**"
     if entry["high"] < 0:
@@ -54,13 +62,15 @@ def _verdict(entry: Mapping[str, Any]) -> str:
         return "does not beat: CI contains 0"
     p = entry["p_holm"] if entry.get("p_holm") is not None else entry["p_value"]
     if p >= 1 - entry["confidence"]:
-        return "does not beat: CI above 0, but Holm p >= 0.05"
+        also = ", and degenerate (one reply repeated)" if degenerate else ""
+        return f"does not beat: CI above 0, but Holm p >= 0.05{also}"
     return "does not beat: degenerate (one reply repeated)"
 
 
 def _family_lines(report: Mapping[str, Any]) -> list[str]:
     """The decision's comparisons, each with both of the numbers its verdict used."""
     family = report.get("holm_family", list(report["comparisons"]))
+    cluster_id = report.get("cluster_id")
     lines = [
         f"**The decision's comparisons** (the family of Holm's correction: these {len(family)} "
         "and nothing else; a verdict needs the 95% CI above 0 and Holm p < 0.05):",
@@ -73,9 +83,10 @@ def _family_lines(report: Mapping[str, Any]) -> list[str]:
         a, _, b = name.partition(" - ")
         low, high = c["ci_percent_points"]
         lines.append(
-            f"| {label(a)} − {label(b)} | {c['mean_percent_points']:+.2f} | "
+            f"| {label(a, cluster_id)} − {label(b, cluster_id)} | "
+            f"{c['mean_percent_points']:+.2f} | "
             f"{low:+.2f} to {high:+.2f} | {c['p_value']:.3g} | {c['p_holm']:.3g} | "
-            f"{_verdict(c)} |"
+            f"{_verdict(c, report['rows'].get(a, {}).get('degenerate', False))} |"
         )
     return lines
 
@@ -90,7 +101,7 @@ def summary_markdown(report: Mapping[str, Any], files: Mapping[str, Any]) -> str
         f"**Decision:** {headline(report)}.",
         "",
         f"**Decision branch:** `{d['branch']}`. "
-        f"**Main result:** {label(main) if main else 'none'}.",
+        f"**Main result:** {label(main, report.get('cluster_id')) if main else 'none'}.",
         "",
         *[f"- {reason}" for reason in d["reasons"]],
         "",

@@ -18,10 +18,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 DEGENERATE_SHARE = 0.10
-"""A method whose most common reply is more than this share of its replies is degenerate.
+"""A method whose most common reply is repeated (given more than once) and is more than this
+share of its replies is degenerate.
 
 With ~10 test examples per persona, a reply repeated across more than a tenth of all examples
-is no longer an answer to its prompt: it is the model's one sentence, shared across personas.
+is no longer an answer to its prompt: it is the model's one sentence, shared across personas
+(the motivating case: 404 of 720 replies identical; on spc-cluster4 a 3-word "I'm looking to?"
+was 118 of 794). Short replies are no exception: a short sentence repeated that often is the
+same collapse, and its similarity measures that sentence. A reply given once is no repeat,
+whatever its share: with fewer than 10 replies (8 test examples: 1/8 = 12.5%) every method
+whose replies all differ would otherwise be flagged.
 """
 
 
@@ -40,7 +46,8 @@ class Diversity:
     mean_words: float
     """Mean number of words per reply."""
     degenerate: bool
-    """True when ``top_reply_share`` exceeds :data:`DEGENERATE_SHARE`."""
+    """True when the most common reply is given more than once and ``top_reply_share``
+    exceeds :data:`DEGENERATE_SHARE`."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -67,12 +74,13 @@ def diversity(replies: Sequence[str]) -> Diversity:
         raise ValueError("diversity needs at least one reply, got none")
     words = [reply.lower().split() for reply in replies]
     counts = Counter(replies)
-    share = counts.most_common(1)[0][1] / len(replies)
+    top = counts.most_common(1)[0][1]
+    share = top / len(replies)
     return Diversity(
         distinct_1=_distinct(words, 1),
         distinct_2=_distinct(words, 2),
         top_reply_share=share,
         n_distinct_replies=len(counts),
         mean_words=sum(len(w) for w in words) / len(words),
-        degenerate=share > DEGENERATE_SHARE,
+        degenerate=top > 1 and share > DEGENERATE_SHARE,
     )

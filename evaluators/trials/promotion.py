@@ -140,14 +140,20 @@ def _rank(trial: PromotedTrial, result: MethodResult) -> tuple[bool, float, floa
 
 
 def rule_family(
-    methods: dict[str, MethodResult], evaluated: str, *, seed: int = 0
+    methods: dict[str, MethodResult],
+    evaluated: str,
+    *,
+    seed: int = 0,
+    tuned_cluster: int | None = None,
 ) -> tuple[dict[str, Comparison], dict[str, Difference]]:
     """The evaluated method's comparisons as the decision rule makes them, consistent with
     :mod:`evaluators.report.decision`: the tested ones, the rule's own (against the unified
     adapter, the cluster-0 adapter and the base model, those present) Holm-corrected among
     themselves; and the described ones, every other baseline (the yardsticks) with its unadjusted
-    interval and no verdict, so adding a yardstick never changes a tested comparison."""
-    family = rule_comparisons(methods, cluster=evaluated)
+    interval and no verdict, so adding a yardstick never changes a tested comparison. When the
+    study tunes cluster 0 (``tuned_cluster``), the cluster-0 adapter is not tested: it is
+    cluster 0 itself."""
+    family = rule_comparisons(methods, cluster=evaluated, tuned_cluster=tuned_cluster)
     described = {
         f"{evaluated} - {name}": compare(methods[evaluated], methods[name], seed=seed)
         for name in methods
@@ -227,7 +233,7 @@ def promote_best(
     best = min(candidates, key=lambda t: _rank(t, results[t.trial_number]))
     adapter_dir = promote_adapter(engine, layout, best, scope.cluster_id)
     methods = {TRIAL_METHOD: results[best.trial_number], **baselines}
-    comparisons, described = rule_family(methods, TRIAL_METHOD)
+    comparisons, described = rule_family(methods, TRIAL_METHOD, tuned_cluster=scope.cluster_id)
     report = PromotionReport(
         **_scope_fields(scope, items, methods),
         comparisons=comparisons,
@@ -277,7 +283,7 @@ def evaluate_adapter(
     )
     baselines = evaluate_baselines(engine, scope, base=base)
     methods = {method: result, **baselines}
-    comparisons, described = rule_family(methods, method)
+    comparisons, described = rule_family(methods, method, tuned_cluster=scope.cluster_id)
     report = AdapterReport(
         **_scope_fields(scope, items, methods),
         comparisons=comparisons,

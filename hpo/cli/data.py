@@ -114,10 +114,8 @@ def import_(
 @common_options()
 def cluster(dataset: str, storage: str | None, output_root: Path, **kwargs: Any) -> None:
     """Embed persona texts and cluster them with KMeans; prints the cluster table."""
-    from rich.console import Console
-
     import storage as storage_package
-    from hpo.cli.display import cluster_table
+    from hpo.cli.display import cluster_table, print_table
     from hpo.datasets import cluster_dataset
 
     # A study's section would also check a cluster id against k; here only its defaults count.
@@ -132,6 +130,6 @@ def cluster(dataset: str, storage: str | None, output_root: Path, **kwargs: Any)
         seed=values["clustering_seed"],
         embedding_model=values["embedding_model"],
     )
-    Console().print(
+    print_table(
         cluster_table(result.clusters, result.silhouette, f"dataset {dataset}: KMeans k={k}")
     )

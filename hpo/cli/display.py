@@ -1,4 +1,11 @@
-"""Tables the CLI prints (rich), built from library results."""
+"""Tables the CLI prints (rich), built from library results.
+
+At a terminal a table is drawn by rich. Piped or redirected (``hpo study trials | grep``,
+``> file``), :func:`print_table` writes it as plain rows instead: one line per row, cells
+separated by tabs, each cell whole (no box drawing, no wrapping, no cut), the title and the
+caption on lines of their own that start with ``# ``, so that grep, cut and awk see whole
+numbers and names. ``FORCE_COLOR`` (rich's own switch) keeps the drawn table when piped.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from hpo.study.queries import StudyListRow, StudyStatus, TrialRow, study_status
 
@@ -26,6 +34,43 @@ def unclipped(table: Table) -> Table:
         column.overflow = "fold"
         column.min_width = None  # a minimum the console cannot give crops the table
     return table
+
+
+PLAIN_SEPARATOR = "\t"
+"""Between the cells of a plain row: a tab, which no cell contains (see :func:`_plain_cell`)."""
+
+
+def _plain_cell(cell: Any) -> str:
+    """A cell's whole text on one line (a tab or line break inside it becomes a space)."""
+    text = cell.plain if isinstance(cell, Text) else str(cell)
+    return " ".join(text.replace(PLAIN_SEPARATOR, " ").splitlines())
+
+
+def plain_table(table: Table) -> str:
+    """The table as plain lines: ``# title``, the header, one line per row with its cells
+    separated by :data:`PLAIN_SEPARATOR`, then each caption line as ``# line``."""
+    lines = []
+    if table.title:
+        lines += [f"# {line}" for line in _plain_cell(table.title).splitlines()]
+    if table.show_header:
+        lines.append(PLAIN_SEPARATOR.join(_plain_cell(c.header) for c in table.columns))
+    columns = [list(c.cells) for c in table.columns]
+    for row in zip(*columns, strict=True):
+        lines.append(PLAIN_SEPARATOR.join(_plain_cell(cell) for cell in row))
+    if table.caption:
+        caption = table.caption.plain if isinstance(table.caption, Text) else str(table.caption)
+        lines += [f"# {line}" for line in caption.splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def print_table(table: Table, console: Console | None = None) -> None:
+    """Print a table: drawn by rich at a terminal, else as :func:`plain_table` rows."""
+    console = console or Console()
+    if console.is_terminal:
+        console.print(table)
+    else:
+        console.file.write(plain_table(table))
+        console.file.flush()
 
 
 def cluster_table(clusters: Sequence[Any], overall: float, title: str) -> Table:

@@ -64,10 +64,8 @@ def evaluate(
     OUTPUT_ROOT/models/STUDY/lora_clusters/cluster_NN, and all of them are listed in
     OUTPUT_ROOT/results/STUDY/cluster_lora/cluster_lora_results.json.
     """
-    from rich.console import Console
-
     from evaluators.trials.records import AdapterReport, PromotionReport
-    from hpo.cli.display import similarity_table
+    from hpo.cli.display import print_table, similarity_table
     from hpo.evaluation.by_hand import evaluate_adapter_by_hand, evaluate_trial_by_hand
 
     if trial_number is not None and adapter is not None:
@@ -84,7 +82,7 @@ def evaluate(
         report, path = evaluate_adapter_by_hand(url, name, adapter, **options)
     else:
         report, path = evaluate_trial_by_hand(url, name, trial_number, **options)
-    Console().print(similarity_table(report, trial_number))
+    print_table(similarity_table(report, trial_number))
     if isinstance(report, PromotionReport):
         number = report.promoted.trial.trial_number
         click.echo(f"promoted: trial {number} -> {report.promoted_dir}")

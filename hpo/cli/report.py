@@ -33,11 +33,14 @@ def report(name: str, png: bool, storage: str | None, output_root: Path, **kwarg
         eval_config=build_dataclass(EvalConfig, kwargs),
         png=png,
     )
+    from evaluators.report.rows import label
     from evaluators.report.summary import headline
 
     decision = written["decision"]
+    main = decision["main_result"]
+    shown = "none" if main is None else f"{label(main, written['cluster_id'])} ({main})"
     click.echo(f"decision: {headline(written)}")
-    click.echo(f"  branch: {decision['branch']}; main result: {decision['main_result']}")
+    click.echo(f"  branch: {decision['branch']}; main result: {shown}")
     for reason in decision["reasons"]:
         click.echo(f"  {reason}")
     for what, path in files.items():

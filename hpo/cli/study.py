@@ -88,9 +88,7 @@ def budget(name: str, n_trials: int, storage: str | None, output_root: Path) -> 
 @common_options()
 def status(name: str, as_json: bool, storage: str | None, output_root: Path) -> None:
     """Trial counts by state and the best trial."""
-    from rich.console import Console
-
-    from hpo.cli.display import status_table
+    from hpo.cli.display import print_table, status_table
     from hpo.study.queries import study_status
 
     result = study_status(storage_url(storage), name)
@@ -105,7 +103,7 @@ def status(name: str, as_json: bool, storage: str | None, output_root: Path) -> 
             }
         )
     else:
-        Console().print(status_table(result))
+        print_table(status_table(result))
 
 
 @study.command(epilog=example("hpo study best --study cluster4 -n 3 --json"))
@@ -117,9 +115,7 @@ def status(name: str, as_json: bool, storage: str | None, output_root: Path) -> 
 @common_options()
 def best(name: str, n: int, as_json: bool, storage: str | None, output_root: Path) -> None:
     """The best COMPLETE trials by eval_loss."""
-    from rich.console import Console
-
-    from hpo.cli.display import trials_table
+    from hpo.cli.display import print_table, trials_table
     from hpo.study.queries import best_trials
 
     rows = best_trials(storage_url(storage), name, n)
@@ -128,7 +124,7 @@ def best(name: str, n: int, as_json: bool, storage: str | None, output_root: Pat
     elif not rows:
         click.echo(f"study {name!r} has no COMPLETE trial yet")
     else:
-        Console().print(trials_table(rows, f"best {len(rows)} trials of {name}"))
+        print_table(trials_table(rows, f"best {len(rows)} trials of {name}"))
 
 
 @study.command(
@@ -169,9 +165,7 @@ def trials(
 ) -> None:
     """A page of trials with state, eval_loss and parameters: the newest 50 by default
     (--limit, --offset and --oldest-first page through the rest)."""
-    from rich.console import Console
-
-    from hpo.cli.display import trials_table
+    from hpo.cli.display import print_table, trials_table
     from hpo.study.queries import trials_page
 
     page = trials_page(
@@ -189,7 +183,7 @@ def trials(
         shown = f"{offset + 1}-{offset + len(page.rows)} of {page.total}, {order} first"
     else:
         shown = f"none of {page.total} after skipping {offset}"
-    Console().print(trials_table(page.rows, f"trials of {name} ({shown})"))
+    print_table(trials_table(page.rows, f"trials of {name} ({shown})"))
 
 
 @study.command("list", epilog=example("hpo study list", "hpo study list --json"))
@@ -197,9 +191,7 @@ def trials(
 @common_options()
 def list_(as_json: bool, storage: str | None, output_root: Path) -> None:
     """Every study in the storage with its trial counts and best value."""
-    from rich.console import Console
-
-    from hpo.cli.display import study_list_table
+    from hpo.cli.display import print_table, study_list_table
     from hpo.study.queries import list_studies
 
     url = storage_url(storage)
@@ -209,4 +201,4 @@ def list_(as_json: bool, storage: str | None, output_root: Path) -> None:
     elif not rows:
         click.echo(f"no study in {masked_url(url)}; create one with `hpo study create`")
     else:
-        Console().print(study_list_table(rows, f"studies in {masked_url(url)}"))
+        print_table(study_list_table(rows, f"studies in {masked_url(url)}"))

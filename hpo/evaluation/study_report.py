@@ -85,13 +85,13 @@ def _write_report(
     report = comparison.build_report(
         study_name,
         results,
+        cluster_id=scope.cluster_id,
         history=trial_history(service.study),
         promoted_trial=promoted,
         evaluated_trials=sorted(evaluated_trials(service.engine, service.scope)),
         extra={
             "eval_config": eval_config.to_dict(),
             "eval_config_key": eval_config.key,
-            "cluster_id": scope.cluster_id,
             "n_personas": len(scope.personas),
             "n_test_examples": len(scope.items()),
             "storage": storage.masked_url(url),

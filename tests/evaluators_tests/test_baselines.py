@@ -190,14 +190,13 @@ def test_every_baseline_lands_with_its_interval_and_is_cached(
         assert (third[name].run_id != first[name].run_id) is renewed, name
 
     report = baseline_report(third, items=items)
-    comparisons = report["comparisons"]
-    assert set(comparisons) == {
+    assert report["holm_family"] == [] and report["comparisons"] == {}  # no hypothesis
+    described = report["described"]
+    assert set(described) == {
         f"{name} - {BASE_MODEL}" for name in BASELINES if name not in (BASE_MODEL, SWAPPED)
     } | {f"{BASE_MODEL} - {SWAPPED}"}
-    assert all(
-        c["p_holm"] is not None and c["p_holm"] >= c["p_value"] for c in comparisons.values()
-    )
-    assert report["persona_effect"] == comparisons[f"{BASE_MODEL} - {SWAPPED}"]
+    assert all(d["p_holm"] is None and d["tested"] is False for d in described.values())
+    assert report["persona_effect"] == described[f"{BASE_MODEL} - {SWAPPED}"]
     for method in report["methods"].values():
         low, high = method["normalized_ci"]
         assert low <= method["normalized"] <= high
@@ -294,3 +293,85 @@ def test_swapped_partner_is_the_farthest_other_persona(sqlite_url: str) -> None:
     with pytest.raises(ValueError, match="2 candidate personas"):
         swapped_partners(engine, setup, pool[:1])
     storage.dispose_engines()
+
+
+def test_baseline_report_tests_the_rule_s_family_and_describes_the_yardsticks(
+    stored: tuple[Any, int, list[Any]],
+) -> None:
+    """Stored replies, nothing generated: the promoted adapter is tested against the unified
+    adapter, cluster 0 and the base model only (Holm over those three, as the promotion does);
+    the yardsticks and the other baselines are described against the base model, and adding
+    the yardsticks changes nothing tested."""
+    from evaluators.scoring.method_run import RunKey, eval_items, score_replies
+    from evaluators.trials.promotion import TRIAL_METHOD, rule_family
+
+    engine, dataset_id, personas = stored
+    items = eval_items(personas, "test")
+    texts = {p.key: p.text for p in personas}
+    keys = sorted(texts)
+    far = {k: texts[keys[(i + 5) % len(keys)]] for i, k in enumerate(keys)}
+
+    def scored(method: str, reply: Any) -> Any:
+        key = RunKey("study", method, dataset_id, None, 4, eval_config=SHORT)
+        return score_replies(engine, key, items, [reply(it) for it in items])
+
+    rule = {
+        TRIAL_METHOD: scored(TRIAL_METHOD, lambda it: it.reference),
+        BASE_MODEL: scored(BASE_MODEL, lambda it: texts[it.persona_key]),
+        UNIFIED: scored(UNIFIED, lambda it: far[it.persona_key]),
+        CLUSTER0: scored(CLUSTER0, lambda it: f"{texts[it.persona_key]} {it.reference}"),
+    }
+    yardsticks = {
+        COPY_PERSONA: scored(COPY_PERSONA, lambda it: texts[it.persona_key]),
+        CEILING: scored(CEILING, lambda it: f"{it.reference} Yes."),
+        SWAPPED: scored(SWAPPED, lambda it: far[it.persona_key]),
+    }
+    before = baseline_report(rule, evaluated=TRIAL_METHOD)
+    family = [f"{TRIAL_METHOD} - {b}" for b in (UNIFIED, CLUSTER0, BASE_MODEL)]
+    assert before["holm_family"] == family == list(before["comparisons"])
+    tested, _ = rule_family(dict(rule), TRIAL_METHOD)
+    for name, c in before["comparisons"].items():
+        assert c["p_holm"] == pytest.approx(tested[name].difference.p_holm)
+    after = baseline_report({**rule, **yardsticks}, evaluated=TRIAL_METHOD)
+    assert after["holm_family"] == family
+    assert after["comparisons"] == before["comparisons"]
+    assert set(after["described"]) == {
+        f"{UNIFIED} - {BASE_MODEL}",
+        f"{CLUSTER0} - {BASE_MODEL}",
+        f"{COPY_PERSONA} - {BASE_MODEL}",
+        f"{CEILING} - {BASE_MODEL}",
+        f"{BASE_MODEL} - {SWAPPED}",
+    }
+    assert all(d["tested"] is False and "beats" not in d for d in after["described"].values())
+    assert after["persona_effect"] == after["described"][f"{BASE_MODEL} - {SWAPPED}"]
+    # A study of cluster 0: the cluster-0 adapter is cluster 0 itself, described, not tested.
+    own = baseline_report(rule, evaluated=TRIAL_METHOD, tuned_cluster=0)
+    assert own["holm_family"] == [f"{TRIAL_METHOD} - {UNIFIED}", f"{TRIAL_METHOD} - {BASE_MODEL}"]
+    assert f"{CLUSTER0} - {BASE_MODEL}" in own["described"]
+    with pytest.raises(ValueError, match="no method 'moe'"):
+        baseline_report(rule, evaluated="moe")
+
+
+def test_short_all_different_replies_on_few_examples_are_not_degenerate(
+    stored: tuple[Any, int, list[Any]],
+) -> None:
+    """The study's 8 test examples (4 personas) answered with short replies, stored and
+    scored (nothing generated): all different is 12.5% each, no repeat, not degenerate; one
+    short reply given three times is."""
+    from evaluators.scoring.method_run import RunKey, score_replies
+
+    engine, dataset_id, personas = stored
+    items = _setup(dataset_id, personas).items
+    assert len(items) == 8
+    short = ["Yes.", "No.", "Sure.", "Maybe.", "I do.", "Why?", "Nice.", "Okay."]
+
+    def scored(method: str, replies: list[str]) -> Any:
+        key = RunKey("study", method, dataset_id, None, 4, eval_config=SHORT)
+        return score_replies(engine, key, items, replies)
+
+    varied = scored("short_varied", short)
+    assert varied.diversity.top_reply_share == pytest.approx(0.125)
+    assert not varied.diversity.degenerate
+    assert varied.to_dict()["degenerate"] is False
+    repeated = scored("short_repeated", ["Yes."] * 3 + short[3:])
+    assert repeated.diversity.degenerate

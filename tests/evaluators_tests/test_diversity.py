@@ -57,3 +57,16 @@ def test_to_dict_is_json_ready() -> None:
     import json
 
     assert json.loads(json.dumps(diversity(["x y"]).to_dict()))["distinct_2"] == 1.0
+
+
+def test_a_reply_given_once_is_no_repeat_however_few_the_replies() -> None:
+    # 8 test examples of short, all different replies: 1/8 = 12.5% is over the share, but
+    # nothing is repeated, so nothing collapsed.
+    short = ["Yes.", "No.", "Sure.", "Maybe.", "I do.", "Why?", "Nice.", "Okay."]
+    d = diversity(short)
+    assert d.top_reply_share == pytest.approx(0.125) and d.n_distinct_replies == 8
+    assert not d.degenerate
+    assert not diversity(["Hello."]).degenerate
+    # The same short sentence repeated is the collapse the flag is for, short or not.
+    assert diversity(["Yes."] * 2 + short[1:7]).degenerate
+    assert diversity(["Yes."] * 90 + [f"reply {i}" for i in range(630)]).degenerate  # 12.5%

@@ -118,12 +118,12 @@ def test_a_degenerate_method_cannot_win() -> None:
     d = decide(degenerate_moe, _diffs(cluster_ok=False))
     assert (d.branch, d.main_result) == (MOE_MAIN, None)
     # A degenerate cluster does not pass step 1 even with intervals above 0.
-    d = decide(_methods(cluster4_promoted=Standing(0.95, degenerate=True)), _diffs(moe=LOSE))
+    d = decide(_methods(cluster_promoted=Standing(0.95, degenerate=True)), _diffs(moe=LOSE))
     assert d.branch == MOE_MAIN
 
 
 def test_target_range_is_reported_not_required() -> None:
-    d = decide(_methods(cluster4_promoted=Standing(0.86)), _diffs(back=WIN))
+    d = decide(_methods(cluster_promoted=Standing(0.86)), _diffs(back=WIN))
     assert any("range 85.00%-87.00%: reached" in r for r in d.reasons)
     d = decide(_methods(), _diffs(back=WIN))
     assert any(": not reached" in r for r in d.reasons) and d.main_result == CLUSTER
@@ -243,10 +243,16 @@ def stored(sqlite_url: str, tmp_path: Path) -> Iterator[tuple[Any, int, list[Any
 
 
 def _store(
-    engine: Any, dataset_id: int, personas: list[Any], method: str, replies: Any, trial: int = -1
+    engine: Any,
+    dataset_id: int,
+    personas: list[Any],
+    method: str,
+    replies: Any,
+    trial: int = -1,
+    cluster: int = 4,
 ) -> None:
     items = eval_items(personas, "test")
-    key = RunKey("study", method, dataset_id, None, 4, trial_number=trial, eval_config=CONFIG)
+    key = RunKey("study", method, dataset_id, None, cluster, trial_number=trial, eval_config=CONFIG)
     score_replies(engine, key, items, [replies(it) for it in items])
 
 
@@ -278,6 +284,7 @@ def test_report_reads_stored_runs_lists_missing_and_renders(
     built = report.build_report(
         "study",
         results,
+        cluster_id=4,
         history=history,
         promoted_trial=2,
         evaluated_trials=[2, 5],
@@ -327,12 +334,18 @@ def test_report_reads_stored_runs_lists_missing_and_renders(
     assert saved["decision"] == built["decision"]
 
 
-def _store_all(engine: Any, dataset_id: int, personas: list[Any], methods: dict[str, Any]) -> None:
+def _store_all(
+    engine: Any,
+    dataset_id: int,
+    personas: list[Any],
+    methods: dict[str, Any],
+    cluster: int = 4,
+) -> None:
     for method, replies in methods.items():
         if method == CLUSTER:
-            _store(engine, dataset_id, personas, TRIAL_METHOD, replies, trial=2)
+            _store(engine, dataset_id, personas, TRIAL_METHOD, replies, trial=2, cluster=cluster)
         else:
-            _store(engine, dataset_id, personas, f"{method}.abc", replies)
+            _store(engine, dataset_id, personas, f"{method}.abc", replies, cluster=cluster)
 
 
 def test_adding_a_yardstick_never_changes_the_decision(
@@ -356,7 +369,10 @@ def test_adding_a_yardstick_never_changes_the_decision(
     )
     scope = report.ReportScope("study", 4, personas, CONFIG)
     before = report.build_report(
-        "study", report.collect_results(engine, scope, promoted_trial=2), promoted_trial=2
+        "study",
+        report.collect_results(engine, scope, promoted_trial=2),
+        cluster_id=4,
+        promoted_trial=2,
     )
     assert (before["decision"]["branch"], before["decision"]["main_result"]) == (
         COMPARE_WITH_MOE,
@@ -375,7 +391,7 @@ def test_adding_a_yardstick_never_changes_the_decision(
     )
     results = report.collect_results(engine, scope, promoted_trial=2)
     assert {"copy_persona", "reference_ceiling", "persona_swapped"} <= set(results)
-    after = report.build_report("study", results, promoted_trial=2)
+    after = report.build_report("study", results, cluster_id=4, promoted_trial=2)
     assert after["decision"] == before["decision"]
     assert after["comparisons"] == before["comparisons"]
     assert (
@@ -421,7 +437,7 @@ def test_promotion_tests_the_rule_s_family_and_describes_the_yardsticks(
     before_tested, before_described = rule_family(as_promotion(results), TRIAL_METHOD)
     family = [f"{TRIAL_METHOD} - {b}" for b in (UNIFIED, CLUSTER0, BASE)]
     assert list(before_tested) == family and before_described == {}
-    built = report.build_report("study", results, promoted_trial=2)
+    built = report.build_report("study", results, cluster_id=4, promoted_trial=2)
     for name, tested in before_tested.items():
         same = built["comparisons"][name.replace(TRIAL_METHOD, CLUSTER)]
         assert tested.difference.p_holm == pytest.approx(same["p_holm"])
@@ -464,7 +480,10 @@ def test_the_report_says_no_method_beats_the_base_model(
     )
     scope = report.ReportScope("study", 4, personas, CONFIG)
     built = report.build_report(
-        "study", report.collect_results(engine, scope, promoted_trial=2), promoted_trial=2
+        "study",
+        report.collect_results(engine, scope, promoted_trial=2),
+        cluster_id=4,
+        promoted_trial=2,
     )
     d = built["decision"]
     assert (d["branch"], d["main_result"]) == (BASE_NOT_BEATEN, None)
@@ -474,3 +493,83 @@ def test_the_report_says_no_method_beats_the_base_model(
     summary = files["summary"].read_text()
     assert f"**Decision:** No method beats the base model ({base:.2f}%); no main result." in summary
     assert "does not beat: CI below 0" in summary
+
+
+def test_a_study_of_cluster_0_cannot_compare_with_cluster_0() -> None:
+    methods = _methods()
+    del methods[CLUSTER0]
+    diffs = _diffs(back=WIN)
+    del diffs[f"{CLUSTER} - {CLUSTER0}"]
+    assert decide(methods, diffs).branch == INCOMPLETE  # the plan's rule, as if cluster 4
+    d = decide(methods, diffs, tuned_cluster=0)
+    assert (d.branch, d.main_result) == (COMPARE_WITH_MOE, CLUSTER)
+    assert not any("needs" in r for r in d.reasons)
+    (reason,) = [r for r in d.reasons if r.startswith(f"{CLUSTER} - {CLUSTER0}")]
+    assert "cluster 0 itself" in reason and "cannot be compared with itself" in reason
+    assert d.numbers["step1"][f"{CLUSTER} - {CLUSTER0}"] == decision.SELF_CLUSTER0
+    assert any(f"beats the unified adapter: compare it with {MOE_SELF}" in r for r in d.reasons)
+    # Failing the unified adapter alone abandons cluster training.
+    d = decide(methods, _diffs(cluster_ok=False), tuned_cluster=0)
+    assert d.branch == MOE_MAIN
+    assert rule_comparisons([CLUSTER, UNIFIED, CLUSTER0], tuned_cluster=0) == [(CLUSTER, UNIFIED)]
+
+
+def test_the_report_names_the_study_s_cluster_and_handles_cluster_0(
+    stored: tuple[Any, int, list[Any]], tmp_path: Path
+) -> None:
+    """A study that tunes cluster 0: its rows are labelled cluster 0 (never cluster 4), the
+    cluster-0 adapter is neither tested nor listed as missing, and the decision says why."""
+    engine, dataset_id, personas = stored
+    texts = {p.key: p.text for p in personas}
+    keys = sorted(texts)
+    far = {k: texts[keys[(i + 5) % len(keys)]] for i, k in enumerate(keys)}
+    _store_all(
+        engine,
+        dataset_id,
+        personas,
+        {
+            BASE: lambda it: texts[it.persona_key],
+            UNIFIED: lambda it: far[it.persona_key],
+            CLUSTER: lambda it: it.reference,
+            MOE_SELF: lambda it: f"{texts[it.persona_key]} {it.reference}",
+        },
+        cluster=0,
+    )
+    _store(engine, dataset_id, personas, TRIAL_METHOD, lambda it: it.reference, trial=3, cluster=0)
+    scope = report.ReportScope("study", 0, personas, CONFIG)
+    results = report.collect_results(engine, scope, promoted_trial=2)
+    built = report.build_report(
+        "study", results, cluster_id=0, promoted_trial=2, evaluated_trials=[2, 3]
+    )
+    d = built["decision"]
+    assert (d["branch"], d["main_result"]) == (COMPARE_WITH_MOE, CLUSTER)
+    assert any("cluster 0 itself" in r for r in d["reasons"])
+    assert not any("needs" in r for r in d["reasons"])
+    assert built["holm_family"] == [
+        f"{CLUSTER} - {UNIFIED}",
+        f"{MOE_SELF} - {CLUSTER}",
+        f"{CLUSTER} - {BASE}",
+        f"{MOE_SELF} - {BASE}",
+    ]
+    assert "cluster 0 adapter" not in built["not_evaluated"]
+    assert built["rows"][CLUSTER]["label"] == "cluster 0, promoted trial"
+    assert built["rows"]["trial_3"]["label"] == "cluster 0, trial 3"
+    title = report.comparison_figure(built).layout.title.text
+    assert "Cluster 0 beats the unified adapter (no cluster-0 comparison" in title
+    files = report.write_report_files(storage.OutputLayout(tmp_path / "out"), built, png=False)
+    text = files["summary"].read_text() + files["html"].read_text()
+    assert "cluster 4" not in text.lower()
+    assert "| cluster 0, promoted trial − unified adapter |" in text
+
+
+def test_a_degenerate_difference_that_also_fails_holm_gives_both_reasons() -> None:
+    above = Paired(0.7438, 0.6196, 0.8679, False, 0.25, 0.125)
+    d = decide(
+        _methods(cluster_promoted=Standing(1.0, degenerate=True)),
+        {**_diffs(), f"{CLUSTER} - {UNIFIED}": above},
+    )
+    (text,) = [r for r in d.reasons if r.startswith(f"{CLUSTER} - {UNIFIED}")]
+    assert text.endswith(
+        "(does not beat: the interval lies above 0, but Holm p >= 0.05, and it is degenerate "
+        "(one reply repeated))"
+    )

@@ -10,7 +10,14 @@ import pytest
 from rich.console import Console
 
 from evaluators.trials.scope import TRIAL_METHOD
-from hpo.cli.display import PROMOTED_METHOD, method_rows, study_list_table, trials_table
+from hpo.cli.display import (
+    PROMOTED_METHOD,
+    method_rows,
+    plain_table,
+    print_table,
+    study_list_table,
+    trials_table,
+)
 from hpo.study.queries import StudyListRow, TrialRow
 
 
@@ -69,3 +76,19 @@ def test_evaluate_trial_n_shows_trial_n_not_the_promoted_one_as_cluster_lora() -
         method_rows(report, 7)
     adapter = SimpleNamespace(methods={"adapter-abc": "a", "base_model": "base"})
     assert method_rows(adapter, 1) == adapter.methods
+
+
+def test_print_table_draws_at_a_terminal_and_writes_plain_rows_when_piped() -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="t", caption="first\nsecond")
+    table.add_column("name")
+    table.add_column("value")
+    table.add_row(Text("a\tb"), "line one\nline two")
+    assert plain_table(table) == "# t\nname\tvalue\na b\tline one line two\n# first\n# second\n"
+    piped, terminal = io.StringIO(), io.StringIO()
+    print_table(table, Console(file=piped))  # a StringIO is no terminal
+    assert piped.getvalue() == plain_table(table)
+    print_table(table, Console(file=terminal, force_terminal=True, width=80))
+    assert "┃" in terminal.getvalue() or "│" in terminal.getvalue()

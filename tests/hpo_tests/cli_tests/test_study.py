@@ -127,3 +127,53 @@ def test_plain_postgresql_url_means_psycopg3(hpo: Hpo, pg_url: str) -> None:
     result = hpo("study", "status", "--study", "nosuch", "--storage", plain)
     assert result.exit_code == EXIT_BAD_INPUT
     assert "no study named 'nosuch'" in one_line(result)
+
+
+def test_tables_piped_are_plain_rows_with_whole_cells(hpo: Hpo, tmp_path: Path) -> None:
+    """CliRunner's stdout is no terminal: every table comes as tab-separated rows, each cell
+    whole on one line, no box drawing, so ``hpo study trials | grep`` keeps whole values."""
+    import optuna
+
+    from hpo.study.space import default_search_space, suggest
+
+    url = import_and_cluster(f"sqlite:///{tmp_path / 'study.db'}", tmp_path, "small", k=3)
+    name = "a-study-name-long-enough-that-rich-would-fold-it-at-eighty-columns"
+    config = _config(
+        tmp_path,
+        f'[study]\nname = "{name}"\ndataset = "small"\nk = 3\ncluster_id = 2\nn_trials = 3\n',
+    )
+    assert hpo("study", "create", "--config", config, "--storage", url).exit_code == 0
+    study = optuna.load_study(study_name=name, storage=url)
+    for value in (0.123456789, 0.0987654321):  # the enqueued seed trials, told as a worker would
+        trial = study.ask()
+        suggest(trial, default_search_space())
+        study.tell(trial, value)
+    listed = json.loads(hpo("study", "trials", "--study", name, "--json", "--storage", url).stdout)
+    done = [t for t in listed if t["state"] == "COMPLETE"]
+    assert len(done) == 2
+
+    table = hpo("study", "trials", "--study", name, "--storage", url)
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert not any(ch in table.stdout for ch in "│┃━─┏└╭…")
+    assert lines[0].startswith(f"# trials of {name} (")
+    assert lines[1].split("\t") == ["trial", "state", "eval_loss", "params", "seed", "note"]
+    rows = {int(line.split("\t")[0]): line.split("\t") for line in lines[2:]}
+    assert set(rows) == {t["number"] for t in listed}
+    for trial in done:
+        cells = rows[trial["number"]]
+        assert cells[1:3] == ["COMPLETE", f"{trial['value']:.4f}"]
+        params = sorted(trial["params"].items())  # every parameter on the trial's one line
+        assert cells[3] == ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params
+        )
+    assert len(lines[0]) > 80  # the title, whole on its line
+    grepped = [line for line in lines if "\tCOMPLETE\t" in line]
+    assert len(grepped) == 2
+
+    best = hpo("study", "best", "--study", name, "--storage", url).stdout.splitlines()
+    assert best[2].split("\t")[:3] == ["1", "COMPLETE", "0.0988"]
+    status = hpo("study", "status", "--study", name, "--storage", url).stdout.splitlines()
+    assert status[0] == f"# study {name}" and "complete\t2" in status
+    listing = hpo("study", "list", "--storage", url).stdout.splitlines()
+    assert any(line.startswith(f"{name}\t3\t2\t0\t0\t1\t0.0988 (#1)") for line in listing)
