@@ -144,12 +144,18 @@ def comparison_figure(report: Mapping[str, Any]) -> Any:
         )
     fig.update_yaxes(title_text="persona mean similarity (%)", row=3, col=1)
     fig.update_layout(
-        title=f"Study {report['study']}: comparison of methods<br>{headline(report)}",
+        # the title (two lines) at the very top, the legend in its own band below it and
+        # above the first subplot's title, so that neither covers the other
+        title={
+            "text": f"Study {report['study']}: comparison of methods<br>{headline(report)}",
+            "y": 0.985,
+            "yanchor": "top",
+        },
         width=FIGURE_SIZE[0],
         height=FIGURE_SIZE[1],
         template="plotly_white",
-        legend={"orientation": "h", "y": 1.09, "x": 0},
-        margin={"t": 170},
+        legend={"orientation": "h", "y": 1.045, "yanchor": "bottom", "x": 0},
+        margin={"t": 230},
     )
     return fig
 
