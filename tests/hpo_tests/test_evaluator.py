@@ -178,7 +178,8 @@ def test_top_k_by_eval_loss_are_evaluated_and_the_best_similarity_is_promoted(
     assert result.report.promoted.trial.trial_number == report["promoted_trial"]["number"]
     rows = {row["trial"]: row for row in report["evaluated_trials"]}
     assert set(rows) == top
-    best = max(top, key=lambda n: rows[n]["similarity"])
+    # the promotion rule: the best similarity, a degenerate trial last (it cannot win)
+    best = max(top, key=lambda n: (not rows[n]["degenerate"], rows[n]["similarity"]))
     assert len({rows[n]["similarity"] for n in top}) == 3  # the adapters differ
     assert report["promoted_trial"]["number"] == best
     assert [n for n in top if rows[n]["promoted"]] == [best]
