@@ -215,7 +215,11 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     _, written = write_report(url, section.name, output_root=root)
     summary_file = written.get("summary")
     if summary_file is not None:
-        console.print(Markdown(Path(summary_file).read_text(encoding="utf-8")))
+        text = Path(summary_file).read_text(encoding="utf-8")
+        if console.is_terminal:
+            console.print(Markdown(text))
+        else:  # piped: the markdown itself, so that no cell is cut to the width
+            console.out(text, highlight=False)
     for kind, path in written.items():
         files[f"report {kind}"] = path
     done(name)

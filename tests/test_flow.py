@@ -119,6 +119,7 @@ def test_demo_command_end_to_end(tmp_path: Path) -> None:
     out = proc.stdout
     for text in ("cluster", "silhouette", "best eval_loss", "similarity", "results", "Decision"):
         assert text in out
+    assert "…" not in out  # piped: tables as plain rows, the summary as markdown, nothing cut
     comparison = root / "results" / "demo-cluster4" / "comparison"
     for name in ("comprehensive_comparison.html", "comparison_summary.md"):
         assert (comparison / name).stat().st_size > 0, name

@@ -217,6 +217,14 @@ def similarity_table(report: MethodsReport, trial: int | None = None) -> Table:
             f"{100 * diversity.top_reply_share:.1f}",
         )
     promoted = [t for t in getattr(report, "trials", ()) if t.promoted]
+    if report.comparisons:
+        # the same comparison can read otherwise in `hpo report`: its decision adds the MoE
+        # comparisons to Holm's family, which raises every Holm p; say so where it is printed
+        table.caption = (
+            f"{table.caption}\nverdicts below: Holm over these {len(report.comparisons)} "
+            "comparisons; the decision (hpo report) tests them again beside the MoE "
+            "comparisons, and its verdicts are the ones that count"
+        )
     for name, c in report.comparisons.items():
         if promoted:
             name = name.replace(PROMOTED_METHOD, _trial_name(promoted[0]))
