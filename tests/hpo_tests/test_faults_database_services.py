@@ -75,6 +75,20 @@ def _watch(name: str, root: Path, log: Path, url: str, patience: float) -> subpr
     return _hpo(args, url, log)
 
 
+def _back_after(
+    server: OwnServer, proc: subprocess.Popen[bytes], *, down: float, timeout: float
+) -> int:
+    """Start the stopped ``server`` again after ``down`` seconds and wait for ``proc`` to
+    exit; its exit code (killed if it outlives ``timeout``)."""
+    try:
+        time.sleep(down)
+        server.start()
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 @pytest.mark.slow
 def test_evaluator_once_waits_out_a_restart_before_it_connects(
     own_server: OwnServer,  # noqa: F811
@@ -92,13 +106,7 @@ def test_evaluator_once_waits_out_a_restart_before_it_connects(
     args = ["evaluator", "--study", "once", "--once", "--top-trials", "1"]
     args += ["--output-root", str(tmp_path), "--max-new-tokens", str(SHORT.max_new_tokens)]
     proc = _hpo([*args, "--batch-size", str(SHORT.batch_size)], url, log)
-    try:
-        time.sleep(4)
-        own_server.start()
-        code = proc.wait(timeout=900)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    code = _back_after(own_server, proc, down=4, timeout=900)
     text = log.read_text()
     assert code == 0, text[-3000:]
     assert "unreachable" in text and "answers again" in text, text[-3000:]
@@ -254,13 +262,7 @@ def test_report_waits_out_a_restart_before_it_connects(
     own_server.stop()
     log = tmp_path / "report.log"
     proc = _hpo(["report", "--study", "rep", "--no-png", "--output-root", str(tmp_path)], url, log)
-    try:
-        time.sleep(4)
-        own_server.start()
-        code = proc.wait(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    code = _back_after(own_server, proc, down=4, timeout=300)
     text = log.read_text()
     assert code == 0, text[-3000:]
     assert "decision: " in text and PASSWORD not in text, text[-3000:]
@@ -287,13 +289,7 @@ def test_moe_merge_waits_out_a_restart_before_it_connects(
     proc = _hpo(
         ["moe", "merge", "--study", "c0", "--k", "2", "--output-root", str(tmp_path)], url, log
     )
-    try:
-        time.sleep(4)
-        own_server.start()
-        code = proc.wait(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    code = _back_after(own_server, proc, down=4, timeout=300)
     text = log.read_text()
     assert code == 0, text[-3000:]
     assert "unreachable" in text and "answers again" in text and PASSWORD not in text
