@@ -48,4 +48,27 @@ def engine_options(url: str | URL) -> dict[str, Any]:
     }
 
 
-__all__ = ["APPLICATION_NAME_ENV", "application_name", "engine_options"]
+def use_wal(cursor: Any, patience: float = 60.0) -> None:
+    """Put the file in WAL mode unless it is already (the mode is stored in the file).
+
+    Switching needs the file to itself, and SQLite answers "database is locked" at once,
+    busy timeout or not, while another process holds a lock on a file being created: seen
+    with four processes opening a new file together. So: nothing to do once any process
+    has switched, and short retries while another holds it.
+    """
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+__all__ = ["APPLICATION_NAME_ENV", "application_name", "engine_options", "use_wal"]

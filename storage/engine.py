@@ -25,7 +25,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from storage import migrations
-from storage.connections import engine_options
+from storage.connections import engine_options, use_wal
 from storage.errors import InvalidURLError, StorageError
 from storage.urls import masked_url
 
@@ -108,7 +108,7 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
         cursor.execute("PRAGMA busy_timeout=60000")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        use_wal(cursor)
     finally:
         cursor.close()
     # Let SQLAlchemy emit BEGIN itself (see _on_sqlite_begin), not the sqlite3 module.
