@@ -392,7 +392,7 @@ def write_report_files(
             report["png_error"] = str(exc)
     files["json"] = json_path
     files["summary"] = summary
-    shown: dict[str, Any] = {k: storage.relative(layout, v) for k, v in files.items()}  # no host path
+    shown: dict[str, Any] = {k: storage.relative(layout, v) for k, v in files.items()}
     if "png_error" in report:
         shown["png"] = f"not rendered: {report['png_error']}"
     _write_bytes(json_path, (json.dumps(report, indent=2) + "\n").encode())
