@@ -348,6 +348,23 @@ def _store_all(
             _store(engine, dataset_id, personas, f"{method}.abc", replies, cluster=cluster)
 
 
+def _store_yardsticks(
+    engine: Any, dataset_id: int, personas: list[Any], texts: Any, far: Any
+) -> None:
+    """Stored replies of the three yardsticks: the persona's text, the reference with a word
+    more, and a far persona's text."""
+    _store_all(
+        engine,
+        dataset_id,
+        personas,
+        {
+            "copy_persona": lambda it: texts[it.persona_key],
+            "reference_ceiling": lambda it: f"{it.reference} Yes.",
+            "persona_swapped": lambda it: far[it.persona_key],
+        },
+    )
+
+
 def test_adding_a_yardstick_never_changes_the_decision(
     stored: tuple[Any, int, list[Any]],
 ) -> None:
@@ -379,16 +396,7 @@ def test_adding_a_yardstick_never_changes_the_decision(
         CLUSTER,
     )
     assert any("cluster0_adapter is degenerate" in r for r in before["decision"]["reasons"])
-    _store_all(
-        engine,
-        dataset_id,
-        personas,
-        {
-            "copy_persona": lambda it: texts[it.persona_key],
-            "reference_ceiling": lambda it: f"{it.reference} Yes.",
-            "persona_swapped": lambda it: far[it.persona_key],
-        },
-    )
+    _store_yardsticks(engine, dataset_id, personas, texts, far)
     results = report.collect_results(engine, scope, promoted_trial=2)
     assert {"copy_persona", "reference_ceiling", "persona_swapped"} <= set(results)
     after = report.build_report("study", results, cluster_id=4, promoted_trial=2)
@@ -442,16 +450,7 @@ def test_promotion_tests_the_rule_s_family_and_describes_the_yardsticks(
         same = built["comparisons"][name.replace(TRIAL_METHOD, CLUSTER)]
         assert tested.difference.p_holm == pytest.approx(same["p_holm"])
 
-    _store_all(
-        engine,
-        dataset_id,
-        personas,
-        {
-            "copy_persona": lambda it: texts[it.persona_key],
-            "reference_ceiling": lambda it: f"{it.reference} Yes.",
-            "persona_swapped": lambda it: far[it.persona_key],
-        },
-    )
+    _store_yardsticks(engine, dataset_id, personas, texts, far)
     results = report.collect_results(engine, scope, promoted_trial=2)
     tested, described = rule_family(as_promotion(results), TRIAL_METHOD)
     assert tested == before_tested
