@@ -1,4 +1,5 @@
-"""Every command documents itself: help, an example, help on every option, a README row."""
+"""Every command documents itself: help, an example, help on every option, a row in
+docs/commands.md."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from hpo.cli import cli
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+COMMANDS = Path(__file__).resolve().parents[1] / "docs" / "commands.md"
 
 
 def _walk(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
@@ -81,7 +82,7 @@ def test_every_option_has_help(path: tuple[str, ...]) -> None:
 
 
 @pytest.mark.parametrize("path", LEAVES, ids=_id)
-def test_every_command_is_in_the_readme_commands_table(path: tuple[str, ...]) -> None:
-    text = README.read_text(encoding="utf-8")
+def test_every_command_is_in_the_commands_table(path: tuple[str, ...]) -> None:
+    text = COMMANDS.read_text(encoding="utf-8")
     row = rf"^\| `hpo {re.escape(' '.join(path))}` \|"
-    assert re.search(row, text, re.MULTILINE), f"`hpo {_id(path)}` has no row in {README.name}"
+    assert re.search(row, text, re.MULTILINE), f"`hpo {_id(path)}` has no row in docs/{COMMANDS.name}"

@@ -1,4 +1,4 @@
-"""A slice of the README's walkthrough "Tuning on Synthetic-Persona-Chat", on the real CSV.
+"""A slice of the walkthrough (docs/real-data.md) "Tuning on Synthetic-Persona-Chat", on the real CSV.
 
 The first conversations of the validation split go through the walkthrough's commands, run
 in-process with click's CliRunner: ``hpo data import`` with its flags, ``hpo data cluster``
@@ -28,7 +28,7 @@ N_CONVERSATIONS = 30
 K = 3
 """Clusters of the slice; the walkthrough uses 5 on the whole file."""
 TRIAL_METHOD, BASE_METHOD = "cluster_lora", "base_model"
-"""Method names in the results file and the evaluation runs, as the README shows them."""
+"""Method names in the results file and the evaluation runs, as docs/real-data.md shows them."""
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_walkthrough_slice_on_synthetic_persona_chat(hpo: CliRunner, tmp_path: P
     assert [t.params for t in trials] == [dict(s) for s in config.seed_trials[:2]]
 
     run(hpo, "evaluator", "--study", study_name, "--once", "--top-trials", "2")
-    # where the README says the study's evaluation report goes
+    # where docs/real-data.md says the study's evaluation report goes
     results = tmp_path / "results" / study_name / "cluster_lora" / "cluster_lora_results.json"
     report = json.loads(results.read_text(encoding="utf-8"))
     assert report["cluster_id"] == K - 1

@@ -82,7 +82,7 @@ def import_(
     **kwargs: Any,
 ) -> None:
     """Validate a dataset file (PATH: our JSONL, the Synthetic-Persona-Chat CSV or the
-    PersonaChat/ConvAI2 text format; see README) and store it with a deterministic
+    PersonaChat/ConvAI2 text format; see docs/config.md) and store it with a deterministic
     train/val/test split. Ends with one summary line: personas kept and dropped, examples per
     split, lines skipped."""
     import storage as storage_package

@@ -9,7 +9,7 @@ reason outside its parameters (a stop signal, an ``OSError``, a lost database) i
 the same way, however often: only a dead worker spends one of a configuration's
 :data:`MAX_RETRY` retries.
 
-Faults the worker rides out (README, "Guarantees"): a database outage shorter than the grace
+Faults the worker rides out (docs/guarantees.md): a database outage shorter than the grace
 period (every storage call waits it out with backoff, :class:`storage.OutageGuard`); past it,
 the worker exits with one line naming the database. At start it refuses an output root it
 could not write to, and removes temp folders left by killed workers.

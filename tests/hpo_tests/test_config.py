@@ -226,7 +226,7 @@ max_train_per_persona = 10   # cap for small machines
 [model]
 base_model = "tiny"          # or a Hugging Face model path or id
 """
-"""The example of README.md's "Study config (TOML)" section, copied."""
+"""The example of docs/config.md's "Study config (TOML)" section, copied."""
 
 
 @pytest.mark.parametrize(
@@ -325,8 +325,8 @@ def test_a_folder_is_not_a_config(tmp_path: Path) -> None:
 
 
 def test_readme_example_merges_into_the_default_space(tmp_path: Path) -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
-    assert README_CONFIG in readme, "README's example config changed: update the copy here"
+    readme = (Path(__file__).parents[2] / "docs" / "config.md").read_text(encoding="utf-8")
+    assert README_CONFIG in readme, "docs/config.md's example config changed: update the copy here"
     config = load_config(_write(tmp_path, README_CONFIG))
     assert config.search_space == default_search_space()
     assert config.seed_trials == SEED_TRIALS
