@@ -85,4 +85,4 @@ def test_every_option_has_help(path: tuple[str, ...]) -> None:
 def test_every_command_is_in_the_commands_table(path: tuple[str, ...]) -> None:
     text = COMMANDS.read_text(encoding="utf-8")
     row = rf"^\| `hpo {re.escape(' '.join(path))}` \|"
-    assert re.search(row, text, re.MULTILINE), f"`hpo {_id(path)}` has no row in docs/{COMMANDS.name}"
+    assert re.search(row, text, re.MULTILINE), f"`hpo {_id(path)}` has no row in {COMMANDS}"

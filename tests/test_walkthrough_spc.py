@@ -1,4 +1,5 @@
-"""A slice of the walkthrough (docs/real-data.md) "Tuning on Synthetic-Persona-Chat", on the real CSV.
+"""A slice of the walkthrough "Tuning on Synthetic-Persona-Chat" (docs/real-data.md), on the
+real CSV.
 
 The first conversations of the validation split go through the walkthrough's commands, run
 in-process with click's CliRunner: ``hpo data import`` with its flags, ``hpo data cluster``
