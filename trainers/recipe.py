@@ -64,7 +64,8 @@ def lora_config(config: TrainConfig, model: Any = None) -> Any:
     """The peft LoraConfig for a training config.
 
     With ``model``, the target modules are resolved for it (:func:`trainers.targets.
-    resolve_targets`: the config's, peft's default, or the attention projections), logged,
+    resolve_targets`: the config's, the ``lora_targets`` preset's: peft's default or the
+    attention projections, or every linear projection), logged,
     and written into the config, so that ``adapter_config.json`` names them. Without it,
     the config's ``target_modules`` (or None: peft's default) are passed on as they are.
 
@@ -75,7 +76,7 @@ def lora_config(config: TrainConfig, model: Any = None) -> Any:
 
     targets: Any = list(config.target_modules) if config.target_modules else None
     if model is not None:
-        chosen = resolve_targets(model, config.target_modules)
+        chosen = resolve_targets(model, config.target_modules, config.lora_targets)
         log.info("LoRA targets of %s: %s", model.config.model_type, chosen)
         targets = chosen.modules if isinstance(chosen.modules, str) else list(chosen.modules)
     return LoraConfig(

@@ -173,7 +173,7 @@ def generate_replies(
     newline (a token of :func:`newline_token_ids`), instead of running ``max_new_tokens``
     steps; the replies are the same either way, since only the first line is kept. Sampling is
     seeded once per call, so the same prompts, model and config give the same replies.
-    Prompts over ``eval_config.max_prompt_tokens`` are fitted as in training
+    Prompts over ``eval_config.prompt_limit`` are fitted as in training
     (:func:`trainers.prompt.fit_prompt`: the persona stays whole, the oldest turns go first).
 
     Args:
@@ -190,7 +190,7 @@ def generate_replies(
 
     tokenizer = base.tokenizer
     settings = generation_config(eval_config, tokenizer)
-    fitted = fit_prompts(tokenizer, prompts, eval_config.max_prompt_tokens, chat=base.chat)
+    fitted = fit_prompts(tokenizer, prompts, eval_config.prompt_limit, chat=base.chat)
     # by token count, not characters: batches of 32 then pad 2%, not 10%, of the demo's prompts
     order = sorted(range(len(prompts)), key=lambda i: len(fitted[i].ids))
     replies: list[str] = [""] * len(prompts)
