@@ -49,14 +49,8 @@ def test_trains_with_defaults_and_replies(
     from evaluators.scoring.generation import generate_replies
 
     base = load_base_model(ModelConfig(base_model=str(random_model(architecture))))
-    before = {k: v.clone() for k, v in base.model.state_dict().items()}
-    result = train_lora(base, SHORT, PAIRS, PAIRS[:2], save_dir=tmp_path / "adapter")
-    assert result.train_steps == 2 and result.eval_losses
-    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
-    assert sorted(saved["target_modules"]) == EXPECTED_TARGETS[architecture]
-    after = base.model.state_dict()
-    assert after.keys() == before.keys()  # the LoRA layers are gone again
-    assert all(after[k].equal(before[k]) for k in before)
+    targets = _trained_targets(base, SHORT, tmp_path / "adapter")
+    assert targets == EXPECTED_TARGETS[architecture]
 
     replies = generate_replies(
         base,
@@ -81,17 +75,23 @@ def test_the_linear_preset_adapts_every_projection_but_the_moe_parts(
     random_model: SaveModel, architecture: str, tmp_path: Path
 ) -> None:
     base = load_base_model(ModelConfig(base_model=str(random_model(architecture))))
-    before = {k: v.clone() for k, v in base.model.state_dict().items()}
     config = dataclasses.replace(SHORT, lora_targets="linear")
-    result = train_lora(base, config, PAIRS, PAIRS[:2], save_dir=tmp_path / "adapter")
-    assert result.train_steps == 2
-    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
-    assert sorted(saved["target_modules"]) == LINEAR_TARGETS[architecture]
+    assert _trained_targets(base, config, tmp_path / "adapter") == LINEAR_TARGETS[architecture]
     weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     adapted = {key.split(".lora_")[0] for key in weights}
     assert adapted and not [name for name in adapted if MOE_PART.search(name)]
+
+
+def _trained_targets(base: Any, config: TrainConfig, out: Path) -> list[str]:
+    """Train a LoRA into ``out``; the modules its ``adapter_config.json`` names, sorted. The
+    base model must come back unchanged."""
+    before = {k: v.clone() for k, v in base.model.state_dict().items()}
+    result = train_lora(base, config, PAIRS, PAIRS[:2], save_dir=out)
+    assert result.train_steps == 2 and result.eval_losses
     after = base.model.state_dict()
-    assert after.keys() == before.keys() and all(after[k].equal(before[k]) for k in before)
+    assert after.keys() == before.keys()  # the LoRA layers are gone again
+    assert all(after[k].equal(before[k]) for k in before)
+    return sorted(json.loads((out / "adapter_config.json").read_text())["target_modules"])
 
 
 def _train(base: Any, seed: int, out: Path) -> Path:
