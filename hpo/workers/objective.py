@@ -129,7 +129,7 @@ class Objective:
                 optuna.exceptions.UpdateFinishedTrialError, storage.DatabaseUnavailable
             ):
                 trial.set_user_attr(PRUNE_REASON_ATTR, OUT_OF_MEMORY)
-                trial.set_user_attr(MEMORY_ATTRS[2], len(exc.sizes) - 1)
+                trial.set_user_attr("oom_retries", len(exc.sizes) - 1)
             raise optuna.TrialPruned(str(exc)) from exc
         except (Exception, KeyboardInterrupt) as exc:
             self.last_fault_outside_params = fault_outside_params(exc)
