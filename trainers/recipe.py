@@ -105,8 +105,8 @@ def training_arguments(
     ``logging_steps`` (default the same), save nothing (the recipe saves the adapter itself),
     seed everything from the config, compute in ``precision`` (``"bf16"``, ``"fp16"``
     autocast over fp32 weights, or ``"fp32"``). A ``micro_batch_size`` (a divisor of the
-    batch) splits each step into micro-batches with gradient accumulation; evaluation then
-    takes at most 8 rows or the micro-batch at a time, whichever is more."""
+    batch) splits each step into micro-batches with gradient accumulation; evaluation takes
+    ``max(8, micro_batch_size)`` rows at a time."""
     micro = micro_batch_size or config.batch_size
     return one_device_arguments(
         device,
