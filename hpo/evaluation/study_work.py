@@ -365,7 +365,7 @@ def open_evaluator(
         cluster_id=section.cluster_id,
         personas=cluster.personas,
         embedding_model=section.embedding_model,
-        eval_config=eval_config,
+        eval_config=eval_config.for_training(config.train.data.max_seq_length),
     )
     return StudyEvaluator(
         study=study,

@@ -70,7 +70,7 @@ def _open_moe(
         clustering_id=cluster.clustering_id,
         cluster_id=config.study.cluster_id,
         personas=cluster.personas,
-        eval_config=eval_config,
+        eval_config=eval_config.for_training(config.train.data.max_seq_length),
         embedding_model=config.study.embedding_model,
     )
     layout = output_layout(output_root)

@@ -16,6 +16,7 @@ import optuna
 import storage
 from evaluators.moe.run import PERSONAS_GROUP, adapter_name
 from hpo.study.config import StudyConfig
+from hpo.workers.objective import MEMORY_ATTRS
 from trainers.config import TrainConfig
 
 PERSONA_ATTR = "persona"
@@ -141,6 +142,8 @@ class PersonaObjective:
                 (tmp / SETUP_FILE).write_text(json.dumps(setup, indent=2, sort_keys=True))
             loss = result.final_eval_loss
             trial.set_user_attr("train_seconds", round(result.seconds, 2))
+            for name in MEMORY_ATTRS:  # a smaller micro-batch after running out of memory
+                trial.set_user_attr(name, getattr(result, name))
         else:
             loss = reused
         trial.set_user_attr("reused", reused is not None)

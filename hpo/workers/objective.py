@@ -21,6 +21,7 @@ from hpo.study.space import suggest
 from hpo.workers.step_budget import BUDGET_SPENT, StepCharger
 from trainers.batching import PromptPair
 from trainers.config import TrainConfig
+from trainers.memory import OutOfMemory
 from trainers.recipe import TrainResult, train_lora
 
 T = TypeVar("T")
@@ -29,8 +30,14 @@ ADAPTER_KIND = "trial_adapter"
 WORKER_ATTR = "worker"
 """Trial user attribute: the index of the worker that ran the trial (last run, for a retry)."""
 PRUNE_REASON_ATTR = "prune_reason"
-"""Trial user attribute of a pruned trial: ``pruned`` (by the pruner) or the step budget's
-:data:`hpo.workers.step_budget.BUDGET_SPENT`."""
+"""Trial user attribute of a pruned trial: ``pruned`` (by the pruner), the step budget's
+:data:`hpo.workers.step_budget.BUDGET_SPENT`, or :data:`OUT_OF_MEMORY`."""
+OUT_OF_MEMORY = "out of memory at micro-batch 1"
+"""The prune reason of a trial that ran out of memory even one example at a time
+(:class:`trainers.memory.OutOfMemory`): the sampler learns the region, the worker goes on."""
+MEMORY_ATTRS = ("micro_batch_size", "gradient_accumulation_steps", "oom_retries")
+"""Trial user attributes from :class:`trainers.recipe.TrainResult`: how the batch was split
+(after running out of memory, a smaller micro-batch with the same effective batch)."""
 
 
 FAIL_REASON_ATTR = "fail_reason"
@@ -43,7 +50,9 @@ def fault_outside_params(exc: BaseException) -> bool:
     A stop signal (``KeyboardInterrupt`` and the worker's ``WorkerStopped``), an ``OSError``
     (a full disk, a read-only or vanished output folder) and a lost or failing database say
     nothing about the parameters: the trial is re-queued with the same ones. A non-finite loss
-    or running out of memory (``RuntimeError``s) are the parameters' fault: not re-queued.
+    is the parameters' fault: not re-queued. Running out of memory never gets here: training
+    recovers at a smaller micro-batch, and a trial that does not fit even one example at a time
+    is pruned (:data:`OUT_OF_MEMORY`).
     """
     return isinstance(exc, KeyboardInterrupt | OSError | storage.StorageError) or (
         storage.is_disconnect(exc)
@@ -113,6 +122,15 @@ class Objective:
             return self._run(trial)
         except optuna.TrialPruned:
             raise
+        except OutOfMemory as exc:
+            # The region does not fit this device: pruned, so the sampler learns it, never a
+            # failure that would count toward the worker's stop or lose a seed config.
+            with contextlib.suppress(
+                optuna.exceptions.UpdateFinishedTrialError, storage.DatabaseUnavailable
+            ):
+                trial.set_user_attr(PRUNE_REASON_ATTR, OUT_OF_MEMORY)
+                trial.set_user_attr("oom_retries", len(exc.sizes) - 1)
+            raise optuna.TrialPruned(str(exc)) from exc
         except (Exception, KeyboardInterrupt) as exc:
             self.last_fault_outside_params = fault_outside_params(exc)
             # The reason shows in `hpo study trials` and the dashboard, not only in a log.
@@ -157,6 +175,8 @@ class Objective:
             )
             trial.set_user_attr("train_seconds", round(result.seconds, 2))
             trial.set_user_attr("train_steps", result.train_steps)
+            for name in MEMORY_ATTRS:
+                trial.set_user_attr(name, getattr(result, name))
             if result.stopped_early:
                 step, loss = result.eval_losses[-1]
                 reason = BUDGET_SPENT if charger is not None and charger.refused else "pruned"

@@ -17,12 +17,10 @@ could not write to, and removes temp folders left by killed workers.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import shutil
 import signal
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +46,7 @@ from hpo.workers.stop import (
     sweep_leftovers,
 )
 from hpo.workers.tickets import Ticket, give_back, signals_deferred, study_is_done, wait_for_ticket
+from trainers.memory import free_memory
 
 __all__ = [
     "MAX_CONSECUTIVE_FAILURES",
@@ -120,15 +119,6 @@ def check_output_root(root: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
 def _collect(into: list[optuna.trial.FrozenTrial]) -> Any:
     """A study callback that keeps each finished trial (its final state) in ``into``."""
     return lambda _study, trial: into.append(trial)
-
-
-def _free_memory() -> None:
-    """Collect the failed trial's objects and hand cached GPU memory back (after running out
-    of memory, the next trial starts with what the failed one held)."""
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
 
 
 def run_worker(
@@ -295,7 +285,7 @@ def _run_trials(
                 continue
             raise
         if trial.state == TrialState.FAIL:
-            _free_memory()
+            free_memory()  # the next trial does not start with what the failed one held
         if failures >= MAX_CONSECUTIVE_FAILURES:
             raise RuntimeError(
                 f"{failures} trials failed in a row; last: trial {trial.number} "

@@ -133,9 +133,12 @@ def add_trial(url: str, root: Path, name: str, adapter: Path, eval_loss: float) 
 
 
 def trial_runs(url: str, name: str) -> dict[int, storage.RunInfo]:
+    """The study's trial evaluation runs under SHORT, its prompt limit from the study's
+    training length as the evaluator resolves it."""
     with storage.session_scope(storage.open_storage(url)) as session:
         runs = storage.list_evaluation_runs(session, name)
-    methods = [r for r in runs if r.method == f"{TRIAL_METHOD}@{SHORT.key}"]
+    key = SHORT.for_training(load_study(url, name)[1].train.data.max_seq_length).key
+    methods = [r for r in runs if r.method == f"{TRIAL_METHOD}@{key}"]
     assert len({r.trial_number for r in methods}) == len(methods)  # one run per trial
     return {r.trial_number: r for r in methods}
 
