@@ -25,9 +25,9 @@ LOCAL_WORKERS_ENV = "HPO_LOCAL_WORKERS"
 @click.option(
     "--worker-index",
     type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="offsets the sampler seed, so that workers propose different points",
+    default=None,
+    help="offsets the sampler seed, so that workers propose different points  [default: the "
+    "next index of the study's counter in the database, never given to another worker]",
 )
 @click.option(
     "--local-workers",
@@ -63,7 +63,7 @@ LOCAL_WORKERS_ENV = "HPO_LOCAL_WORKERS"
 def worker(
     ctx: click.Context,
     name: str,
-    worker_index: int,
+    worker_index: int | None,
     local_workers: int,
     threads: int | None,
     max_trials: int | None,
@@ -152,6 +152,7 @@ def launch(
     from hpo.cli.display import study_progress
     from hpo.study.creation import load_study
     from hpo.workers.launch import assign_gpus, start_workers, visible_gpus, wait_for_workers
+    from hpo.workers.place import claim_worker_index_block
 
     if (n_workers is None) == (gpus is None):
         raise click.UsageError("give either --workers N or --gpus IDS")
@@ -167,8 +168,15 @@ def launch(
             click.echo(f"{len(gpus)} workers on GPUs {', '.join(gpus)} (visible: {found})")
         else:
             click.echo(f"{n_workers} workers on the CPU (no GPU visible)")
+    indexes = claim_worker_index_block(url, name, len(gpus) if gpus else n_workers or 0)
     started = start_workers(
-        url, name, n_workers=n_workers, gpus=gpus, output_root=output_root, threads=threads
+        url,
+        name,
+        n_workers=n_workers,
+        gpus=gpus,
+        output_root=output_root,
+        threads=threads,
+        first_index=indexes.start,
     )
     for w in started:
         click.echo(
