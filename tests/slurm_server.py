@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,7 +133,7 @@ def _munge(folder: Path) -> tuple[subprocess.Popen[bytes], Path]:
                 capture_output=True,
                 timeout=30,
             )
-            if b"STATUS:           Success" in back.stdout or back.returncode == 0:
+            if back.returncode == 0:
                 return process, sock
         if process.poll() is not None or time.monotonic() > deadline:
             log = home / "munged.log"
@@ -162,7 +162,8 @@ def _write_config(folder: Path, sock: Path, node: str, gpus: int) -> tuple[Path,
                 f"SlurmctldPort={controller}",
                 f"SlurmdPort={daemon}",
                 "AuthType=auth/munge",
-                f"AuthInfo=socket={sock}",
+                # cred_expire: also how long a re-queued job waits before it may start again
+                f"AuthInfo=socket={sock},cred_expire=10",
                 "CredType=cred/munge",
                 "SlurmUser=root",
                 "SlurmdUser=root",
@@ -218,6 +219,7 @@ def slurm_cluster(gpus: int = 4) -> Iterator[SlurmCluster]:
     cluster of ``gpus`` simulated GPUs; cancel its jobs and stop all three at the end.
 
     Raises:
+        FileNotFoundError: Not root, or a program is missing (:func:`slurm_missing`).
         RuntimeError: A daemon did not start, or the node was not idle within a minute (the
             daemons' logs are in the message).
     """
@@ -226,14 +228,14 @@ def slurm_cluster(gpus: int = 4) -> Iterator[SlurmCluster]:
         raise FileNotFoundError(reason)
     folder = Path(tempfile.mkdtemp(prefix="hpo-slurm-"))
     folder.chmod(0o755)  # munged (the munge user) reaches its folders inside
-    node = socket.gethostname()
     daemons: list[subprocess.Popen[bytes]] = []
     try:
         munged, sock = _munge(folder)
         daemons.append(munged)
+        node = socket.gethostname()
         conf, name = _write_config(folder, sock, node, gpus)
         cluster = SlurmCluster(folder, conf, name, node, gpus)
-        for program in ("slurmctld", "slurmd"):
+        for program, ready in (("slurmctld", _answers), ("slurmd", _node_idle)):
             daemons.append(
                 subprocess.Popen(
                     [str(_program(program)), "-D", "-f", str(conf)],
@@ -242,18 +244,23 @@ def slurm_cluster(gpus: int = 4) -> Iterator[SlurmCluster]:
                     stderr=subprocess.STDOUT,
                 )
             )
-            if program == "slurmctld":
-                _wait_for(cluster, daemons, lambda: cluster.run("sinfo", check=False).returncode == 0)
-        _wait_for(cluster, daemons, lambda: _node_idle(cluster))
+            if not _wait_for(cluster, daemons, ready):
+                raise RuntimeError(f"{program} did not start: {cluster.log()}")
         try:
             yield cluster
         finally:
-            cluster.run("scancel", "--full", "--user", pwd.getpwuid(os.getuid()).pw_name, check=False)
-            _wait_for(cluster, daemons, lambda: not cluster.run("squeue", "-h", check=False).stdout.strip(), fail=False)
+            cluster.run(
+                "scancel", "--full", "--user", pwd.getpwuid(os.getuid()).pw_name, check=False
+            )
+            _wait_for(cluster, daemons, _no_jobs)
     finally:
         for process in reversed(daemons):
             _stop(process)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _answers(cluster: SlurmCluster) -> bool:
+    return cluster.run("sinfo", check=False).returncode == 0
 
 
 def _node_idle(cluster: SlurmCluster) -> bool:
@@ -261,12 +268,19 @@ def _node_idle(cluster: SlurmCluster) -> bool:
     return out.startswith(f"gpu:{cluster.gpus}") and out.endswith("idle")
 
 
-def _wait_for(cluster: SlurmCluster, daemons, ready, fail: bool = True) -> None:  # type: ignore[no-untyped-def]
+def _no_jobs(cluster: SlurmCluster) -> bool:
+    return not cluster.run("squeue", "-h", check=False).stdout.strip()
+
+
+def _wait_for(
+    cluster: SlurmCluster,
+    daemons: list[subprocess.Popen[bytes]],
+    ready: Callable[[SlurmCluster], bool],
+) -> bool:
+    """Wait until ``ready(cluster)``; False when a daemon died or a minute passed."""
     deadline = time.monotonic() + START_TIMEOUT
-    while not ready():
-        dead = [p for p in daemons if p.poll() is not None]
-        if dead or time.monotonic() > deadline:
-            if not fail:
-                return
-            raise RuntimeError(f"Slurm did not start: {cluster.log()}")
+    while not ready(cluster):
+        if any(p.poll() is not None for p in daemons) or time.monotonic() > deadline:
+            return False
         time.sleep(0.3)
+    return True

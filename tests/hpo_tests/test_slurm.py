@@ -1,7 +1,9 @@
 """``hpo launch --slurm`` on a real Slurm that the tests start (tests/slurm_server.py): an array
 of six workers on a node of four simulated GPUs fills a study with an exact budget, each task
-sees one GPU, no trial repeats another, a task cancelled mid-trial has its trial run again
-elsewhere, and the evaluator job promotes and ends by itself."""
+sees one GPU, no trial repeats another; a task cancelled (``scancel``), signalled as before
+its time limit (``--signal=B:TERM@120``) or re-queued (as preemption does) mid-trial has its
+trial run again elsewhere; a re-queued task comes back with a fresh worker index; the
+evaluator job promotes and ends by itself. One run of the array serves every test."""
 
 from __future__ import annotations
 
@@ -36,11 +38,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 N_TASKS = 6
 N_GPUS = 4
-N_TRIALS = 8
+N_TRIALS = 10
 SECRET = "s3cr3t-pw"
 """A password in the storage URL (the server trusts 127.0.0.1 and never asks for it): it must
 reach no script, command line or log."""
 RUN_TIMEOUT = 600.0
+STOPS = {
+    "requeue": ("scontrol", "requeue"),  # what preemption in REQUEUE mode does
+    "scancel": ("scancel",),
+    "time limit": ("scancel", "--batch", "--signal=TERM"),  # what --signal=B:TERM@120 sends
+}
+"""How the tests stop a task mid-trial; Slurm's own words for each."""
 
 
 @dataclass
@@ -52,7 +60,8 @@ class SlurmRun:
     printed: str
     job_id: str
     evaluator_id: str
-    cancelled: optuna.trial.FrozenTrial
+    victims: dict[str, optuna.trial.FrozenTrial]
+    """The trial running in each task that was stopped, by how: :data:`STOPS`."""
     command_lines: list[str]
     cluster: SlurmCluster
 
@@ -74,15 +83,16 @@ def _database() -> Iterator[str]:
         admin.dispose()
 
 
-def _running_trial(url: str, deadline: float) -> optuna.trial.FrozenTrial:
-    """A trial mid-training in a Slurm task (an eval_loss reported, its task recorded)."""
+def _running_trial(url: str, deadline: float, not_in: set[int]) -> optuna.trial.FrozenTrial:
+    """A trial mid-training (an eval_loss reported) in a Slurm task not in ``not_in``."""
     while time.monotonic() < deadline:
         study, _ = load_study(url, "slurm")
         for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
-            if t.intermediate_values and "slurm_task" in place_of(t):
+            task = place_of(t).get("slurm_task")
+            if t.intermediate_values and task is not None and task not in not_in:
                 return t
         time.sleep(0.2)
-    raise AssertionError("no trial started training in a Slurm task")
+    raise AssertionError(f"no trial started training in a Slurm task other than {not_in}")
 
 
 def _command_lines() -> list[str]:
@@ -123,14 +133,20 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmRun]:
             assert launched.returncode == 0, launched.stderr + cluster.log()
             job_id, evaluator_id = re.findall(r"as Slurm job (\d+)", launched.stdout)
             deadline = time.monotonic() + RUN_TIMEOUT
-            victim = _running_trial(url, deadline)
-            seen = _command_lines()
-            task = f"{job_id}_{place_of(victim)['slurm_task']}"
-            cluster.run("scancel", task)
+            victims: dict[str, optuna.trial.FrozenTrial] = {}
+            seen: list[str] = []
+            for how, command in STOPS.items():
+                while how not in victims:  # a task whose worker just exited is passed over
+                    tasks = {place_of(t)["slurm_task"] for t in victims.values()}
+                    victim = _running_trial(url, deadline, not_in=tasks)
+                    seen = seen or _command_lines()
+                    task = f"{job_id}_{place_of(victim)['slurm_task']}"
+                    if cluster.run(*command, task, check=False).returncode == 0:
+                        victims[how] = victim
             while cluster.run("squeue", "-h").stdout.strip():
                 assert time.monotonic() < deadline, cluster.run("squeue").stdout
                 time.sleep(1)
-            yield SlurmRun(url, root, launched.stdout, job_id, evaluator_id, victim, seen, cluster)
+            yield SlurmRun(url, root, launched.stdout, job_id, evaluator_id, victims, seen, cluster)
 
 
 def _logs(run: SlurmRun) -> str:
@@ -160,21 +176,29 @@ def test_an_array_of_six_on_four_gpus_fills_the_study_one_gpu_each(run: SlurmRun
     assert tasks <= set(range(N_TASKS)) and len(tasks) >= 2, tasks
     with storage.session_scope(storage.open_storage(run.url)) as session:
         started = storage.claim_worker_indexes(session, "slurm").start
-    assert started == N_TASKS  # each task claimed its own index
-    assert {place_of(t)["worker"] for t in trials} <= set(range(N_TASKS))
+    assert started == N_TASKS + 1  # each task claimed its own, the re-queued one a second
+    assert {place_of(t)["worker"] for t in trials} <= set(range(started))
 
 
-def test_a_cancelled_task_has_its_trial_run_again_elsewhere(run: SlurmRun) -> None:
+@pytest.mark.parametrize("how", list(STOPS))
+def test_a_stopped_task_has_its_trial_run_again_elsewhere(run: SlurmRun, how: str) -> None:
     study, _ = load_study(run.url, "slurm")
     trials = {t.number: t for t in study.get_trials()}
-    cancelled = trials[run.cancelled.number]
-    assert cancelled.state == optuna.trial.TrialState.FAIL
-    assert "WorkerStopped" in cancelled.user_attrs[FAIL_REASON_ATTR]
-    again = [t for t in trials.values() if retried_trial_number(t) == cancelled.number]
-    assert len(again) == 1 and again[0].params == cancelled.params
+    stopped = trials[run.victims[how].number]
+    assert stopped.state == optuna.trial.TrialState.FAIL, _logs(run)
+    assert "WorkerStopped" in stopped.user_attrs[FAIL_REASON_ATTR]
+    again = [t for t in trials.values() if retried_trial_number(t) == stopped.number]
+    assert len(again) == 1 and again[0].params == stopped.params
     assert again[0].state.name in ("COMPLETE", "PRUNED")
-    there, here = place_of(cancelled), place_of(again[0])
-    assert (here["slurm_task"], here["pid"]) != (there["slurm_task"], there["pid"])
+    assert place_of(again[0])["pid"] != place_of(stopped)["pid"]  # another process ran it
+
+
+def test_a_requeued_task_comes_back_with_a_fresh_index(run: SlurmRun) -> None:
+    task = place_of(run.victims["requeue"])["slurm_task"]
+    log = run.root / "logs" / "slurm" / f"slurm-{run.job_id}_{task}.log"
+    starts = re.findall(r"^worker (\d+): \d+ trials", log.read_text(), flags=re.MULTILINE)
+    # two starts, each with an index of its own from the database (the first one stopped)
+    assert len(starts) == 2 and starts[0] != starts[1], log.read_text()[-3000:]
 
 
 def test_the_evaluator_job_promotes_and_ends(run: SlurmRun) -> None:
