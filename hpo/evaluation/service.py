@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import optuna
 
@@ -100,15 +101,14 @@ def run_pass(evaluator: StudyEvaluator) -> PassResult:
     return result
 
 
-def study_finished(evaluator: StudyEvaluator) -> bool:
+def study_finished(engine: Any, study: optuna.Study) -> bool:
     """Whether the study's budget is spent and no trial runs or waits: no trial will complete
-    any more (a re-queued trial waits, and gives its ticket back first)."""
-    with storage.session_scope(evaluator.engine) as session:
-        spent = storage.budget(session, evaluator.name) is None or storage.budget_spent(
-            session, evaluator.name
-        )
+    any more (a re-queued trial waits, and gave its ticket back first)."""
+    name = study.study_name
+    with storage.session_scope(engine) as session:
+        spent = storage.budget(session, name) is None or storage.budget_spent(session, name)
     states = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-    return spent and not evaluator.study.get_trials(deepcopy=False, states=states)
+    return spent and not study.get_trials(deepcopy=False, states=states)
 
 
 class EvaluatorStopped(KeyboardInterrupt):
@@ -149,9 +149,9 @@ def run_evaluator(
             # A pass is safe to run again: leases are re-taken, stored results resumed.
             guard = evaluator.guard
             finished = until_done and (
-                study_finished(evaluator)
+                study_finished(evaluator.engine, evaluator.study)
                 if guard is None
-                else guard.call(study_finished, evaluator)
+                else guard.call(study_finished, evaluator.engine, evaluator.study)
             )
             result = run_pass(evaluator) if guard is None else guard.call(run_pass, evaluator)
             passes += 1
