@@ -138,3 +138,20 @@ def test_a_study_is_finished_when_its_budget_is_spent_and_nothing_runs_or_waits(
     assert not study_finished(engine, study)  # a re-queued trial waits
     study.tell(study.ask(), 0.5)
     assert study_finished(engine, study)
+
+
+def test_the_script_in_the_docs_is_the_one_written() -> None:
+    """docs/clusters.md shows the script of its example command, as written (its paths
+    aside)."""
+    import re
+    import sys
+
+    from hpo.workers.slurm import SlurmJob, worker_script
+
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "clusters.md").read_text()
+    shown = re.search(r"```bash\n(#!/bin/bash\n.*?)```", docs, flags=re.DOTALL)
+    assert shown is not None
+    job = SlurmJob(workers=8, cpus_per_task=4, partition="gpu", time="4:00:00", mem="32G")
+    checkout = Path("/shared/home/me/persona-hpo")
+    written = worker_script(job, "cluster4", Path("/shared/runs"), workdir=checkout)
+    assert shown.group(1) == written.replace(sys.executable, f"{checkout}/.venv/bin/python")
