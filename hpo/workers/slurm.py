@@ -278,12 +278,13 @@ def submit(script: str, path: Path, url: str) -> str:
         )
     except subprocess.TimeoutExpired as exc:
         raise SlurmError(f"sbatch did not answer within {SBATCH_TIMEOUT:.0f} s") from exc
-    if done.returncode != 0:
-        reason = " ".join(done.stderr.split()) or f"exit code {done.returncode}"
-        raise SlurmError(f"sbatch refused {path}: {reason}")
     job_id = done.stdout.strip().split(";")[0]
-    if not job_id.isdigit():
-        raise SlurmError(f"sbatch printed no job id for {path}: {done.stdout.strip()!r}")
+    if done.returncode != 0 or not job_id.isdigit():
+        path.unlink(missing_ok=True)  # no script kept for a job that never was
+        reason = " ".join(done.stderr.split()) or f"exit code {done.returncode}"
+        if done.returncode == 0:
+            reason = f"no job id in its answer {done.stdout.strip()!r}"
+        raise SlurmError(f"sbatch refused {path}: {reason}")
     return job_id
 
 
@@ -301,7 +302,12 @@ def submit_study(job: SlurmJob, study_name: str, output_root: Path, url: str) ->
         scripts.append(("evaluator", evaluator_script(job, study_name, root), "evaluator-%j"))
     for kind, script, pattern in scripts:
         path = folder / f"{study_name}-{kind}.sbatch"
-        job_id = submit(script, path, url)
+        try:
+            job_id = submit(script, path, url)
+        except SlurmError as exc:
+            if not submitted:
+                raise
+            raise SlurmError(f"the workers run as job {submitted[0].job_id}, but {exc}") from exc
         suffix = pattern.replace("%A", job_id).replace("%j", job_id)
         submitted.append(Submitted(job_id, path, folder / f"{study_name}-{suffix}.log"))
     return submitted

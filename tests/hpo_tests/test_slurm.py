@@ -106,6 +106,18 @@ def _command_lines() -> list[str]:
     return lines
 
 
+def _launch(cluster: SlurmCluster, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``hpo launch --study slurm --slurm ARGS`` against the cluster, the URL in the
+    environment as a user exports it."""
+    return subprocess.run(
+        [sys.executable, "-m", "hpo", "launch", "--study", "slurm", "--slurm", *args],
+        env={**cluster.env(), "HPO_STORAGE": url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmRun]:
     reason = slurm_missing()
@@ -120,15 +132,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmRun]:
         prepare(url, root, config)
         storage.dispose_engines()
         with slurm_cluster(gpus=N_GPUS) as cluster:
-            launched = subprocess.run(
-                [
-                    *(sys.executable, "-m", "hpo", "launch", "--study", "slurm", "--slurm"),
-                    *("--workers", str(N_TASKS), "--evaluator", "--output-root", str(root)),
-                ],
-                env={**cluster.env(), "HPO_STORAGE": url},
-                capture_output=True,
-                text=True,
-                timeout=120,
+            launched = _launch(
+                cluster, url, "--workers", str(N_TASKS), "--evaluator", "--output-root", str(root)
             )
             assert launched.returncode == 0, launched.stderr + cluster.log()
             job_id, evaluator_id = re.findall(r"as Slurm job (\d+)", launched.stdout)
@@ -220,3 +225,16 @@ def test_no_password_in_the_script_a_command_line_or_a_log(run: SlurmRun) -> Non
     assert any(" worker --study slurm" in line for line in hpo_lines), hpo_lines
     for text in [*(p.read_text() for p in scripts), *hpo_lines, _logs(run)]:
         assert SECRET not in text
+
+
+def test_a_job_sbatch_refuses_is_one_line_naming_its_reason(run: SlurmRun) -> None:
+    root = run.root / "refused"
+    refused = _launch(
+        run.cluster, run.url, "--workers", "2", "--partition", "nosuch", "--output-root", str(root)
+    )
+    assert refused.returncode == 1
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("hpo: error: sbatch refused ") and "nosuch" in line, line
+    assert SECRET not in refused.stderr
+    assert not run.cluster.run("squeue", "-h").stdout.strip()  # nothing submitted
+    assert list(root.rglob("*.sbatch")) == []  # nor a script kept for a job that never was

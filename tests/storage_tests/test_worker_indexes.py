@@ -8,7 +8,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from storage import claim_worker_indexes, session_scope
+from storage import claim_worker_indexes, open_storage, session_scope
 
 THREADS = 6
 CLAIMS = 5  # per thread, of 1..3 indexes each
@@ -48,7 +48,8 @@ def test_each_study_counts_on_its_own(engine: sa.Engine) -> None:
         assert claim_worker_indexes(session, "a") == range(5, 6)
 
 
-@pytest.mark.parametrize("n", [0, -1, True, 1.5])
-def test_a_claim_needs_a_positive_count(engine: sa.Engine, n: object) -> None:
-    with session_scope(engine) as session, pytest.raises(ValueError, match=f"invalid n {n!r}"):
-        claim_worker_indexes(session, "s", n=n)  # type: ignore[arg-type]
+def test_a_claim_needs_a_positive_count(sqlite_url: str) -> None:
+    engine = open_storage(sqlite_url)
+    for n in (0, -1, True, 1.5):
+        with session_scope(engine) as session, pytest.raises(ValueError, match=f"invalid n {n!r}"):
+            claim_worker_indexes(session, "s", n=n)  # type: ignore[arg-type]

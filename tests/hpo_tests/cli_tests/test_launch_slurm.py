@@ -52,7 +52,8 @@ def test_dry_run_prints_an_array_of_workers_and_the_evaluator(hpo: Hpo, tmp_path
     run = lines[-1]
     assert run.startswith("exec ") and " -m hpo worker --study cluster4 " in run
     assert "--worker-index" not in run and '--threads "${SLURM_CPUS_PER_TASK:-1}"' in run
-    assert evaluator.strip().splitlines()[-1].endswith(
+    last = evaluator.strip().splitlines()[-1]
+    assert last.endswith(
         f"evaluator --study cluster4 --output-root {tmp_path}/runs --watch --until-done"
     )
     assert "#SBATCH --array" not in evaluator
