@@ -190,26 +190,50 @@ def _hpo(*args: str) -> list[str]:
     return [shlex.quote(sys.executable), "-m", "hpo", *(shlex.quote(a) for a in args)]
 
 
+def _script(
+    job: SlurmJob,
+    output_root: Path,
+    workdir: Path | None,
+    *,
+    name: str,
+    log_name: str,
+    comment: list[str],
+    array: bool,
+    args: list[str],
+) -> str:
+    """An sbatch script: the comment, the directives, then the checks and ``exec hpo ARGS``."""
+    root = _check_path(output_root, "output root")
+    workdir = _check_path(workdir or Path.cwd(), "working directory")
+    header = ["#!/bin/bash", *(f"# {line}" for line in comment)]
+    if array:
+        header.append(f"#SBATCH --array=0-{job.workers - 1}")
+    header += _directives(job, name, root / LOG_DIR / log_name)
+    command = _hpo(*args, "--output-root", str(root))
+    if array:  # the workers' threads are the task's cores
+        command += ["--threads", '"${SLURM_CPUS_PER_TASK:-1}"']
+    return "\n".join([*header, *_body(job, workdir, command), ""])
+
+
 def worker_script(
     job: SlurmJob, study_name: str, output_root: Path, workdir: Path | None = None
 ) -> str:
     """The sbatch script of the workers: an array of ``job.workers`` tasks, each one
     ``hpo worker`` with the task's cores as its threads and an index from the database."""
-    root = _check_path(output_root, "output root")
-    workdir = _check_path(workdir or Path.cwd(), "working directory")
-    log = root / LOG_DIR / f"{study_name}-%A_%a.log"
-    header = [
-        "#!/bin/bash",
-        f"# hpo launch --slurm: {job.workers} workers of study {study_name}, one array task "
-        "each. Each task execs one `hpo worker`,",
-        "# which takes a fresh worker index from the database; the storage URL comes from "
-        "HPO_STORAGE in the job's environment.",
-        f"#SBATCH --array=0-{job.workers - 1}",
-        *_directives(job, f"hpo-{study_name}", log),
-    ]
-    command = _hpo("worker", "--study", study_name, "--output-root", str(root))
-    command += ["--threads", '"${SLURM_CPUS_PER_TASK:-1}"']
-    return "\n".join([*header, *_body(job, workdir, command), ""])
+    return _script(
+        job,
+        output_root,
+        workdir,
+        name=f"hpo-{study_name}",
+        log_name=f"{study_name}-%A_%a.log",
+        comment=[
+            f"hpo launch --slurm: {job.workers} workers of study {study_name}, one array task "
+            "each. Each task execs one `hpo worker`,",
+            "which takes a fresh worker index from the database; the storage URL comes from "
+            "HPO_STORAGE in the job's environment.",
+        ],
+        array=True,
+        args=["worker", "--study", study_name],
+    )
 
 
 def evaluator_script(
@@ -217,19 +241,19 @@ def evaluator_script(
 ) -> str:
     """The sbatch script of the evaluator: one task that evaluates the top trials as they
     come and exits once the budget is spent and they are evaluated."""
-    root = _check_path(output_root, "output root")
-    workdir = _check_path(workdir or Path.cwd(), "working directory")
-    log = root / LOG_DIR / f"{study_name}-evaluator-%j.log"
-    header = [
-        "#!/bin/bash",
-        f"# hpo launch --slurm --evaluator: the evaluator of study {study_name}; it exits once "
-        "the budget is spent and the top trials are evaluated.",
-        *_directives(job, f"hpo-{study_name}-evaluator", log),
-    ]
-    command = _hpo(
-        "evaluator", "--study", study_name, "--output-root", str(root), "--watch", "--until-done"
+    return _script(
+        job,
+        output_root,
+        workdir,
+        name=f"hpo-{study_name}-evaluator",
+        log_name=f"{study_name}-evaluator-%j.log",
+        comment=[
+            f"hpo launch --slurm --evaluator: the evaluator of study {study_name}; it exits "
+            "once the budget is spent and the top trials are evaluated."
+        ],
+        array=False,
+        args=["evaluator", "--study", study_name, "--watch", "--until-done"],
     )
-    return "\n".join([*header, *_body(job, workdir, command), ""])
 
 
 @dataclass(frozen=True)

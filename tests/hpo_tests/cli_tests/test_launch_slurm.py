@@ -54,7 +54,7 @@ def test_dry_run_prints_an_array_of_workers_and_the_evaluator(hpo: Hpo, tmp_path
     assert "--worker-index" not in run and '--threads "${SLURM_CPUS_PER_TASK:-1}"' in run
     last = evaluator.strip().splitlines()[-1]
     assert last.endswith(
-        f"evaluator --study cluster4 --output-root {tmp_path}/runs --watch --until-done"
+        f"evaluator --study cluster4 --watch --until-done --output-root {tmp_path}/runs"
     )
     assert "#SBATCH --array" not in evaluator
     assert "pa55word" not in result.stdout and "db.invalid" not in result.stdout
