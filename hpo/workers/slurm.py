@@ -320,7 +320,7 @@ def submit_study(job: SlurmJob, study_name: str, output_root: Path, url: str) ->
     """
     root = _check_path(output_root, "output root")
     folder = root / LOG_DIR
-    submitted = []
+    submitted: list[Submitted] = []
     scripts = [("workers", worker_script(job, study_name, root), "%A_%a")]
     if job.evaluator:
         scripts.append(("evaluator", evaluator_script(job, study_name, root), "evaluator-%j"))
