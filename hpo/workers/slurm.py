@@ -54,7 +54,7 @@ _PATH = re.compile(r"[^\s%'\"\\$`]+")
 
 def _reserved(arg: str) -> bool:
     """Whether an sbatch option is one ``hpo launch`` sets, or would lose ``HPO_STORAGE``."""
-    name, _, value = arg.partition("=")
+    name, value = [*re.split(r"[=\s]", arg, maxsplit=1), ""][:2]
     if name == "--export":
         return not value.startswith("ALL")
     if name in ("--array", "--output", "--error"):

@@ -97,6 +97,8 @@ def test_a_cpu_partition_gets_no_gpu(hpo: Hpo) -> None:
         (("--slurm", "--workers", "2", "--partition", "a b"), "--partition='a b'"),
         (("--slurm", "--workers", "2", "--sbatch-arg=--output=x.log"), "--sbatch-arg"),
         (("--slurm", "--workers", "2", "--sbatch-arg=-o x.log"), "--sbatch-arg"),
+        (("--slurm", "--workers", "2", "--sbatch-arg=--output x.log"), "--sbatch-arg"),
+        (("--slurm", "--workers", "2", "--sbatch-arg=--export NONE"), "HPO_STORAGE"),
         (("--slurm", "--workers", "2", "--sbatch-arg=--export=NONE"), "HPO_STORAGE"),
         (("--slurm", "--workers", "2", "--sbatch-arg=qos"), "one sbatch option"),
         (("--slurm", "--workers", "2", "--gpus-per-worker", "2"), "--gpus-per-worker"),
