@@ -104,6 +104,7 @@ from storage.models import (
     Persona,
     StudyBudget,
     StudyRecord,
+    WorkerIndex,
 )
 from storage.optuna_schema import KNOWN_OPTUNA_REVISIONS
 from storage.optuna_tables import StoredStudy, StoredTrial
@@ -125,6 +126,7 @@ from storage.study_records import (
     study_records_of_key,
 )
 from storage.urls import masked_url
+from storage.worker_indexes import claim_worker_indexes
 
 __all__ = [
     "ALL_CLUSTERS",
@@ -169,6 +171,7 @@ __all__ = [
     "StoredTrial",
     "StudyBudget",
     "StudyRecord",
+    "WorkerIndex",
     "acquire_lease",
     "atomic_directory",
     "atomic_file",
@@ -176,6 +179,7 @@ __all__ = [
     "budget_spent",
     "charge_steps",
     "claim_ticket",
+    "claim_worker_indexes",
     "cluster_persona_ids",
     "configure_sqlite",
     "create_engine",

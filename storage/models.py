@@ -273,3 +273,14 @@ class EvaluationLease(Base):
     holder: Mapped[str] = mapped_column(String(200))
     acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WorkerIndex(Base):
+    """A study's counter of worker indexes (``storage.worker_indexes``): every worker started
+    without an index takes the next one, so no two samplers share a seed."""
+
+    __tablename__ = "worker_indexes"
+
+    study_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    next_index: Mapped[int] = mapped_column(BigInteger)
+    """The index the next worker of the study gets (0 for the first)."""

@@ -167,6 +167,8 @@ class S3Server:
 
     endpoint: str
     folder: Path
+    master: str = ""
+    """The master's ``host:port``, for ``weed shell -master=...``."""
 
     def env(self) -> dict[str, str]:
         """What boto3 needs to reach it (the server checks no credentials)."""
@@ -235,7 +237,7 @@ def seaweed_s3() -> Iterator[S3Server]:
                 text = (folder / "weed.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"SeaweedFS did not start: {text}")
             time.sleep(0.2)
-        yield S3Server(f"http://127.0.0.1:{s3}", folder)
+        yield S3Server(f"http://127.0.0.1:{s3}", folder, f"127.0.0.1:{master}")
     finally:
         process.terminate()
         try:

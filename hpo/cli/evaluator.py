@@ -21,6 +21,7 @@ from hpo.study.creation import GRACE_PERIOD
     epilog=example(
         "hpo evaluator --study cluster4 --watch --storage postgresql+psycopg://hpo@db/hpo",
         "hpo evaluator --study cluster4 --once --top-trials 5",
+        "hpo evaluator --study cluster4 --watch --until-done",
     )
 )
 @study_option
@@ -29,6 +30,12 @@ from hpo.study.creation import GRACE_PERIOD
     default=True,
     show_default=True,
     help="keep polling the study, or evaluate what is due now and exit",
+)
+@click.option(
+    "--until-done",
+    is_flag=True,
+    help="with --watch: exit once the study's budget is spent, no trial runs or waits, and "
+    "its top trials are evaluated (for a scheduler's job: hpo launch --slurm --evaluator)",
 )
 @click.option(
     "--top-trials",
@@ -67,6 +74,7 @@ from hpo.study.creation import GRACE_PERIOD
 def evaluator(
     name: str,
     watch: bool,
+    until_done: bool,
     top_trials: int,
     poll_interval: float,
     lease_ttl: float,
@@ -91,7 +99,9 @@ def evaluator(
         lease_ttl=lease_ttl,
         patience=patience,
     )
-    result = run_evaluator(service, once=not watch, poll_interval=poll_interval)
+    result = run_evaluator(
+        service, once=not watch, poll_interval=poll_interval, until_done=until_done
+    )
     click.echo(f"evaluated here: {', '.join(result.evaluated) or 'nothing'}")
     if result.results is not None:
         click.echo(f"results: {result.results}")

@@ -26,7 +26,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
+import optuna
+
+import storage
 from evaluators.config import EvalConfig
 from evaluators.trials import promotion
 from evaluators.trials.promotion import PromotionReport
@@ -97,6 +101,16 @@ def run_pass(evaluator: StudyEvaluator) -> PassResult:
     return result
 
 
+def study_finished(engine: Any, study: optuna.Study) -> bool:
+    """Whether the study's budget is spent and no trial runs or waits: no trial will complete
+    any more (a re-queued trial waits, and gave its ticket back first)."""
+    name = study.study_name
+    with storage.session_scope(engine) as session:
+        spent = storage.budget(session, name) is None or storage.budget_spent(session, name)
+    states = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    return spent and not study.get_trials(deepcopy=False, states=states)
+
+
 class EvaluatorStopped(KeyboardInterrupt):
     """Raised in the evaluator on SIGTERM: leases are released on the way out."""
 
@@ -111,13 +125,17 @@ def run_evaluator(
     once: bool = False,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
     max_passes: int | None = None,
+    until_done: bool = False,
 ) -> PassResult:
     """Evaluate the study's due trials, once or watching.
 
     With ``once``, passes repeat only while due work is leased by another evaluator (until
     it is done there, or its lease expires and this one takes it over); then it returns.
     Otherwise it watches: a pass every ``poll_interval`` seconds until stopped (SIGTERM or
-    Ctrl-C, which release the leases held) or ``max_passes`` ran.
+    Ctrl-C, which release the leases held) or ``max_passes`` ran; with ``until_done``, also
+    until a pass that began with the study finished (:func:`study_finished`) left nothing
+    waiting: the top trials of the finished study are then evaluated and promoted (for a
+    scheduler's job, which should end).
 
     Returns:
         All passes together: what was evaluated here, and the last results written.
@@ -130,6 +148,11 @@ def run_evaluator(
         while True:
             # A pass is safe to run again: leases are re-taken, stored results resumed.
             guard = evaluator.guard
+            finished = until_done and (
+                study_finished(evaluator.engine, evaluator.study)
+                if guard is None
+                else guard.call(study_finished, evaluator.engine, evaluator.study)
+            )
             result = run_pass(evaluator) if guard is None else guard.call(run_pass, evaluator)
             passes += 1
             total.evaluated += result.evaluated
@@ -138,6 +161,8 @@ def run_evaluator(
             if result.results is not None:
                 total.results, total.report = result.results, result.report
             if max_passes is not None and passes >= max_passes:
+                break
+            if finished and not result.waiting:
                 break
             if once:
                 if not result.waiting:
@@ -198,6 +223,7 @@ __all__ = [
     "open_evaluator",
     "run_evaluator",
     "run_pass",
+    "study_finished",
     "top_trials",
     "trial_target",
 ]

@@ -95,6 +95,8 @@ class TrialContext:
     """Trains one adapter; tests pass a stand-in that writes a small adapter directory."""
     guard: storage.OutageGuard | None = None
     """Waits out a database outage around our own tables' writes (None: no retries)."""
+    record_place: Callable[[optuna.Trial], None] | None = None
+    """Writes where the trial runs into it when it starts (:mod:`hpo.workers.place`)."""
 
     def patiently(self, fn: Callable[[], T]) -> T:
         """``fn()``, through :attr:`guard` when there is one."""
@@ -144,6 +146,8 @@ class Objective:
     def _run(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
         study_name = ctx.config.study.name
+        if ctx.record_place is not None:
+            ctx.record_place(trial)
         trial.set_user_attr(WORKER_ATTR, ctx.worker_index)
         params = suggest(trial, ctx.config.search_space)
         train_config = train_config_for(ctx.config, params)

@@ -18,7 +18,6 @@ could not write to, and removes temp folders left by killed workers.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import signal
 import tempfile
@@ -34,6 +33,7 @@ from hpo.datasets import load_study_cluster
 from hpo.study.creation import GRACE_PERIOD, load_study, optuna_storage
 from hpo.study.strategies import make_pruner, make_sampler
 from hpo.workers.objective import FAIL_REASON_ATTR, Objective, TrialContext
+from hpo.workers.place import WorkerPlace, claim_worker_index, place_recorder
 from hpo.workers.stop import (
     MAX_RETRY,
     StaleTrialHandler,
@@ -126,7 +126,7 @@ def run_worker(
     study_name: str,
     *,
     output_root: Path = Path("."),
-    worker_index: int = 0,
+    worker_index: int | None = None,
     threads: int | None = None,
     grace_period: int = GRACE_PERIOD,
     max_trials: int | None = None,
@@ -139,7 +139,8 @@ def run_worker(
         url: Storage URL shared by all workers.
         study_name: A study made by ``hpo study create``.
         output_root: Root of ``models/``, ``logs/`` (same layout on every machine).
-        worker_index: Distinguishes workers; offsets the sampler seed.
+        worker_index: Distinguishes workers; offsets the sampler seed. None: the next index
+            of the study's counter in the database (:mod:`hpo.workers.place`).
         threads: CPU threads for torch (None: torch's default).
         grace_period: Seconds without heartbeat after which a trial is stale; also how long
             the worker waits out a database outage.
@@ -167,6 +168,8 @@ def run_worker(
     )
     study, config = load_study(url, study_name, rdb=rdb)
     study_id = rdb.get_study_id_from_name(study_name)
+    if worker_index is None:
+        worker_index = claim_worker_index(engine, study_name, guard)
     study.sampler = make_sampler(config.sampler, worker_index)
     study.pruner = make_pruner(config.pruner)
     summary = WorkerSummary(worker_index)
@@ -179,21 +182,24 @@ def run_worker(
     cluster = load_study_cluster(engine, section)
     data = config.train.data
     set_threads(threads)
+    base = load_base_model(config.model)
+    place = WorkerPlace.here(worker_index, base.device)
     ctx = TrialContext(
         config=config,
         engine=engine,
         layout=layout,
-        base=load_base_model(config.model),
+        base=base,
         train=prompt_pairs(cluster.personas, "train", data.max_train_per_persona),
         val=prompt_pairs(cluster.personas, "val", data.max_val_per_persona),
         worker_index=worker_index,
         guard=guard,
+        record_place=place_recorder(rdb, study_id, place),
     )
     objective = Objective(ctx)
     log.info(
-        "worker %d (pid %d) on study %s: %d train / %d val examples",
+        "worker %d (%s) on study %s: %d train / %d val examples",
         worker_index,
-        os.getpid(),
+        place.describe(),
         study_name,
         len(ctx.train),
         len(ctx.val),
