@@ -110,12 +110,15 @@ from storage.optuna_tables import StoredStudy, StoredTrial
 from storage.outage import DatabaseUnavailable, OutageGuard, is_disconnect, unreachable_message
 from storage.shared import (
     ArtifactUnavailable,
+    BrokenArtifact,
     Published,
     fetch_artifact,
     publish_and_record,
     publish_artifact,
     relative,
+    sweep_download_cache,
 )
+from storage.store_faults import GuardedStore, StoreGuard, StoreUnavailable, is_store_fault
 from storage.study_records import (
     delete_study_records,
     record_sha256,
@@ -138,6 +141,7 @@ __all__ = [
     "ArtifactUnavailable",
     "Assignment",
     "Base",
+    "BrokenArtifact",
     "ClusterStat",
     "ClusterStatRow",
     "Clustering",
@@ -149,6 +153,7 @@ __all__ = [
     "EvaluationRun",
     "Example",
     "ExampleLike",
+    "GuardedStore",
     "HeldLease",
     "InvalidNameError",
     "InvalidURLError",
@@ -163,6 +168,8 @@ __all__ = [
     "RunInfo",
     "StepBudget",
     "StorageError",
+    "StoreGuard",
+    "StoreUnavailable",
     "StoredExample",
     "StoredPersona",
     "StoredStudy",
@@ -200,6 +207,7 @@ __all__ = [
     "hold_lease",
     "init_schema",
     "is_disconnect",
+    "is_store_fault",
     "latest_clustering",
     "lease_holder_id",
     "list_evaluation_runs",
@@ -229,6 +237,7 @@ __all__ = [
     "study_record",
     "study_records",
     "study_records_of_key",
+    "sweep_download_cache",
     "sweep_temp_dirs",
     "unreachable_message",
     "upgrade_database",

@@ -93,6 +93,8 @@ def evaluator(
     )
     result = run_evaluator(service, once=not watch, poll_interval=poll_interval)
     click.echo(f"evaluated here: {', '.join(result.evaluated) or 'nothing'}")
+    for line in result.broken.values():  # one trial each, not the service
+        click.echo(line)
     if result.results is not None:
         click.echo(f"results: {result.results}")
     if result.failed:

@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+import storage
 from evaluators.config import EvalConfig
 from evaluators.trials import promotion
-from evaluators.trials.promotion import PromotionReport
+from evaluators.trials.promotion import PromotedTrial, PromotionReport
 from hpo.evaluation.candidates import as_candidate, complete_trials, top_trials
+from hpo.evaluation.records import broken_line, broken_trials, mark_broken
 from hpo.evaluation.study_work import (
     BASELINES_TARGET,
     DEFAULT_LEASE_TTL,
@@ -60,6 +62,9 @@ class PassResult:
     """Targets due but leased by another live evaluator."""
     failed: list[str] = field(default_factory=list)
     """Trials skipped because their adapter is missing or changed (logged; never promoted)."""
+    broken: dict[str, str] = field(default_factory=dict)
+    """Trials passed over because their adapter object in the shared store is broken (marked,
+    not fetched again; the pass promotes among the others): target -> one line."""
     results: Path | None = None
     """The results file, if this pass rewrote it."""
     report: PromotionReport | None = None
@@ -73,14 +78,20 @@ def run_pass(evaluator: StudyEvaluator) -> PassResult:
     study has a COMPLETE trial).
     """
     result = PassResult()
-    top = top_trials(evaluator.study, evaluator.top_k)
     done = evaluator.evaluated()
+    top, broken = usable_top_trials(evaluator, done)
+    result.broken.update(broken)
     for trial in top:
         if trial.trial_number in done:
             continue
         target = trial_target(trial.trial_number)
         try:
             evaluated = evaluator.evaluate_trial(trial)
+        except storage.BrokenArtifact as exc:  # costs this trial, not the pass
+            record = mark_broken(evaluator.engine, evaluator.name, trial.trial_number, exc)
+            result.broken[target] = broken_line(target, record)
+            log.error("%s of %s", result.broken[target], evaluator.name)
+            continue
         except ValueError as exc:  # its adapter is gone or changed: the others go on
             log.error("skipping %s of %s: %s", target, evaluator.name, exc)
             result.failed.append(target)
@@ -95,6 +106,26 @@ def run_pass(evaluator: StudyEvaluator) -> PassResult:
     if promoted is not None:
         result.report, result.results = promoted
     return result
+
+
+def usable_top_trials(
+    evaluator: StudyEvaluator, done: set[int]
+) -> tuple[list[PromotedTrial], dict[str, str]]:
+    """The top K COMPLETE trials by eval_loss, passing over those not evaluated whose adapter
+    object is marked broken (the next ones take their places), and a line for each passed over.
+    """
+    marked = broken_trials(evaluator.engine, evaluator.name)
+    top: list[PromotedTrial] = []
+    passed: dict[str, str] = {}
+    for trial in complete_trials(evaluator.study):
+        if len(top) == evaluator.top_k:
+            break
+        number = trial.trial_number
+        if number in marked and number not in done:
+            passed[trial_target(number)] = broken_line(trial_target(number), marked[number])
+        else:
+            top.append(trial)
+    return top, passed
 
 
 class EvaluatorStopped(KeyboardInterrupt):
@@ -135,6 +166,7 @@ def run_evaluator(
             total.evaluated += result.evaluated
             total.waiting = result.waiting
             total.failed = sorted(set(total.failed) | set(result.failed))
+            total.broken.update(result.broken)
             if result.results is not None:
                 total.results, total.report = result.results, result.report
             if max_passes is not None and passes >= max_passes:
@@ -200,4 +232,5 @@ __all__ = [
     "run_pass",
     "top_trials",
     "trial_target",
+    "usable_top_trials",
 ]

@@ -8,6 +8,7 @@ trial's user attributes. A pruned or failed trial leaves no adapter behind.
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +42,13 @@ def fault_outside_params(exc: BaseException) -> bool:
     """Whether a trial that raised ``exc`` failed for a reason outside its parameters.
 
     A stop signal (``KeyboardInterrupt`` and the worker's ``WorkerStopped``), an ``OSError``
-    (a full disk, a read-only or vanished output folder) and a lost or failing database say
-    nothing about the parameters: the trial is re-queued with the same ones. A non-finite loss
+    (a full disk, a read-only or vanished output folder), a lost or failing database and an
+    artifact store that stayed unreachable (``storage.StoreUnavailable``) say nothing about
+    the parameters: the trial is re-queued with the same ones. A non-finite loss
     or running out of memory (``RuntimeError``s) are the parameters' fault: not re-queued.
     """
     return isinstance(exc, KeyboardInterrupt | OSError | storage.StorageError) or (
-        storage.is_disconnect(exc)
+        storage.is_disconnect(exc) or storage.is_store_fault(exc)
     )
 
 
@@ -162,19 +164,24 @@ class Objective:
                 reason = BUDGET_SPENT if charger is not None and charger.refused else "pruned"
                 trial.set_user_attr(PRUNE_REASON_ATTR, reason)
                 raise optuna.TrialPruned(f"{reason} at evaluation {step} (eval_loss {loss:.4f})")
-        # hashed, uploaded to the shared store when there is one (storage.shared), recorded:
-        # an upsert of content-addressed data, so running it twice records one adapter
-        adapter = ctx.patiently(
-            lambda: storage.publish_and_record(
-                ctx.engine,
-                ctx.layout,
-                final,
-                kind=ADAPTER_KIND,
-                study_name=study_name,
-                trial_number=trial.number,
+        try:
+            # hashed, uploaded to the shared store when there is one (storage.shared; an outage
+            # of the store is waited out there), recorded: an upsert of content-addressed data,
+            # so running it twice records one adapter
+            adapter = ctx.patiently(
+                lambda: storage.publish_and_record(
+                    ctx.engine,
+                    ctx.layout,
+                    final,
+                    kind=ADAPTER_KIND,
+                    study_name=study_name,
+                    trial_number=trial.number,
+                )
             )
-        )
-        # relative to the output root: any machine finds it under its own root or in the store
-        trial.set_user_attr("adapter_path", adapter.relpath)
-        trial.set_user_attr("adapter_sha256", adapter.sha256)
+            # relative to the output root: any machine finds it under its root or in the store
+            trial.set_user_attr("adapter_path", adapter.relpath)
+            trial.set_user_attr("adapter_sha256", adapter.sha256)
+        except BaseException:
+            shutil.rmtree(final, ignore_errors=True)  # a trial that fails keeps no adapter
+            raise
         return result.final_eval_loss
