@@ -161,7 +161,8 @@ def open_artifact_store(url: str) -> Any:
             raise ArtifactStoreError(
                 f"{where}: boto3 is not installed (pip install 'persona-hpo[s3]')"
             ) from exc
-        client = boto3.client(
+        # a session of its own: boto3's default one keeps the credentials it first read
+        client = boto3.session.Session().client(
             "s3",
             endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
             config=Config(connect_timeout=S3_CONNECT_TIMEOUT),

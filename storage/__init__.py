@@ -117,6 +117,7 @@ from storage.shared import (
     publish_artifact,
     relative,
     sweep_download_cache,
+    under_root,
 )
 from storage.store_faults import GuardedStore, StoreGuard, StoreUnavailable, is_store_fault
 from storage.study_records import (
@@ -239,6 +240,7 @@ __all__ = [
     "study_records_of_key",
     "sweep_download_cache",
     "sweep_temp_dirs",
+    "under_root",
     "unreachable_message",
     "upgrade_database",
     "validate_name",

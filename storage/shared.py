@@ -90,6 +90,16 @@ def relative(layout: OutputLayout, path: Path) -> str:
     return Path(path).resolve().relative_to(layout.root.resolve()).as_posix()
 
 
+def under_root(root: Path | None, path: Path | str) -> str | None:
+    """How a published file (a results JSON) names ``path``: relative to the output root
+    ``root`` (POSIX form), so that it names no folder of the machine that wrote it; None for a
+    path outside the root; without a root, the path as it is."""
+    if root is None:
+        return str(path)
+    resolved, base = Path(path).resolve(), Path(root).resolve()
+    return resolved.relative_to(base).as_posix() if resolved.is_relative_to(base) else None
+
+
 def store_id(sha256: str, *, directory: bool) -> str:
     """The artifact's id in the shared store: its content hash."""
     return f"{sha256}.tar" if directory else f"{sha256}.file"
@@ -308,4 +318,5 @@ __all__ = [
     "relative",
     "store_id",
     "sweep_download_cache",
+    "under_root",
 ]

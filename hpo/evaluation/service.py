@@ -75,16 +75,24 @@ def run_pass(evaluator: StudyEvaluator) -> PassResult:
     """Evaluate what is due now that no other evaluator holds, then promote.
 
     Due: the top K trials without a complete evaluation, then the baselines (once the
-    study has a COMPLETE trial).
+    study has a COMPLETE trial). A trial whose adapter object in the shared store is broken
+    is marked (:func:`~hpo.evaluation.records.mark_broken`), never fetched again, and passed
+    over: the next trial by eval_loss takes its place.
     """
     result = PassResult()
     done = evaluator.evaluated()
-    top, broken = usable_top_trials(evaluator, done)
-    result.broken.update(broken)
-    for trial in top:
-        if trial.trial_number in done:
-            continue
+    marked = broken_trials(evaluator.engine, evaluator.name)
+    top: list[PromotedTrial] = []
+    for trial in complete_trials(evaluator.study):
+        if len(top) == evaluator.top_k:
+            break
         target = trial_target(trial.trial_number)
+        if trial.trial_number in done:
+            top.append(trial)
+            continue
+        if trial.trial_number in marked:  # its object is broken: the next takes its place
+            result.broken[target] = broken_line(target, marked[trial.trial_number])
+            continue
         try:
             evaluated = evaluator.evaluate_trial(trial)
         except storage.BrokenArtifact as exc:  # costs this trial, not the pass
@@ -95,7 +103,9 @@ def run_pass(evaluator: StudyEvaluator) -> PassResult:
         except ValueError as exc:  # its adapter is gone or changed: the others go on
             log.error("skipping %s of %s: %s", target, evaluator.name, exc)
             result.failed.append(target)
+            top.append(trial)
             continue
+        top.append(trial)
         (result.evaluated if evaluated else result.waiting).append(target)
     if top and not promotion.baselines_evaluated(evaluator.engine, evaluator.scope):
         if evaluator.evaluate_baselines():
@@ -106,26 +116,6 @@ def run_pass(evaluator: StudyEvaluator) -> PassResult:
     if promoted is not None:
         result.report, result.results = promoted
     return result
-
-
-def usable_top_trials(
-    evaluator: StudyEvaluator, done: set[int]
-) -> tuple[list[PromotedTrial], dict[str, str]]:
-    """The top K COMPLETE trials by eval_loss, passing over those not evaluated whose adapter
-    object is marked broken (the next ones take their places), and a line for each passed over.
-    """
-    marked = broken_trials(evaluator.engine, evaluator.name)
-    top: list[PromotedTrial] = []
-    passed: dict[str, str] = {}
-    for trial in complete_trials(evaluator.study):
-        if len(top) == evaluator.top_k:
-            break
-        number = trial.trial_number
-        if number in marked and number not in done:
-            passed[trial_target(number)] = broken_line(trial_target(number), marked[number])
-        else:
-            top.append(trial)
-    return top, passed
 
 
 class EvaluatorStopped(KeyboardInterrupt):
@@ -232,5 +222,4 @@ __all__ = [
     "run_pass",
     "top_trials",
     "trial_target",
-    "usable_top_trials",
 ]
