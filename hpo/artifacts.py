@@ -161,6 +161,8 @@ def open_artifact_store(url: str) -> Any:
             raise ArtifactStoreError(
                 f"{where}: boto3 is not installed (pip install 'persona-hpo[s3]')"
             ) from exc
+        # botocore says at INFO, in every process, where it found the credentials
+        logging.getLogger("botocore.credentials").setLevel(logging.WARNING)
         # a session of its own: boto3's default one keeps the credentials it first read
         client = boto3.session.Session().client(
             "s3",

@@ -59,8 +59,8 @@ from hpo.study.creation import GRACE_PERIOD
     type=click.FloatRange(min=1),
     default=GRACE_PERIOD,
     show_default=True,
-    help="seconds a database outage is waited out (retried with backoff) before the "
-    "evaluator exits 1 naming the database",
+    help="seconds a database or artifact store outage is waited out (retried with backoff) "
+    "before the evaluator exits 1 naming it",
 )
 @dataclass_options(EvalConfig)
 @common_options(log_level=logging.INFO)

@@ -174,7 +174,7 @@ def test_top_k_by_eval_loss_are_evaluated_and_the_best_similarity_is_promoted(
     assert set(runs) == top and all(r.status == "complete" for r in runs.values())
     assert result.results == tmp_path / "results/watch/cluster_lora/cluster_lora_results.json"
     report = json.loads(result.results.read_text())
-    assert result.report is not None and report == result.report.to_dict()
+    assert result.report is not None and report == result.report.to_dict(tmp_path)
     assert result.report.promoted.trial.trial_number == report["promoted_trial"]["number"]
     rows = {row["trial"]: row for row in report["evaluated_trials"]}
     assert set(rows) == top
