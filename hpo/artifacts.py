@@ -118,9 +118,9 @@ def atomic_file_store(folder: Path) -> Any:
                 raise ValueError(f"invalid artifact id {artifact_id!r}")
             final = self.folder / artifact_id
             temporary_id = str(Path(artifact_id).parent / f".tmp-{name}-{uuid.uuid4().hex}")
-            super().write(temporary_id, content_body)  # checks the id stays in the folder
             path = self.folder / temporary_id
             try:
+                super().write(temporary_id, content_body)  # checks the id stays in the folder
                 fd = os.open(path, os.O_RDONLY)
                 try:
                     os.fsync(fd)
