@@ -383,3 +383,27 @@ def test_a_broken_object_costs_one_trial_and_the_evaluator_rides_out_an_outage(
     assert any("unreachable" in m and ARTIFACTS_ENV in m for m in messages), messages
     assert any("answers again" in m for m in messages), messages
     storage.dispose_engines()
+
+
+def test_a_store_fault_is_outside_the_parameters() -> None:
+    """What the worker re-queues with the same parameters, and what a store's guard retries."""
+    from botocore.exceptions import ClientError, EndpointConnectionError
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    from hpo.workers.objective import fault_outside_params
+
+    refused = ClientError({"Error": {"Code": "SlowDown"}}, "PutObject")
+    wrapped = storage.StorageError("upload failed")
+    wrapped.__cause__ = EndpointConnectionError(endpoint_url="http://127.0.0.1:9/hpo")
+    faults = [
+        EndpointConnectionError(endpoint_url="http://127.0.0.1:9/hpo"),
+        refused,
+        ConnectionResetError("reset by peer"),
+        wrapped,
+    ]
+    assert [storage.is_store_fault(e) for e in faults] == [True] * len(faults)
+    missing = ArtifactNotFound("not found")
+    missing.__cause__ = FileNotFoundError("object.tar")
+    assert [storage.is_store_fault(e) for e in (missing, ValueError("bad id"))] == [False, False]
+    outside = [*faults, storage.StoreUnavailable("store unreachable for 60 s")]
+    assert [fault_outside_params(e) for e in outside] == [True] * len(outside)
