@@ -117,6 +117,10 @@ class Objective:
             raise
         except (Exception, KeyboardInterrupt) as exc:
             self.last_fault_outside_params = fault_outside_params(exc)
+            # saved, then its upload or record failed: a failed trial keeps no adapter folder
+            ctx = self.ctx
+            final = ctx.layout.trial_adapter_dir(ctx.config.study.name, trial.number)
+            shutil.rmtree(final, ignore_errors=True)
             # The reason shows in `hpo study trials` and the dashboard, not only in a log.
             # Not stored while the database is down (it would only fail again).
             with contextlib.suppress(
@@ -164,24 +168,19 @@ class Objective:
                 reason = BUDGET_SPENT if charger is not None and charger.refused else "pruned"
                 trial.set_user_attr(PRUNE_REASON_ATTR, reason)
                 raise optuna.TrialPruned(f"{reason} at evaluation {step} (eval_loss {loss:.4f})")
-        try:
-            # hashed, uploaded to the shared store when there is one (storage.shared; an outage
-            # of the store is waited out there), recorded: an upsert of content-addressed data,
-            # so running it twice records one adapter
-            adapter = ctx.patiently(
-                lambda: storage.publish_and_record(
-                    ctx.engine,
-                    ctx.layout,
-                    final,
-                    kind=ADAPTER_KIND,
-                    study_name=study_name,
-                    trial_number=trial.number,
-                )
+        # hashed, uploaded to the shared store when there is one (storage.shared), recorded:
+        # an upsert of content-addressed data, so running it twice records one adapter
+        adapter = ctx.patiently(
+            lambda: storage.publish_and_record(
+                ctx.engine,
+                ctx.layout,
+                final,
+                kind=ADAPTER_KIND,
+                study_name=study_name,
+                trial_number=trial.number,
             )
-            # relative to the output root: any machine finds it under its root or in the store
-            trial.set_user_attr("adapter_path", adapter.relpath)
-            trial.set_user_attr("adapter_sha256", adapter.sha256)
-        except BaseException:
-            shutil.rmtree(final, ignore_errors=True)  # a trial that fails keeps no adapter
-            raise
+        )
+        # relative to the output root: any machine finds it under its own root or in the store
+        trial.set_user_attr("adapter_path", adapter.relpath)
+        trial.set_user_attr("adapter_sha256", adapter.sha256)
         return result.final_eval_loss
