@@ -47,7 +47,8 @@ SPLITS = ("train", "val", "test")
 DATASET_NAME_LENGTH = 100
 """Longest dataset name (``datasets.name``); ``storage.validate_name`` allows as many."""
 DATASET_SOURCE_LENGTH = 1000
-"""Longest stored source path (``datasets.source``); a longer one is stored shortened."""
+"""Longest stored source (``datasets.source``: the file's name and sha256; a path in rows
+of older versions); a longer one is stored shortened."""
 PERSONA_KEY_LENGTH = 200
 """Longest persona id from a dataset file (``personas.key``); PostgreSQL refuses longer,
 SQLite would not, so :func:`storage.save_dataset` checks it on both."""

@@ -144,7 +144,8 @@ def merge_variant(
                 "no adapter; train the per-persona adapters first (hpo personas train)"
             )
         out = layout.study_adapter_dir(study_name, variant, adapter_name(entry["target"]))
-        method.merge([adapters[s].path for s in entry["sources"]], entry["weights"], out)
+        sources = entry["sources"]
+        method.merge([adapters[s].path for s in sources], entry["weights"], out, names=sources)
         sha, _ = storage.directory_sha256(out)
         merged[entry["target"]] = PersonaAdapter(entry["target"], out, sha)
     return merged

@@ -66,8 +66,8 @@ from hpo.study.creation import GRACE_PERIOD
     type=click.FloatRange(min=1),
     default=GRACE_PERIOD,
     show_default=True,
-    help="seconds a database outage is waited out (retried with backoff) before the "
-    "evaluator exits 1 naming the database",
+    help="seconds a database or artifact store outage is waited out (retried with backoff) "
+    "before the evaluator exits 1 naming it",
 )
 @dataclass_options(EvalConfig)
 @common_options(log_level=logging.INFO)
@@ -103,6 +103,8 @@ def evaluator(
         service, once=not watch, poll_interval=poll_interval, until_done=until_done
     )
     click.echo(f"evaluated here: {', '.join(result.evaluated) or 'nothing'}")
+    for line in result.broken.values():  # one trial each, not the service
+        click.echo(line)
     if result.results is not None:
         click.echo(f"results: {result.results}")
     if result.failed:

@@ -58,7 +58,8 @@ LOCAL_WORKERS_ENV = "HPO_LOCAL_WORKERS"
     type=click.IntRange(min=1),
     default=GRACE_PERIOD,
     show_default=True,
-    help="seconds without heartbeat before a trial is failed and retried",
+    help="seconds without heartbeat before a trial is failed and retried; also how long an "
+    "outage of the database or the artifact store is waited out",
 )
 @common_options(log_level=logging.INFO)
 @click.pass_context

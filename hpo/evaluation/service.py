@@ -33,8 +33,9 @@ import optuna
 import storage
 from evaluators.config import EvalConfig
 from evaluators.trials import promotion
-from evaluators.trials.promotion import PromotionReport
+from evaluators.trials.promotion import PromotedTrial, PromotionReport
 from hpo.evaluation.candidates import as_candidate, complete_trials, top_trials
+from hpo.evaluation.records import broken_line, broken_trials, mark_broken
 from hpo.evaluation.study_work import (
     BASELINES_TARGET,
     DEFAULT_LEASE_TTL,
@@ -64,6 +65,9 @@ class PassResult:
     """Targets due but leased by another live evaluator."""
     failed: list[str] = field(default_factory=list)
     """Trials skipped because their adapter is missing or changed (logged; never promoted)."""
+    broken: dict[str, str] = field(default_factory=dict)
+    """Trials passed over because their adapter object in the shared store is broken (marked,
+    not fetched again; the pass promotes among the others): target -> one line."""
     results: Path | None = None
     """The results file, if this pass rewrote it."""
     report: PromotionReport | None = None
@@ -74,21 +78,37 @@ def run_pass(evaluator: StudyEvaluator) -> PassResult:
     """Evaluate what is due now that no other evaluator holds, then promote.
 
     Due: the top K trials without a complete evaluation, then the baselines (once the
-    study has a COMPLETE trial).
+    study has a COMPLETE trial). A trial whose adapter object in the shared store is broken
+    is marked (:func:`~hpo.evaluation.records.mark_broken`), never fetched again, and passed
+    over: the next trial by eval_loss takes its place.
     """
     result = PassResult()
-    top = top_trials(evaluator.study, evaluator.top_k)
     done = evaluator.evaluated()
-    for trial in top:
-        if trial.trial_number in done:
-            continue
+    marked = broken_trials(evaluator.engine, evaluator.name)
+    top: list[PromotedTrial] = []
+    for trial in complete_trials(evaluator.study):
+        if len(top) == evaluator.top_k:
+            break
         target = trial_target(trial.trial_number)
+        if trial.trial_number in done:
+            top.append(trial)
+            continue
+        if trial.trial_number in marked:  # its object is broken: the next takes its place
+            result.broken[target] = broken_line(target, marked[trial.trial_number])
+            continue
         try:
             evaluated = evaluator.evaluate_trial(trial)
+        except storage.BrokenArtifact as exc:  # costs this trial, not the pass
+            record = mark_broken(evaluator.engine, evaluator.name, trial.trial_number, exc)
+            result.broken[target] = broken_line(target, record)
+            log.error("%s of %s", result.broken[target], evaluator.name)
+            continue
         except ValueError as exc:  # its adapter is gone or changed: the others go on
             log.error("skipping %s of %s: %s", target, evaluator.name, exc)
             result.failed.append(target)
+            top.append(trial)
             continue
+        top.append(trial)
         (result.evaluated if evaluated else result.waiting).append(target)
     if top and not promotion.baselines_evaluated(evaluator.engine, evaluator.scope):
         if evaluator.evaluate_baselines():
@@ -158,6 +178,7 @@ def run_evaluator(
             total.evaluated += result.evaluated
             total.waiting = result.waiting
             total.failed = sorted(set(total.failed) | set(result.failed))
+            total.broken.update(result.broken)
             if result.results is not None:
                 total.results, total.report = result.results, result.report
             if max_passes is not None and passes >= max_passes:

@@ -73,7 +73,7 @@ def _open_moe(
         eval_config=eval_config.for_training(config.train.data.max_seq_length),
         embedding_model=config.study.embedding_model,
     )
-    layout = output_layout(output_root)
+    layout = output_layout(output_root, waiter="hpo moe waits")  # the store probed
     return MoeContext(
         engine=engine,
         layout=layout,

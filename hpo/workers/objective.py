@@ -8,6 +8,7 @@ trial's user attributes. A pruned or failed trial leaves no adapter behind.
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,14 +49,15 @@ def fault_outside_params(exc: BaseException) -> bool:
     """Whether a trial that raised ``exc`` failed for a reason outside its parameters.
 
     A stop signal (``KeyboardInterrupt`` and the worker's ``WorkerStopped``), an ``OSError``
-    (a full disk, a read-only or vanished output folder) and a lost or failing database say
-    nothing about the parameters: the trial is re-queued with the same ones. A non-finite loss
-    is the parameters' fault: not re-queued. Running out of memory never gets here: training
-    recovers at a smaller micro-batch, and a trial that does not fit even one example at a time
-    is pruned (:data:`OUT_OF_MEMORY`).
+    (a full disk, a read-only or vanished output folder), a lost or failing database and an
+    artifact store that stayed unreachable (``storage.StoreUnavailable``) say nothing about
+    the parameters: the trial is re-queued with the same ones. A non-finite loss is the
+    parameters' fault: not re-queued. Running out of memory never gets here: training
+    recovers at a smaller micro-batch, and a trial that does not fit even one example at a
+    time is pruned (:data:`OUT_OF_MEMORY`).
     """
     return isinstance(exc, KeyboardInterrupt | OSError | storage.StorageError) or (
-        storage.is_disconnect(exc)
+        storage.is_disconnect(exc) or storage.is_store_fault(exc)
     )
 
 
@@ -135,6 +137,10 @@ class Objective:
             raise optuna.TrialPruned(str(exc)) from exc
         except (Exception, KeyboardInterrupt) as exc:
             self.last_fault_outside_params = fault_outside_params(exc)
+            # saved, then its upload or record failed: a failed trial keeps no adapter folder
+            ctx = self.ctx
+            final = ctx.layout.trial_adapter_dir(ctx.config.study.name, trial.number)
+            shutil.rmtree(final, ignore_errors=True)
             # The reason shows in `hpo study trials` and the dashboard, not only in a log.
             # Not stored while the database is down (it would only fail again).
             with contextlib.suppress(

@@ -28,7 +28,7 @@ from typing import Any
 import optuna
 
 import storage
-from hpo.artifacts import output_layout
+from hpo.artifacts import output_layout, store_outage
 from hpo.datasets import load_study_cluster
 from hpo.study.creation import GRACE_PERIOD, load_study, optuna_storage
 from hpo.study.strategies import make_pruner, make_sampler
@@ -156,7 +156,7 @@ def run_worker(
     from trainers.base_model import load_base_model, set_threads
     from trainers.batching import prompt_pairs
 
-    layout = output_layout(output_root)
+    layout = output_layout(output_root, patience=grace_period)  # the store probed
     check_output_root(layout.root, min_free_bytes)
     engine = storage.open_storage(url)
     guard = storage.OutageGuard(url, patience=grace_period)
@@ -292,6 +292,8 @@ def _run_trials(
             raise
         if trial.state == TrialState.FAIL:
             free_memory()  # the next trial does not start with what the failed one held
+            if (outage := store_outage(objective.ctx.layout)) is not None:
+                raise outage  # the trial is re-queued; the store is down past the patience
         if failures >= MAX_CONSECUTIVE_FAILURES:
             raise RuntimeError(
                 f"{failures} trials failed in a row; last: trial {trial.number} "

@@ -177,7 +177,7 @@ def test_top_k_by_eval_loss_are_evaluated_and_the_best_similarity_is_promoted(
     assert set(runs) == top and all(r.status == "complete" for r in runs.values())
     assert result.results == tmp_path / "results/watch/cluster_lora/cluster_lora_results.json"
     report = json.loads(result.results.read_text())
-    assert result.report is not None and report == result.report.to_dict()
+    assert result.report is not None and report == result.report.to_dict(tmp_path)
     assert result.report.promoted.trial.trial_number == report["promoted_trial"]["number"]
     rows = {row["trial"]: row for row in report["evaluated_trials"]}
     assert set(rows) == top
@@ -214,9 +214,11 @@ def test_top_k_by_eval_loss_are_evaluated_and_the_best_similarity_is_promoted(
     assert study_attr(sqlite_url, "watch", BASELINE_SOURCE_ATTR) in top
 
     promoted = tmp_path / "models/watch/lora_clusters/cluster_00"
-    assert report["promoted_trial"]["adapter"] == str(promoted)
+    # paths under the output root: the results file names no folder of this machine
+    assert report["promoted_trial"]["adapter"] == "models/watch/lora_clusters/cluster_00"
+    assert str(tmp_path) not in json.dumps(report)
     assert json.loads((promoted / "promoted_from.json").read_text())["trial"] == best
-    source = Path(report["promoted_trial"]["source_adapter"])
+    source = tmp_path / report["promoted_trial"]["source_adapter"]
     assert (promoted / "adapter_model.safetensors").read_bytes() == (
         source / "adapter_model.safetensors"
     ).read_bytes()
