@@ -35,12 +35,16 @@ from trainers.tiny import write_demo_dataset
 
 
 def persona_prompts(n_personas: int, seed: int = 0) -> list[list[str]]:
-    """Each persona's test prompts, for ``n_personas`` personas of a demo dataset."""
+    """Each persona's test prompts, for ``n_personas`` personas of a demo dataset (of at least
+    the generator's 10)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = write_demo_dataset(
-            Path(tmp) / "bench.jsonl", n_personas=n_personas, examples_per_persona=40, seed=seed
+            Path(tmp) / "bench.jsonl",
+            n_personas=max(10, n_personas),
+            examples_per_persona=40,
+            seed=seed,
         )
-        personas = load_dataset(path, split=SplitConfig()).dataset.personas
+        personas = load_dataset(path, split=SplitConfig()).dataset.personas[:n_personas]
     return [
         [build_prompt(p.text, ex.context) for ex in p.examples if ex.split == "test"]
         for p in personas
@@ -87,7 +91,9 @@ def mixed(
 ) -> list[str]:
     """Side B: one ``generate_replies`` call, each prompt with its persona's adapter."""
     flat = [p for group in prompts for p in group]
-    owners: list[Path | None] = [a for group, a in zip(prompts, adapters, strict=True) for _ in group]
+    owners: list[Path | None] = [
+        a for group, a in zip(prompts, adapters, strict=True) for _ in group
+    ]
     return generate_replies(base, flat, eval_config=config, row_adapters=owners)
 
 

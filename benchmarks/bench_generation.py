@@ -273,7 +273,7 @@ def main() -> None:
         per = side.seconds / side.prompts
         print(
             f"| {side.name} | {side.prompts} | {side.seconds:.1f} | {1000 * per:.1f} ms | "
-            f"{per * len(prompts):.1f} s | {per / per_batched:.1f}x |"
+            f"{per * len(prompts):.1f} s | {per / per_batched:.2f}x |"
         )
     same = sum(batched.replies[p] == sides[3].replies[p] for p in prompts)
     print(f"identical replies, batched vs one at a time: {same}/{len(prompts)}")

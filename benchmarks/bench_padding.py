@@ -35,7 +35,10 @@ from trainers.config import DataConfig, ModelConfig, TrainConfig
 from trainers.data import load_dataset
 from trainers.tiny import write_demo_dataset
 
-SPC_CSV = Path(__file__).resolve().parents[1] / "tests/data/synthetic-persona-chat/Synthetic-Persona-Chat_valid.csv"
+SPC_CSV = (
+    Path(__file__).resolve().parents[1]
+    / "tests/data/synthetic-persona-chat/Synthetic-Persona-Chat_valid.csv"
+)
 WAYS: dict[str, DataConfig] = {
     "before (random)": DataConfig(group_by_length=False),
     "grouped (default)": DataConfig(),
@@ -73,7 +76,9 @@ def epoch_batches(base: BaseModel, rows: list[dict[str, Any]], config: TrainConf
         return list(trainer.get_train_dataloader())
 
 
-def print_padding(base: BaseModel, name: str, pairs: Sequence[PromptPair], sizes: Sequence[int]) -> None:
+def print_padding(
+    base: BaseModel, name: str, pairs: Sequence[PromptPair], sizes: Sequence[int]
+) -> None:
     from trainers.batching import tokenize_pairs
 
     rows = tokenize_pairs(base.tokenizer, pairs, DataConfig().max_seq_length, chat=base.chat).rows
@@ -104,7 +109,7 @@ def print_timing(base: BaseModel, pairs: Sequence[PromptPair], rows: int, rounds
             started = time.perf_counter()
             train_lora(base, dataclasses.replace(config, seed=r), train, val, final_eval_only=True)
             seconds[name] += time.perf_counter() - started
-    print(f"\ntraining the tiny model on the CPU: one epoch of {rows} demo rows, batch 8, {rounds} rounds")
+    print(f"\ntraining the tiny model on the CPU: {rows} demo rows, batch 8, {rounds} rounds")
     print("| way | seconds | ratio to before |")
     print("|---|---|---|")
     for name, total in seconds.items():

@@ -79,8 +79,8 @@ class EvalConfig:
     compiles decoding (CUDA): one graph per bucket and adapter, never one per batch."""
     adapter_batches: Literal["auto", "per_adapter", "mixed"] = "auto"
     """Per-persona and MoE evaluation: per_adapter answers persona by persona; mixed batches
-    many personas' adapters together (peft's adapter_names); auto: mixed on a GPU, per_adapter
-    on the CPU (where mixed measured slower)."""
+    many personas' adapters together (peft's adapter_names), with the same replies; auto: mixed
+    on a GPU, per_adapter on the CPU (BENCHMARKS.md, "Many adapters per batch")."""
 
     def __post_init__(self) -> None:
         for name in FLOAT_FIELDS:  # 1 and 1.0 are one setting, with one key

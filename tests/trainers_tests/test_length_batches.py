@@ -5,6 +5,7 @@ same rows per batch and the same losses as padded batches), as the real model se
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -55,9 +56,10 @@ def _rows(batch: dict[str, Any]) -> list[Row]:
     """The real tokens of each row of a padded or a packed batch."""
     ids = batch["input_ids"]
     if "attention_mask" in batch:
-        return [tuple(r[m.bool()].tolist()) for r, m in zip(ids, batch["attention_mask"])]
-    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist() + [ids.shape[1]]
-    return [tuple(ids[0, a:b].tolist()) for a, b in zip(starts, starts[1:])]
+        masks = batch["attention_mask"]
+        return [tuple(r[m.bool()].tolist()) for r, m in zip(ids, masks, strict=True)]
+    starts = [*(batch["position_ids"][0] == 0).nonzero().flatten().tolist(), ids.shape[1]]
+    return [tuple(ids[0, a:b].tolist()) for a, b in itertools.pairwise(starts)]
 
 
 def _train(base: Any, config: TrainConfig) -> tuple[list[dict[str, Any]], Any]:
@@ -125,9 +127,9 @@ def test_packing_is_refused_where_rows_would_mix() -> None:
     mamba = AutoModelForCausalLM.from_config(
         MambaConfig(vocab_size=64, hidden_size=16, state_size=4, num_hidden_layers=1)
     )
-    with pytest.raises(ValueError, match=r"invalid data.packing=True: mamba .* mixes the packed"):
+    with pytest.raises(ValueError, match=r"invalid data\.packing=True: mamba .* mixes the packed"):
         check_packing(mamba)
-    with pytest.raises(ValueError, match="invalid data.pad_to_multiple_of=8"):
+    with pytest.raises(ValueError, match=r"invalid data\.pad_to_multiple_of=8"):
         DataConfig(packing=True, pad_to_multiple_of=8)
-    with pytest.raises(ValueError, match="invalid data.pad_to_multiple_of=0"):
+    with pytest.raises(ValueError, match=r"invalid data\.pad_to_multiple_of=0"):
         DataConfig(pad_to_multiple_of=0)
