@@ -9,9 +9,10 @@ adapter. This runs both ways side by side, in one process, on the same model and
      its own name, rows of many personas in a batch of 32, peft's ``adapter_names``).
 
 The prompts are the test examples of ``--personas`` personas of the demo dataset; each persona
-gets a LoRA adapter of rank 8 on the attention projections with random, small weights (so
-that every persona's replies differ: what matters here is the cost, and that the replies of
-B are those of A). The work is cut into ``--rounds`` interleaved rounds on other personas.
+gets a LoRA adapter of rank 8 on the attention projections: with ``--trained`` one trained on
+its own training examples (one epoch, batch 4: replies like a real per-persona adapter's),
+else one with random, small weights (every persona's replies differ; replies run longer). The
+work is cut into ``--rounds`` interleaved rounds on other personas.
 
 Run:  .venv/bin/python benchmarks/bench_adapter_batches.py [--personas 24] [--rounds 2]
 """
@@ -34,9 +35,8 @@ from trainers.prompt import build_prompt
 from trainers.tiny import write_demo_dataset
 
 
-def persona_prompts(n_personas: int, seed: int = 0) -> list[list[str]]:
-    """Each persona's test prompts, for ``n_personas`` personas of a demo dataset (of at least
-    the generator's 10)."""
+def demo_personas(n_personas: int, seed: int = 0) -> list[Any]:
+    """``n_personas`` personas of a demo dataset (of at least the generator's 10)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = write_demo_dataset(
             Path(tmp) / "bench.jsonl",
@@ -44,11 +44,31 @@ def persona_prompts(n_personas: int, seed: int = 0) -> list[list[str]]:
             examples_per_persona=40,
             seed=seed,
         )
-        personas = load_dataset(path, split=SplitConfig()).dataset.personas[:n_personas]
+        return list(load_dataset(path, split=SplitConfig()).dataset.personas[:n_personas])
+
+
+def persona_prompts(n_personas: int, seed: int = 0) -> list[list[str]]:
+    """Each persona's test prompts, for ``n_personas`` personas of a demo dataset."""
     return [
         [build_prompt(p.text, ex.context) for ex in p.examples if ex.split == "test"]
-        for p in personas
+        for p in demo_personas(n_personas, seed)
     ]
+
+
+def trained_adapters(base: BaseModel, personas: Sequence[Any], folder: Path) -> list[Path]:
+    """One rank-8 adapter per persona, trained one epoch on its own training examples."""
+    from trainers.batching import prompt_pairs
+    from trainers.config import TrainConfig
+    from trainers.recipe import train_lora
+
+    config = TrainConfig(epochs=1, batch_size=4, evals_per_epoch=1)
+    paths = []
+    for i, persona in enumerate(personas):
+        out = folder / f"persona{i}"
+        train = prompt_pairs([persona], "train")
+        train_lora(base, config, train, prompt_pairs([persona], "val"), save_dir=out)
+        paths.append(out)
+    return paths
 
 
 def random_adapters(base: BaseModel, n: int, folder: Path, rank: int = 8) -> list[Path]:
@@ -102,15 +122,23 @@ def main() -> None:
     parser.add_argument("--personas", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--trained", action="store_true", help="train the adapters (1 epoch)")
     args = parser.parse_args()
     set_threads(args.threads)
     base = load_base_model(ModelConfig(device="cpu"))
     config = EvalConfig()
-    prompts = persona_prompts(args.personas)
+    personas = demo_personas(args.personas)
+    prompts = [
+        [build_prompt(p.text, ex.context) for ex in p.examples if ex.split == "test"]
+        for p in personas
+    ]
     seconds = {"persona by persona": 0.0, "mixed": 0.0}
     same = total = 0
     with tempfile.TemporaryDirectory() as tmp:
-        adapters = random_adapters(base, args.personas, Path(tmp))
+        if args.trained:
+            adapters = trained_adapters(base, personas, Path(tmp))
+        else:
+            adapters = random_adapters(base, args.personas, Path(tmp))
         by_persona(base, prompts[:1], adapters[:1], config)  # warm-up, not timed
         for r in range(args.rounds):
             share = slice(r, None, args.rounds)
@@ -122,8 +150,10 @@ def main() -> None:
                 seconds[name] += time.perf_counter() - started
             same += sum(a == b for a, b in zip(*replies.values(), strict=True))
             total += len(replies["mixed"])
+    kind = "trained" if args.trained else "random"
     print(
-        f"{args.personas} personas x {len(prompts[0])} test prompts, tiny model on the CPU, "
+        f"{args.personas} personas x {len(prompts[0])} test prompts, {kind} adapters, "
+        "tiny model on the CPU, "
         f"EvalConfig defaults (batch {config.batch_size}), torch threads {args.threads}, "
         f"{args.rounds} interleaved rounds"
     )

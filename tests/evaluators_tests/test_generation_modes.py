@@ -132,19 +132,11 @@ def test_mixed_adapter_batches_give_each_adapter_its_own_replies(
     assert all(torch.equal(after[k], before[k]) for k in before)
 
 
-def test_adapter_batches_are_chosen_by_device_and_left_out_of_the_key() -> None:
-    auto = EvalConfig()
-    assert adapter_batches_for(auto, "cpu") == "per_adapter"
-    assert adapter_batches_for(auto, "cuda:0") == "mixed"
+def test_adapter_batches_are_chosen_by_device() -> None:
+    assert adapter_batches_for(EvalConfig(), "cpu") == "per_adapter"
+    assert adapter_batches_for(EvalConfig(), "cuda:0") == "mixed"
     assert adapter_batches_for(EvalConfig(adapter_batches="mixed"), "cpu") == "mixed"
     assert adapter_batches_for(EvalConfig(adapter_batches="per_adapter"), "cuda:1") == "per_adapter"
-    # how the work runs is not part of a run's key, so a run resumes either way
-    keys = {
-        EvalConfig(adapter_batches="mixed").key,
-        EvalConfig(compile_decoding="buckets").key,
-        auto.key,
-    }
-    assert keys == {auto.key}
     with pytest.raises(ValueError, match="invalid compile_decoding='always'"):
         EvalConfig(compile_decoding="always")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="invalid adapter_batches='some'"):
