@@ -50,13 +50,11 @@ def _trial(base: Any) -> dict[str, Any]:
     except Exception as exc:  # the figure says what happened; the check goes on
         message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return figures | {"recovered": False, "micro_batch_after": None, "error": message[:300]}
-    retries = getattr(result, "oom_retries", None)
-    after = getattr(result, "micro_batch_size", None)
     return figures | {
-        "recovered": bool(retries) and after is not None and after < BEFORE,
-        "micro_batch_after": after,
-        "gradient_accumulation_steps": getattr(result, "gradient_accumulation_steps", None),
-        "oom_retries": retries,
+        "recovered": result.oom_retries > 0 and (result.micro_batch_size or BEFORE) < BEFORE,
+        "micro_batch_after": result.micro_batch_size,
+        "gradient_accumulation_steps": result.gradient_accumulation_steps,
+        "oom_retries": result.oom_retries,
         "train_steps": result.train_steps,
     }
 
@@ -91,12 +89,11 @@ def _child(family: str) -> dict[str, Any]:
     """In the child process: the scaled model, a warm-up, the limit, then the trial."""
     import resource
 
+    import torch
     from bench_gpu import MODELS, build, spc_pairs
 
     from trainers.config import TrainConfig
     from trainers.recipe import train_lora
-
-    import torch
 
     torch.set_num_threads(1)
     shape = next(s for s in MODELS if s.family == family).scaled()

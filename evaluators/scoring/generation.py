@@ -26,7 +26,8 @@ _NEWLINE_IDS: weakref.WeakKeyDictionary[Any, tuple[int, tuple[int, ...]]] = (
 
 CACHE_BUCKET_MIN = 128
 """With ``compile_decoding="buckets"``: the shortest static cache, in tokens; the longer
-buckets double it (256, 512, ...), so the default limits (384 + 40) need at most three."""
+buckets double it (256, 512, ...), so the default limits (prompt and reply within training's
+256 tokens) need at most two."""
 
 
 @contextmanager

@@ -98,7 +98,8 @@ def test_bucketed_decoding_builds_a_graph_per_shape_at_most(
         for d in (None, random_adapters[0])
     ]
     # The shapes the decoding step met: (rows, cache length) of each batch, sorted by length.
-    lengths = sorted(len(f.ids) for f in fit_prompts(tiny_base.tokenizer, PROMPTS, 384))
+    fitted = fit_prompts(tiny_base.tokenizer, PROMPTS, SHORT.prompt_limit)
+    lengths = sorted(len(f.ids) for f in fitted)
     shapes = {
         (bucket(len(lengths[i : i + 4]), 1), bucket(lengths[i : i + 4][-1] + 6, CACHE_BUCKET_MIN))
         for i in range(0, len(lengths), 4)
