@@ -12,10 +12,11 @@ in one process, as a worker and an evaluator run them:
 
 - training (:func:`trainers.recipe.train_lora`, default data settings: grouped by length):
   rows of Synthetic-Persona-Chat's validation split (tests/data), batch 8 of the search space
-  (2 in the dry run). Only the steps are timed: hooks on the decoder note the start of every
-  training forward pass (after a CUDA synchronize); the first ``WARMUP_STEPS`` are left out,
-  as are set-up, evaluation and saving. ``train_tokens_per_s`` counts real tokens (padding
-  left out); ``padding_share`` is the padding among the computed tokens of every step;
+  (2 in the dry run, its rows cut to 128 tokens). Only the steps are timed: hooks on the
+  decoder note the start of every training forward pass (after a CUDA synchronize); the
+  first ``WARMUP_STEPS`` are left out, as are set-up, evaluation and saving.
+  ``train_tokens_per_s`` counts real tokens (padding left out); ``padding_share`` is the
+  padding among the computed tokens of every step;
 - ``mfu``: ``4 * N * train_tokens_per_s`` against the card's dense bf16 peak
   (:data:`PEAK_BF16_TFLOPS`). ``N`` (``flop_params``) counts the weights of the matrix
   products a token goes through: every parameter but the input embedding (a lookup), with the
@@ -153,6 +154,8 @@ class Size:
     """How much work each part does: the check's, or the dry run's."""
 
     batch_size: int = 8
+    max_seq_length: int = 256
+    """Training rows are cut to this (the default: what a trial trains on)."""
     timed_steps: int = 30
     eval_prompts: int = 256
     personas: int = 16
@@ -160,7 +163,9 @@ class Size:
 
 
 GPU = Size()
-DRY = Size(batch_size=2, timed_steps=3, eval_prompts=8, personas=2, memory_trials=20)
+DRY = Size(
+    batch_size=2, max_seq_length=128, timed_steps=3, eval_prompts=8, personas=2, memory_trials=20
+)
 
 
 def peak_tflops(device_name: str) -> float | None:
@@ -299,11 +304,12 @@ def train(base: Any, size: Size, work: Path) -> dict[str, Any]:
     """One trial's training, timed by its steps; its adapter is saved under ``work``."""
     import torch
 
-    from trainers.config import TrainConfig
+    from trainers.config import DataConfig, TrainConfig
     from trainers.recipe import train_lora
 
     pairs = spc_pairs(size.batch_size * (WARMUP_STEPS + size.timed_steps + 1) + 8)
-    config = TrainConfig(epochs=1, batch_size=size.batch_size, evals_per_epoch=1)
+    data = DataConfig(max_seq_length=size.max_seq_length)
+    config = TrainConfig(epochs=1, batch_size=size.batch_size, evals_per_epoch=1, data=data)
     if base.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(base.device)
     with timed_steps(base) as steps:
