@@ -317,6 +317,7 @@ def train(base: Any, size: Size, work: Path) -> dict[str, Any]:
     per_s = steps.tokens_per_s(WARMUP_STEPS)
     return {
         "train_steps": result.train_steps,
+        "micro_batch_size": result.micro_batch_size,  # smaller only if memory ran out
         "timed_steps": len(steps.starts) - WARMUP_STEPS - 1,
         "train_tokens_per_s": round(per_s, 1),
         "padding_share": round(steps.padding_share, 4),

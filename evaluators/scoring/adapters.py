@@ -26,8 +26,8 @@ BASE_ROW = "__base__"
 
 def adapter_batches_for(config: EvalConfig, device: str) -> str:
     """``"per_adapter"`` or ``"mixed"``: :attr:`EvalConfig.adapter_batches`, with ``"auto"``
-    chosen by device: mixed on a GPU, per adapter on the CPU (there mixed measured 0.77 to
-    0.88x of persona by persona: BENCHMARKS.md, "Many adapters per batch")."""
+    chosen by device: mixed on a GPU, per adapter on the CPU (there mixed measured 0.82x to
+    0.83x of persona by persona with trained adapters: BENCHMARKS.md, "Many adapters per batch")."""
     if config.adapter_batches != "auto":
         return config.adapter_batches
     return "mixed" if device.startswith("cuda") else "per_adapter"

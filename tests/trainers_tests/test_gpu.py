@@ -120,6 +120,7 @@ def test_the_gpu_check_runs_dry_on_the_cpu(tmp_path: Path) -> None:
         assert m["name"] and m["params"] > m["vocab_size"] * 64
         assert 0 < m["flop_params"] <= m["params"]  # the input embedding left out
         assert m["train_tokens_per_s"] > 0 and 0 <= m["padding_share"] < 0.5
+        assert m["batch_size"] == m["micro_batch_size"] == 2
         assert m["mfu"] is None  # no peak to compare with on the CPU
         assert m["peak_memory_gib"] > 0 and m["trial_state_mib"] > 0
         assert m["memory_trials"] == 2 and isinstance(m["memory_growth_mib"], float)
