@@ -3,7 +3,7 @@
 # which writes bench_gpu.json (BENCHMARKS.md, "The GPU check", says what each figure means).
 #
 # Run on a machine with a CUDA GPU, from the repository root:
-#     benchmarks/gpu_check.sh                    # under 8 minutes on one H100
+#     benchmarks/gpu_check.sh                    # aim: under 8 minutes on one H100 (unmeasured)
 #     GPU_CHECK_DRY=1 benchmarks/gpu_check.sh    # no GPU needed: the CPU, scaled-down models
 # PYTHON names the interpreter (default .venv/bin/python, else python3); GPU_CHECK_OUT the
 # folder for the figures (default gpu-check/); GPU_CHECK_MEMORY_TRIALS the trials of the
