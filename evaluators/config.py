@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from trainers.config import DataConfig
 
@@ -23,6 +23,17 @@ KEY_LENGTH = 12
 
 FLOAT_FIELDS = ("temperature", "top_p", "repetition_penalty")
 """Fields given as int are stored as float, so that equal settings have an equal key."""
+
+RUN_FIELDS = ("compile_decoding", "adapter_batches")
+"""Fields that choose how the work runs, not which replies it gives: like the device, they
+are left out of :attr:`EvalConfig.key`, so a run started one way resumes the other way (the
+tests show the replies equal)."""
+
+COMPILE_MODES = ("off", "buckets")
+"""Values of :attr:`EvalConfig.compile_decoding`."""
+
+ADAPTER_BATCHES = ("auto", "per_adapter", "mixed")
+"""Values of :attr:`EvalConfig.adapter_batches`."""
 
 
 def _check(condition: bool, name: str, value: object, expected: str) -> None:
@@ -62,6 +73,14 @@ class EvalConfig:
     """Never repeat an n-gram of this many tokens; 0 is off."""
     seed: int = 0
     """Seed of the sampling: the same seed, prompts and model give the same replies."""
+    compile_decoding: Literal["off", "buckets"] = "off"
+    """off: decode uncompiled on every device (no graph is built); buckets: a static cache of a
+    few fixed lengths and batches of a few fixed sizes, which transformers compiles where it
+    compiles decoding (CUDA): one graph per bucket and adapter, never one per batch."""
+    adapter_batches: Literal["auto", "per_adapter", "mixed"] = "auto"
+    """Per-persona and MoE evaluation: per_adapter answers persona by persona; mixed batches
+    many personas' adapters together (peft's adapter_names), with the same replies; auto: mixed
+    on a GPU, per_adapter on the CPU (BENCHMARKS.md, "Many adapters per batch")."""
 
     def __post_init__(self) -> None:
         for name in FLOAT_FIELDS:  # 1 and 1.0 are one setting, with one key
@@ -97,6 +116,18 @@ class EvalConfig:
             "an integer >= 0 (0: off)",
         )
         _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        _check(
+            self.compile_decoding in COMPILE_MODES,
+            "compile_decoding",
+            self.compile_decoding,
+            f"one of {COMPILE_MODES}",
+        )
+        _check(
+            self.adapter_batches in ADAPTER_BATCHES,
+            "adapter_batches",
+            self.adapter_batches,
+            f"one of {ADAPTER_BATCHES}",
+        )
         if not self.do_sample:
             for name, neutral in (("temperature", 1.0), ("top_p", 1.0), ("top_k", 0)):
                 value = getattr(self, name)
@@ -143,7 +174,9 @@ class EvalConfig:
         """A short digest of every field: stored replies are reused only under the same key.
 
         A change of any field (a decoding option, a length, even the batch size, which can
-        move greedy replies through padding) gives another key and so another evaluation run.
+        move greedy replies through padding) gives another key and so another evaluation run;
+        the :data:`RUN_FIELDS` are left out (how the work runs, as the device is).
         """
-        canonical = json.dumps(self.to_dict(), sort_keys=True)
+        fields = {k: v for k, v in self.to_dict().items() if k not in RUN_FIELDS}
+        canonical = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:KEY_LENGTH]

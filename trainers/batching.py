@@ -10,11 +10,12 @@ causal-LM collator, ``DataCollatorForLanguageModeling``, would copy ``input_ids`
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from trainers.config import DataConfig
 from trainers.prompt import ContextLoss, build_prompt, fit_prompt, reply_target
 
 IGNORE_INDEX = -100
@@ -83,14 +84,72 @@ def tokenize_pairs(
     return TokenRows(rows, ContextLoss.of(fitted, max_length))
 
 
-def collator(tokenizer: Any) -> Any:
+def collator(tokenizer: Any, data: DataConfig | None = None) -> Any:
     """The batch collator for rows from :func:`tokenize_pairs` (see the module docstring).
 
-    It pads on the tokenizer's ``padding_side``; train inside :func:`padded_right`.
+    It pads on the tokenizer's ``padding_side`` (train inside :func:`padded_right`) up to a
+    multiple of ``data.pad_to_multiple_of``. With ``data.packing`` it pads nothing: a batch is
+    one row of the rows joined, with ``position_ids`` that restart at every row
+    (transformers' ``DataCollatorWithFlattening``; the first label of each row, a prompt
+    token's, is the ignored separator). Check the model first with :func:`check_packing`.
     """
-    from transformers import DataCollatorForSeq2Seq
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
-    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)
+    data = data or DataConfig()
+    if data.packing:
+        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+    multiple = data.pad_to_multiple_of if data.pad_to_multiple_of > 1 else None
+    return DataCollatorForSeq2Seq(
+        tokenizer, label_pad_token_id=IGNORE_INDEX, pad_to_multiple_of=multiple
+    )
+
+
+def padding_share(batches: Iterable[Mapping[str, Any]]) -> float:
+    """The share of the computed tokens that are padding, over collated batches.
+
+    A padded batch computes every position of ``input_ids``, of which its ``attention_mask``
+    marks the real tokens; a packed batch (no attention mask) computes real tokens only.
+    """
+    computed = real = 0
+    for batch in batches:
+        computed += int(batch["input_ids"].numel())
+        mask = batch.get("attention_mask")
+        real += int(batch["input_ids"].numel() if mask is None else mask.sum())
+    return 0.0 if computed == 0 else 1 - real / computed
+
+
+def check_packing(model: Any) -> None:
+    """Refuse packing where the model's attention would let the joined rows see each other.
+
+    Two short rows are run apart and packed (one sequence, ``position_ids`` restarting at the
+    second row, no attention mask); packing is right when the second row's logits are the
+    same both ways. transformers 5 separates the rows from ``position_ids`` in its
+    flash-attention kernels and in the masks it builds for sdpa, eager and flex attention;
+    a model that builds its own mask (custom code) may not.
+
+    Raises:
+        ValueError: If the packed row's logits differ, naming the model type and attention.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    first = torch.tensor([[5, 6, 7, 8, 9, 10]], device=device)
+    second = torch.tensor([[11, 12, 13, 14]], device=device)
+    packed = torch.cat([first, second], dim=1)
+    positions = torch.cat([torch.arange(6), torch.arange(4)]).unsqueeze(0).to(device)
+    with torch.no_grad():
+        alone = model(input_ids=second, use_cache=False).logits[0].float()
+        joined = model(input_ids=packed, position_ids=positions, use_cache=False).logits
+    together = joined[0, 6:].float()
+    scale = float(alone.abs().max()) or 1.0
+    if not torch.allclose(alone, together, rtol=0.0, atol=0.02 * scale):
+        attention = getattr(model.config, "_attn_implementation", None)
+        raise ValueError(
+            f"invalid data.packing=True: {model.config.model_type} with {attention} attention "
+            "mixes the packed rows (logits differ from the rows alone); expected "
+            "data.packing=False, or an attention that separates rows by position_ids "
+            "(sdpa, eager or flash_attention_2 in transformers 5)"
+        )
 
 
 @contextmanager

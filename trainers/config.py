@@ -91,12 +91,27 @@ class DataConfig:
     """Cap on validation examples per persona (None: all)."""
     max_seq_length: int = 256
     """Prompt plus reply, in tokens; longer prompts are cut from the left."""
+    group_by_length: bool = True
+    """Batch rows of similar length (transformers' LengthGroupedSampler, seeded): an epoch still
+    sees every example once; padding falls from 8-24% of the computed tokens to under 1%."""
+    pad_to_multiple_of: int = 1
+    """Pad a batch's length up to a multiple of this: 8 aligns GPU tensor-core shapes, at about
+    3.5 more padding tokens a row (4% of the demo's 85-token rows, 2% of 220-token rows)."""
+    packing: bool = False
+    """Padding-free batches: a batch's rows joined into one sequence, positions restarting at
+    every row (DataCollatorWithFlattening); refused where the attention would mix the rows."""
 
     def __post_init__(self) -> None:
         for name in ("max_train_per_persona", "max_val_per_persona"):
             value = getattr(self, name)
             _check(value is None or value >= 1, f"data.{name}", value, "None or an integer >= 1")
         _check(self.max_seq_length >= 16, "data.max_seq_length", self.max_seq_length, ">= 16")
+        _check(
+            self.pad_to_multiple_of >= 1 and not (self.packing and self.pad_to_multiple_of > 1),
+            "data.pad_to_multiple_of",
+            self.pad_to_multiple_of,
+            "an integer >= 1, and 1 with data.packing (packed batches have no padding)",
+        )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from trainers.base_model import BaseModel
-from trainers.batching import PromptPair, TokenRows, collator, padded_right, tokenize_pairs
+from trainers.batching import (
+    PromptPair,
+    TokenRows,
+    check_packing,
+    collator,
+    padded_right,
+    tokenize_pairs,
+)
 from trainers.config import TrainConfig
 from trainers.devices import one_device_arguments, release_memory
 from trainers.memory import MicroBatches, report_once
@@ -115,6 +122,8 @@ def training_arguments(
         per_device_train_batch_size=micro,
         gradient_accumulation_steps=config.batch_size // micro,
         per_device_eval_batch_size=max(8, micro),
+        # rows of similar length share a batch; an epoch still sees every row once
+        train_sampling_strategy="group_by_length" if config.data.group_by_length else "random",
         learning_rate=config.learning_rate,
         lr_scheduler_type="linear",
         weight_decay=config.weight_decay,
@@ -246,6 +255,8 @@ def _attempt(
     # Model: LoRA layers on the shared base model, seeded.
     torch.manual_seed(config.seed)
     use_cache = getattr(base.model.config, "use_cache", None)  # the Trainer turns it off
+    if config.data.packing:
+        check_packing(base.model)
     model = get_peft_model(base.model, lora_config(config, base.model))
 
     run = RunLog(report=report)
@@ -277,7 +288,7 @@ def _attempt(
                 ),
                 train_dataset=train_rows,  # type: ignore[arg-type]
                 eval_dataset=val_rows,  # type: ignore[arg-type]
-                data_collator=collator(base.tokenizer),
+                data_collator=collator(base.tokenizer, config.data),
                 callbacks=[report_callback(run)],
             )
             trainer.remove_callback(PrinterCallback)  # our log file gets every line instead

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluators.config import EvalConfig
+from evaluators.scoring.adapters import Applied, row_adapters_applied
 from trainers.base_model import BaseModel
 from trainers.memory import ShrinkingBatch
 from trainers.prompt import fit_prompts
@@ -22,6 +23,11 @@ _NEWLINE_IDS: weakref.WeakKeyDictionary[Any, tuple[int, tuple[int, ...]]] = (
     weakref.WeakKeyDictionary()
 )
 """Per tokenizer: its length when computed, and its newline token ids."""
+
+CACHE_BUCKET_MIN = 128
+"""With ``compile_decoding="buckets"``: the shortest static cache, in tokens; the longer
+buckets double it (256, 512, ...), so the default limits (prompt and reply within training's
+256 tokens) need at most two."""
 
 
 @contextmanager
@@ -44,6 +50,21 @@ def adapter_applied(base: BaseModel, adapter_dir: Path | None) -> Iterator[Any]:
         yield model
     finally:
         base.model = model.unload()
+
+
+@contextmanager
+def _applied(
+    base: BaseModel, adapter_dir: Path | None, row_adapters: Sequence[Path | None] | None
+) -> Iterator[Applied]:
+    """:func:`adapter_applied`, or with ``row_adapters`` each prompt's own adapter."""
+    if row_adapters is None:
+        with adapter_applied(base, adapter_dir) as model:
+            yield Applied(model)
+    elif adapter_dir is not None:
+        raise ValueError("give adapter_dir or row_adapters, not both")
+    else:
+        with row_adapters_applied(base, row_adapters) as applied:
+            yield applied
 
 
 def clean_reply(text: str) -> str:
@@ -103,6 +124,8 @@ def generation_config(config: EvalConfig, tokenizer: Any) -> Any:
         else {}
     )
     return GenerationConfig(
+        # "off": never compiled, even where transformers would compile a static cache's step
+        disable_compile=config.compile_decoding == "off",
         max_new_tokens=config.max_new_tokens,
         do_sample=config.do_sample,
         num_beams=1,
@@ -114,18 +137,33 @@ def generation_config(config: EvalConfig, tokenizer: Any) -> Any:
     )
 
 
-def static_cache(model: Any, prompt_tokens: int, max_new_tokens: int) -> Any:
+def bucket(n: int, smallest: int) -> int:
+    """The smallest of ``smallest``, twice it, four times it, ... that is at least ``n``."""
+    size = smallest
+    while size < n:
+        size *= 2
+    return size
+
+
+def static_cache(
+    model: Any, prompt_tokens: int, max_new_tokens: int, *, bucketed: bool = False
+) -> Any:
     """A transformers ``StaticCache`` sized for one batch, or None where the model has none.
 
     The default dynamic cache concatenates every layer's keys and values at every step; on
     the tiny model at batch 32 that was a third of the decoding time. A static cache is
     allocated once per batch, sized to this batch (``cache_implementation="static"`` would
-    instead keep the largest size ever used on the model, and attend over it).
+    instead keep the largest size ever used on the model, and attend over it). ``bucketed``
+    rounds the size up to a :func:`bucket` of :data:`CACHE_BUCKET_MIN`, so that a compiled
+    decoding step sees a few cache shapes, not one per batch.
     """
     from transformers import StaticCache
 
+    length = prompt_tokens + max_new_tokens
+    if bucketed:
+        length = bucket(length, CACHE_BUCKET_MIN)
     try:
-        return StaticCache(config=model.config, max_cache_len=prompt_tokens + max_new_tokens)
+        return StaticCache(config=model.config, max_cache_len=length)
     except (ValueError, TypeError, KeyError, NotImplementedError):
         return None  # an architecture without a static cache keeps the dynamic one
 
@@ -142,9 +180,16 @@ def _seeded(seed: int, device: str) -> Iterator[None]:
 
 
 def _generate_rows(
-    model: Any, tokenizer: Any, enc: Any, settings: Any, start: int, stop: int
+    applied: Applied,
+    tokenizer: Any,
+    enc: Any,
+    settings: Any,
+    rows: Sequence[int],
+    bucketed: bool,
+    start: int,
+    stop: int,
 ) -> list[str]:
-    """The replies of rows ``start:stop`` of a left-padded batch, decoded.
+    """The replies of rows ``start:stop`` of a left-padded batch of prompts ``rows``, decoded.
 
     The rows keep the whole batch's padding, so each row's input (tokens, attention mask,
     positions) is the same however many rows run with it: after an out-of-memory the batch
@@ -152,9 +197,10 @@ def _generate_rows(
     """
     part = {name: value[start:stop] for name, value in enc.items()}
     width = part["input_ids"].shape[1]
-    cache = static_cache(model, width, settings.max_new_tokens)
+    cache = static_cache(applied.model, width, settings.max_new_tokens, bucketed=bucketed)
     extra = {} if cache is None else {"cache": cache}
-    out = model.generate(**part, generation_config=settings, **extra)
+    names = applied.names(rows[start:stop])
+    out = applied.model.generate(**part, generation_config=settings, **extra, **names)
     return list(tokenizer.batch_decode(out[:, width:], skip_special_tokens=True))
 
 
@@ -164,6 +210,7 @@ def generate_replies(
     *,
     eval_config: EvalConfig = EvalConfig(),
     adapter_dir: Path | None = None,
+    row_adapters: Sequence[Path | None] | None = None,
     progress: str | None = None,
     on_batch: Callable[[list[int], list[str]], None] | None = None,
 ) -> list[str]:
@@ -175,12 +222,18 @@ def generate_replies(
     seeded once per call, so the same prompts, model and config give the same replies.
     Prompts over ``eval_config.prompt_limit`` are fitted as in training
     (:func:`trainers.prompt.fit_prompt`: the persona stays whole, the oldest turns go first).
+    With ``eval_config.compile_decoding="buckets"`` a batch is filled up to a power of two of
+    rows (copies of its last prompt, whose replies are dropped) and its static cache sized to
+    a :func:`bucket`, so that a compiled decoding step meets few shapes.
 
     Args:
         base: The loaded base model.
         prompts: Prompts from :func:`trainers.prompt.build_prompt`.
         eval_config: Batch size, lengths and decoding.
         adapter_dir: A peft adapter directory to apply, or None for the bare base model.
+        row_adapters: Instead of ``adapter_dir``, each prompt's own adapter (None: the base
+            model), all loaded at once and mixed in a batch
+            (:mod:`evaluators.scoring.adapters`).
         progress: A label for a progress bar, or None for none.
         on_batch: Called after each batch with the prompt indices and their replies, so a
             caller can save results as they come (and resume after a crash).
@@ -199,18 +252,24 @@ def generate_replies(
     size = eval_config.batch_size
     batches = [order[i : i + size] for i in range(0, len(order), size)]
     rows_at_a_time = ShrinkingBatch(size, what="generation")
+    bucketed = eval_config.compile_decoding == "buckets"
     try:
         with (
-            adapter_applied(base, adapter_dir) as model,
+            _applied(base, adapter_dir, row_adapters) as applied,
             torch.inference_mode(),
             _seeded(eval_config.seed, base.device),
         ):
             for batch in tqdm(batches, desc=progress, disable=progress is None, leave=False):
+                fill = min(bucket(len(batch), 1), size) - len(batch) if bucketed else 0
+                rows = batch + batch[-1:] * fill
                 enc = tokenizer.pad(
-                    {"input_ids": [list(fitted[i].ids) for i in batch]}, return_tensors="pt"
+                    {"input_ids": [list(fitted[i].ids) for i in rows]}, return_tensors="pt"
                 ).to(base.device)
-                rows = functools.partial(_generate_rows, model, tokenizer, enc, settings)
-                for i, text in zip(batch, rows_at_a_time.map(rows, len(batch)), strict=True):
+                run = functools.partial(
+                    _generate_rows, applied, tokenizer, enc, settings, rows, bucketed
+                )
+                texts = rows_at_a_time.map(run, len(rows))[: len(batch)]
+                for i, text in zip(batch, texts, strict=True):
                     replies[i] = clean_reply(text)
                 if on_batch is not None:
                     on_batch(batch, [replies[i] for i in batch])
@@ -222,6 +281,7 @@ def generate_replies(
 __all__ = [
     "REPLY_END",
     "adapter_applied",
+    "bucket",
     "clean_reply",
     "generate_replies",
     "generation_config",

@@ -10,7 +10,7 @@ settings (another decoding, another length) are never reused.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,7 @@ def generate_and_store(
     items: Sequence[EvalItem],
     *,
     adapter_dir: Path | None,
+    persona_adapters: Mapping[str, Path] | None = None,
     embedding_model: str | None = None,
     progress: bool = True,
 ) -> int:
@@ -158,6 +159,8 @@ def generate_and_store(
         base: The loaded base model.
         items: The examples to evaluate.
         adapter_dir: The method's peft adapter, or None for the bare base model.
+        persona_adapters: Instead of ``adapter_dir`` (None), each item's persona key -> the
+            adapter that answers it; the adapters share batches (peft's mixed batches).
         embedding_model: The model that scores similarity (default: the packaged one).
         progress: Show a progress bar over the batches (off when the caller shows its own).
 
@@ -183,6 +186,9 @@ def generate_and_store(
             [it.prompt for it in todo],
             eval_config=key.eval_config,
             adapter_dir=adapter_dir,
+            row_adapters=None
+            if persona_adapters is None
+            else [persona_adapters[it.persona_key] for it in todo],
             progress=f"evaluating {key.method}" if progress else None,
             on_batch=save,
         )

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from evaluators.config import EvalConfig
+from evaluators.config import RUN_FIELDS, EvalConfig
 
 
 def test_defaults_are_greedy_and_stop_at_the_newline() -> None:
@@ -66,9 +66,13 @@ def test_key_is_stable_and_changes_with_every_field() -> None:
         "no_repeat_ngram_size": 3,
         "seed": 7,
     }
-    assert set(changed) == {f.name for f in dataclasses.fields(EvalConfig)}
+    assert set(changed) | set(RUN_FIELDS) == {f.name for f in dataclasses.fields(EvalConfig)}
     keys = {dataclasses.replace(base, **{name: value}).key for name, value in changed.items()}
     assert len(keys) == len(changed) and base.key not in keys
+    # how generation runs (compiled or not, adapters mixed or not) leaves the key alone
+    run = {"compile_decoding": "buckets", "adapter_batches": "mixed"}
+    assert set(run) == set(RUN_FIELDS)
+    assert {dataclasses.replace(base, **{k: v}).key for k, v in run.items()} == {base.key}
 
 
 def test_an_integer_float_setting_has_the_key_of_its_float() -> None:

@@ -1,6 +1,7 @@
 """The MoE merge on real peft adapters of the tiny model and real storage: routes with and
 without the persona's own adapter, merged adapters equal to the dense weighted sum, the
-results file, and refusals that name the missing persona."""
+results file, refusals that name the missing persona, and mixed-adapter batches that store
+the replies of persona by persona."""
 
 from __future__ import annotations
 
@@ -139,3 +140,21 @@ def test_a_merge_is_the_same_bytes_under_any_output_root(
         shas = {v: {t: a.sha256 for t, a in m.items()} for v, m in merged.items()}
         made[root.name] = (results, shas)
     assert made["machine-a"] == made["machine-b"]
+
+
+def test_mixed_adapter_batches_store_the_replies_of_persona_by_persona(
+    stored: tuple[Any, int, list[Any]], tiny_base: Any, tmp_path: Path
+) -> None:
+    engine, dataset_id, personas = stored
+    adapters = _adapters(personas, tmp_path / "personas")
+    replies = {}
+    for batches in ("per_adapter", "mixed"):
+        config = EvalConfig(max_new_tokens=6, adapter_batches=batches)
+        scope = MoeScope(f"study_{batches}", dataset_id, None, 4, personas, config)
+        result = moe.evaluate_by_persona(engine, scope, tiny_base, "persona_adapters", adapters)
+        with storage.session_scope(engine) as session:
+            rows = storage.evaluation_results(session, result.run_id)
+        replies[batches] = {r.example_id: r.generated for r in rows}
+    assert len(replies["mixed"]) == 4 * 2
+    assert replies["mixed"] == replies["per_adapter"]
+    assert len(set(replies["mixed"].values())) > 2
