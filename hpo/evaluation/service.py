@@ -23,6 +23,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -73,7 +74,7 @@ def run_pass(evaluator: StudyEvaluator) -> PassResult:
     study has a COMPLETE trial).
     """
     result = PassResult()
-    top = top_trials(evaluator.study, evaluator.top_k)
+    top = top_trials(evaluator.study, evaluator.top_k, evaluator.engine)
     done = evaluator.evaluated()
     for trial in top:
         if trial.trial_number in done:
@@ -111,13 +112,15 @@ def run_evaluator(
     once: bool = False,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
     max_passes: int | None = None,
+    on_pass: Callable[[PassResult], None] | None = None,
 ) -> PassResult:
     """Evaluate the study's due trials, once or watching.
 
     With ``once``, passes repeat only while due work is leased by another evaluator (until
     it is done there, or its lease expires and this one takes it over); then it returns.
     Otherwise it watches: a pass every ``poll_interval`` seconds until stopped (SIGTERM or
-    Ctrl-C, which release the leases held) or ``max_passes`` ran.
+    Ctrl-C, which release the leases held) or ``max_passes`` ran. ``on_pass`` is called with
+    each pass's result (``hpo evaluator --watch`` prints a line per evaluated trial).
 
     Returns:
         All passes together: what was evaluated here, and the last results written.
@@ -132,6 +135,8 @@ def run_evaluator(
             guard = evaluator.guard
             result = run_pass(evaluator) if guard is None else guard.call(run_pass, evaluator)
             passes += 1
+            if on_pass is not None:
+                on_pass(result)
             total.evaluated += result.evaluated
             total.waiting = result.waiting
             total.failed = sorted(set(total.failed) | set(result.failed))
@@ -169,7 +174,7 @@ def evaluate_study(
     evaluator = open_evaluator(
         url, study_name, output_root=output_root, eval_config=eval_config, top_k=top_k
     )
-    if not complete_trials(evaluator.study):
+    if not complete_trials(evaluator.study, evaluator.engine):
         raise LookupError(f"study {study_name!r} has no COMPLETE trial yet; run workers first")
     result = run_evaluator(evaluator, once=True)
     if result.report is not None and result.results is not None:

@@ -53,6 +53,7 @@ from hpo.personas.objective import (
 )
 from hpo.study.config import StudyConfig, train_config_for
 from hpo.study.creation import GRACE_PERIOD, METRIC_NAME, load_study, optuna_storage
+from hpo.study.records import KIND_ATTR, PERSONAS_KIND, SOURCE_ATTR
 from hpo.workers.stop import requeue
 from hpo.workers.tickets import fail_stale_trials
 from storage.locks import database_lock
@@ -84,10 +85,8 @@ log = logging.getLogger(__name__)
 
 SUFFIX = "-personas"
 """The per-persona study of study S is ``S-personas``."""
-KIND_ATTR = "kind"
-KIND = "personas"
-"""Study user attribute ``kind``: marks a per-persona study."""
-SOURCE_ATTR = "source_study"
+KIND = PERSONAS_KIND
+"""Study user attribute ``kind`` (:data:`KIND_ATTR`): marks a per-persona study."""
 TRAIN_CONFIG_ATTR = "train_config"
 """Study record (``storage.study_records``) of the per-persona study: the fixed training
 config; a study user attribute before 0005, when ``optuna studies`` printed it whole."""

@@ -2,7 +2,8 @@
 
 A completed trial's adapter is written atomically under
 ``models/trials/<study>/<number>/``, then recorded with its sha256 in storage and in the
-trial's user attributes. A pruned or failed trial leaves no adapter behind.
+trial's record (:mod:`hpo.study.trial_records`, beside its train config and a failure's reason:
+Optuna's CLI prints user attributes whole). A pruned or failed trial leaves no adapter behind.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ import optuna
 import storage
 from hpo.study.config import StudyConfig, train_config_for
 from hpo.study.space import suggest
+from hpo.study.trial_records import (
+    FAIL_REASON,
+    FAIL_REASON_LENGTH,
+    save_trial_fields,
+    short_reason,
+)
 from hpo.workers.step_budget import BUDGET_SPENT, StepCharger
+from hpo.workers.trial_card import trial_card
 from trainers.batching import PromptPair
 from trainers.config import TrainConfig
 from trainers.recipe import TrainResult, train_lora
@@ -33,8 +41,10 @@ PRUNE_REASON_ATTR = "prune_reason"
 :data:`hpo.workers.step_budget.BUDGET_SPENT`."""
 
 
-FAIL_REASON_ATTR = "fail_reason"
-"""Trial user attribute of a failed trial: the error's type and message."""
+FAIL_REASON_ATTR = FAIL_REASON
+"""Trial user attribute of a failed trial: the error's type and message, cut short
+(:func:`~hpo.study.trial_records.short_reason`); the whole is the field of that name in the
+trial's record (:mod:`hpo.study.trial_records`)."""
 
 
 def fault_outside_params(exc: BaseException) -> bool:
@@ -117,11 +127,27 @@ class Objective:
             self.last_fault_outside_params = fault_outside_params(exc)
             # The reason shows in `hpo study trials` and the dashboard, not only in a log.
             # Not stored while the database is down (it would only fail again).
+            reason = f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(
                 optuna.exceptions.UpdateFinishedTrialError, storage.DatabaseUnavailable
             ):
-                trial.set_user_attr(FAIL_REASON_ATTR, f"{type(exc).__name__}: {exc}"[:500])
+                trial.set_user_attr(FAIL_REASON_ATTR, short_reason(reason))
+            with contextlib.suppress(storage.StorageError, storage.DatabaseUnavailable):
+                self._record(trial, patient=False, fail_reason=reason[:FAIL_REASON_LENGTH])
             raise
+
+    def _record(self, trial: optuna.Trial, *, patient: bool = True, **fields: Any) -> None:
+        """Add ``fields`` to the trial's record (its long fields, in our table), waiting out a
+        database outage unless not ``patient``."""
+        name, engine = self.ctx.config.study.name, self.ctx.engine
+
+        def save() -> None:
+            save_trial_fields(engine, name, trial.number, **fields)
+
+        if patient:
+            self.ctx.patiently(save)
+        else:
+            save()
 
     def _run(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
@@ -129,7 +155,7 @@ class Objective:
         trial.set_user_attr(WORKER_ATTR, ctx.worker_index)
         params = suggest(trial, ctx.config.search_space)
         train_config = train_config_for(ctx.config, params)
-        trial.set_user_attr("train_config", train_config.to_dict())
+        self._record(trial, train_config=train_config.to_dict())
 
         # The study's step budget, charged one evaluation ahead (see hpo/workers/step_budget.py).
         charger = StepCharger.for_trial(ctx.engine, study_name, train_config, len(ctx.train))
@@ -162,6 +188,18 @@ class Objective:
                 reason = BUDGET_SPENT if charger is not None and charger.refused else "pruned"
                 trial.set_user_attr(PRUNE_REASON_ATTR, reason)
                 raise optuna.TrialPruned(f"{reason} at evaluation {step} (eval_loss {loss:.4f})")
+            # the card is part of the folder, so of the sha256 recorded for it
+            folder = final.relative_to(ctx.layout.root).as_posix()
+            trial_card(
+                ctx.config,
+                trial.number,
+                params,
+                train_config,
+                result.final_eval_loss,
+                n_train=len(ctx.train),
+                n_val=len(ctx.val),
+                folder=folder,
+            ).write(tmp)
         # hashed, uploaded to the shared store when there is one (storage.shared), recorded:
         # an upsert of content-addressed data, so running it twice records one adapter
         adapter = ctx.patiently(
@@ -175,6 +213,5 @@ class Objective:
             )
         )
         # relative to the output root: any machine finds it under its own root or in the store
-        trial.set_user_attr("adapter_path", adapter.relpath)
-        trial.set_user_attr("adapter_sha256", adapter.sha256)
+        self._record(trial, adapter_path=adapter.relpath, adapter_sha256=adapter.sha256)
         return result.final_eval_loss

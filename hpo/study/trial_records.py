@@ -1,0 +1,100 @@
+"""What a trial of ours records beyond Optuna's short attributes: its whole training config, its
+adapter (path and sha256) and why it failed, as the study record ``trial:<N>`` in our
+``study_records`` table.
+
+``optuna trials`` and ``optuna best-trial`` print a trial's user attributes whole, in one row
+of a table whose columns are as wide as their widest cell: with the train config, the adapter's
+sha256 and a failure's message there, every row ran to 725-742 characters. The trial keeps the
+short attributes (worker, seconds, steps, why it was pruned or failed in a few words, seed
+config), which the dashboard and the CLI tables show, and these records hold the rest,
+written before the trial is told, so a COMPLETE trial's adapter is on record when the
+evaluator looks for it.
+
+Trials finished before the records moved (their user attributes hold these keys) are read as
+they are: :func:`trial_fields` lays the record over the trial's own attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import storage
+
+RECORD_PREFIX = "trial:"
+"""Study record ``trial:<N>`` (``storage.study_records``): trial N's long fields."""
+TRAIN_CONFIG = "train_config"
+"""The trial's whole ``TrainConfig`` as a dict."""
+ADAPTER_PATH = "adapter_path"
+"""The COMPLETE trial's adapter folder, relative to the output root."""
+ADAPTER_SHA256 = "adapter_sha256"
+"""The sha256 of that folder (``storage.directory_sha256``)."""
+FAIL_REASON = "fail_reason"
+"""A failed trial's error: its type and message, cut to :data:`FAIL_REASON_LENGTH`; the trial's
+user attribute of that name holds its first :data:`SHORT_REASON_LENGTH` characters, which
+the dashboard shows and a worker's clean stop reads (``hpo.workers.stop``)."""
+FIELDS = (TRAIN_CONFIG, ADAPTER_PATH, ADAPTER_SHA256, FAIL_REASON)
+"""The fields kept here; trials finished before hold them as user attributes."""
+FAIL_REASON_LENGTH = 500
+SHORT_REASON_LENGTH = 40
+
+
+def short_reason(reason: str) -> str:
+    """``reason`` on one line of at most :data:`SHORT_REASON_LENGTH` characters."""
+    flat = " ".join(reason.split())
+    if len(flat) <= SHORT_REASON_LENGTH:
+        return flat
+    return flat[: SHORT_REASON_LENGTH - 3].rstrip() + "..."
+
+
+def record_key(number: int) -> str:
+    """The study record of trial ``number``."""
+    return f"{RECORD_PREFIX}{number}"
+
+
+def save_trial_fields(engine: Any, study_name: str, number: int, **fields: Any) -> None:
+    """Add ``fields`` to trial ``number``'s record (the others it holds are kept).
+
+    Only the worker that runs a trial writes its record, so reading and rewriting it in one
+    transaction is exact.
+
+    Raises:
+        ValueError: A field that is none of :data:`FIELDS`.
+    """
+    unknown = sorted(set(fields) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"unknown trial record fields {unknown}; expected some of {FIELDS}")
+    with storage.session_scope(engine) as session:
+        found = storage.study_record(session, study_name, record_key(number))
+        value = dict(found[0]) if found is not None and isinstance(found[0], dict) else {}
+        value.update(fields)
+        storage.save_study_record(session, study_name, record_key(number), value)
+
+
+def trial_records(
+    session: Any, study_name: str, numbers: Iterable[int] | None = None
+) -> dict[int, dict[str, Any]]:
+    """{trial number: its record} of the study's trials with one, only ``numbers`` where
+    given (one query)."""
+    keys = None if numbers is None else {record_key(n) for n in numbers}
+    found = storage.study_records(session, study_name, prefix=RECORD_PREFIX, keys=keys)
+    return {
+        int(key.removeprefix(RECORD_PREFIX)): value
+        for key, value in found.items()
+        if key.removeprefix(RECORD_PREFIX).isdigit() and isinstance(value, dict)
+    }
+
+
+def trial_fields(user_attrs: Mapping[str, Any], record: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A trial's long fields: its record laid over what its user attributes hold of
+    :data:`FIELDS` (a trial finished before the records moved)."""
+    legacy = {key: user_attrs[key] for key in FIELDS if key in user_attrs}
+    return {**legacy, **(record or {})}
+
+
+def records_of(
+    engine: Any, study_name: str, numbers: Iterable[int] | None = None
+) -> dict[int, dict[str, Any]]:
+    """:func:`trial_records` in a session of its own."""
+    with storage.session_scope(engine) as session:
+        return trial_records(session, study_name, numbers)
