@@ -14,7 +14,7 @@ import json
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, inspect, select
 from sqlalchemy.orm import Session
 
 from storage.engine import dialect_insert
@@ -58,6 +58,12 @@ def save_study_record(session: Session, study_name: str, key: str, value: Any) -
         )
     )
     return sha256
+
+
+def has_study_records(session: Session) -> bool:
+    """Whether the database has our ``study_records`` table: a reader of Optuna's tables may
+    meet a database that Optuna alone wrote, or ours before migration 0005."""
+    return bool(inspect(session.connection()).has_table(StudyRecord.__tablename__))
 
 
 def study_record(session: Session, study_name: str, key: str) -> tuple[Any, str] | None:

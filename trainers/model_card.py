@@ -70,13 +70,17 @@ class ModelCard:
             *(f"- {json.dumps(tag)}" for tag in tags),
             "---",
         ]
-        rows = [f"| {what} | {_cell(value)} |" for what, value in self.facts]
+        facts = [*self.facts, ("base model", base_model_text(self.model))]
+        rows = [f"| {what} | {_cell(value)} |" for what, value in facts]
         body = [
             f"# {self.title}",
             "",
             self.summary,
             "",
-            *(["| | |", "|---|---|", *rows, ""] if rows else []),
+            "| | |",
+            "|---|---|",
+            *rows,
+            "",
             *(line for note in self.notes for line in (note, "")),
             "## How to load it",
             "",
@@ -105,6 +109,16 @@ def base_model_name(model: ModelConfig) -> str:
     from trainers.tiny.model import tiny_model_dir
 
     return tiny_model_dir(model).name
+
+
+def base_model_text(model: ModelConfig) -> str:
+    """The base model for people: the Hub id or path, or the tiny model's exact name."""
+    if model.base_model != TINY_MODEL:
+        return model.base_model
+    return (
+        f'{base_model_name(model)} (persona-hpo\'s tiny model, `base_model = "tiny"`, seed '
+        f"{model.seed}; its build differs across CPUs: compare `build.json`'s weights sha256)"
+    )
 
 
 def loading_snippet(model: ModelConfig, folder: str) -> list[str]:

@@ -83,7 +83,6 @@ def promoted_card(
             ),
             ("embedding model", scope.embedding_model or DEFAULT_EMBEDDING_MODEL),
             ("generation", scope.eval_config.key),
-            ("base model", model.base_model),
         ),
         tags=("optuna", "promoted"),
         notes=(

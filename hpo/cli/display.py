@@ -155,6 +155,10 @@ def status_table(status: StudyStatus) -> Table:
     return unclipped(table)
 
 
+def _promoted_cell(promoted: TrialSimilarity | None) -> str:
+    return "" if promoted is None else f"{_percent(promoted.similarity)} (#{promoted.number})"
+
+
 def study_list_table(rows: Sequence[StudyListRow], title: str) -> Table:
     """Studies with their trial counts and their best value (eval_loss for ours)."""
     table = Table(
@@ -169,7 +173,9 @@ def study_list_table(rows: Sequence[StudyListRow], title: str) -> Table:
     for col in ("target", "complete", "pruned", "failed", "active"):
         table.add_column(col, justify="right", min_width=len(col))
     table.add_column("best (trial)", justify="right", no_wrap=True)
-    table.add_column("promoted (trial)", justify="right", no_wrap=True)
+    promotions = any(r.promoted is not None for r in rows)
+    if promotions:
+        table.add_column("promoted (trial)", justify="right", no_wrap=True)
     for r in rows:
         if r.personas_of is not None:
             best = f"per-persona of {r.personas_of}"
@@ -184,7 +190,7 @@ def study_list_table(rows: Sequence[StudyListRow], title: str) -> Table:
             str(r.counts.get("FAIL", 0)),
             str(r.counts.get("RUNNING", 0) + r.counts.get("WAITING", 0)),
             best,
-            "" if promoted is None else f"{_percent(promoted.similarity)} (#{promoted.number})",
+            *(() if not promotions else (_promoted_cell(promoted),)),
         )
     return unclipped(table)
 

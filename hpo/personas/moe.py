@@ -72,6 +72,7 @@ def _open_moe(
         personas=cluster.personas,
         eval_config=eval_config,
         embedding_model=config.study.embedding_model,
+        model=config.model,
     )
     layout = output_layout(output_root)
     return MoeContext(

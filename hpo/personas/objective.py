@@ -15,6 +15,7 @@ import optuna
 
 import storage
 from evaluators.moe.run import PERSONAS_GROUP, adapter_name
+from hpo.personas.card import persona_card
 from hpo.study.config import StudyConfig
 from trainers.config import TrainConfig
 
@@ -139,6 +140,15 @@ class PersonaObjective:
                     "base_model": job.base_model,
                 }
                 (tmp / SETUP_FILE).write_text(json.dumps(setup, indent=2, sort_keys=True))
+                persona_card(
+                    job.config,
+                    job.train_config,
+                    key,
+                    result.final_eval_loss,
+                    n_train=len(train),
+                    n_val=len(val),
+                    folder=target.relative_to(job.layout.root).as_posix(),
+                ).write(tmp)
             loss = result.final_eval_loss
             trial.set_user_attr("train_seconds", round(result.seconds, 2))
         else:

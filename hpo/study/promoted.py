@@ -84,13 +84,15 @@ def _promoted_number(user_attrs: dict[str, Any], record: Any) -> int | None:
 def promoted_trial(session: ReadSession, study: StoredStudy) -> TrialSimilarity | None:
     """The study's promoted trial with its similarity and interval, or None when none is
     promoted yet (``study`` read with :data:`USER_ATTR_KEYS`)."""
-    found = storage.study_record(session, study.name, PROMOTED_ATTR)
+    ours = storage.has_study_records(session)
+    found = storage.study_record(session, study.name, PROMOTED_ATTR) if ours else None
     record = found[0] if found is not None else study.user_attrs.get(PROMOTED_ATTR)
     number = _promoted_number(study.user_attrs, record)
     if number is None:
         return None
     record = record if isinstance(record, dict) and record.get("trial") == number else {}
-    figures = storage.study_record(session, study.name, f"{TRIAL_ATTR_PREFIX}{number}")
+    key = f"{TRIAL_ATTR_PREFIX}{number}"
+    figures = storage.study_record(session, study.name, key) if ours else None
     trial = figures[0] if figures is not None and isinstance(figures[0], dict) else {}
     return TrialSimilarity(
         number,
@@ -103,7 +105,9 @@ def promoted_trial(session: ReadSession, study: StoredStudy) -> TrialSimilarity 
 def promoted_by_study(session: ReadSession) -> dict[str, TrialSimilarity]:
     """{study name: its promoted trial} for every study with a promoted record (one query;
     the similarity without its interval, as a listing shows it)."""
-    out = {}
+    out: dict[str, TrialSimilarity] = {}
+    if not storage.has_study_records(session):
+        return out
     for name, record in storage.study_records_of_key(session, PROMOTED_ATTR).items():
         if isinstance(record, dict) and isinstance(record.get("trial"), int):
             out[name] = TrialSimilarity(
@@ -116,8 +120,10 @@ def promoted_by_study(session: ReadSession) -> dict[str, TrialSimilarity]:
 
 def similarities(session: ReadSession, study_name: str) -> dict[int, float]:
     """{trial number: its similarity} of every evaluated trial (one query)."""
+    out: dict[int, float] = {}
+    if not storage.has_study_records(session):
+        return out
     records = storage.study_records(session, study_name, prefix=TRIAL_ATTR_PREFIX)
-    out = {}
     for key, value in records.items():
         number = key.removeprefix(TRIAL_ATTR_PREFIX)
         similarity = _number(value.get("similarity")) if isinstance(value, dict) else None

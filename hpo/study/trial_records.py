@@ -75,7 +75,9 @@ def trial_records(
     session: Any, study_name: str, numbers: Iterable[int] | None = None
 ) -> dict[int, dict[str, Any]]:
     """{trial number: its record} of the study's trials with one, only ``numbers`` where
-    given (one query)."""
+    given (one query; none in a database without our tables)."""
+    if not storage.has_study_records(session):
+        return {}
     keys = None if numbers is None else {record_key(n) for n in numbers}
     found = storage.study_records(session, study_name, prefix=RECORD_PREFIX, keys=keys)
     return {

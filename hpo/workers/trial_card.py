@@ -59,7 +59,6 @@ def trial_card(
             ("hyperparameters (tuned)", params_text(params)),
             ("training", training_text(train_config, n_train, n_val)),
             ("eval_loss", f"{eval_loss:.4f} (validation split; the trial's value)"),
-            ("base model", config.model.base_model),
         ),
         tags=("optuna", "hyperparameter-search"),
     )

@@ -127,9 +127,17 @@ def test_complete_trial_records_its_adapter_and_sha256(sqlite_url: str, tmp_path
     final = tmp_path / "models" / "trials" / STUDY / str(trial.number)
     assert training.save_dirs[0] != final  # written elsewhere, renamed into place
     assert sorted(p.name for p in final.iterdir()) == [
+        "README.md",
         "adapter_config.json",
         "adapter_model.safetensors",
     ]
+    # a model card, inside the folder its sha256 names
+    card = (final / "README.md").read_text()
+    assert "\nlibrary_name: peft\n" in card and '\nbase_model: "tiny-llama-v' in card
+    assert f"# LoRA adapter of study {STUDY}, trial {trial.number}" in card
+    assert "| eval_loss | 0.9000 (validation split; the trial's value) |" in card
+    assert f'ADAPTER = "models/trials/{STUDY}/{trial.number}"' in card
+    assert "BASE_MODEL = ensure_tiny_model(ModelConfig(seed=0))" in card
     assert leftovers(tmp_path) == [str(trial.number)]
     sha256, size = storage.directory_sha256(final)
     recorded = artifact(sqlite_url, trial.number)

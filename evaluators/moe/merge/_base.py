@@ -32,9 +32,15 @@ class MergeMethod(abc.ABC):
         """Merge adapters already in memory (the benchmark times this part)."""
 
     def merge(
-        self, sources: Sequence[str | Path], weights: Sequence[float], out_dir: str | Path
+        self,
+        sources: Sequence[str | Path],
+        weights: Sequence[float],
+        out_dir: str | Path,
+        *,
+        card: str | None = None,
     ) -> Path:
-        """Merge the adapters saved in ``sources`` with ``weights`` into ``out_dir``."""
+        """Merge the adapters saved in ``sources`` with ``weights`` into ``out_dir``, with the
+        model ``card`` (``README.md``) where given."""
         values = check_weights(sources, weights)
         merged = self.merge_adapters([read_adapter(s) for s in sources], values)
         info = {
@@ -43,4 +49,4 @@ class MergeMethod(abc.ABC):
             "weights": values,
             "rank": merged.config.r,
         }
-        return write_adapter(merged, out_dir, info)
+        return write_adapter(merged, out_dir, info, card=card)
