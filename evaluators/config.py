@@ -39,7 +39,8 @@ class EvalConfig:
     max_new_tokens: int = 40
     """Length limit of a reply, in tokens."""
     max_prompt_tokens: int = 384
-    """Longer prompts are cut from the left, in tokens."""
+    """Prompt tokens at most; a longer prompt keeps its persona line whole and loses its oldest
+    turns first (``trainers.prompt.fit_prompt``)."""
     stop_at_newline: bool = True
     """End a reply at its first newline instead of always generating max_new_tokens."""
     do_sample: bool = False

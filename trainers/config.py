@@ -87,7 +87,8 @@ class DataConfig:
     max_val_per_persona: int | None = None
     """Cap on validation examples per persona (None: all)."""
     max_seq_length: int = 256
-    """Prompt plus reply, in tokens; longer prompts are cut from the left."""
+    """Prompt plus reply, in tokens; a longer prompt keeps its persona line whole and loses its
+    oldest turns first (``trainers.prompt.fit_prompt``)."""
 
     def __post_init__(self) -> None:
         for name in ("max_train_per_persona", "max_val_per_persona"):

@@ -4,6 +4,7 @@ hyperparameters or reuses its adapter when the config hash matches."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -17,6 +18,12 @@ import storage
 from evaluators.moe.run import PERSONAS_GROUP, adapter_name
 from hpo.personas.card import persona_card
 from hpo.study.config import StudyConfig
+from hpo.study.trial_records import (
+    FAIL_REASON,
+    FAIL_REASON_LENGTH,
+    save_trial_fields,
+    short_reason,
+)
 from trainers.config import TrainConfig
 
 PERSONA_ATTR = "persona"
@@ -24,7 +31,15 @@ PERSONA_ATTR = "persona"
 
 
 HASH_ATTR = "config_hash"
-"""Trial user attribute: the training config hash of the persona's adapter."""
+"""Trial user attribute: the training config hash of the persona's adapter, its first
+:data:`HASH_PREFIX` hex digits (``optuna trials`` prints attributes whole; ``persona.json``
+keeps the whole hash)."""
+HASH_PREFIX = 16
+
+
+def short_hash(config_hash: str) -> str:
+    """What :data:`HASH_ATTR` holds of a config hash (a whole hash of an older trial too)."""
+    return config_hash[:HASH_PREFIX]
 
 
 ADAPTER_KIND = "persona_adapter"
@@ -99,7 +114,12 @@ class PersonaObjective:
             return self._run(trial)
         except Exception as exc:
             # The reason shows in the dashboard and in the summary, not only in a log.
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+            reason = f"{type(exc).__name__}: {exc}"
+            trial.set_user_attr(FAIL_REASON, short_reason(reason))
+            with contextlib.suppress(storage.StorageError):
+                name, number = trial.study.study_name, trial.number
+                fields = {FAIL_REASON: reason[:FAIL_REASON_LENGTH]}
+                save_trial_fields(self.job.engine, name, number, **fields)
             raise
 
     def _run(self, trial: optuna.Trial) -> float:
@@ -163,7 +183,12 @@ class PersonaObjective:
             trial_number=trial.number,
             persona_id=getattr(job.personas[key], "id", None),
         )
-        trial.set_user_attr(HASH_ATTR, config_hash)
-        trial.set_user_attr("adapter_path", adapter.relpath)
-        trial.set_user_attr("adapter_sha256", adapter.sha256)
+        trial.set_user_attr(HASH_ATTR, short_hash(config_hash))
+        save_trial_fields(  # the trial's record: its adapter (hpo.study.trial_records)
+            job.engine,
+            trial.study.study_name,
+            trial.number,
+            adapter_path=adapter.relpath,
+            adapter_sha256=adapter.sha256,
+        )
         return loss

@@ -15,7 +15,7 @@ import pytest
 import storage
 from hpo.study.queries import all_trials, retried_trial_number
 from hpo.workers.worker import run_worker
-from tests.hpo_tests.invariants import check_invariants, leftover_temp_dirs
+from tests.hpo_tests.invariants import check_invariants, leftover_temp_dirs, long_fields
 from tests.hpo_tests.test_workers import prepare, small_study_config
 
 FAIL = optuna.trial.TrialState.FAIL
@@ -60,7 +60,7 @@ def test_disk_full_while_saving_fails_the_trial_and_requeues_it(
     trials = check_invariants(sqlite_url, "full", 3, output_root=tmp_path)
     assert not leftover.exists()
     [failed] = [t for t in trials if t.state == FAIL]
-    assert "No space left on device" in failed.user_attrs["fail_reason"]
+    assert "No space left on device" in str(long_fields(sqlite_url, "full", failed)["fail_reason"])
     assert not storage.OutputLayout(tmp_path).trial_adapter_dir("full", failed.number).exists()
     [retry] = [t for t in trials if retried_trial_number(t) == failed.number]
     assert retry.params == failed.params and retry.state != FAIL
