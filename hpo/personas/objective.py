@@ -21,8 +21,8 @@ from hpo.study.config import StudyConfig
 from hpo.study.trial_records import (
     FAIL_REASON,
     FAIL_REASON_LENGTH,
+    error_type,
     save_trial_fields,
-    short_reason,
 )
 from trainers.config import TrainConfig
 
@@ -115,7 +115,7 @@ class PersonaObjective:
         except Exception as exc:
             # The reason shows in the dashboard and in the summary, not only in a log.
             reason = f"{type(exc).__name__}: {exc}"
-            trial.set_user_attr(FAIL_REASON, short_reason(reason))
+            trial.set_user_attr(FAIL_REASON, error_type(exc))
             with contextlib.suppress(storage.StorageError):
                 name, number = trial.study.study_name, trial.number
                 fields = {FAIL_REASON: reason[:FAIL_REASON_LENGTH]}

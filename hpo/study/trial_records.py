@@ -4,9 +4,10 @@ adapter (path and sha256) and why it failed, as the study record ``trial:<N>`` i
 
 ``optuna trials`` and ``optuna best-trial`` print a trial's user attributes whole, in one row
 of a table whose columns are as wide as their widest cell: with the train config, the adapter's
-sha256 and a failure's message there, every row ran to 725-742 characters. The trial keeps the
-short attributes (worker, seconds, steps, why it was pruned or failed in a few words, seed
-config), which the dashboard and the CLI tables show, and these records hold the rest,
+sha256 and a failure's message there, every row ran to 725-742 characters. The parameters (a
+float of TPE's is 22 characters) and the value (``{'eval_loss': ...}``) take most of 300, so a
+trial keeps only short attributes (worker, seed config, why it was pruned, a failure's error
+type), which the dashboard and the CLI tables show, and these records hold the rest,
 written before the trial is told, so a COMPLETE trial's adapter is on record when the
 evaluator looks for it.
 
@@ -30,21 +31,21 @@ ADAPTER_PATH = "adapter_path"
 ADAPTER_SHA256 = "adapter_sha256"
 """The sha256 of that folder (``storage.directory_sha256``)."""
 FAIL_REASON = "fail_reason"
-"""A failed trial's error: its type and message, cut to :data:`FAIL_REASON_LENGTH`; the trial's
-user attribute of that name holds its first :data:`SHORT_REASON_LENGTH` characters, which
-the dashboard shows and a worker's clean stop reads (``hpo.workers.stop``)."""
-FIELDS = (TRAIN_CONFIG, ADAPTER_PATH, ADAPTER_SHA256, FAIL_REASON)
+"""A failed trial's error: its type and message, cut to :data:`FAIL_REASON_LENGTH`. The trial's
+user attribute of that name holds the error's type alone (:func:`error_type`), which the
+dashboard shows and a worker's clean stop reads (``hpo.workers.stop``)."""
+TRAIN_SECONDS = "train_seconds"
+"""Seconds the trial's training took."""
+TRAIN_STEPS = "train_steps"
+"""Optimizer steps the trial trained (what the study's step budget charged)."""
+FIELDS = (TRAIN_CONFIG, ADAPTER_PATH, ADAPTER_SHA256, FAIL_REASON, TRAIN_SECONDS, TRAIN_STEPS)
 """The fields kept here; trials finished before hold them as user attributes."""
 FAIL_REASON_LENGTH = 500
-SHORT_REASON_LENGTH = 40
 
 
-def short_reason(reason: str) -> str:
-    """``reason`` on one line of at most :data:`SHORT_REASON_LENGTH` characters."""
-    flat = " ".join(reason.split())
-    if len(flat) <= SHORT_REASON_LENGTH:
-        return flat
-    return flat[: SHORT_REASON_LENGTH - 3].rstrip() + "..."
+def error_type(exc: BaseException) -> str:
+    """What a failed trial's user attribute ``fail_reason`` says: the error's type."""
+    return type(exc).__name__
 
 
 def record_key(number: int) -> str:

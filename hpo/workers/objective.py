@@ -22,8 +22,8 @@ from hpo.study.space import suggest
 from hpo.study.trial_records import (
     FAIL_REASON,
     FAIL_REASON_LENGTH,
+    error_type,
     save_trial_fields,
-    short_reason,
 )
 from hpo.workers.step_budget import BUDGET_SPENT, StepCharger
 from hpo.workers.trial_card import trial_card
@@ -42,9 +42,9 @@ PRUNE_REASON_ATTR = "prune_reason"
 
 
 FAIL_REASON_ATTR = FAIL_REASON
-"""Trial user attribute of a failed trial: the error's type and message, cut short
-(:func:`~hpo.study.trial_records.short_reason`); the whole is the field of that name in the
-trial's record (:mod:`hpo.study.trial_records`)."""
+"""Trial user attribute of a failed trial: the error's type (the dashboard shows it, a clean
+stop reads it); its type and message are the field of that name in the trial's record
+(:mod:`hpo.study.trial_records`)."""
 
 
 def fault_outside_params(exc: BaseException) -> bool:
@@ -131,7 +131,7 @@ class Objective:
             with contextlib.suppress(
                 optuna.exceptions.UpdateFinishedTrialError, storage.DatabaseUnavailable
             ):
-                trial.set_user_attr(FAIL_REASON_ATTR, short_reason(reason))
+                trial.set_user_attr(FAIL_REASON_ATTR, error_type(exc))
             with contextlib.suppress(storage.StorageError, storage.DatabaseUnavailable):
                 self._record(trial, patient=False, fail_reason=reason[:FAIL_REASON_LENGTH])
             raise
@@ -181,8 +181,9 @@ class Objective:
                 save_dir=tmp,
                 log_path=log_path,
             )
-            trial.set_user_attr("train_seconds", round(result.seconds, 2))
-            trial.set_user_attr("train_steps", result.train_steps)
+            self._record(
+                trial, train_seconds=round(result.seconds, 2), train_steps=result.train_steps
+            )
             if result.stopped_early:
                 step, loss = result.eval_losses[-1]
                 reason = BUDGET_SPENT if charger is not None and charger.refused else "pruned"

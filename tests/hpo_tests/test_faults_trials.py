@@ -123,7 +123,7 @@ def test_out_of_memory_fails_the_trial_frees_memory_and_the_worker_goes_on(
 
     trials = check_invariants(sqlite_url, "oom", 3, output_root=tmp_path)
     [failed] = [t for t in trials if t.state == FAIL]
-    assert "out of memory" in failed.user_attrs["fail_reason"]
+    assert "out of memory" in str(long_fields(sqlite_url, "oom", failed)["fail_reason"])
     # the parameters are at fault: not re-queued; the next trials ran
     assert [retried_trial_number(t) for t in trials] == [None] * len(trials)
 

@@ -122,7 +122,9 @@ def test_complete_trial_records_its_adapter_and_sha256(sqlite_url: str, tmp_path
     assert {k: getattr(config, k) for k in trial.params} == trial.params
     record = recorded_fields(url=sqlite_url, trial=trial)
     assert record["train_config"] == config.to_dict()
-    assert "train_config" not in trial.user_attrs  # `optuna trials` prints those whole
+    assert record["train_steps"] == 3 and record["train_seconds"] >= 0
+    # `optuna trials` prints user attributes whole: the long and the many are ours
+    assert set(trial.user_attrs) == {WORKER_ATTR}
 
     final = tmp_path / "models" / "trials" / STUDY / str(trial.number)
     assert training.save_dirs[0] != final  # written elsewhere, renamed into place
@@ -176,7 +178,7 @@ def test_failed_trial_records_why_and_saves_nothing(sqlite_url: str, tmp_path: P
     trial = run_one(make_objective(sqlite_url, tmp_path, training))
 
     assert trial.state == optuna.trial.TrialState.FAIL
-    assert trial.user_attrs["fail_reason"] == "RuntimeError: CUDA out of memory"
+    assert trial.user_attrs["fail_reason"] == "RuntimeError"  # the type; the rest is ours
     record = recorded_fields(url=sqlite_url, trial=trial)
     assert record["fail_reason"] == "RuntimeError: CUDA out of memory"
     assert "adapter_path" not in record
@@ -191,7 +193,7 @@ def test_fail_reason_is_cut_to_500_characters(sqlite_url: str, tmp_path: Path) -
     reason = recorded_fields(url=sqlite_url, trial=trial)["fail_reason"]
     assert reason.startswith("ValueError: xxx") and len(reason) == 500
     # the trial's own attribute, which the dashboard and `optuna trials` show, stays short
-    assert trial.user_attrs["fail_reason"] == "ValueError: " + "x" * 25 + "..."
+    assert trial.user_attrs["fail_reason"] == "ValueError"
 
 
 def test_default_training_function_is_the_recipe() -> None:

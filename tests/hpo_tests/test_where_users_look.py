@@ -38,6 +38,7 @@ from tests.hpo_tests.invariants import check_invariants
 from tests.hpo_tests.test_workers import prepare, small_study_config
 
 NAME = "looks"
+N_TRIALS = 4
 MAX_ROW = 300
 """Characters in one row of Optuna's CLI tables."""
 SHORT = EvalConfig(batch_size=16, max_new_tokens=6)
@@ -61,7 +62,9 @@ class Study:
 def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
     root = tmp_path_factory.mktemp("looks")
     url = f"sqlite:///{root / 'hpo.db'}"
-    prepare(url, root, small_study_config(name=NAME, n_trials=3))
+    # four trials: the seed configs (the first fails once and is retried), then one of TPE's,
+    # whose learning rate is a float of many digits in Optuna's tables
+    prepare(url, root, small_study_config(name=NAME, n_trials=N_TRIALS))
     import trainers.recipe
 
     real_save, calls = trainers.recipe.save_adapter, []
@@ -108,7 +111,8 @@ def promoted_number(study: Study) -> int:
 
 @pytest.mark.slow
 def test_optuna_cli_rows_stay_short_and_the_long_records_are_ours(study: Study) -> None:
-    trials = check_invariants(study.url, NAME, 3, output_root=study.root)
+    trials = check_invariants(study.url, NAME, N_TRIALS, output_root=study.root)
+    assert any(len(repr(t.params["learning_rate"])) > 15 for t in trials)  # TPE's
     states = {t.state for t in trials}
     assert optuna.trial.TrialState.FAIL in states and optuna.trial.TrialState.COMPLETE in states
     for args in (
@@ -124,7 +128,7 @@ def test_optuna_cli_rows_stay_short_and_the_long_records_are_ours(study: Study) 
     [failed] = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     records = records_of(storage.open_storage(study.url), NAME)
     assert LONG_ERROR[:200] in records[failed.number]["fail_reason"]
-    assert len(failed.user_attrs["fail_reason"]) <= 40
+    assert failed.user_attrs["fail_reason"] == "OSError"  # the type; the message is ours
     for t in trials:
         assert "train_config" in records[t.number] and "train_config" not in t.user_attrs
     # `hpo study trials` shows the whole reason, from the record
