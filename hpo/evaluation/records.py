@@ -13,24 +13,26 @@ from typing import Any
 import optuna
 
 import storage
+from hpo.study.promoted import (
+    DECISION_ATTR,
+    DECISION_MAX,
+    PROMOTED_ATTR,
+    PROMOTED_TRIAL_ATTR,
+    TRIAL_ATTR_PREFIX,
+)
 
-TRIAL_ATTR_PREFIX = "evaluation:trial:"
-"""Study record ``evaluation:trial:<N>`` (``storage.study_records``): trial N's similarity, CI
-and diversity; a study user attribute of that name in studies evaluated before 0005. Shown in
-the dashboard as trial N's note."""
-PROMOTED_ATTR = "evaluation:promoted"
-"""Study record: the promoted trial, its similarity and the results file (a study user
-attribute in studies evaluated before 0005)."""
-PROMOTED_TRIAL_ATTR = "evaluation:promoted_trial"
-"""Study user attribute: the promoted trial's number (short: ``optuna studies`` prints the
-study's user attributes whole)."""
-DECISION_ATTR = "decision"
-"""Study user attribute: the study's verdict in one short line, where the dashboard's study
-page shows it ("Study User Attributes"): the evaluator's promotion, then ``hpo report``'s
-decision, whichever came last."""
-DECISION_MAX = 90
-"""Characters of :data:`DECISION_ATTR` at most: ``optuna studies`` prints the study's user
-attributes whole in one row, which stays under 300 characters."""
+__all__ = [
+    "DECISION_ATTR",
+    "DECISION_MAX",
+    "PROMOTED_ATTR",
+    "PROMOTED_TRIAL_ATTR",
+    "TRIAL_ATTR_PREFIX",
+    "mark_promoted",
+    "one_line",
+    "promoted_trial",
+    "promotion_line",
+    "trial_evaluations",
+]
 
 
 def one_line(text: str, limit: int = DECISION_MAX) -> str:

@@ -2,7 +2,8 @@
 its similarity (beside the best trial by eval_loss, which need not be the same trial), each
 evaluated trial's similarity, and the study's one-line decision.
 
-The evaluator writes them (:mod:`hpo.evaluation.records`): the figures as study records
+The evaluator writes them (:mod:`hpo.evaluation.records`, which takes the names from here, so
+that a query imports none of the evaluator): the figures as study records
 (``evaluation:trial:<N>``, ``evaluation:promoted``), the promoted trial's number and the
 decision line as short study user attributes; a study evaluated before migration 0005 keeps
 the promoted record in its user attribute ``evaluation:promoted``, read here too.
@@ -14,14 +15,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import storage
-from hpo.evaluation.records import (
-    DECISION_ATTR,
-    PROMOTED_ATTR,
-    PROMOTED_TRIAL_ATTR,
-    TRIAL_ATTR_PREFIX,
-)
 from storage.optuna_schema import ReadSession
 from storage.optuna_tables import StoredStudy
+
+TRIAL_ATTR_PREFIX = "evaluation:trial:"
+"""Study record ``evaluation:trial:<N>`` (``storage.study_records``): trial N's similarity, CI
+and diversity; a study user attribute of that name in studies evaluated before 0005. Shown in
+the dashboard as trial N's note."""
+PROMOTED_ATTR = "evaluation:promoted"
+"""Study record: the promoted trial, its similarity and the results file (a study user
+attribute in studies evaluated before 0005)."""
+PROMOTED_TRIAL_ATTR = "evaluation:promoted_trial"
+"""Study user attribute: the promoted trial's number (short: ``optuna studies`` prints the
+study's user attributes whole)."""
+DECISION_ATTR = "decision"
+"""Study user attribute: the study's verdict in one short line, where the dashboard's study
+page shows it ("Study User Attributes"): the evaluator's promotion, then ``hpo report``'s
+decision, whichever came last."""
+DECISION_MAX = 90
+"""Characters of :data:`DECISION_ATTR` at most: ``optuna studies`` prints the study's user
+attributes whole in one row, which stays under 300 characters."""
+
 
 USER_ATTR_KEYS = (PROMOTED_TRIAL_ATTR, PROMOTED_ATTR, DECISION_ATTR)
 """The study user attributes the queries read for the promoted trial and the decision."""
