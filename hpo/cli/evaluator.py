@@ -79,6 +79,8 @@ def evaluator(
 
     Several evaluators may run at once, on any machines: each trial is evaluated by one of
     them (a lease in the database). Results: OUTPUT_ROOT/results/STUDY/cluster_lora/.
+    --once ends with the similarity table that `hpo evaluate` prints (the study's, as it
+    stands); --watch prints a line per trial it evaluates and per promotion.
     """
     from hpo.cli.display import print_table, similarity_table
     from hpo.evaluation.service import open_evaluator, run_evaluator
@@ -100,7 +102,7 @@ def evaluator(
         found = (result.report, result.results) if result.report is not None else None
         found = found or service.promote(force=True)
         if found is None:
-            click.echo(f"nothing evaluated in study {name!r} yet: no COMPLETE trial")
+            click.echo(f"study {name!r} has no evaluated COMPLETE trial yet: no table to show")
         else:
             print_table(similarity_table(found[0]))
             click.echo(f"promoted: trial {found[0].promoted.trial.trial_number}")

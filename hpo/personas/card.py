@@ -5,22 +5,13 @@ is part of the content its recorded sha256 names."""
 from __future__ import annotations
 
 from hpo.study.config import StudyConfig
-from hpo.workers.trial_card import training_text
-from trainers.config import TrainConfig
+from hpo.workers.trial_card import Trained
 from trainers.model_card import ModelCard
 
 
-def persona_card(
-    config: StudyConfig,
-    train_config: TrainConfig,
-    persona: str,
-    eval_loss: float,
-    *,
-    n_train: int,
-    n_val: int,
-    folder: str,
-) -> ModelCard:
-    """The card of ``persona``'s adapter in the per-persona study of ``config``'s study."""
+def persona_card(config: StudyConfig, persona: str, trained: Trained, folder: str) -> ModelCard:
+    """The card of ``persona``'s adapter in the per-persona study of ``config``'s study, which
+    lies at ``folder`` under the output root."""
     section = config.study
     return ModelCard(
         title=f"Per-persona LoRA adapter: {persona} (study {section.name})",
@@ -36,8 +27,8 @@ def persona_card(
             ("study", f"{section.name} (per-persona study {section.name}-personas)"),
             ("persona", persona),
             ("cluster", f"{section.cluster_id} of k={section.k} (dataset {section.dataset})"),
-            ("training", training_text(train_config, n_train, n_val)),
-            ("eval_loss", f"{eval_loss:.4f} (the persona's own validation examples)"),
+            ("training", trained.text()),
+            ("eval_loss", f"{trained.eval_loss:.4f} (the persona's own validation examples)"),
         ),
         tags=("per-persona",),
     )

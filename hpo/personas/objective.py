@@ -24,6 +24,7 @@ from hpo.study.trial_records import (
     error_type,
     save_trial_fields,
 )
+from hpo.workers.trial_card import Trained
 from trainers.config import TrainConfig
 
 PERSONA_ATTR = "persona"
@@ -160,15 +161,9 @@ class PersonaObjective:
                     "base_model": job.base_model,
                 }
                 (tmp / SETUP_FILE).write_text(json.dumps(setup, indent=2, sort_keys=True))
-                persona_card(
-                    job.config,
-                    job.train_config,
-                    key,
-                    result.final_eval_loss,
-                    n_train=len(train),
-                    n_val=len(val),
-                    folder=target.relative_to(job.layout.root).as_posix(),
-                ).write(tmp)
+                trained = Trained(job.train_config, result.final_eval_loss, len(train), len(val))
+                folder = target.relative_to(job.layout.root).as_posix()
+                persona_card(job.config, key, trained, folder).write(tmp)
             loss = result.final_eval_loss
             trial.set_user_attr("train_seconds", round(result.seconds, 2))
         else:

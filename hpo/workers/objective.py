@@ -26,7 +26,7 @@ from hpo.study.trial_records import (
     save_trial_fields,
 )
 from hpo.workers.step_budget import BUDGET_SPENT, StepCharger
-from hpo.workers.trial_card import trial_card
+from hpo.workers.trial_card import Trained, trial_card
 from trainers.batching import PromptPair
 from trainers.config import TrainConfig
 from trainers.recipe import TrainResult, train_lora
@@ -191,16 +191,8 @@ class Objective:
                 raise optuna.TrialPruned(f"{reason} at evaluation {step} (eval_loss {loss:.4f})")
             # the card is part of the folder, so of the sha256 recorded for it
             folder = final.relative_to(ctx.layout.root).as_posix()
-            trial_card(
-                ctx.config,
-                trial.number,
-                params,
-                train_config,
-                result.final_eval_loss,
-                n_train=len(ctx.train),
-                n_val=len(ctx.val),
-                folder=folder,
-            ).write(tmp)
+            trained = Trained(train_config, result.final_eval_loss, len(ctx.train), len(ctx.val))
+            trial_card(ctx.config, trial.number, params, trained, folder).write(tmp)
         # hashed, uploaded to the shared store when there is one (storage.shared), recorded:
         # an upsert of content-addressed data, so running it twice records one adapter
         adapter = ctx.patiently(

@@ -8,6 +8,7 @@ yet when it is written: the promoted copy's card carries the similarity.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from hpo.study.config import StudyConfig
@@ -15,25 +16,28 @@ from trainers.config import TrainConfig
 from trainers.model_card import ModelCard, params_text
 
 
-def training_text(config: TrainConfig, n_train: int, n_val: int) -> str:
-    """The training settings in one line."""
-    return (
-        f"LoRA rank {config.lora_rank}, alpha {config.alpha}, dropout {config.lora_dropout}; "
-        f"{config.epochs} epochs, batch {config.batch_size}, learning rate "
-        f"{config.learning_rate:.3g}; {n_train} train / {n_val} validation examples"
-    )
+@dataclass(frozen=True)
+class Trained:
+    """What a training run made, as a card tells it."""
+
+    config: TrainConfig
+    eval_loss: float
+    """Its final eval_loss on the validation examples."""
+    n_train: int
+    n_val: int
+
+    def text(self) -> str:
+        """The training settings in one line."""
+        c = self.config
+        return (
+            f"LoRA rank {c.lora_rank}, alpha {c.alpha}, dropout {c.lora_dropout}; "
+            f"{c.epochs} epochs, batch {c.batch_size}, learning rate {c.learning_rate:.3g}; "
+            f"{self.n_train} train / {self.n_val} validation examples"
+        )
 
 
 def trial_card(
-    config: StudyConfig,
-    number: int,
-    params: dict[str, Any],
-    train_config: TrainConfig,
-    eval_loss: float,
-    *,
-    n_train: int,
-    n_val: int,
-    folder: str,
+    config: StudyConfig, number: int, params: dict[str, Any], trained: Trained, folder: str
 ) -> ModelCard:
     """The card of trial ``number``'s adapter, which lies at ``folder`` under the output root."""
     section = config.study
@@ -57,8 +61,8 @@ def trial_card(
                 f"clustering seed {section.clustering_seed})",
             ),
             ("hyperparameters (tuned)", params_text(params)),
-            ("training", training_text(train_config, n_train, n_val)),
-            ("eval_loss", f"{eval_loss:.4f} (validation split; the trial's value)"),
+            ("training", trained.text()),
+            ("eval_loss", f"{trained.eval_loss:.4f} (validation split; the trial's value)"),
         ),
         tags=("optuna", "hyperparameter-search"),
     )
