@@ -178,7 +178,7 @@ def study_list_table(rows: Sequence[StudyListRow], title: str) -> Table:
         table.add_column("promoted (trial)", justify="right", no_wrap=True)
     for r in rows:
         if r.personas_of is not None:
-            best = f"per-persona of {r.personas_of}"
+            best = "per-persona"  # a queue: no best to read (the caption says so)
         else:
             best = "" if r.best_value is None else f"{r.best_value:.4f} (#{r.best_number})"
         promoted = r.promoted

@@ -170,7 +170,7 @@ def test_status_best_and_list_name_the_promoted_trial_and_the_decision(study: St
     # the per-persona study: its personas as the target, no best, no "not made by hpo"
     [personas] = [r.split("\t") for r in listed if r.startswith(f"{NAME}-personas\t")]
     assert personas[1] == personas[2] != "-"  # every persona's adapter is trained
-    assert personas[-2] == f"per-persona of {NAME}" and personas[-1] == ""
+    assert personas[-2] == "per-persona" and personas[-1] == ""
 
 
 @pytest.mark.slow
