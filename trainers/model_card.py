@@ -132,7 +132,7 @@ def loading_snippet(model: ModelConfig, folder: str) -> list[str]:
             f"BASE_MODEL = ensure_tiny_model(ModelConfig(seed={model.seed}))",
         ]
     else:
-        base = [f"BASE_MODEL = {json.dumps(model.base_model)}"]
+        base = ["", f"BASE_MODEL = {json.dumps(model.base_model)}"]
     trust = ", trust_remote_code=True" if model.trust_remote_code else ""
     return [
         "from peft import PeftModel",

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from evaluators.config import EvalConfig
 from evaluators.scoring.method_run import MethodResult
 from evaluators.trials.scope import EvalScope, PromotedTrial, evaluation_summary
 from trainers.config import ModelConfig
@@ -28,6 +29,17 @@ def promoted_from(trial: PromotedTrial, model: ModelConfig | None) -> dict[str, 
         found["base_model"] = model.base_model
         found["base_model_name"] = base_model_name(model)
     return found
+
+
+def generation_text(config: EvalConfig) -> str:
+    """How the evaluated replies were generated, in a few words, with the settings' key."""
+    if config.do_sample:
+        how = (
+            f"sampled (temperature {config.temperature}, top-p {config.top_p}, seed {config.seed})"
+        )
+    else:
+        how = "greedy"
+    return f"{how}, at most {config.max_new_tokens} new tokens (settings {config.key})"
 
 
 def promoted_card(
@@ -82,7 +94,7 @@ def promoted_card(
                 + (" (degenerate)" if figures["degenerate"] else ""),
             ),
             ("embedding model", scope.embedding_model or DEFAULT_EMBEDDING_MODEL),
-            ("generation", scope.eval_config.key),
+            ("generation", generation_text(scope.eval_config)),
         ),
         tags=("optuna", "promoted"),
         notes=(

@@ -1,6 +1,6 @@
 """What a user sees of a study, on one real study: a worker trains its trials (the first save
 fails with a long message, so a FAIL and its retry are among them), the evaluator evaluates the
-top two and promotes one, and per-persona adapters are trained for it.
+top two and promotes one, and per-persona adapters are trained for it and merged.
 
 - ``optuna trials``, ``optuna best-trial`` and ``optuna studies`` (the real CLI) print rows
   under 300 characters, whatever the trials' attributes hold;
@@ -81,10 +81,13 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
     evaluator = open_evaluator(url, NAME, output_root=root, eval_config=SHORT, top_k=2)
     passes: list[PassResult] = []
     run_evaluator(evaluator, once=True, on_pass=passes.append)
+    from evaluators.moe.plan import MoeSettings
+    from hpo.personas.moe import merge_moe
     from hpo.personas.training import train_persona_adapters
 
     overrides = {"epochs": 1, "max_train_per_persona": 1, "max_val_per_persona": 1}
     train_persona_adapters(url, NAME, output_root=root, overrides=overrides, progress=False)
+    merge_moe(url, NAME, output_root=root, settings=MoeSettings(k=3))
     return Study(url, root, evaluator, passes)
 
 
@@ -212,6 +215,10 @@ def test_every_published_adapter_has_a_filled_model_card(study: Study) -> None:
     personas = sorted((study.root / f"models/{NAME}/personas").glob("*/README.md"))
     assert personas
     cards.update({f"persona {p.parent.name}": p for p in personas})
+    for variant in ("moe_self", "moe_cold_start"):
+        merged = sorted((study.root / f"models/{NAME}/{variant}").glob("*/README.md"))
+        assert len(merged) == len(personas), variant
+        cards.update({f"{variant} {p.parent.name}": p for p in merged})
     for what, path in cards.items():
         card = path.read_text(encoding="utf-8")
         assert card.startswith('---\nbase_model: "tiny-llama-v'), what
