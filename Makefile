@@ -51,7 +51,7 @@ demo: install  ## the whole flow on the embedded default (SQLite, tiny model, bu
 test: install  ## the test suite, including the tests against the running PostgreSQL
 	$(PY) -m pytest
 
-test-fast: install  ## the inner loop: every test not marked slow (about a minute)
+test-fast: install  ## the inner loop: every test not marked slow (about 8 minutes on a quiet 2-core machine, its own tiny model built first; far longer on shared cores)
 	$(PY) -m pytest -m "not slow" -q
 
 lint: install  ## ruff and mypy, as CI runs them
