@@ -34,12 +34,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@# Debian packages, where we are root: Chromium renders `hpo report`'s PNG (kaleido);
-	@# PgBouncer and docker-compose are what the tests of many workers start or check.
+	@# PgBouncer and docker-compose are what the tests of many workers start or check;
+	@# slurm-wlm and munge, the private Slurm of the `hpo launch --slurm` tests.
 	@# Without them the PNG and those tests are skipped, each saying why.
 	-missing=""; \
 	  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
 	  test -x /usr/sbin/pgbouncer || command -v pgbouncer >/dev/null || missing="$$missing pgbouncer"; \
 	  command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	  test -x /usr/sbin/slurmctld || missing="$$missing slurm-wlm"; \
+	  test -x /usr/sbin/munged || missing="$$missing munge"; \
 	  test -z "$$missing" || \
 	  (test "$$(id -u)" = 0 && apt-get update -q && apt-get install -y -q --no-install-recommends $$missing) || \
 	  echo "missing Debian packages:$$missing (apt-get install$$missing)"

@@ -202,13 +202,11 @@ def main() -> None:
         ),
         Side(
             "one at a time, same settings",
-            one_at_a_time(
-                base, generation_config(config, base.tokenizer), config.max_prompt_tokens
-            ),
+            one_at_a_time(base, generation_config(config, base.tokenizer), config.prompt_limit),
         ),
         Side(
             "one at a time, original plan (no stop)",
-            one_at_a_time(base, generation_config(plan, base.tokenizer), plan.max_prompt_tokens),
+            one_at_a_time(base, generation_config(plan, base.tokenizer), plan.prompt_limit),
             every=args.plan_every,
         ),
     ]

@@ -7,12 +7,17 @@ live here only. Change a field with :func:`dataclasses.replace`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from trainers.config import DataConfig
+
+MIN_DERIVED_PROMPT_TOKENS = 16
+"""The shortest prompt limit derived from training's length (the persona line alone is more)."""
 KEY_LENGTH = 12
 """Hex digits of :attr:`EvalConfig.key` (48 bits: no collision among a study's configs)."""
 
@@ -38,9 +43,10 @@ class EvalConfig:
     """Prompts per generate call."""
     max_new_tokens: int = 40
     """Length limit of a reply, in tokens."""
-    max_prompt_tokens: int = 384
-    """Prompt tokens at most; a longer prompt keeps its persona line whole and loses its oldest
-    turns first (``trainers.prompt.fit_prompt``)."""
+    max_prompt_tokens: int | None = None
+    """Prompt tokens at most (a longer prompt keeps its persona line whole and loses its oldest
+    turns first, ``trainers.prompt.fit_prompt``); none: the study's training length
+    (train.data.max_seq_length) less max_new_tokens, so prompt and reply fit what training saw."""
     stop_at_newline: bool = True
     """End a reply at its first newline instead of always generating max_new_tokens."""
     do_sample: bool = False
@@ -65,7 +71,12 @@ class EvalConfig:
                 object.__setattr__(self, name, float(value))
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _check(self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, "an integer >= 1")
-        _check(self.max_prompt_tokens >= 1, "max_prompt_tokens", self.max_prompt_tokens, ">= 1")
+        _check(
+            self.max_prompt_tokens is None or self.max_prompt_tokens >= 1,
+            "max_prompt_tokens",
+            self.max_prompt_tokens,
+            "none (derived from training) or an integer >= 1",
+        )
         _check(
             math.isfinite(self.temperature) and self.temperature > 0,
             "temperature",
@@ -100,6 +111,33 @@ class EvalConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy, saved in the results file."""
         return asdict(self)
+
+    def for_training(self, max_seq_length: int) -> EvalConfig:
+        """This config with the prompt limit derived from training's sequence length
+        (``max_seq_length - max_new_tokens``) where none is set; a set limit is kept.
+
+        Raises:
+            ValueError: If the replies leave no room for a prompt of 16 tokens.
+        """
+        if self.max_prompt_tokens is not None:
+            return self
+        limit = max_seq_length - self.max_new_tokens
+        _check(
+            limit >= MIN_DERIVED_PROMPT_TOKENS,
+            "max_new_tokens",
+            self.max_new_tokens,
+            f"at most {max_seq_length - MIN_DERIVED_PROMPT_TOKENS} under training's "
+            f"max_seq_length={max_seq_length}, or a max_prompt_tokens of its own",
+        )
+        return dataclasses.replace(self, max_prompt_tokens=limit)
+
+    @property
+    def prompt_limit(self) -> int:
+        """The prompt limit in force: ``max_prompt_tokens``, or derived from the default
+        training length (:class:`trainers.config.DataConfig`) where a caller resolved none."""
+        if self.max_prompt_tokens is not None:
+            return self.max_prompt_tokens
+        return max(1, DataConfig().max_seq_length - self.max_new_tokens)
 
     @property
     def key(self) -> str:

@@ -75,7 +75,8 @@ def import_dataset(
                 session,
                 name=dataset.name,
                 sha256=dataset.sha256,
-                source=str(path),
+                # the file's name and content, not where this machine keeps it
+                source=f"{path.name} sha256:{dataset.sha256}",
                 personas=dataset.personas,
             )
     except DatasetExistsError as exc:

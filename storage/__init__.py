@@ -104,18 +104,23 @@ from storage.models import (
     Persona,
     StudyBudget,
     StudyRecord,
+    WorkerIndex,
 )
 from storage.optuna_schema import KNOWN_OPTUNA_REVISIONS
 from storage.optuna_tables import StoredStudy, StoredTrial
 from storage.outage import DatabaseUnavailable, OutageGuard, is_disconnect, unreachable_message
 from storage.shared import (
     ArtifactUnavailable,
+    BrokenArtifact,
     Published,
     fetch_artifact,
     publish_and_record,
     publish_artifact,
     relative,
+    sweep_download_cache,
+    under_root,
 )
+from storage.store_faults import GuardedStore, StoreGuard, StoreUnavailable, is_store_fault
 from storage.study_records import (
     delete_study_records,
     has_study_records,
@@ -126,6 +131,7 @@ from storage.study_records import (
     study_records_of_key,
 )
 from storage.urls import masked_url
+from storage.worker_indexes import claim_worker_indexes
 
 __all__ = [
     "ALL_CLUSTERS",
@@ -139,6 +145,7 @@ __all__ = [
     "ArtifactUnavailable",
     "Assignment",
     "Base",
+    "BrokenArtifact",
     "ClusterStat",
     "ClusterStatRow",
     "Clustering",
@@ -150,6 +157,7 @@ __all__ = [
     "EvaluationRun",
     "Example",
     "ExampleLike",
+    "GuardedStore",
     "HeldLease",
     "InvalidNameError",
     "InvalidURLError",
@@ -164,12 +172,15 @@ __all__ = [
     "RunInfo",
     "StepBudget",
     "StorageError",
+    "StoreGuard",
+    "StoreUnavailable",
     "StoredExample",
     "StoredPersona",
     "StoredStudy",
     "StoredTrial",
     "StudyBudget",
     "StudyRecord",
+    "WorkerIndex",
     "acquire_lease",
     "atomic_directory",
     "atomic_file",
@@ -177,6 +188,7 @@ __all__ = [
     "budget_spent",
     "charge_steps",
     "claim_ticket",
+    "claim_worker_indexes",
     "cluster_persona_ids",
     "configure_sqlite",
     "create_engine",
@@ -202,6 +214,7 @@ __all__ = [
     "hold_lease",
     "init_schema",
     "is_disconnect",
+    "is_store_fault",
     "latest_clustering",
     "lease_holder_id",
     "list_evaluation_runs",
@@ -231,7 +244,9 @@ __all__ = [
     "study_record",
     "study_records",
     "study_records_of_key",
+    "sweep_download_cache",
     "sweep_temp_dirs",
+    "under_root",
     "unreachable_message",
     "upgrade_database",
     "validate_name",

@@ -222,7 +222,8 @@ def save_dataset(
         session: An open session.
         name: Unique dataset name (:func:`~storage.validate_name`).
         sha256: Hex digest of the source file.
-        source: Where the data came from (a path or URL); stored as :func:`storable_source`
+        source: Where the data came from (``hpo data import`` gives the file's name and
+            sha256, never a machine's folder); stored as :func:`storable_source`
             gives it.
         personas: Personas with their examples.
 

@@ -47,7 +47,8 @@ SPLITS = ("train", "val", "test")
 DATASET_NAME_LENGTH = 100
 """Longest dataset name (``datasets.name``); ``storage.validate_name`` allows as many."""
 DATASET_SOURCE_LENGTH = 1000
-"""Longest stored source path (``datasets.source``); a longer one is stored shortened."""
+"""Longest stored source (``datasets.source``: the file's name and sha256; a path in rows
+of older versions); a longer one is stored shortened."""
 PERSONA_KEY_LENGTH = 200
 """Longest persona id from a dataset file (``personas.key``); PostgreSQL refuses longer,
 SQLite would not, so :func:`storage.save_dataset` checks it on both."""
@@ -273,3 +274,14 @@ class EvaluationLease(Base):
     holder: Mapped[str] = mapped_column(String(200))
     acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WorkerIndex(Base):
+    """A study's counter of worker indexes (``storage.worker_indexes``): every worker started
+    without an index takes the next one, so no two samplers share a seed."""
+
+    __tablename__ = "worker_indexes"
+
+    study_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    next_index: Mapped[int] = mapped_column(BigInteger)
+    """The index the next worker of the study gets (0 for the first)."""

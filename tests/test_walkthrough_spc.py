@@ -117,7 +117,7 @@ def test_walkthrough_slice_on_synthetic_persona_chat(hpo: CliRunner, tmp_path: P
         assert summary["n_examples"] == n_test
         assert -1 <= summary["floor"] <= 1 and -1 <= summary["mean_similarity"] <= 1, summary
     assert report["promoted_trial"]["number"] in complete
-    assert Path(report["promoted_trial"]["adapter"]).is_dir()
+    assert (tmp_path / report["promoted_trial"]["adapter"]).is_dir()  # under the output root
 
     # read the replies, not only the scores: every test example has one, and they differ
     engine = storage.open_storage(url)

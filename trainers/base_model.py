@@ -57,7 +57,8 @@ def load_base_model(config: ModelConfig) -> BaseModel:
     """Load the base model and tokenizer named by the config, building the tiny one if needed.
 
     The weights load in bf16 where training will run in bf16 (:func:`choose_precision`),
-    else in fp32, on the one device of :func:`resolve_device`.
+    else in fp32, straight onto the one device of :func:`resolve_device` (``device_map``: an
+    8B model does not pass through 16 GB of host memory first).
 
     The model stays resident while a process trains or evaluates many adapters on it, so
     everything alive once it is loaded (the model, the libraries) is moved out of the cyclic
@@ -80,7 +81,10 @@ def load_base_model(config: ModelConfig) -> BaseModel:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch.bfloat16 if precision == "bf16" else torch.float32, **options
+            path,
+            dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
+            device_map=device,  # weights go straight to the device, not through host memory
+            **options,
         )
     except (OSError, ValueError, ImportError) as exc:
         raise ValueError(
@@ -93,7 +97,6 @@ def load_base_model(config: ModelConfig) -> BaseModel:
             f"model.prompt_format='chat' but the tokenizer of {config.base_model!r} has no "
             "chat template: expected prompt_format='plain' or an instruct model"
         )
-    model.to(device)  # type: ignore[arg-type]
     model.eval()
     gc.freeze()
     return BaseModel(

@@ -72,6 +72,9 @@ ATTN_IMPLEMENTATIONS = (None, "eager", "sdpa", "flash_attention_2", "flash_atten
 PROMPT_FORMATS = ("plain", "chat")
 """Values of :attr:`ModelConfig.prompt_format`."""
 
+LORA_TARGETS = ("attention", "linear")
+"""Values of :attr:`TrainConfig.lora_targets`, the default first (:mod:`trainers.targets`)."""
+
 
 def _is_cuda_index(device: str) -> bool:
     kind, _, index = device.partition(":")
@@ -118,7 +121,11 @@ class TrainConfig:
     lora_dropout: float = field(default=0.05, metadata={"tunable": True})
     """Dropout on the LoRA input."""
     target_modules: tuple[str, ...] | None = None
-    """Module names to adapt; None lets peft choose for the architecture."""
+    """Module names to adapt; None chooses for the architecture by ``lora_targets``."""
+    lora_targets: str = field(default="attention", metadata={"tunable": True})
+    """Which layers LoRA adapts when target_modules names none: ``"attention"`` (peft's default
+    for the architecture, else the attention projections) or ``"linear"`` (every linear
+    projection, attention and MLP, but the output head and MoE experts and routers)."""
     weight_decay: float = field(default=0.0, metadata={"tunable": True})
     """AdamW weight decay."""
     max_grad_norm: float = 1.0
@@ -147,6 +154,18 @@ class TrainConfig:
             "None or a positive integer",
         )
         _check(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "a number in [0, 1)")
+        _check(
+            self.lora_targets in LORA_TARGETS,
+            "lora_targets",
+            self.lora_targets,
+            f"one of {', '.join(LORA_TARGETS)}",
+        )
+        _check(
+            not self.target_modules or self.lora_targets == LORA_TARGETS[0],
+            "lora_targets",
+            self.lora_targets,
+            f"{LORA_TARGETS[0]!r} when target_modules names the modules to adapt",
+        )
         _check(self.evals_per_epoch >= 1, "evals_per_epoch", self.evals_per_epoch, ">= 1")
 
     @property

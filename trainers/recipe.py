@@ -7,6 +7,7 @@ knows nothing of Optuna), and the transformers ``Trainer`` runs the loop.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -18,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from trainers.base_model import BaseModel
-from trainers.batching import PromptPair, collator, padded_right, tokenize_pairs
+from trainers.batching import PromptPair, TokenRows, collator, padded_right, tokenize_pairs
 from trainers.config import TrainConfig
 from trainers.devices import one_device_arguments, release_memory
+from trainers.memory import MicroBatches, report_once
 from trainers.prompt import ContextLoss
 from trainers.report import ReportFn, RunLog, log_file, quiet_progress_callback, report_callback
 from trainers.targets import resolve_targets
@@ -44,6 +46,13 @@ class TrainResult:
     adapter_dir: Path | None = None
     context_loss: ContextLoss | None = None
     """The training examples whose prompt lost context turns (or persona) to the length limit."""
+    micro_batch_size: int | None = None
+    """Examples per forward pass of the attempt that finished (the batch, unless memory ran
+    out: see :mod:`trainers.memory`); None where no recipe ran."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step: ``batch_size / micro_batch_size``."""
+    oom_retries: int = 0
+    """Attempts started again at a smaller micro-batch after running out of memory."""
 
     @property
     def final_eval_loss(self) -> float:
@@ -55,7 +64,8 @@ def lora_config(config: TrainConfig, model: Any = None) -> Any:
     """The peft LoraConfig for a training config.
 
     With ``model``, the target modules are resolved for it (:func:`trainers.targets.
-    resolve_targets`: the config's, peft's default, or the attention projections), logged,
+    resolve_targets`: the config's, the ``lora_targets`` preset's: peft's default or the
+    attention projections, or every linear projection), logged,
     and written into the config, so that ``adapter_config.json`` names them. Without it,
     the config's ``target_modules`` (or None: peft's default) are passed on as they are.
 
@@ -66,7 +76,7 @@ def lora_config(config: TrainConfig, model: Any = None) -> Any:
 
     targets: Any = list(config.target_modules) if config.target_modules else None
     if model is not None:
-        chosen = resolve_targets(model, config.target_modules)
+        chosen = resolve_targets(model, config.target_modules, config.lora_targets)
         log.info("LoRA targets of %s: %s", model.config.model_type, chosen)
         targets = chosen.modules if isinstance(chosen.modules, str) else list(chosen.modules)
     return LoraConfig(
@@ -88,18 +98,23 @@ def training_arguments(
     logging_steps: int | None = None,
     precision: str = "fp32",
     gradient_checkpointing: bool = False,
+    micro_batch_size: int | None = None,
 ) -> Any:
     """The transformers ``TrainingArguments`` of a run on one device (never ``DataParallel``:
     a step is ``batch_size`` examples): evaluate every ``eval_steps`` and log every
     ``logging_steps`` (default the same), save nothing (the recipe saves the adapter itself),
     seed everything from the config, compute in ``precision`` (``"bf16"``, ``"fp16"``
-    autocast over fp32 weights, or ``"fp32"``)."""
+    autocast over fp32 weights, or ``"fp32"``). A ``micro_batch_size`` (a divisor of the
+    batch) splits each step into micro-batches with gradient accumulation; evaluation takes
+    ``max(8, micro_batch_size)`` rows at a time."""
+    micro = micro_batch_size or config.batch_size
     return one_device_arguments(
         device,
         output_dir=output_dir,
         num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=max(8, config.batch_size),
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=config.batch_size // micro,
+        per_device_eval_batch_size=max(8, micro),
         learning_rate=config.learning_rate,
         lr_scheduler_type="linear",
         weight_decay=config.weight_decay,
@@ -160,14 +175,15 @@ def train_lora(
             evaluation's data loader takes one number from torch's generator). The log
             still gets a training-loss line at the usual interval.
 
+    Out of memory, the run starts again from scratch at a smaller micro-batch with the same
+    effective batch (:class:`trainers.memory.MicroBatches`; the result records the micro-batch,
+    the accumulation and the retries); ``report`` gets each step once over the attempts.
+
     Raises:
         ValueError: If there is no training or validation data.
         NonFiniteLossError: If a loss turns NaN or infinite.
+        OutOfMemory: If even micro-batch 1 ran out of memory.
     """
-    import torch
-    from peft import get_peft_model
-    from transformers import PrinterCallback, ProgressCallback, Trainer
-
     if not train or not val:
         raise ValueError(f"need training and validation examples, got {len(train)} and {len(val)}")
     started = time.monotonic()
@@ -176,10 +192,56 @@ def train_lora(
     length = config.data.max_seq_length
     train_tokens = tokenize_pairs(base.tokenizer, train, length, chat=base.chat)
     val_tokens = tokenize_pairs(base.tokenizer, val, length, chat=base.chat)
-    train_rows, val_rows = train_tokens.rows, val_tokens.rows
-    steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
+    steps_per_epoch = math.ceil(len(train_tokens.rows) / config.batch_size)
     log_steps = max(1, steps_per_epoch // config.evals_per_epoch)
     eval_steps = steps_per_epoch * config.epochs if final_eval_only else log_steps
+
+    micro_batches = MicroBatches(config.batch_size)
+    once = report_once(report)
+    result = micro_batches.run(
+        lambda micro: _attempt(
+            base,
+            config,
+            train_tokens,
+            val_tokens,
+            (eval_steps, log_steps, micro),
+            report=once,
+            save_dir=save_dir,
+            log_path=log_path,
+            progress=progress,
+        ),
+        what=f"training at batch {config.batch_size}",
+    )
+    return dataclasses.replace(
+        result,
+        seconds=time.monotonic() - started,
+        micro_batch_size=micro_batches.micro_batch_size,
+        gradient_accumulation_steps=micro_batches.gradient_accumulation_steps,
+        oom_retries=micro_batches.retries,
+    )
+
+
+def _attempt(
+    base: BaseModel,
+    config: TrainConfig,
+    train_tokens: TokenRows,
+    val_tokens: TokenRows,
+    steps: tuple[int, int, int],
+    *,
+    report: ReportFn | None,
+    save_dir: Path | None,
+    log_path: Path | None,
+    progress: bool,
+) -> TrainResult:
+    """One attempt of :func:`train_lora` at one micro-batch, from a fresh LoRA; ``steps`` are
+    the evaluation interval, the logging interval and the micro-batch size."""
+    import torch
+    from peft import get_peft_model
+    from transformers import PrinterCallback, ProgressCallback, Trainer
+
+    eval_steps, log_steps, micro = steps
+    started = time.monotonic()
+    train_rows, val_rows = train_tokens.rows, val_tokens.rows
 
     # Model: LoRA layers on the shared base model, seeded.
     torch.manual_seed(config.seed)
@@ -194,6 +256,11 @@ def train_lora(
             padded_right(base.tokenizer),
         ):
             _log_context_loss(run, train=train_tokens.context_loss, val=val_tokens.context_loss)
+            if micro != config.batch_size and run.log_file is not None:
+                run.log_file.write(
+                    f"micro_batch_size={micro} gradient_accumulation_steps="
+                    f"{config.batch_size // micro} after running out of memory\n"
+                )
             # Train, reporting every evaluation.
             trainer = Trainer(
                 model=model,
@@ -206,6 +273,7 @@ def train_lora(
                     logging_steps=log_steps,
                     precision=base.precision,
                     gradient_checkpointing=base.gradient_checkpointing,
+                    micro_batch_size=micro,
                 ),
                 train_dataset=train_rows,  # type: ignore[arg-type]
                 eval_dataset=val_rows,  # type: ignore[arg-type]
@@ -241,6 +309,9 @@ def train_lora(
             base.model.config.use_cache = use_cache
         if base.gradient_checkpointing:
             base.model.activation_checkpointing_disable()
+            # the Trainer's enable put a hook on the input embeddings; it would stay, one more
+            # after every run (transformers' disable leaves it)
+            base.model.disable_input_require_grads()
         model = trainer = None  # type: ignore[assignment]  # LoRA, optimizer, activations
         release_memory(base.device)
 

@@ -6,13 +6,15 @@ peft knows default target modules for some model types only
 :func:`resolve_targets` answers for every model, in this order:
 
 1. ``TrainConfig.target_modules``, when the config names them (``"all-linear"`` included);
-2. peft's default for the model type, where it has one;
-3. the attention projections, found by module type: the ``nn.Linear`` / ``Conv1D`` children of
+2. with the preset ``TrainConfig.lora_targets = "linear"``: every linear projection (attention
+   and MLP) except the output head and mixture-of-experts experts and routers;
+3. with the default preset ``"attention"``: peft's default for the model type, where it has one;
+4. the attention projections, found by module type: the ``nn.Linear`` / ``Conv1D`` children of
    every module whose class name ends in ``Attention`` (``q_proj ... o_proj``, ``qkv_proj``);
-4. otherwise every linear layer except the output head and mixture-of-experts experts and
+5. otherwise every linear layer except the output head and mixture-of-experts experts and
    routers (what peft's ``"all-linear"`` would take, less the MoE parts).
 
-Expert and router layers are never chosen by steps 2 to 4: adapting a router changes which
+Expert and router layers are never chosen by steps 2 to 5: adapting a router changes which
 experts a token goes to, and the MoE merge (``cat``) merges what the adapters share. Step 1
 may name them on purpose. The resolved names go into the ``LoraConfig``, so peft's
 ``adapter_config.json`` records them.
@@ -26,10 +28,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from trainers.config import LORA_TARGETS
+
 log = logging.getLogger(__name__)
 
 ALL_LINEAR = "all-linear"
 """peft's name for every linear layer but the output head."""
+ATTENTION, LINEAR = LORA_TARGETS
+"""The presets of ``TrainConfig.lora_targets``: peft's default, else the attention projections
+(the default); every linear projection (attention and MLP) but the output head and MoE experts
+and routers."""
 
 MOE_PART = re.compile(r"(^|\.)(experts?|router|gate|shared_expert_gate)(\.|$)")
 """A module path inside a mixture-of-experts block's experts or router (``mlp.gate`` is
@@ -50,12 +58,16 @@ class Targets:
         return f"{names} ({self.source})"
 
 
-def resolve_targets(model: Any, configured: Sequence[str] | None = None) -> Targets:
+def resolve_targets(
+    model: Any, configured: Sequence[str] | None = None, preset: str = ATTENTION
+) -> Targets:
     """The target modules of a LoRA on ``model`` (see the module docstring for the order).
 
     Args:
         model: A transformers causal LM (real or on the meta device).
         configured: ``TrainConfig.target_modules``; None chooses for the architecture.
+        preset: ``TrainConfig.lora_targets``: :data:`ATTENTION` or :data:`LINEAR`, used
+            when ``configured`` names no module.
 
     Raises:
         ValueError: If configured names match no module, or the model has no linear layer
@@ -69,6 +81,10 @@ def resolve_targets(model: Any, configured: Sequence[str] | None = None) -> Targ
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 
     model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if preset == LINEAR:
+        projections = linear_layers(model)
+        if projections:
+            return Targets(_short_names(model, projections), "linear projections")
     default = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(str(model_type))
     if default is not None:
         return Targets(default if isinstance(default, str) else tuple(default), "peft default")
@@ -98,24 +114,27 @@ def attention_projections(model: Any) -> tuple[str, ...]:
     the full module names, so that a name shared with an MLP layer adapts attention only.
     """
     linear = _linear_types()
-    inside: dict[str, None] = {}
     full: list[str] = []
     for path, module in model.named_modules():
         if not type(module).__name__.endswith("Attention"):
             continue
         for child, sub in module.named_children():
             if isinstance(sub, linear):
-                inside.setdefault(child)
                 full.append(f"{path}.{child}" if path else child)
-    if not inside:
-        return ()
-    chosen = set(full)
+    return _short_names(model, full)
+
+
+def _short_names(model: Any, paths: Sequence[str]) -> tuple[str, ...]:
+    """The last names of ``paths`` (``q_proj``), first seen first, when no other linear layer
+    of the model has one of them; else the full paths, so that peft adapts these alone."""
+    short = dict.fromkeys(path.rsplit(".", 1)[-1] for path in paths)
+    chosen = set(paths)
     shared = {
         path.rsplit(".", 1)[-1]
         for path, module in model.named_modules()
-        if isinstance(module, linear) and path not in chosen
+        if isinstance(module, _linear_types()) and path not in chosen
     }
-    return tuple(full) if shared & inside.keys() else tuple(inside)
+    return tuple(paths) if shared & short.keys() else tuple(short)
 
 
 def linear_layers(model: Any) -> tuple[str, ...]:

@@ -148,6 +148,7 @@ def merge_variant(
                 "no adapter; train the per-persona adapters first (hpo personas train)"
             )
         out = layout.study_adapter_dir(study_name, variant, adapter_name(entry["target"]))
+        sources = entry["sources"]
         card = None
         if model is not None:
             folder = out.relative_to(layout.root).as_posix()
@@ -155,7 +156,8 @@ def merge_variant(
                 study_name, variant, entry, model, method=settings.merge_method, folder=folder
             )
             card = made.markdown()
-        method.merge([adapters[s].path for s in entry["sources"]], entry["weights"], out, card=card)
+        paths = [adapters[s].path for s in sources]
+        method.merge(paths, entry["weights"], out, names=sources, card=card)
         sha, _ = storage.directory_sha256(out)
         merged[entry["target"]] = PersonaAdapter(entry["target"], out, sha)
     return merged

@@ -250,8 +250,8 @@ def merge_all(
         "settings": settings.to_dict(),
         "embedding_model": scope.embedding_model or DEFAULT_EMBEDDING_MODEL,
         "n_personas": len(personas),
-        "persona_adapters": {
-            k: {"path": str(a.path), "sha256": a.sha256}
+        "persona_adapters": {  # paths under the output root: no machine's folder
+            k: {"path": storage.under_root(layout.root, a.path), "sha256": a.sha256}
             for k, a in sorted(adapters.items())
             if k in set(keys)
         },
@@ -264,14 +264,19 @@ def merge_all(
             layout, scope.study_name, variant, routes, adapters, settings, scope.model
         )
         for entry in routes:
-            entry["adapter"] = str(merged[variant][entry["target"]].path)
+            entry["adapter"] = storage.under_root(
+                layout.root, merged[variant][entry["target"]].path
+            )
             entry["sha256"] = merged[variant][entry["target"]].sha256
         data["variants"][variant] = {"include_self": include_self, "routes": routes}
     return data, merged
 
 
-def merged_from_results(data: Mapping[str, Any]) -> dict[str, dict[str, PersonaAdapter]]:
-    """The merged adapters a results file lists, per variant.
+def merged_from_results(
+    data: Mapping[str, Any], root: Path
+) -> dict[str, dict[str, PersonaAdapter]]:
+    """The merged adapters a results file lists, per variant, under the output root ``root``
+    (a results file of an older version names them by absolute paths: read as they are).
 
     Raises:
         ValueError: If a listed adapter is gone or changed since it was merged.
@@ -280,7 +285,7 @@ def merged_from_results(data: Mapping[str, Any]) -> dict[str, dict[str, PersonaA
     for variant, info in data.get("variants", {}).items():
         merged[variant] = {}
         for entry in info["routes"]:
-            path = Path(entry["adapter"])
+            path = root / entry["adapter"]  # an absolute path stays itself
             if not path.is_dir():
                 raise ValueError(f"{variant}: merged adapter {path} is missing; run hpo moe merge")
             sha, _ = storage.directory_sha256(path)
@@ -312,7 +317,7 @@ def evaluate_all(
     from evaluators.trials.promotion import evaluation_summary
 
     settings = MoeSettings(**data["settings"])
-    merged = merged_from_results(data)
+    merged = merged_from_results(data, layout.root)
     results: dict[str, MethodResult] = {}
     for variant in VARIANTS:
         if variant not in merged:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from typing import Any
 
 from evaluators.config import EvalConfig
 from trainers.base_model import BaseModel
+from trainers.memory import ShrinkingBatch
 from trainers.prompt import fit_prompts
 
 REPLY_END = "\n"
@@ -139,6 +141,23 @@ def _seeded(seed: int, device: str) -> Iterator[None]:
         yield
 
 
+def _generate_rows(
+    model: Any, tokenizer: Any, enc: Any, settings: Any, start: int, stop: int
+) -> list[str]:
+    """The replies of rows ``start:stop`` of a left-padded batch, decoded.
+
+    The rows keep the whole batch's padding, so each row's input (tokens, attention mask,
+    positions) is the same however many rows run with it: after an out-of-memory the batch
+    runs in smaller parts (:class:`trainers.memory.ShrinkingBatch`) without being padded anew.
+    """
+    part = {name: value[start:stop] for name, value in enc.items()}
+    width = part["input_ids"].shape[1]
+    cache = static_cache(model, width, settings.max_new_tokens)
+    extra = {} if cache is None else {"cache": cache}
+    out = model.generate(**part, generation_config=settings, **extra)
+    return list(tokenizer.batch_decode(out[:, width:], skip_special_tokens=True))
+
+
 def generate_replies(
     base: BaseModel,
     prompts: Sequence[str],
@@ -154,7 +173,7 @@ def generate_replies(
     newline (a token of :func:`newline_token_ids`), instead of running ``max_new_tokens``
     steps; the replies are the same either way, since only the first line is kept. Sampling is
     seeded once per call, so the same prompts, model and config give the same replies.
-    Prompts over ``eval_config.max_prompt_tokens`` are fitted as in training
+    Prompts over ``eval_config.prompt_limit`` are fitted as in training
     (:func:`trainers.prompt.fit_prompt`: the persona stays whole, the oldest turns go first).
 
     Args:
@@ -171,7 +190,7 @@ def generate_replies(
 
     tokenizer = base.tokenizer
     settings = generation_config(eval_config, tokenizer)
-    fitted = fit_prompts(tokenizer, prompts, eval_config.max_prompt_tokens, chat=base.chat)
+    fitted = fit_prompts(tokenizer, prompts, eval_config.prompt_limit, chat=base.chat)
     # by token count, not characters: batches of 32 then pad 2%, not 10%, of the demo's prompts
     order = sorted(range(len(prompts)), key=lambda i: len(fitted[i].ids))
     replies: list[str] = [""] * len(prompts)
@@ -179,6 +198,7 @@ def generate_replies(
     tokenizer.padding_side = "left"
     size = eval_config.batch_size
     batches = [order[i : i + size] for i in range(0, len(order), size)]
+    rows_at_a_time = ShrinkingBatch(size, what="generation")
     try:
         with (
             adapter_applied(base, adapter_dir) as model,
@@ -189,13 +209,8 @@ def generate_replies(
                 enc = tokenizer.pad(
                     {"input_ids": [list(fitted[i].ids) for i in batch]}, return_tensors="pt"
                 ).to(base.device)
-                cache = static_cache(model, enc["input_ids"].shape[1], eval_config.max_new_tokens)
-                extra = {} if cache is None else {"cache": cache}
-                out = model.generate(**enc, generation_config=settings, **extra)
-                new = out[:, enc["input_ids"].shape[1] :]
-                for i, text in zip(
-                    batch, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True
-                ):
+                rows = functools.partial(_generate_rows, model, tokenizer, enc, settings)
+                for i, text in zip(batch, rows_at_a_time.map(rows, len(batch)), strict=True):
                     replies[i] = clean_reply(text)
                 if on_batch is not None:
                     on_batch(batch, [replies[i] for i in batch])

@@ -220,7 +220,7 @@ def evaluate_method(
         engine, key, base, items, adapter_dir=adapter_dir, embedding_model=embedding_model
     )
     result = _finished_result(engine, key, run_id, items, embedding_model, n_samples)
-    limit = key.eval_config.max_prompt_tokens
+    limit = key.eval_config.prompt_limit
     fitted = fit_prompts(base.tokenizer, [it.prompt for it in items], limit, chat=base.chat)
     return dataclasses.replace(result, context_loss=ContextLoss.of(fitted, limit))
 

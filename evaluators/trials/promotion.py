@@ -263,7 +263,7 @@ def promote_best(
         promoted_dir=adapter_dir,
     )
     path = results_path(layout, scope.study_name)
-    write_json(path, report.to_dict())
+    write_json(path, report.to_dict(layout.root))  # no machine's folder in a published file
     return report, path
 
 

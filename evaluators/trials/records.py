@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import storage
 from evaluators.config import EvalConfig
 from evaluators.scoring.method_run import MethodResult
 from evaluators.stats.comparison import Comparison
@@ -38,15 +39,17 @@ class EvaluatedTrial:
         """The evaluation's figures in a few keys (:func:`evaluation_summary`)."""
         return evaluation_summary(self.result)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready row of ``evaluated_trials``."""
+    def to_dict(self, root: Path | None = None) -> dict[str, Any]:
+        """JSON-ready row of ``evaluated_trials``; its path relative to ``root``
+        (:func:`storage.under_root`)."""
         return {
             "trial": self.trial.trial_number,
             "eval_loss": self.trial.eval_loss,
             "params": self.trial.params,
             "promoted": self.promoted,
             **self.summary(),
-            "adapter": str(self.trial.adapter_path),
+            "adapter": storage.under_root(root, self.trial.adapter_path),
+            "adapter_sha256": self.trial.adapter_sha256,
         }
 
 
@@ -126,8 +129,9 @@ class PromotionReport(MethodsReport):
         promoted = self.promoted.result.mean_similarity
         return round(100 * (promoted - self.methods[BASE_METHOD].mean_similarity), 2)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, as written to ``cluster_lora_results.json``."""
+    def to_dict(self, root: Path | None = None) -> dict[str, Any]:
+        """JSON-ready form, as written to ``cluster_lora_results.json``: its paths relative to
+        the output root ``root`` (:func:`storage.under_root`)."""
         best = self.promoted
         return {
             "study": self.study,
@@ -137,11 +141,12 @@ class PromotionReport(MethodsReport):
                 "eval_loss": best.trial.eval_loss,
                 "params": best.trial.params,
                 "similarity": best.result.mean_similarity,
-                "adapter": str(self.promoted_dir),
-                "source_adapter": str(best.trial.adapter_path),
+                "adapter": storage.under_root(root, self.promoted_dir),
+                "source_adapter": storage.under_root(root, best.trial.adapter_path),
+                "adapter_sha256": best.trial.adapter_sha256,
                 "rule": PROMOTION_RULE,
             },
-            "evaluated_trials": [t.to_dict() for t in self.trials],
+            "evaluated_trials": [t.to_dict(root) for t in self.trials],
             **self._scope_dict(),
             "difference_percent_points": self.difference_percent_points,
             **self._comparisons_dict(),

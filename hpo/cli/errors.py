@@ -21,6 +21,7 @@ EXIT_INTERRUPTED = 130
 def bad_input_errors() -> tuple[type[BaseException], ...]:
     """The library errors that mean bad input: a file, a name, a URL or a config (imported
     when an error happens, so that ``hpo --help`` stays fast)."""
+    from hpo.artifacts import ArtifactStoreError
     from hpo.study.config import ConfigError
     from hpo.study.creation import StudyConfigMismatch
     from hpo.workers.worker import OutputRootError
@@ -34,6 +35,7 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
         DatasetError,
         InputFileError,
         AdapterError,
+        ArtifactStoreError,
         DatasetExistsError,
         ClusteringError,
         ConfigError,

@@ -21,6 +21,7 @@ from hpo.study.creation import GRACE_PERIOD
     epilog=example(
         "hpo evaluator --study cluster4 --watch --storage postgresql+psycopg://hpo@db/hpo",
         "hpo evaluator --study cluster4 --once --top-trials 5",
+        "hpo evaluator --study cluster4 --watch --until-done",
     )
 )
 @study_option
@@ -29,6 +30,12 @@ from hpo.study.creation import GRACE_PERIOD
     default=True,
     show_default=True,
     help="keep polling the study, or evaluate what is due now and exit",
+)
+@click.option(
+    "--until-done",
+    is_flag=True,
+    help="with --watch: exit once the study's budget is spent, no trial runs or waits, and "
+    "its top trials are evaluated (for a scheduler's job: hpo launch --slurm --evaluator)",
 )
 @click.option(
     "--top-trials",
@@ -59,14 +66,15 @@ from hpo.study.creation import GRACE_PERIOD
     type=click.FloatRange(min=1),
     default=GRACE_PERIOD,
     show_default=True,
-    help="seconds a database outage is waited out (retried with backoff) before the "
-    "evaluator exits 1 naming the database",
+    help="seconds a database or artifact store outage is waited out (retried with backoff) "
+    "before the evaluator exits 1 naming it",
 )
 @dataclass_options(EvalConfig)
 @common_options(log_level=logging.INFO)
 def evaluator(
     name: str,
     watch: bool,
+    until_done: bool,
     top_trials: int,
     poll_interval: float,
     lease_ttl: float,
@@ -95,8 +103,16 @@ def evaluator(
         patience=patience,
     )
     on_pass = (lambda done: _print_pass(service, done)) if watch else None
-    result = run_evaluator(service, once=not watch, poll_interval=poll_interval, on_pass=on_pass)
+    result = run_evaluator(
+        service,
+        once=not watch,
+        poll_interval=poll_interval,
+        until_done=until_done,
+        on_pass=on_pass,
+    )
     click.echo(f"evaluated here: {', '.join(result.evaluated) or 'nothing'}")
+    for line in result.broken.values():  # one trial each, not the service
+        click.echo(line)
     if not watch:
         # the table `hpo evaluate` prints: this run's report, or the study's as it stands
         found = (result.report, result.results) if result.report is not None else None

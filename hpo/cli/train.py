@@ -55,7 +55,6 @@ from trainers.config import ModelConfig, TrainConfig
 def train(out: Path | None, storage: str | None, output_root: Path, **kwargs: Any) -> None:
     """Train one cluster adapter with the given hyperparameters."""
     import storage as storage_package
-    from hpo.artifacts import output_layout
     from hpo.datasets import load_study_cluster, train_cluster_adapter
 
     section = build_dataclass(StudySection, kwargs)
@@ -63,7 +62,7 @@ def train(out: Path | None, storage: str | None, output_root: Path, **kwargs: An
     model = build_dataclass(ModelConfig, kwargs)
     _check_base_model(model, config)
     cluster = load_study_cluster(storage_package.open_storage(storage_url(storage)), section)
-    layout = output_layout(output_root)
+    layout = storage_package.OutputLayout(output_root.resolve())  # uses no shared store
     target = out or layout.cluster_adapter_dir(section.cluster_id)
     log_path = layout.log_path(f"train-cluster-{section.cluster_id:02d}")
     result = train_cluster_adapter(cluster, config, model, target, log_path=log_path)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
 
 from hpo.cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED
 from hpo.cli.options import common_options, example, storage_url, study_option
+from hpo.cli.slurm import refuse_slurm_only, slurm_options
 from hpo.study.creation import GRACE_PERIOD
 
 LOCAL_WORKERS_ENV = "HPO_LOCAL_WORKERS"
@@ -25,9 +27,9 @@ LOCAL_WORKERS_ENV = "HPO_LOCAL_WORKERS"
 @click.option(
     "--worker-index",
     type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="offsets the sampler seed, so that workers propose different points",
+    default=None,
+    help="offsets the sampler seed, so that workers propose different points  [default: the "
+    "next index of the study's counter in the database, never given to another worker]",
 )
 @click.option(
     "--local-workers",
@@ -56,14 +58,15 @@ LOCAL_WORKERS_ENV = "HPO_LOCAL_WORKERS"
     type=click.IntRange(min=1),
     default=GRACE_PERIOD,
     show_default=True,
-    help="seconds without heartbeat before a trial is failed and retried",
+    help="seconds without heartbeat before a trial is failed and retried; also how long an "
+    "outage of the database or the artifact store is waited out",
 )
 @common_options(log_level=logging.INFO)
 @click.pass_context
 def worker(
     ctx: click.Context,
     name: str,
-    worker_index: int,
+    worker_index: int | None,
     local_workers: int,
     threads: int | None,
     max_trials: int | None,
@@ -110,7 +113,10 @@ def _gpu_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 @click.command(
     epilog=example(
-        "hpo launch --study cluster4 --gpus 0,1,2,3", "hpo launch --study cluster4 --workers 2"
+        "hpo launch --study cluster4 --gpus 0,1,2,3",
+        "hpo launch --study cluster4 --workers 2",
+        "hpo launch --study cluster4 --slurm --workers 8 --partition gpu --time 4:00:00 "
+        "--evaluator",
     )
 )
 @study_option
@@ -135,6 +141,7 @@ def _gpu_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     default=None,
     help="CPU threads per worker  [default: the cores divided among the workers, GPU workers too]",
 )
+@slurm_options
 @common_options()
 @click.pass_context
 def launch(
@@ -145,8 +152,13 @@ def launch(
     threads: int | None,
     storage: str | None,
     output_root: Path,
+    **slurm: Any,
 ) -> None:
-    """Start workers on this machine (--workers N or --gpus IDS) and wait for them."""
+    """Start workers on this machine (--workers N or --gpus IDS) and wait for them.
+
+    With --slurm: submit them as one Slurm array job instead, one task and one GPU each
+    (docs/clusters.md, "On a Slurm cluster").
+    """
     from rich.console import Console
 
     from hpo.cli.display import study_progress
@@ -158,7 +170,14 @@ def launch(
         visible_gpus,
         wait_for_workers,
     )
+    from hpo.workers.place import claim_worker_index_block
 
+    if slurm.pop("slurm"):
+        from hpo.cli.slurm import launch_on_slurm
+
+        url = storage_url(storage)
+        return launch_on_slurm(name, n_workers, gpus, threads, url, output_root, slurm)
+    refuse_slurm_only(slurm)
     if (n_workers is None) == (gpus is None):
         raise click.UsageError("give either --workers N or --gpus IDS")
     url = storage_url(storage)
@@ -173,8 +192,15 @@ def launch(
             click.echo(f"{len(gpus)} workers on GPUs {', '.join(gpus)} (visible: {found})")
         else:
             click.echo(f"{n_workers} workers on the CPU (no GPU visible)")
+    indexes = claim_worker_index_block(url, name, len(gpus) if gpus else n_workers or 0)
     started = start_workers(
-        url, name, n_workers=n_workers, gpus=gpus, output_root=output_root, threads=threads
+        url,
+        name,
+        n_workers=n_workers,
+        gpus=gpus,
+        output_root=output_root,
+        threads=threads,
+        first_index=indexes.start,
     )
     for w in started:
         click.echo(

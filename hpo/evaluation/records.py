@@ -81,3 +81,37 @@ def trial_evaluations(engine: Any, study: optuna.Study) -> dict[int, dict[str, A
         for key, value in found.items()
         if key.startswith(TRIAL_ATTR_PREFIX) and isinstance(value, dict)
     }
+
+
+BROKEN_PREFIX = "evaluation:broken:trial:"
+"""Study record ``evaluation:broken:trial:<N>``: trial N's adapter object in the shared store
+cannot be used (not a tar, truncated, hostile, or without the recorded sha256); the evaluator's
+passes no longer fetch it (``hpo evaluate --trial N`` by hand still does)."""
+
+
+def mark_broken(engine: Any, study_name: str, trial_number: int, error: Any) -> dict[str, Any]:
+    """Record that trial ``trial_number``'s adapter object is broken (``error`` a
+    ``storage.BrokenArtifact``), so that later passes skip it; returns the record."""
+    value = {"trial": trial_number, "artifact_id": error.artifact_id, "reason": error.reason}
+    with storage.session_scope(engine) as session:
+        storage.save_study_record(session, study_name, f"{BROKEN_PREFIX}{trial_number}", value)
+    return value
+
+
+def broken_trials(engine: Any, study_name: str) -> dict[int, dict[str, Any]]:
+    """{trial number: its record} of the trials whose adapter object is marked broken."""
+    with storage.session_scope(engine) as session:
+        records = storage.study_records(session, study_name, prefix=BROKEN_PREFIX)
+    return {
+        int(key.removeprefix(BROKEN_PREFIX)): value
+        for key, value in records.items()
+        if isinstance(value, dict)
+    }
+
+
+def broken_line(target: str, record: dict[str, Any]) -> str:
+    """One line naming a skipped trial and its broken object."""
+    return (
+        f"skipped {target}: its adapter object {record.get('artifact_id')} in the shared store "
+        f"is broken ({record.get('reason')}); marked, not fetched again"
+    )

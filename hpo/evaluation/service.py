@@ -27,11 +27,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
+import optuna
+
+import storage
 from evaluators.config import EvalConfig
 from evaluators.trials import promotion
-from evaluators.trials.promotion import PromotionReport
+from evaluators.trials.promotion import PromotedTrial, PromotionReport
 from hpo.evaluation.candidates import as_candidate, complete_trials, top_trials
+from hpo.evaluation.records import broken_line, broken_trials, mark_broken
 from hpo.evaluation.study_work import (
     BASELINES_TARGET,
     DEFAULT_LEASE_TTL,
@@ -61,6 +66,9 @@ class PassResult:
     """Targets due but leased by another live evaluator."""
     failed: list[str] = field(default_factory=list)
     """Trials skipped because their adapter is missing or changed (logged; never promoted)."""
+    broken: dict[str, str] = field(default_factory=dict)
+    """Trials passed over because their adapter object in the shared store is broken (marked,
+    not fetched again; the pass promotes among the others): target -> one line."""
     results: Path | None = None
     """The results file, if this pass rewrote it."""
     report: PromotionReport | None = None
@@ -71,21 +79,37 @@ def run_pass(evaluator: StudyEvaluator) -> PassResult:
     """Evaluate what is due now that no other evaluator holds, then promote.
 
     Due: the top K trials without a complete evaluation, then the baselines (once the
-    study has a COMPLETE trial).
+    study has a COMPLETE trial). A trial whose adapter object in the shared store is broken
+    is marked (:func:`~hpo.evaluation.records.mark_broken`), never fetched again, and passed
+    over: the next trial by eval_loss takes its place.
     """
     result = PassResult()
-    top = top_trials(evaluator.study, evaluator.top_k, evaluator.engine)
     done = evaluator.evaluated()
-    for trial in top:
-        if trial.trial_number in done:
-            continue
+    marked = broken_trials(evaluator.engine, evaluator.name)
+    top: list[PromotedTrial] = []
+    for trial in complete_trials(evaluator.study, evaluator.engine):
+        if len(top) == evaluator.top_k:
+            break
         target = trial_target(trial.trial_number)
+        if trial.trial_number in done:
+            top.append(trial)
+            continue
+        if trial.trial_number in marked:  # its object is broken: the next takes its place
+            result.broken[target] = broken_line(target, marked[trial.trial_number])
+            continue
         try:
             evaluated = evaluator.evaluate_trial(trial)
+        except storage.BrokenArtifact as exc:  # costs this trial, not the pass
+            record = mark_broken(evaluator.engine, evaluator.name, trial.trial_number, exc)
+            result.broken[target] = broken_line(target, record)
+            log.error("%s of %s", result.broken[target], evaluator.name)
+            continue
         except ValueError as exc:  # its adapter is gone or changed: the others go on
             log.error("skipping %s of %s: %s", target, evaluator.name, exc)
             result.failed.append(target)
+            top.append(trial)
             continue
+        top.append(trial)
         (result.evaluated if evaluated else result.waiting).append(target)
     if top and not promotion.baselines_evaluated(evaluator.engine, evaluator.scope):
         if evaluator.evaluate_baselines():
@@ -96,6 +120,16 @@ def run_pass(evaluator: StudyEvaluator) -> PassResult:
     if promoted is not None:
         result.report, result.results = promoted
     return result
+
+
+def study_finished(engine: Any, study: optuna.Study) -> bool:
+    """Whether the study's budget is spent and no trial runs or waits: no trial will complete
+    any more (a re-queued trial waits, and gave its ticket back first)."""
+    name = study.study_name
+    with storage.session_scope(engine) as session:
+        spent = storage.budget(session, name) is None or storage.budget_spent(session, name)
+    states = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    return spent and not study.get_trials(deepcopy=False, states=states)
 
 
 class EvaluatorStopped(KeyboardInterrupt):
@@ -113,14 +147,18 @@ def run_evaluator(
     poll_interval: float = DEFAULT_POLL_INTERVAL,
     max_passes: int | None = None,
     on_pass: Callable[[PassResult], None] | None = None,
+    until_done: bool = False,
 ) -> PassResult:
     """Evaluate the study's due trials, once or watching.
 
     With ``once``, passes repeat only while due work is leased by another evaluator (until
     it is done there, or its lease expires and this one takes it over); then it returns.
     Otherwise it watches: a pass every ``poll_interval`` seconds until stopped (SIGTERM or
-    Ctrl-C, which release the leases held) or ``max_passes`` ran. ``on_pass`` is called with
-    each pass's result (``hpo evaluator --watch`` prints a line per evaluated trial).
+    Ctrl-C, which release the leases held) or ``max_passes`` ran; with ``until_done``, also
+    until a pass that began with the study finished (:func:`study_finished`) left nothing
+    waiting: the top trials of the finished study are then evaluated and promoted (for a
+    scheduler's job, which should end). ``on_pass`` is called with each pass's result
+    (``hpo evaluator --watch`` prints a line per evaluated trial).
 
     Returns:
         All passes together: what was evaluated here, and the last results written.
@@ -133,6 +171,11 @@ def run_evaluator(
         while True:
             # A pass is safe to run again: leases are re-taken, stored results resumed.
             guard = evaluator.guard
+            finished = until_done and (
+                study_finished(evaluator.engine, evaluator.study)
+                if guard is None
+                else guard.call(study_finished, evaluator.engine, evaluator.study)
+            )
             result = run_pass(evaluator) if guard is None else guard.call(run_pass, evaluator)
             passes += 1
             if on_pass is not None:
@@ -140,9 +183,12 @@ def run_evaluator(
             total.evaluated += result.evaluated
             total.waiting = result.waiting
             total.failed = sorted(set(total.failed) | set(result.failed))
+            total.broken.update(result.broken)
             if result.results is not None:
                 total.results, total.report = result.results, result.report
             if max_passes is not None and passes >= max_passes:
+                break
+            if finished and not result.waiting:
                 break
             if once:
                 if not result.waiting:
@@ -203,6 +249,7 @@ __all__ = [
     "open_evaluator",
     "run_evaluator",
     "run_pass",
+    "study_finished",
     "top_trials",
     "trial_target",
 ]

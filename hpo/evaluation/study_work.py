@@ -352,7 +352,8 @@ def open_evaluator(
         raise ValueError(f"invalid top_k {top_k!r}: use an integer of at least 1")
     if not lease_ttl > 0:
         raise ValueError(f"invalid lease_ttl {lease_ttl!r}: use a positive number of seconds")
-    guard = storage.OutageGuard(url, patience=patience, waiter="an evaluator waits (--patience)")
+    waiter = "an evaluator waits (--patience)"
+    guard = storage.OutageGuard(url, patience=patience, waiter=waiter)
     study, config = guard.call(load_study, url, study_name)
     engine = guard.call(storage.open_storage, url)
     section = config.study
@@ -364,7 +365,7 @@ def open_evaluator(
         cluster_id=section.cluster_id,
         personas=cluster.personas,
         embedding_model=section.embedding_model,
-        eval_config=eval_config,
+        eval_config=eval_config.for_training(config.train.data.max_seq_length),
         model=config.model,
         dataset=section.dataset,
     )
@@ -372,7 +373,7 @@ def open_evaluator(
         study=study,
         config=config,
         engine=engine,
-        layout=output_layout(output_root),
+        layout=output_layout(output_root, patience=patience, waiter=waiter),  # store probed
         scope=scope,
         holder=holder or storage.lease_holder_id(),
         guard=guard,

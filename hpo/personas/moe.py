@@ -70,11 +70,11 @@ def _open_moe(
         clustering_id=cluster.clustering_id,
         cluster_id=config.study.cluster_id,
         personas=cluster.personas,
-        eval_config=eval_config,
+        eval_config=eval_config.for_training(config.train.data.max_seq_length),
         embedding_model=config.study.embedding_model,
         model=config.model,
     )
-    layout = output_layout(output_root)
+    layout = output_layout(output_root, waiter="hpo moe waits")  # the store probed
     return MoeContext(
         engine=engine,
         layout=layout,

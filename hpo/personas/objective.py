@@ -21,6 +21,7 @@ from hpo.study.config import StudyConfig
 from hpo.study.trial_records import (
     FAIL_REASON,
     FAIL_REASON_LENGTH,
+    MEMORY_FIELDS,
     error_type,
     save_trial_fields,
 )
@@ -166,6 +167,9 @@ class PersonaObjective:
                 persona_card(job.config, key, trained, folder).write(tmp)
             loss = result.final_eval_loss
             trial.set_user_attr("train_seconds", round(result.seconds, 2))
+            # a smaller micro-batch after running out of memory: the trial's record
+            memory = {name: getattr(result, name) for name in MEMORY_FIELDS}
+            save_trial_fields(job.engine, trial.study.study_name, trial.number, **memory)
         else:
             loss = reused
         trial.set_user_attr("reused", reused is not None)

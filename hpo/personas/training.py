@@ -38,7 +38,7 @@ import optuna
 
 import storage
 from evaluators.moe.run import PersonaAdapter
-from hpo.artifacts import output_layout
+from hpo.artifacts import output_layout, store_outage
 from hpo.datasets import ClusterData, load_study_cluster
 from hpo.evaluation.notes import personas_study_note, save_study_note, study_note
 from hpo.evaluation.records import promoted_trial
@@ -162,8 +162,16 @@ class PersonaTrainSummary:
     failed: list[str] = field(default_factory=list)
 
 
+PERSONAS_WAITER = "persona training waits (its heartbeat grace period)"
+"""Who waits out a database or store outage, as the messages past the patience say."""
+
+
 def _load_job(
-    url: str, study_name: str, output_root: Path, overrides: Mapping[str, Any] | None
+    url: str,
+    study_name: str,
+    output_root: Path,
+    overrides: Mapping[str, Any] | None,
+    patience: float = GRACE_PERIOD,
 ) -> tuple[PersonaJob, ClusterData, str]:
     study, config = load_study(url, study_name)
     engine = storage.open_storage(url)
@@ -182,7 +190,7 @@ def _load_job(
         config=config,
         train_config=train_config,
         personas={p.key: p for p in cluster.personas},
-        layout=output_layout(output_root),
+        layout=output_layout(output_root, patience=patience, waiter=PERSONAS_WAITER),
         engine=engine,
         base_model=config.model.base_model,
     )
@@ -278,9 +286,10 @@ def train_persona_adapters(
     from trainers.base_model import load_base_model, set_threads
 
     # Every database call waits out an outage up to the grace period, as the workers' do.
-    waiter = "persona training waits (its heartbeat grace period)"
-    guard = storage.OutageGuard(url, patience=grace_period, waiter=waiter)
-    job, cluster, source = guard.call(_load_job, url, study_name, output_root, overrides)
+    guard = storage.OutageGuard(url, patience=grace_period, waiter=PERSONAS_WAITER)
+    job, cluster, source = guard.call(
+        _load_job, url, study_name, output_root, overrides, grace_period
+    )
     name = personas_study_name(study_name)
     summary = PersonaTrainSummary(name, source, len(cluster.personas))
     engine = job.engine
@@ -333,6 +342,8 @@ def train_persona_adapters(
                 raise guard.unavailable()
             summary.failed.append(key)
             guard.call(_requeue, study, trial, engine)
+            if (outage := store_outage(job.layout)) is not None:
+                raise outage  # re-queued; the store is down past the patience
             failures += 1
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 raise RuntimeError(

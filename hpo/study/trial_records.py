@@ -38,7 +38,18 @@ TRAIN_SECONDS = "train_seconds"
 """Seconds the trial's training took."""
 TRAIN_STEPS = "train_steps"
 """Optimizer steps the trial trained (what the study's step budget charged)."""
-FIELDS = (TRAIN_CONFIG, ADAPTER_PATH, ADAPTER_SHA256, FAIL_REASON, TRAIN_SECONDS, TRAIN_STEPS)
+MEMORY_FIELDS = ("micro_batch_size", "gradient_accumulation_steps", "oom_retries")
+"""How the trial's batch was split (``trainers.recipe.TrainResult``): after running out of
+memory, a smaller micro-batch with the same effective batch, and how many times it halved."""
+FIELDS = (
+    TRAIN_CONFIG,
+    ADAPTER_PATH,
+    ADAPTER_SHA256,
+    FAIL_REASON,
+    TRAIN_SECONDS,
+    TRAIN_STEPS,
+    *MEMORY_FIELDS,
+)
 """The fields kept here; trials finished before hold them as user attributes."""
 FAIL_REASON_LENGTH = 500
 

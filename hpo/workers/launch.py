@@ -129,8 +129,11 @@ def start_workers(
     gpus: Sequence[str] | None = None,
     output_root: Path = Path("."),
     threads: int | None = None,
+    first_index: int = 0,
 ) -> list[WorkerProcess]:
-    """Start one worker per GPU in ``gpus``, or ``n_workers`` CPU workers.
+    """Start one worker per GPU in ``gpus``, or ``n_workers`` CPU workers, with the worker
+    indexes ``first_index``, ``first_index + 1``, ... (``hpo launch`` claims them from the
+    study's counter: :func:`hpo.workers.place.claim_worker_index_block`).
 
     The workers share the cores: each gets :func:`threads_per_worker` threads (``cores //
     workers``), GPU workers too, unless ``threads`` is given.
@@ -146,7 +149,7 @@ def start_workers(
     log_dir = Path(output_root) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     workers = []
-    for index, gpu in enumerate(slots):
+    for index, gpu in enumerate(slots, start=first_index):
         log_path = log_dir / f"{study_name}-worker-{index}.log"
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(

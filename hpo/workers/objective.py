@@ -9,6 +9,7 @@ Optuna's CLI prints user attributes whole). A pruned or failed trial leaves no a
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from hpo.study.space import suggest
 from hpo.study.trial_records import (
     FAIL_REASON,
     FAIL_REASON_LENGTH,
+    MEMORY_FIELDS,
     error_type,
     save_trial_fields,
 )
@@ -29,6 +31,7 @@ from hpo.workers.step_budget import BUDGET_SPENT, StepCharger
 from hpo.workers.trial_card import Trained, trial_card
 from trainers.batching import PromptPair
 from trainers.config import TrainConfig
+from trainers.memory import OutOfMemory
 from trainers.recipe import TrainResult, train_lora
 
 T = TypeVar("T")
@@ -37,8 +40,11 @@ ADAPTER_KIND = "trial_adapter"
 WORKER_ATTR = "worker"
 """Trial user attribute: the index of the worker that ran the trial (last run, for a retry)."""
 PRUNE_REASON_ATTR = "prune_reason"
-"""Trial user attribute of a pruned trial: ``pruned`` (by the pruner) or the step budget's
-:data:`hpo.workers.step_budget.BUDGET_SPENT`."""
+"""Trial user attribute of a pruned trial: ``pruned`` (by the pruner), the step budget's
+:data:`hpo.workers.step_budget.BUDGET_SPENT`, or :data:`OUT_OF_MEMORY`."""
+OUT_OF_MEMORY = "out of memory at micro-batch 1"
+"""The prune reason of a trial that ran out of memory even one example at a time
+(:class:`trainers.memory.OutOfMemory`): the sampler learns the region, the worker goes on."""
 
 
 FAIL_REASON_ATTR = FAIL_REASON
@@ -51,12 +57,15 @@ def fault_outside_params(exc: BaseException) -> bool:
     """Whether a trial that raised ``exc`` failed for a reason outside its parameters.
 
     A stop signal (``KeyboardInterrupt`` and the worker's ``WorkerStopped``), an ``OSError``
-    (a full disk, a read-only or vanished output folder) and a lost or failing database say
-    nothing about the parameters: the trial is re-queued with the same ones. A non-finite loss
-    or running out of memory (``RuntimeError``s) are the parameters' fault: not re-queued.
+    (a full disk, a read-only or vanished output folder), a lost or failing database and an
+    artifact store that stayed unreachable (``storage.StoreUnavailable``) say nothing about
+    the parameters: the trial is re-queued with the same ones. A non-finite loss is the
+    parameters' fault: not re-queued. Running out of memory never gets here: training
+    recovers at a smaller micro-batch, and a trial that does not fit even one example at a
+    time is pruned (:data:`OUT_OF_MEMORY`).
     """
     return isinstance(exc, KeyboardInterrupt | OSError | storage.StorageError) or (
-        storage.is_disconnect(exc)
+        storage.is_disconnect(exc) or storage.is_store_fault(exc)
     )
 
 
@@ -96,6 +105,8 @@ class TrialContext:
     """Trains one adapter; tests pass a stand-in that writes a small adapter directory."""
     guard: storage.OutageGuard | None = None
     """Waits out a database outage around our own tables' writes (None: no retries)."""
+    record_place: Callable[[optuna.Trial], None] | None = None
+    """Writes where the trial runs into it when it starts (:mod:`hpo.workers.place`)."""
 
     def patiently(self, fn: Callable[[], T]) -> T:
         """``fn()``, through :attr:`guard` when there is one."""
@@ -123,8 +134,22 @@ class Objective:
             return self._run(trial)
         except optuna.TrialPruned:
             raise
+        except OutOfMemory as exc:
+            # The region does not fit this device: pruned, so the sampler learns it, never a
+            # failure that would count toward the worker's stop or lose a seed config.
+            with contextlib.suppress(
+                optuna.exceptions.UpdateFinishedTrialError, storage.DatabaseUnavailable
+            ):
+                trial.set_user_attr(PRUNE_REASON_ATTR, OUT_OF_MEMORY)
+            with contextlib.suppress(storage.StorageError, storage.DatabaseUnavailable):
+                self._record(trial, patient=False, oom_retries=len(exc.sizes) - 1)
+            raise optuna.TrialPruned(str(exc)) from exc
         except (Exception, KeyboardInterrupt) as exc:
             self.last_fault_outside_params = fault_outside_params(exc)
+            # saved, then its upload or record failed: a failed trial keeps no adapter folder
+            ctx = self.ctx
+            final = ctx.layout.trial_adapter_dir(ctx.config.study.name, trial.number)
+            shutil.rmtree(final, ignore_errors=True)
             # The reason shows in `hpo study trials` and the dashboard, not only in a log.
             # Not stored while the database is down (it would only fail again).
             reason = f"{type(exc).__name__}: {exc}"
@@ -152,6 +177,8 @@ class Objective:
     def _run(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
         study_name = ctx.config.study.name
+        if ctx.record_place is not None:
+            ctx.record_place(trial)
         trial.set_user_attr(WORKER_ATTR, ctx.worker_index)
         params = suggest(trial, ctx.config.search_space)
         train_config = train_config_for(ctx.config, params)
@@ -181,8 +208,12 @@ class Objective:
                 save_dir=tmp,
                 log_path=log_path,
             )
+            memory = {name: getattr(result, name) for name in MEMORY_FIELDS}
             self._record(
-                trial, train_seconds=round(result.seconds, 2), train_steps=result.train_steps
+                trial,
+                train_seconds=round(result.seconds, 2),
+                train_steps=result.train_steps,
+                **memory,
             )
             if result.stopped_early:
                 step, loss = result.eval_losses[-1]

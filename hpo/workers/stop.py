@@ -16,6 +16,7 @@ import optuna
 
 import storage
 from hpo.workers.objective import FAIL_REASON_ATTR, WORKER_ATTR
+from hpo.workers.place import PLACE_ATTRS
 from hpo.workers.tickets import Ticket, give_back, running_numbers
 
 TrialState = optuna.trial.TrialState
@@ -67,7 +68,7 @@ def requeue(
     limit counts every retry, so the limit is ours: only failures of unknown cause (a dead
     worker) spend one of ``max_retry``; a transient failure re-queues for free. The copy keeps
     the trial's own attributes (``seed_config``) but not those of its run (the reason it
-    failed).
+    failed, where it ran).
 
     Args:
         study: The trial's study.
@@ -84,7 +85,8 @@ def requeue(
         return
     original = copy.deepcopy(trial)
     original.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in _RUN_ATTRS}
-    original.system_attrs = {**trial.system_attrs, RETRIES_SPENT_ATTR: spent}
+    kept = {k: v for k, v in trial.system_attrs.items() if k not in PLACE_ATTRS}
+    original.system_attrs = {**kept, RETRIES_SPENT_ATTR: spent}
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, original)
     log.warning("trial %d re-queued with the same parameters", trial.number)
 

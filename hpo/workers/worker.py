@@ -17,12 +17,9 @@ could not write to, and removes temp folders left by killed workers.
 
 from __future__ import annotations
 
-import gc
 import logging
-import os
 import shutil
 import signal
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +28,13 @@ from typing import Any
 import optuna
 
 import storage
-from hpo.artifacts import output_layout
+from hpo.artifacts import output_layout, store_outage
 from hpo.datasets import load_study_cluster
 from hpo.study.creation import GRACE_PERIOD, load_study, optuna_storage
 from hpo.study.strategies import make_pruner, make_sampler
 from hpo.study.trial_records import records_of, trial_fields
 from hpo.workers.objective import FAIL_REASON_ATTR, Objective, TrialContext
+from hpo.workers.place import WorkerPlace, claim_worker_index, place_recorder
 from hpo.workers.stop import (
     MAX_RETRY,
     StaleTrialHandler,
@@ -49,6 +47,7 @@ from hpo.workers.stop import (
     sweep_leftovers,
 )
 from hpo.workers.tickets import Ticket, give_back, signals_deferred, study_is_done, wait_for_ticket
+from trainers.memory import free_memory
 
 __all__ = [
     "MAX_CONSECUTIVE_FAILURES",
@@ -123,21 +122,12 @@ def _collect(into: list[optuna.trial.FrozenTrial]) -> Any:
     return lambda _study, trial: into.append(trial)
 
 
-def _free_memory() -> None:
-    """Collect the failed trial's objects and hand cached GPU memory back (after running out
-    of memory, the next trial starts with what the failed one held)."""
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
-
-
 def run_worker(
     url: str,
     study_name: str,
     *,
     output_root: Path = Path("."),
-    worker_index: int = 0,
+    worker_index: int | None = None,
     threads: int | None = None,
     grace_period: int = GRACE_PERIOD,
     max_trials: int | None = None,
@@ -150,7 +140,8 @@ def run_worker(
         url: Storage URL shared by all workers.
         study_name: A study made by ``hpo study create``.
         output_root: Root of ``models/``, ``logs/`` (same layout on every machine).
-        worker_index: Distinguishes workers; offsets the sampler seed.
+        worker_index: Distinguishes workers; offsets the sampler seed. None: the next index
+            of the study's counter in the database (:mod:`hpo.workers.place`).
         threads: CPU threads for torch (None: torch's default).
         grace_period: Seconds without heartbeat after which a trial is stale; also how long
             the worker waits out a database outage.
@@ -166,7 +157,7 @@ def run_worker(
     from trainers.base_model import load_base_model, set_threads
     from trainers.batching import prompt_pairs
 
-    layout = output_layout(output_root)
+    layout = output_layout(output_root, patience=grace_period)  # the store probed
     check_output_root(layout.root, min_free_bytes)
     engine = storage.open_storage(url)
     guard = storage.OutageGuard(url, patience=grace_period)
@@ -178,6 +169,8 @@ def run_worker(
     )
     study, config = load_study(url, study_name, rdb=rdb)
     study_id = rdb.get_study_id_from_name(study_name)
+    if worker_index is None:
+        worker_index = claim_worker_index(engine, study_name, guard)
     study.sampler = make_sampler(config.sampler, worker_index)
     study.pruner = make_pruner(config.pruner)
     summary = WorkerSummary(worker_index)
@@ -190,21 +183,24 @@ def run_worker(
     cluster = load_study_cluster(engine, section)
     data = config.train.data
     set_threads(threads)
+    base = load_base_model(config.model)
+    place = WorkerPlace.here(worker_index, base.device)
     ctx = TrialContext(
         config=config,
         engine=engine,
         layout=layout,
-        base=load_base_model(config.model),
+        base=base,
         train=prompt_pairs(cluster.personas, "train", data.max_train_per_persona),
         val=prompt_pairs(cluster.personas, "val", data.max_val_per_persona),
         worker_index=worker_index,
         guard=guard,
+        record_place=place_recorder(rdb, study_id, place),
     )
     objective = Objective(ctx)
     log.info(
-        "worker %d (pid %d) on study %s: %d train / %d val examples",
+        "worker %d (%s) on study %s: %d train / %d val examples",
         worker_index,
-        os.getpid(),
+        place.describe(),
         study_name,
         len(ctx.train),
         len(ctx.val),
@@ -296,7 +292,9 @@ def _run_trials(
                 continue
             raise
         if trial.state == TrialState.FAIL:
-            _free_memory()
+            free_memory()  # the next trial does not start with what the failed one held
+            if (outage := store_outage(objective.ctx.layout)) is not None:
+                raise outage  # the trial is re-queued; the store is down past the patience
         if failures >= MAX_CONSECUTIVE_FAILURES:
             raise RuntimeError(
                 f"{failures} trials failed in a row; last: trial {trial.number} "

@@ -11,7 +11,7 @@ from evaluators.config import EvalConfig
 
 def test_defaults_are_greedy_and_stop_at_the_newline() -> None:
     config = EvalConfig()
-    assert (config.batch_size, config.max_new_tokens, config.max_prompt_tokens) == (32, 40, 384)
+    assert (config.batch_size, config.max_new_tokens, config.max_prompt_tokens) == (32, 40, None)
     assert config.stop_at_newline and not config.do_sample
     assert config.to_dict()["repetition_penalty"] == 1.0
 
@@ -75,3 +75,14 @@ def test_an_integer_float_setting_has_the_key_of_its_float() -> None:
     as_int = EvalConfig(repetition_penalty=2)  # type: ignore[arg-type]
     assert as_int.repetition_penalty == 2.0 and isinstance(as_int.repetition_penalty, float)
     assert as_int.key == EvalConfig(repetition_penalty=2.0).key
+
+
+def test_the_prompt_limit_is_derived_from_training() -> None:
+    """Without a limit of its own, prompt and reply fit the sequence length training used."""
+    derived = EvalConfig(max_new_tokens=40).for_training(256)
+    assert derived.max_prompt_tokens == 216 and derived.prompt_limit == 216
+    assert derived.key != EvalConfig(max_new_tokens=40).key  # the key names the limit in force
+    assert EvalConfig().prompt_limit == 216  # unresolved: the default training length
+    assert EvalConfig(max_prompt_tokens=300).for_training(256).max_prompt_tokens == 300
+    with pytest.raises(ValueError, match=r"invalid max_new_tokens=250: expected at most 240"):
+        EvalConfig(max_new_tokens=250).for_training(256)

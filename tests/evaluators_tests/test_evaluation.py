@@ -224,7 +224,7 @@ def test_promoted_report_has_config_diversity_and_the_paired_comparison(
         eval_config=SHORT,
     )
     data = json.loads(path.read_text())
-    assert data == report.to_dict()
+    assert data == report.to_dict(tmp_path)
     assert report.eval_config == SHORT and report.promoted.trial == trial
     assert data["eval_config"] == SHORT.to_dict()
     assert data["eval_config_key"] == SHORT.key

@@ -152,7 +152,7 @@ def _tokens_to_line_end(tiny_base: Any, prompt: str, max_new_tokens: int) -> int
     import torch
 
     tokenizer = tiny_base.tokenizer
-    ids = fit_prompts(tokenizer, [prompt], EvalConfig().max_prompt_tokens)[0].ids
+    ids = fit_prompts(tokenizer, [prompt], EvalConfig().prompt_limit)[0].ids
     settings = generation_config(
         EvalConfig(max_new_tokens=max_new_tokens, stop_at_newline=False), tokenizer
     )

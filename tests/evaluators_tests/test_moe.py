@@ -85,7 +85,7 @@ def test_both_variants_route_and_merge_exactly(
     assert all(r["sources"][0] == r["target"] for r in data["variants"][MOE_SELF]["routes"])
     path = moe.write_results(layout, "study", data)
     assert path == layout.root / "results" / "study" / "moe" / "moe_sparse_results.json"
-    assert moe.merged_from_results(moe.read_results(layout, "study") or {}) == merged
+    assert moe.merged_from_results(moe.read_results(layout, "study") or {}, layout.root) == merged
 
 
 def test_missing_adapters_are_named(stored: tuple[Any, int, list[Any]], tmp_path: Path) -> None:
@@ -106,3 +106,36 @@ def test_settings_are_checked() -> None:
         MoeSettings(weighting="max")
     with pytest.raises(ValueError, match="svd"):
         MoeSettings(merge_method="svd")
+
+
+def test_a_merge_is_the_same_bytes_under_any_output_root(
+    stored: tuple[Any, int, list[Any]], tmp_path: Path
+) -> None:
+    """Two machines merge the same per-persona adapters, each from its own output root:
+    the merged adapters (``merge.json`` included) and the results file are byte for byte the
+    same, and name no folder of either machine."""
+    import shutil
+
+    from evaluators.moe.merge import MERGE_INFO_NAME
+    from evaluators.moe.plan import adapter_name
+
+    engine, dataset_id, personas = stored
+    sources = _adapters(personas, tmp_path / "trained")
+    scope = MoeScope("study", dataset_id, None, 4, personas)
+    made = {}
+    for root in (tmp_path / "machine-a", tmp_path / "elsewhere" / "machine-b"):
+        layout = storage.OutputLayout(root)
+        adapters = {}
+        for key, source in sources.items():
+            local = layout.study_adapter_dir("study", "personas", adapter_name(key))
+            shutil.copytree(source.path, local)
+            adapters[key] = PersonaAdapter(key, local, source.sha256)
+        data, merged = moe.merge_all(engine, layout, scope, adapters, MoeSettings(k=2))
+        results = moe.write_results(layout, "study", data).read_text()
+        assert str(tmp_path) not in results
+        for variant in merged.values():
+            for adapter in variant.values():
+                assert str(tmp_path) not in (adapter.path / MERGE_INFO_NAME).read_text()
+        shas = {v: {t: a.sha256 for t, a in m.items()} for v, m in merged.items()}
+        made[root.name] = (results, shas)
+    assert made["machine-a"] == made["machine-b"]

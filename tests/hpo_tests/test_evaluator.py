@@ -133,9 +133,12 @@ def add_trial(url: str, root: Path, name: str, adapter: Path, eval_loss: float) 
 
 
 def trial_runs(url: str, name: str) -> dict[int, storage.RunInfo]:
+    """The study's trial evaluation runs under SHORT, its prompt limit from the study's
+    training length as the evaluator resolves it."""
     with storage.session_scope(storage.open_storage(url)) as session:
         runs = storage.list_evaluation_runs(session, name)
-    methods = [r for r in runs if r.method == f"{TRIAL_METHOD}@{SHORT.key}"]
+    key = SHORT.for_training(load_study(url, name)[1].train.data.max_seq_length).key
+    methods = [r for r in runs if r.method == f"{TRIAL_METHOD}@{key}"]
     assert len({r.trial_number for r in methods}) == len(methods)  # one run per trial
     return {r.trial_number: r for r in methods}
 
@@ -174,7 +177,7 @@ def test_top_k_by_eval_loss_are_evaluated_and_the_best_similarity_is_promoted(
     assert set(runs) == top and all(r.status == "complete" for r in runs.values())
     assert result.results == tmp_path / "results/watch/cluster_lora/cluster_lora_results.json"
     report = json.loads(result.results.read_text())
-    assert result.report is not None and report == result.report.to_dict()
+    assert result.report is not None and report == result.report.to_dict(tmp_path)
     assert result.report.promoted.trial.trial_number == report["promoted_trial"]["number"]
     rows = {row["trial"]: row for row in report["evaluated_trials"]}
     assert set(rows) == top
@@ -211,9 +214,11 @@ def test_top_k_by_eval_loss_are_evaluated_and_the_best_similarity_is_promoted(
     assert study_attr(sqlite_url, "watch", BASELINE_SOURCE_ATTR) in top
 
     promoted = tmp_path / "models/watch/lora_clusters/cluster_00"
-    assert report["promoted_trial"]["adapter"] == str(promoted)
+    # paths under the output root: the results file names no folder of this machine
+    assert report["promoted_trial"]["adapter"] == "models/watch/lora_clusters/cluster_00"
+    assert str(tmp_path) not in json.dumps(report)
     assert json.loads((promoted / "promoted_from.json").read_text())["trial"] == best
-    source = Path(report["promoted_trial"]["source_adapter"])
+    source = tmp_path / report["promoted_trial"]["source_adapter"]
     assert (promoted / "adapter_model.safetensors").read_bytes() == (
         source / "adapter_model.safetensors"
     ).read_bytes()

@@ -134,7 +134,13 @@ def test_a_busy_evaluator_once_waits_out_a_restart_mid_evaluation(
     proc = _hpo([*args, "--batch-size", str(SHORT.batch_size)], url, log)
     try:
         _wait_for(log, f"evaluating trial {number} of busy", proc, 300)
-        _outage(own_server, 8)
+        # Down for 8 s at least, and until the evaluator has met the outage: on loaded cores
+        # its next database call can come after 8 s (while it trains a baseline adapter).
+        storage.dispose_engines()
+        own_server.stop()
+        time.sleep(8)
+        _wait_for(log, "unreachable", proc, 300)
+        own_server.start()
         code = proc.wait(timeout=900)
     finally:
         if proc.poll() is None:

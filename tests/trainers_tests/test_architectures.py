@@ -9,17 +9,20 @@ targets are the attention projections found by module type.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from safetensors.torch import load_file
 
 from tests.trainers_tests.conftest import SaveModel
 from trainers.base_model import load_base_model
 from trainers.batching import PromptPair
 from trainers.config import ModelConfig, TrainConfig
 from trainers.recipe import train_lora
+from trainers.targets import MOE_PART
 
 PAIRS = [
     PromptPair(f"Persona: I hike. I have {n} dogs.\nA: Hi, how are you?\nB:", f" I walk {n} dogs.")
@@ -46,14 +49,8 @@ def test_trains_with_defaults_and_replies(
     from evaluators.scoring.generation import generate_replies
 
     base = load_base_model(ModelConfig(base_model=str(random_model(architecture))))
-    before = {k: v.clone() for k, v in base.model.state_dict().items()}
-    result = train_lora(base, SHORT, PAIRS, PAIRS[:2], save_dir=tmp_path / "adapter")
-    assert result.train_steps == 2 and result.eval_losses
-    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
-    assert sorted(saved["target_modules"]) == EXPECTED_TARGETS[architecture]
-    after = base.model.state_dict()
-    assert after.keys() == before.keys()  # the LoRA layers are gone again
-    assert all(after[k].equal(before[k]) for k in before)
+    targets = _trained_targets(base, SHORT, tmp_path / "adapter")
+    assert targets == EXPECTED_TARGETS[architecture]
 
     replies = generate_replies(
         base,
@@ -62,6 +59,39 @@ def test_trains_with_defaults_and_replies(
         adapter_dir=tmp_path / "adapter",
     )
     assert len(replies) == 3 and all(isinstance(r, str) for r in replies)
+
+
+LINEAR_TARGETS = {
+    "llama": ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"],
+    # the shared expert's MLP is adapted; the experts, the router (mlp.gate) and the shared
+    # expert's gate are not
+    "qwen2_moe": ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", sorted(LINEAR_TARGETS))
+def test_the_linear_preset_adapts_every_projection_but_the_moe_parts(
+    random_model: SaveModel, architecture: str, tmp_path: Path
+) -> None:
+    base = load_base_model(ModelConfig(base_model=str(random_model(architecture))))
+    config = dataclasses.replace(SHORT, lora_targets="linear")
+    assert _trained_targets(base, config, tmp_path / "adapter") == LINEAR_TARGETS[architecture]
+    weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    adapted = {key.split(".lora_")[0] for key in weights}
+    assert adapted and not [name for name in adapted if MOE_PART.search(name)]
+
+
+def _trained_targets(base: Any, config: TrainConfig, out: Path) -> list[str]:
+    """Train a LoRA into ``out``; the modules its ``adapter_config.json`` names, sorted. The
+    base model must come back unchanged."""
+    before = {k: v.clone() for k, v in base.model.state_dict().items()}
+    result = train_lora(base, config, PAIRS, PAIRS[:2], save_dir=out)
+    assert result.train_steps == 2 and result.eval_losses
+    after = base.model.state_dict()
+    assert after.keys() == before.keys()  # the LoRA layers are gone again
+    assert all(after[k].equal(before[k]) for k in before)
+    return sorted(json.loads((out / "adapter_config.json").read_text())["target_modules"])
 
 
 def _train(base: Any, seed: int, out: Path) -> Path:

@@ -15,6 +15,7 @@ def test_tunable_fields_are_the_marked_ones_in_field_order() -> None:
         "lora_rank",
         "lora_alpha",
         "lora_dropout",
+        "lora_targets",
         "weight_decay",
     )
 

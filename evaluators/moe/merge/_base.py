@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
+import storage
 from evaluators.moe.merge._adapter import LoraAdapter, check_weights, read_adapter, write_adapter
 
 
@@ -37,15 +38,27 @@ class MergeMethod(abc.ABC):
         weights: Sequence[float],
         out_dir: str | Path,
         *,
+        names: Sequence[str] | None = None,
         card: str | None = None,
     ) -> Path:
         """Merge the adapters saved in ``sources`` with ``weights`` into ``out_dir``, with the
-        model ``card`` (``README.md``) where given."""
+        model ``card`` (``README.md``) where given.
+
+        ``merge.json`` names each source by ``names`` (default: its folder's name) and its
+        sha256, never by where it lies, so the same sources and weights merge into the same
+        bytes on any machine and under any output root.
+        """
         values = check_weights(sources, weights)
+        labels = [Path(s).name for s in sources] if names is None else list(names)
+        if len(labels) != len(sources):
+            raise ValueError(f"{len(labels)} names for {len(sources)} sources")
         merged = self.merge_adapters([read_adapter(s) for s in sources], values)
         info = {
             "method": self.name,
-            "sources": [str(Path(s).resolve()) for s in sources],
+            "sources": [
+                {"name": label, "sha256": storage.directory_sha256(Path(s))[0]}
+                for label, s in zip(labels, sources, strict=True)
+            ],
             "weights": values,
             "rank": merged.config.r,
         }

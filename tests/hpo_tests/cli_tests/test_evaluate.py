@@ -81,6 +81,8 @@ def test_worker_then_evaluate_with_decoding_flags(hpo: Hpo, tmp_path: Path) -> N
     path = Path(result.stdout.strip().splitlines()[-1].removeprefix("results: "))
     report = json.loads(path.read_text())
     expected = EvalConfig(batch_size=8, max_new_tokens=8, do_sample=True, temperature=0.7, seed=3)
+    expected = expected.for_training(256)  # the prompt limit follows training's length
+    assert expected.max_prompt_tokens == 248
     assert report["eval_config"] == expected.to_dict()
     assert report["eval_config_key"] == expected.key
     assert set(report["methods"]) == {
