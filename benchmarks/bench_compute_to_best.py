@@ -33,6 +33,7 @@ from hpo.datasets import cluster_dataset, import_dataset, load_study_cluster
 from hpo.study.config import StudyConfig, load_config, packaged_config, train_config_for
 from hpo.study.creation import create_study, load_study
 from hpo.study.strategies import PrunerConfig, SamplerConfig
+from hpo.study.trial_records import records_of, trial_fields
 from hpo.workers.step_budget import optimizer_steps
 from hpo.workers.worker import run_worker
 from trainers.batching import prompt_pairs
@@ -84,8 +85,9 @@ def grid_steps(config: StudyConfig, n_train: int) -> int:
 
 def run_study(
     url: str, root: Path, config: StudyConfig, pruner: str, seed: int, grid_best: float | None
-) -> tuple[StudyRun, list[optuna.trial.FrozenTrial]]:
-    """Create and run one study with one in-process worker; summarize its trials."""
+) -> tuple[StudyRun, list[optuna.trial.FrozenTrial], dict[int, int]]:
+    """Create and run one study with one in-process worker; summarize its trials (and give
+    each trial's optimizer steps)."""
     name = f"{pruner}-seed{seed}".replace("_", "-")
     config = dataclasses.replace(
         config,
@@ -99,9 +101,10 @@ def run_study(
     seconds = time.monotonic() - started
     study, _ = load_study(url, name)
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    steps = trained_steps(url, name, trials)
     used, best, matched, tried = 0, None, None, 0
     for trial in trials:
-        used += int(trial.user_attrs.get("train_steps", 0))
+        used += steps[trial.number]
         tried += bool(trial.intermediate_values)
         if trial.state == optuna.trial.TrialState.COMPLETE and trial.value is not None:
             best = trial.value if best is None else min(best, trial.value)
@@ -111,7 +114,7 @@ def run_study(
     with storage.session_scope(storage.open_storage(url)) as session:
         charged = storage.step_budget(session, name)
     assert charged is not None and (charged.max_steps is None or used <= charged.max_steps)
-    return StudyRun(pruner, seed, tried, best, matched, used, seconds), trials
+    return StudyRun(pruner, seed, tried, best, matched, used, seconds), trials, steps
 
 
 def _median(values: list[float | int | None]) -> str:
@@ -159,18 +162,20 @@ def main() -> None:
             config, study=dataclasses.replace(config.study, max_steps=steps)
         )
         # The grid: the none study (seed configs first, no pruning, the grid's steps).
-        grid, grid_trials = run_study(url, root, budgeted, "none", args.seeds[0], None)
+        grid, grid_trials, grid_trained = run_study(
+            url, root, budgeted, "none", args.seeds[0], None
+        )
         assert [t.params for t in grid_trials] == list(config.seed_trials), "not the grid"
         assert grid.steps_used == steps and grid.best is not None
         print(f"grid: best eval_loss {grid.best:.4f}, {grid.seconds:.0f} s", flush=True)
         runs: list[StudyRun] = []
         for pruner in [p for p in args.pruners if p != "none"]:
             for seed in args.seeds:
-                run, trials = run_study(url, root, budgeted, pruner, seed, grid.best)
+                run, trials, trained = run_study(url, root, budgeted, pruner, seed, grid.best)
                 runs.append(run)
                 print(f"  {run}", flush=True)
                 for t in trials:
-                    print(f"    {_trial_line(t)}", flush=True)
+                    print(f"    {_trial_line(t, trained[t.number])}", flush=True)
 
     print(f"\ngrid = the none study: {steps} steps, best eval_loss {grid.best:.4f}")
     print(
@@ -178,7 +183,7 @@ def main() -> None:
         "| steps used | seconds |"
     )
     print("|---|---|---|---|---|---|---|")
-    matched_grid = [grid.steps_used - grid_steps_of_best(grid_trials)]
+    matched_grid = [grid.steps_used - grid_steps_of_best(grid_trials, grid_trained)]
     print(
         f"| none (= grid) | {grid.tried} | {grid.best:.4f} | 0.0% | "
         f"{matched_grid[0]} ({matched_grid[0] / steps:.0%}) | {grid.steps_used} | "
@@ -207,18 +212,28 @@ def main() -> None:
     print(f"(medians over sampler seeds {args.seeds}; 'vs grid': lower eval_loss is +)")
 
 
-def _trial_line(t: optuna.trial.FrozenTrial) -> str:
+def trained_steps(url: str, name: str, trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
+    """{trial number: optimizer steps it trained}, from the trials' records (the user
+    attributes of trials run before the records)."""
+    records = records_of(storage.open_storage(url), name)
+    return {
+        t.number: int(trial_fields(t.user_attrs, records.get(t.number)).get("train_steps", 0))
+        for t in trials
+    }
+
+
+def _trial_line(t: optuna.trial.FrozenTrial, steps: int) -> str:
     value = "" if t.value is None else f" {t.value:.4f}"
     return (
         f"#{t.number} {t.state.name}{value} evals={len(t.intermediate_values)} "
-        f"steps={t.user_attrs.get('train_steps', 0)} {t.params}"
+        f"steps={steps} {t.params}"
     )
 
 
-def grid_steps_of_best(trials: list[optuna.trial.FrozenTrial]) -> int:
+def grid_steps_of_best(trials: list[optuna.trial.FrozenTrial], steps: dict[int, int]) -> int:
     """Steps the grid trains after its best config (the grid matched its best before them)."""
     best = min(trials, key=lambda t: t.value if t.value is not None else float("inf"))
-    return sum(int(t.user_attrs["train_steps"]) for t in trials if t.number > best.number)
+    return sum(steps[t.number] for t in trials if t.number > best.number)
 
 
 if __name__ == "__main__":

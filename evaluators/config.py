@@ -55,7 +55,8 @@ class EvalConfig:
     max_new_tokens: int = 40
     """Length limit of a reply, in tokens."""
     max_prompt_tokens: int | None = None
-    """Longer prompts are cut from the left, in tokens; none: the study's training length
+    """Prompt tokens at most (a longer prompt keeps its persona line whole and loses its oldest
+    turns first, ``trainers.prompt.fit_prompt``); none: the study's training length
     (train.data.max_seq_length) less max_new_tokens, so prompt and reply fit what training saw."""
     stop_at_newline: bool = True
     """End a reply at its first newline instead of always generating max_new_tokens."""

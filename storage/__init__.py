@@ -123,6 +123,7 @@ from storage.shared import (
 from storage.store_faults import GuardedStore, StoreGuard, StoreUnavailable, is_store_fault
 from storage.study_records import (
     delete_study_records,
+    has_study_records,
     record_sha256,
     save_study_record,
     study_record,
@@ -208,6 +209,7 @@ __all__ = [
     "get_artifact",
     "get_dataset_id",
     "get_lease",
+    "has_study_records",
     "head_revision",
     "hold_lease",
     "init_schema",

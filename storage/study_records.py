@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, inspect, select
 from sqlalchemy.orm import Session
 
 from storage.engine import dialect_insert
@@ -59,6 +60,12 @@ def save_study_record(session: Session, study_name: str, key: str, value: Any) -
     return sha256
 
 
+def has_study_records(session: Session) -> bool:
+    """Whether the database has our ``study_records`` table: a reader of Optuna's tables may
+    meet a database that Optuna alone wrote, or ours before migration 0005."""
+    return bool(inspect(session.connection()).has_table(StudyRecord.__tablename__))
+
+
 def study_record(session: Session, study_name: str, key: str) -> tuple[Any, str] | None:
     """The study's record ``key`` and its sha256, or None when there is none."""
     row = session.execute(
@@ -69,15 +76,18 @@ def study_record(session: Session, study_name: str, key: str) -> tuple[Any, str]
     return None if row is None else (json.loads(row.value), row.sha256)
 
 
-def study_records(session: Session, study_name: str, *, prefix: str = "") -> dict[str, Any]:
-    """{key: value} of the study's records whose key starts with ``prefix``."""
-    rows = session.execute(
-        select(StudyRecord.key, StudyRecord.value).where(
-            StudyRecord.study_name == study_name,
-            StudyRecord.key.startswith(prefix, autoescape=True),
-        )
+def study_records(
+    session: Session, study_name: str, *, prefix: str = "", keys: Collection[str] | None = None
+) -> dict[str, Any]:
+    """{key: value} of the study's records whose key starts with ``prefix`` (and is one of
+    ``keys``, where given: a page of trials reads its trials' records only)."""
+    query = select(StudyRecord.key, StudyRecord.value).where(
+        StudyRecord.study_name == study_name,
+        StudyRecord.key.startswith(prefix, autoescape=True),
     )
-    return {row.key: json.loads(row.value) for row in rows}
+    if keys is not None:
+        query = query.where(StudyRecord.key.in_(sorted(keys)))
+    return {row.key: json.loads(row.value) for row in session.execute(query)}
 
 
 def study_records_of_key(session: Session, key: str) -> dict[str, Any]:

@@ -90,7 +90,8 @@ class DataConfig:
     max_val_per_persona: int | None = None
     """Cap on validation examples per persona (None: all)."""
     max_seq_length: int = 256
-    """Prompt plus reply, in tokens; longer prompts are cut from the left."""
+    """Prompt plus reply, in tokens; a longer prompt keeps its persona line whole and loses its
+    oldest turns first (``trainers.prompt.fit_prompt``)."""
     group_by_length: bool = True
     """Batch rows of similar length (transformers' LengthGroupedSampler, seeded): an epoch still
     sees every example once; padding falls from 8-24% of the computed tokens to under 1%."""

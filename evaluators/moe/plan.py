@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import storage
+from evaluators.moe.card import merged_card
 from evaluators.moe.merge import MERGE_METHODS, get_merge_method
 from evaluators.moe.router import DEFAULT_K, DEFAULT_TEMPERATURE, WEIGHTINGS, route
+from trainers.config import ModelConfig
 from trainers.embedding import DEFAULT_EMBEDDING_MODEL
 
 PERSONAS_GROUP = "personas"
@@ -125,8 +127,10 @@ def merge_variant(
     routes: Sequence[Mapping[str, Any]],
     adapters: Mapping[str, PersonaAdapter],
     settings: MoeSettings,
+    model: ModelConfig | None = None,
 ) -> dict[str, PersonaAdapter]:
-    """Merge each route's source adapters into ``models/<study>/<variant>/<target>/``.
+    """Merge each route's source adapters into ``models/<study>/<variant>/<target>/``, each with
+    its model card where the base ``model`` is given.
 
     Returns:
         Target persona -> its merged adapter (with the sha256 of the written folder).
@@ -145,7 +149,15 @@ def merge_variant(
             )
         out = layout.study_adapter_dir(study_name, variant, adapter_name(entry["target"]))
         sources = entry["sources"]
-        method.merge([adapters[s].path for s in sources], entry["weights"], out, names=sources)
+        card = None
+        if model is not None:
+            folder = out.relative_to(layout.root).as_posix()
+            made = merged_card(
+                study_name, variant, entry, model, method=settings.merge_method, folder=folder
+            )
+            card = made.markdown()
+        paths = [adapters[s].path for s in sources]
+        method.merge(paths, entry["weights"], out, names=sources, card=card)
         sha, _ = storage.directory_sha256(out)
         merged[entry["target"]] = PersonaAdapter(entry["target"], out, sha)
     return merged

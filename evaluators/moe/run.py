@@ -51,6 +51,7 @@ from evaluators.scoring.method_run import (
     generate_and_store,
 )
 from trainers.base_model import BaseModel
+from trainers.config import ModelConfig
 from trainers.embedding import DEFAULT_EMBEDDING_MODEL
 
 __all__ = [
@@ -119,6 +120,8 @@ class MoeScope:
     """The target personas with their examples (the study's cluster)."""
     eval_config: EvalConfig = EvalConfig()
     embedding_model: str | None = None
+    model: ModelConfig | None = None
+    """The study's base model (named in the merged adapters' cards); None: no cards."""
 
     def items(self) -> list[EvalItem]:
         """The targets' test examples."""
@@ -269,7 +272,7 @@ def merge_all(
     for variant, include_self in VARIANTS.items():
         routes = plan_routes(keys, vectors, settings, include_self=include_self)
         merged[variant] = merge_variant(
-            layout, scope.study_name, variant, routes, adapters, settings
+            layout, scope.study_name, variant, routes, adapters, settings, scope.model
         )
         for entry in routes:
             entry["adapter"] = storage.under_root(

@@ -52,6 +52,24 @@ def headline(report: Mapping[str, Any]) -> str:
     )
 
 
+def decision_line(report: Mapping[str, Any]) -> str:
+    """The decision in a few words (under 90 characters, the study's ``decision`` attribute in
+    the dashboard): the main result and the base model's score, or why there is none."""
+    d = report["decision"]
+    numbers = d.get("numbers", {})
+    base = numbers.get(decision.BASE, {}).get("similarity")
+    main = d["main_result"]
+    if d["branch"] == decision.BASE_NOT_BEATEN:
+        return f"report: no main result, none beats the base model ({_pct(base)})"
+    if d["branch"] == decision.INCOMPLETE or main is None:
+        return "report: not decided yet (a method of the rule is not evaluated)"
+    score = numbers.get(main, {}).get("similarity")
+    return (
+        f"report: main result {label(main, report.get('cluster_id'))} {_pct(score)}, "
+        f"base model {_pct(base)}"
+    )
+
+
 def _verdict(entry: Mapping[str, Any], degenerate: bool = False) -> str:
     """A tested comparison's verdict with its reason (both, where both hold)."""
     if entry["beats"]:

@@ -29,6 +29,7 @@ from evaluators.scoring.method_run import EvalItem, MethodResult, evaluate_metho
 from evaluators.scoring.similarity import reference_ceiling
 from evaluators.stats.comparison import Comparison, compare, paired_comparisons
 from evaluators.stats.estimates import Difference
+from evaluators.trials import card
 from evaluators.trials.records import AdapterReport, EvaluatedTrial, PromotionReport
 from evaluators.trials.scope import (
     ADAPTER_METHOD_PREFIX,
@@ -46,6 +47,7 @@ from evaluators.trials.scope import (
     evaluation_summary,
 )
 from trainers.embedding import DEFAULT_EMBEDDING_MODEL
+from trainers.model_card import CARD_FILE
 
 CLUSTER_ADAPTER_KIND = "cluster_adapter"
 RESULTS_KIND = "cluster_lora"
@@ -54,9 +56,18 @@ PROMOTED_FROM_FILE = "promoted_from.json"
 
 
 def promote_adapter(
-    engine: Any, layout: storage.OutputLayout, trial: PromotedTrial, cluster_id: int
+    engine: Any,
+    layout: storage.OutputLayout,
+    trial: PromotedTrial,
+    cluster_id: int,
+    *,
+    scope: EvalScope | None = None,
+    result: MethodResult | None = None,
+    n_evaluated: int = 1,
 ) -> Path:
-    """Copy the trial's adapter to ``models/<study>/lora_clusters/cluster_NN/`` atomically.
+    """Copy the trial's adapter to ``models/<study>/lora_clusters/cluster_NN/`` atomically,
+    with ``promoted_from.json`` and, given the ``scope`` (with its base model) and the trial's
+    evaluation ``result``, the promoted adapter's model card (``README.md``).
 
     The copy is skipped when that folder already holds this trial's adapter, unchanged.
 
@@ -65,12 +76,8 @@ def promote_adapter(
     """
     check_adapter(trial)
     target = layout.cluster_adapter_dir(cluster_id, study_name=trial.study_name)
-    promoted_from = {
-        "study": trial.study_name,
-        "trial": trial.trial_number,
-        "eval_loss": trial.eval_loss,
-        "params": trial.params,
-    }
+    folder = target.relative_to(layout.root).as_posix()
+    promoted_from, made = card.promoted_files(trial, scope, result, n_evaluated, folder)
     with storage.session_scope(engine) as session:
         recorded = storage.get_artifact(
             session,
@@ -82,12 +89,15 @@ def promote_adapter(
         recorded is not None
         and layout.root / recorded.path == target
         and _read_json(target / PROMOTED_FROM_FILE) == promoted_from
+        and (made is None or card.card_text(target) == made)
         and storage.verify_artifact(dataclasses.replace(recorded, path=target))
     ):
         return target
     with storage.atomic_directory(target) as tmp:
         shutil.copytree(trial.adapter_path, tmp, dirs_exist_ok=True)
         (tmp / PROMOTED_FROM_FILE).write_text(json.dumps(promoted_from, indent=2))
+        if made is not None:
+            (tmp / CARD_FILE).write_text(made, encoding="utf-8")
     storage.publish_and_record(  # to the shared store, if any
         engine,
         layout,
@@ -231,7 +241,15 @@ def promote_best(
     }
     baselines = evaluate_baselines(engine, scope, base=base)
     best = min(candidates, key=lambda t: _rank(t, results[t.trial_number]))
-    adapter_dir = promote_adapter(engine, layout, best, scope.cluster_id)
+    adapter_dir = promote_adapter(
+        engine,
+        layout,
+        best,
+        scope.cluster_id,
+        scope=scope,
+        result=results[best.trial_number],
+        n_evaluated=len(candidates),
+    )
     methods = {TRIAL_METHOD: results[best.trial_number], **baselines}
     comparisons, described = rule_family(methods, TRIAL_METHOD, tuned_cluster=scope.cluster_id)
     report = PromotionReport(

@@ -28,6 +28,7 @@ from evaluators.scoring.method_run import (
     evaluate_method,
 )
 from evaluators.scoring.similarity import normalized
+from trainers.config import ModelConfig
 
 TRIAL_METHOD = "cluster_lora"
 """Method name of a trial's adapter (the promoted one keeps it in the results file)."""
@@ -87,6 +88,11 @@ class EvalScope:
     """The model that scores similarity; None for the packaged default."""
     eval_config: EvalConfig = EvalConfig()
     """How replies are generated (part of every run's key)."""
+    model: ModelConfig | None = None
+    """The study's base model (named in the promoted adapter's card and ``promoted_from.json``);
+    None where not known."""
+    dataset: str | None = None
+    """The dataset's name, for people (the promoted adapter's card)."""
     baseline_training: BaselineTraining | None = None
     """Set to evaluate the full set of baselines of :mod:`evaluators.baselines.suite` (unified and
     cluster-0 adapters, copy-persona, reference ceiling, persona swap); None: the base model

@@ -227,7 +227,10 @@ def _one_line(ctx: click.Context, exc: Exception) -> str:
 @click.group(
     cls=HpoGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    epilog=example("hpo demo"),
+    epilog=example("hpo demo", "hpo --version"),
+)
+@click.version_option(
+    package_name="persona-hpo", prog_name="hpo", message="%(prog)s %(version)s (%(package)s)"
 )
 def cli() -> None:
     """Hyperparameter optimization of persona LoRA adapters: Optuna studies on SQL storage,

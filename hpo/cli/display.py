@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from hpo.study.queries import StudyListRow, StudyStatus, TrialRow, study_status
+from hpo.study.queries import StudyListRow, StudyStatus, TrialRow, TrialSimilarity, study_status
 
 if TYPE_CHECKING:
     from evaluators.trials.records import MethodsReport
@@ -96,21 +96,35 @@ def _fmt(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def trials_table(rows: Sequence[TrialRow], title: str) -> Table:
-    """Trials with state, eval_loss and parameters."""
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.2f}%"
+
+
+def trials_table(
+    rows: Sequence[TrialRow], title: str, promoted: TrialSimilarity | None = None
+) -> Table:
+    """Trials with state, eval_loss and parameters; the similarity of the evaluated ones and
+    the promoted trial marked, where there are (the caption names a promoted trial that is
+    not among the rows)."""
     table = Table(title=title)
-    for col in ("trial", "state", "eval_loss", "params", "seed", "note"):
+    evaluated = any(r.similarity is not None for r in rows)
+    columns = ("trial", "state", "eval_loss", *(("similarity",) if evaluated else ()))
+    for col in (*columns, "params", "seed", "note"):
         table.add_column(col)
     for r in rows:
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(r.params.items()))
+        note = "; ".join(n for n in ("promoted" if r.promoted else "", r.note) if n)
         table.add_row(
             str(r.number),
             r.state,
             "" if r.value is None else f"{r.value:.4f}",
+            *((_percent(r.similarity),) if evaluated else ()),
             params,
             "yes" if r.seed_config else "",
-            r.note,
+            note,
         )
+    if promoted is not None and promoted.number not in {r.number for r in rows}:
+        table.caption = f"promoted (best similarity, not best eval_loss): {promoted.describe()}"
     return unclipped(table)
 
 
@@ -123,13 +137,26 @@ def status_table(status: StudyStatus) -> Table:
     for state in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"):
         table.add_row(state.lower(), str(status.counts.get(state, 0)))
     if status.best is not None:
-        table.add_row("best trial", str(status.best.number))
+        table.add_row("best trial (eval_loss)", str(status.best.number))
         table.add_row("best eval_loss", f"{status.best.value:.4f}")
         table.add_row(
             "best params",
             ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(status.best.params.items())),
         )
+    if status.promoted is not None:
+        table.add_row("promoted trial (similarity)", status.promoted.describe())
+    elif status.best is not None:
+        table.add_row(
+            "promoted trial (similarity)",
+            f"none yet: `hpo evaluator --study {status.name} --once` evaluates the top trials",
+        )
+    if status.decision is not None:
+        table.add_row("decision", status.decision)
     return unclipped(table)
+
+
+def _promoted_cell(promoted: TrialSimilarity | None) -> str:
+    return "" if promoted is None else f"{_percent(promoted.similarity)} (#{promoted.number})"
 
 
 def study_list_table(rows: Sequence[StudyListRow], title: str) -> Table:
@@ -138,13 +165,23 @@ def study_list_table(rows: Sequence[StudyListRow], title: str) -> Table:
         title=title,
         box=box.SIMPLE_HEAD,
         pad_edge=False,
-        caption="active: running or waiting; target: - for a study not made by hpo",
+        caption="active: running or waiting; target: - for a study not made by hpo; "
+        "promoted: the best similarity among the evaluated trials; a per-persona study is a "
+        "queue of one adapter per persona (target: its personas), with no best",
     )
     table.add_column("study", no_wrap=True)
     for col in ("target", "complete", "pruned", "failed", "active"):
         table.add_column(col, justify="right", min_width=len(col))
     table.add_column("best (trial)", justify="right", no_wrap=True)
+    promotions = any(r.promoted is not None for r in rows)
+    if promotions:
+        table.add_column("promoted (trial)", justify="right", no_wrap=True)
     for r in rows:
+        if r.personas_of is not None:
+            best = "per-persona"  # a queue: no best to read (the caption says so)
+        else:
+            best = "" if r.best_value is None else f"{r.best_value:.4f} (#{r.best_number})"
+        promoted = r.promoted
         table.add_row(
             r.name,
             "-" if r.n_trials_target is None else str(r.n_trials_target),
@@ -152,7 +189,8 @@ def study_list_table(rows: Sequence[StudyListRow], title: str) -> Table:
             str(r.counts.get("PRUNED", 0)),
             str(r.counts.get("FAIL", 0)),
             str(r.counts.get("RUNNING", 0) + r.counts.get("WAITING", 0)),
-            "" if r.best_value is None else f"{r.best_value:.4f} (#{r.best_number})",
+            best,
+            *(() if not promotions else (_promoted_cell(promoted),)),
         )
     return unclipped(table)
 

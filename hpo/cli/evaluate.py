@@ -19,7 +19,8 @@ from hpo.evaluation.service import DEFAULT_LEASE_TTL
 
 @click.command(
     epilog=example(
-        "hpo evaluate --study cluster4 --trial 7",
+        "hpo evaluate --study cluster4",
+        "hpo evaluate --study cluster4 --trial 0",
         "hpo evaluate --study cluster4 --adapter models/lora_clusters/cluster_04",
         "hpo evaluate --study cluster4 --do-sample --temperature 0.7 --top-p 0.9 --seed 1",
     )

@@ -87,7 +87,10 @@ def evaluator(
 
     Several evaluators may run at once, on any machines: each trial is evaluated by one of
     them (a lease in the database). Results: OUTPUT_ROOT/results/STUDY/cluster_lora/.
+    --once ends with the similarity table that `hpo evaluate` prints (the study's, as it
+    stands); --watch prints a line per trial it evaluates and per promotion.
     """
+    from hpo.cli.display import print_table, similarity_table
     from hpo.evaluation.service import open_evaluator, run_evaluator
 
     service = open_evaluator(
@@ -99,15 +102,51 @@ def evaluator(
         lease_ttl=lease_ttl,
         patience=patience,
     )
+    on_pass = (lambda done: _print_pass(service, done)) if watch else None
     result = run_evaluator(
-        service, once=not watch, poll_interval=poll_interval, until_done=until_done
+        service,
+        once=not watch,
+        poll_interval=poll_interval,
+        until_done=until_done,
+        on_pass=on_pass,
     )
     click.echo(f"evaluated here: {', '.join(result.evaluated) or 'nothing'}")
     for line in result.broken.values():  # one trial each, not the service
         click.echo(line)
-    if result.results is not None:
+    if not watch:
+        # the table `hpo evaluate` prints: this run's report, or the study's as it stands
+        found = (result.report, result.results) if result.report is not None else None
+        found = found or service.promote(force=True)
+        if found is None:
+            click.echo(f"study {name!r} has no evaluated COMPLETE trial yet: no table to show")
+        else:
+            print_table(similarity_table(found[0]))
+            click.echo(f"promoted: trial {found[0].promoted.trial.trial_number}")
+            click.echo(f"results: {found[1]}")
+    elif result.results is not None:
         click.echo(f"results: {result.results}")
     if result.failed:
         raise CommandError(
             f"skipped {', '.join(result.failed)}: adapter missing or changed (see the log)"
         )
+
+
+def _print_pass(service: Any, done: Any) -> None:
+    """One line per trial a ``--watch`` pass evaluated, and one when it promoted."""
+    from hpo.evaluation.records import trial_evaluations
+    from hpo.study.promoted import TrialSimilarity
+
+    trials = [t for t in done.evaluated if t.startswith("trial:")]
+    figures = trial_evaluations(service.engine, service.study) if trials else {}
+    for target in trials:
+        number = int(target.removeprefix("trial:"))
+        found = figures.get(number, {})
+        ci = found.get("similarity_ci")
+        line = TrialSimilarity(
+            number, found.get("similarity"), tuple(ci) if ci else None, found.get("eval_loss")
+        ).describe()
+        click.echo(f"evaluated {line}")
+    if done.report is not None:
+        promoted = done.report.promoted
+        chosen = TrialSimilarity(promoted.trial.trial_number, promoted.result.mean_similarity)
+        click.echo(f"promoted {chosen.describe()}: {done.report.promoted_dir}")

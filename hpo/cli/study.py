@@ -87,21 +87,14 @@ def budget(name: str, n_trials: int, storage: str | None, output_root: Path) -> 
 @json_option
 @common_options()
 def status(name: str, as_json: bool, storage: str | None, output_root: Path) -> None:
-    """Trial counts by state and the best trial."""
+    """Trial counts by state, the best trial by eval_loss, the promoted trial by similarity
+    (the evaluator's choice, which may be another trial) and the study's decision line."""
     from hpo.cli.display import print_table, status_table
     from hpo.study.queries import study_status
 
     result = study_status(storage_url(storage), name)
     if as_json:
-        _print_json(
-            {
-                "study": result.name,
-                "target": result.n_trials_target,
-                "finished": result.finished,
-                "counts": result.counts,
-                "best": result.best.to_dict() if result.best else None,
-            }
-        )
+        _print_json(result.to_dict())
     else:
         print_table(status_table(result))
 
@@ -114,17 +107,21 @@ def status(name: str, as_json: bool, storage: str | None, output_root: Path) -> 
 @json_option
 @common_options()
 def best(name: str, n: int, as_json: bool, storage: str | None, output_root: Path) -> None:
-    """The best COMPLETE trials by eval_loss."""
+    """The best COMPLETE trials by eval_loss, each with its similarity where evaluated, and
+    the promoted trial (the best similarity among the evaluated trials, which the evaluator
+    copied out): the lowest eval_loss is not always the highest similarity."""
     from hpo.cli.display import print_table, trials_table
-    from hpo.study.queries import best_trials
+    from hpo.study.queries import best_and_promoted
 
-    rows = best_trials(storage_url(storage), name, n)
+    found = best_and_promoted(storage_url(storage), name, n)
+    rows = found.rows
     if as_json:
         _print_json([r.to_dict() for r in rows])
     elif not rows:
         click.echo(f"study {name!r} has no COMPLETE trial yet")
     else:
-        print_table(trials_table(rows, f"best {len(rows)} trials of {name}"))
+        title = f"best {len(rows)} trials of {name} by eval_loss"
+        print_table(trials_table(rows, title, found.promoted))
 
 
 @study.command(

@@ -163,7 +163,13 @@ def launch(
 
     from hpo.cli.display import study_progress
     from hpo.study.creation import load_study
-    from hpo.workers.launch import assign_gpus, start_workers, visible_gpus, wait_for_workers
+    from hpo.workers.launch import (
+        assign_gpus,
+        build_notices,
+        start_workers,
+        visible_gpus,
+        wait_for_workers,
+    )
     from hpo.workers.place import claim_worker_index_block
 
     if slurm.pop("slurm"):
@@ -175,7 +181,7 @@ def launch(
     if (n_workers is None) == (gpus is None):
         raise click.UsageError("give either --workers N or --gpus IDS")
     url = storage_url(storage)
-    load_study(url, name)  # an unknown study is bad input, before any process starts
+    _, config = load_study(url, name)  # an unknown study is bad input, before any process starts
     if n_workers is not None:
         # on a GPU machine --workers N trains on its GPUs, one device per worker, never the CPU
         # without a word
@@ -202,8 +208,16 @@ def launch(
             + (f" gpu {w.gpu}" if w.gpu is not None else "")
             + f" log {w.log_path}"
         )
-    with study_progress(url, name, Console()) as refresh:
-        codes = wait_for_workers(started, poll=refresh)
+    console, notices = Console(), build_notices(config.model)
+
+    with study_progress(url, name, console) as refresh:
+
+        def poll() -> None:
+            refresh()
+            if (line := notices()) is not None:
+                console.print(line, highlight=False, soft_wrap=True)
+
+        codes = wait_for_workers(started, poll=poll)
     click.echo(f"workers exited with {codes}")
     if any(codes):
         ctx.exit(EXIT_FAILURE)

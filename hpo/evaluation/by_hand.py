@@ -57,7 +57,7 @@ def evaluate_trial_by_hand(
         storage.NotFoundError: The study has no such COMPLETE trial with an adapter.
     """
     evaluator = _open(url, study_name, output_root, eval_config, lease_ttl)
-    trials = complete_trials(evaluator.study)
+    trials = complete_trials(evaluator.study, evaluator.engine)
     if not trials:
         raise storage.NotFoundError(
             f"study {study_name!r} has no COMPLETE trial yet; run workers first"

@@ -13,17 +13,51 @@ from typing import Any
 import optuna
 
 import storage
+from hpo.study.promoted import (
+    DECISION_ATTR,
+    DECISION_MAX,
+    PROMOTED_ATTR,
+    PROMOTED_TRIAL_ATTR,
+    TRIAL_ATTR_PREFIX,
+)
 
-TRIAL_ATTR_PREFIX = "evaluation:trial:"
-"""Study record ``evaluation:trial:<N>`` (``storage.study_records``): trial N's similarity, CI
-and diversity; a study user attribute of that name in studies evaluated before 0005. Shown in
-the dashboard as trial N's note."""
-PROMOTED_ATTR = "evaluation:promoted"
-"""Study record: the promoted trial, its similarity and the results file (a study user
-attribute in studies evaluated before 0005)."""
-PROMOTED_TRIAL_ATTR = "evaluation:promoted_trial"
-"""Study user attribute: the promoted trial's number (short: ``optuna studies`` prints the
-study's user attributes whole)."""
+__all__ = [
+    "DECISION_ATTR",
+    "DECISION_MAX",
+    "PROMOTED_ATTR",
+    "PROMOTED_TRIAL_ATTR",
+    "TRIAL_ATTR_PREFIX",
+    "mark_promoted",
+    "one_line",
+    "promoted_trial",
+    "promotion_line",
+    "trial_evaluations",
+]
+
+
+def one_line(text: str, limit: int = DECISION_MAX) -> str:
+    """``text`` on one line of at most ``limit`` characters (cut with ``...``)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."
+
+
+def promotion_line(trial: int, similarity: float, n_evaluated: int) -> str:
+    """The decision line of a promotion: ``promoted trial 3: similarity 43.21%, best of 3
+    evaluated``."""
+    return one_line(
+        f"promoted trial {trial}: similarity {100 * similarity:.2f}%, best of {n_evaluated} "
+        "evaluated"
+    )
+
+
+def mark_promoted(study: optuna.Study, number: int, result: Any, n_evaluated: int) -> None:
+    """Set the study's short attributes of a promotion: the promoted trial's number and the
+    decision line (:func:`promotion_line`; ``result`` is the trial's ``MethodResult``), each
+    only when it changed."""
+    line = promotion_line(number, result.mean_similarity, n_evaluated)
+    for key, value in ((PROMOTED_TRIAL_ATTR, number), (DECISION_ATTR, line)):
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
 
 
 def promoted_trial(study: optuna.Study) -> int | None:

@@ -23,6 +23,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -86,7 +87,7 @@ def run_pass(evaluator: StudyEvaluator) -> PassResult:
     done = evaluator.evaluated()
     marked = broken_trials(evaluator.engine, evaluator.name)
     top: list[PromotedTrial] = []
-    for trial in complete_trials(evaluator.study):
+    for trial in complete_trials(evaluator.study, evaluator.engine):
         if len(top) == evaluator.top_k:
             break
         target = trial_target(trial.trial_number)
@@ -145,6 +146,7 @@ def run_evaluator(
     once: bool = False,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
     max_passes: int | None = None,
+    on_pass: Callable[[PassResult], None] | None = None,
     until_done: bool = False,
 ) -> PassResult:
     """Evaluate the study's due trials, once or watching.
@@ -155,7 +157,8 @@ def run_evaluator(
     Ctrl-C, which release the leases held) or ``max_passes`` ran; with ``until_done``, also
     until a pass that began with the study finished (:func:`study_finished`) left nothing
     waiting: the top trials of the finished study are then evaluated and promoted (for a
-    scheduler's job, which should end).
+    scheduler's job, which should end). ``on_pass`` is called with each pass's result
+    (``hpo evaluator --watch`` prints a line per evaluated trial).
 
     Returns:
         All passes together: what was evaluated here, and the last results written.
@@ -175,6 +178,8 @@ def run_evaluator(
             )
             result = run_pass(evaluator) if guard is None else guard.call(run_pass, evaluator)
             passes += 1
+            if on_pass is not None:
+                on_pass(result)
             total.evaluated += result.evaluated
             total.waiting = result.waiting
             total.failed = sorted(set(total.failed) | set(result.failed))
@@ -215,7 +220,7 @@ def evaluate_study(
     evaluator = open_evaluator(
         url, study_name, output_root=output_root, eval_config=eval_config, top_k=top_k
     )
-    if not complete_trials(evaluator.study):
+    if not complete_trials(evaluator.study, evaluator.engine):
         raise LookupError(f"study {study_name!r} has no COMPLETE trial yet; run workers first")
     result = run_evaluator(evaluator, once=True)
     if result.report is not None and result.results is not None:

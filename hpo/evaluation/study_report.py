@@ -15,10 +15,11 @@ import optuna
 import storage
 from evaluators.config import EvalConfig
 from evaluators.report import build as comparison
+from evaluators.report.summary import decision_line
 from evaluators.trials.promotion import evaluated_trials
 from hpo.artifacts import publish_file
 from hpo.evaluation.notes import dashboard_store, save_study_note, upload_figure
-from hpo.evaluation.records import promoted_trial
+from hpo.evaluation.records import DECISION_ATTR, one_line, promoted_trial
 from hpo.evaluation.service import StudyEvaluator, open_evaluator
 
 
@@ -104,6 +105,7 @@ def _write_report(
         if Path(path).is_file()
     }
     save_study_note(service.study, files["summary"].read_text(encoding="utf-8"))
+    service.study.set_user_attr(DECISION_ATTR, one_line(decision_line(report)))
     if "png" in published:
         store = dashboard_store(service.layout.root)
         upload_figure(service.engine, service.study, files["png"], published["png"].sha256, store)

@@ -37,8 +37,8 @@ from hpo.evaluation.candidates import complete_trials
 from hpo.evaluation.notes import save_trial_note, trial_note_markdown
 from hpo.evaluation.records import (
     PROMOTED_ATTR,
-    PROMOTED_TRIAL_ATTR,
     TRIAL_ATTR_PREFIX,
+    mark_promoted,
     trial_evaluations,
 )
 from hpo.study.config import StudyConfig, train_config_for
@@ -180,7 +180,7 @@ class StudyEvaluator:
             The report and its path, or None if nothing changed.
         """
         with self.lease(PROMOTION_TARGET, wait=True):
-            trials = complete_trials(self.study)
+            trials = complete_trials(self.study, self.engine)
             evaluated = self.evaluated() & {t.trial_number for t in trials}
             if not evaluated or not promotion.baselines_evaluated(self.engine, self.scope):
                 return None
@@ -259,7 +259,7 @@ class StudyEvaluator:
         cluster 0's personas and the source trial's training config."""
         if self.scope.baseline_training is not None:
             return
-        trials = complete_trials(self.study)
+        trials = complete_trials(self.study, self.engine)
         if not trials:
             return
         source = self._baseline_source(trials)
@@ -327,8 +327,7 @@ class StudyEvaluator:
                     "eval_config_key": self.scope.eval_config.key,
                 },
             )
-        if self.study.user_attrs.get(PROMOTED_TRIAL_ATTR) != promoted.trial.trial_number:
-            self.study.set_user_attr(PROMOTED_TRIAL_ATTR, promoted.trial.trial_number)
+        mark_promoted(self.study, promoted.trial.trial_number, promoted.result, len(report.trials))
 
 
 def open_evaluator(
@@ -367,6 +366,8 @@ def open_evaluator(
         personas=cluster.personas,
         embedding_model=section.embedding_model,
         eval_config=eval_config.for_training(config.train.data.max_seq_length),
+        model=config.model,
+        dataset=section.dataset,
     )
     return StudyEvaluator(
         study=study,

@@ -72,6 +72,7 @@ def _open_moe(
         personas=cluster.personas,
         eval_config=eval_config.for_training(config.train.data.max_seq_length),
         embedding_model=config.study.embedding_model,
+        model=config.model,
     )
     layout = output_layout(output_root, waiter="hpo moe waits")  # the store probed
     return MoeContext(

@@ -4,6 +4,7 @@ hyperparameters or reuses its adapter when the config hash matches."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -15,8 +16,16 @@ import optuna
 
 import storage
 from evaluators.moe.run import PERSONAS_GROUP, adapter_name
+from hpo.personas.card import persona_card
 from hpo.study.config import StudyConfig
-from hpo.workers.objective import MEMORY_ATTRS
+from hpo.study.trial_records import (
+    FAIL_REASON,
+    FAIL_REASON_LENGTH,
+    MEMORY_FIELDS,
+    error_type,
+    save_trial_fields,
+)
+from hpo.workers.trial_card import Trained
 from trainers.config import TrainConfig
 
 PERSONA_ATTR = "persona"
@@ -24,7 +33,15 @@ PERSONA_ATTR = "persona"
 
 
 HASH_ATTR = "config_hash"
-"""Trial user attribute: the training config hash of the persona's adapter."""
+"""Trial user attribute: the training config hash of the persona's adapter, its first
+:data:`HASH_PREFIX` hex digits (``optuna trials`` prints attributes whole; ``persona.json``
+keeps the whole hash)."""
+HASH_PREFIX = 16
+
+
+def short_hash(config_hash: str) -> str:
+    """What :data:`HASH_ATTR` holds of a config hash (a whole hash of an older trial too)."""
+    return config_hash[:HASH_PREFIX]
 
 
 ADAPTER_KIND = "persona_adapter"
@@ -99,7 +116,12 @@ class PersonaObjective:
             return self._run(trial)
         except Exception as exc:
             # The reason shows in the dashboard and in the summary, not only in a log.
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+            reason = f"{type(exc).__name__}: {exc}"
+            trial.set_user_attr(FAIL_REASON, error_type(exc))
+            with contextlib.suppress(storage.StorageError):
+                name, number = trial.study.study_name, trial.number
+                fields = {FAIL_REASON: reason[:FAIL_REASON_LENGTH]}
+                save_trial_fields(self.job.engine, name, number, **fields)
             raise
 
     def _run(self, trial: optuna.Trial) -> float:
@@ -140,10 +162,14 @@ class PersonaObjective:
                     "base_model": job.base_model,
                 }
                 (tmp / SETUP_FILE).write_text(json.dumps(setup, indent=2, sort_keys=True))
+                trained = Trained(job.train_config, result.final_eval_loss, len(train), len(val))
+                folder = target.relative_to(job.layout.root).as_posix()
+                persona_card(job.config, key, trained, folder).write(tmp)
             loss = result.final_eval_loss
             trial.set_user_attr("train_seconds", round(result.seconds, 2))
-            for name in MEMORY_ATTRS:  # a smaller micro-batch after running out of memory
-                trial.set_user_attr(name, getattr(result, name))
+            # a smaller micro-batch after running out of memory: the trial's record
+            memory = {name: getattr(result, name) for name in MEMORY_FIELDS}
+            save_trial_fields(job.engine, trial.study.study_name, trial.number, **memory)
         else:
             loss = reused
         trial.set_user_attr("reused", reused is not None)
@@ -156,7 +182,12 @@ class PersonaObjective:
             trial_number=trial.number,
             persona_id=getattr(job.personas[key], "id", None),
         )
-        trial.set_user_attr(HASH_ATTR, config_hash)
-        trial.set_user_attr("adapter_path", adapter.relpath)
-        trial.set_user_attr("adapter_sha256", adapter.sha256)
+        trial.set_user_attr(HASH_ATTR, short_hash(config_hash))
+        save_trial_fields(  # the trial's record: its adapter (hpo.study.trial_records)
+            job.engine,
+            trial.study.study_name,
+            trial.number,
+            adapter_path=adapter.relpath,
+            adapter_sha256=adapter.sha256,
+        )
         return loss

@@ -49,10 +49,13 @@ from hpo.personas.objective import (
     SETUP_FILE,
     PersonaJob,
     PersonaObjective,
+    short_hash,
     training_hash,
 )
+from hpo.study import trial_records as records
 from hpo.study.config import StudyConfig, train_config_for
 from hpo.study.creation import GRACE_PERIOD, METRIC_NAME, load_study, optuna_storage
+from hpo.study.records import KIND_ATTR, PERSONAS_KIND, SOURCE_ATTR
 from hpo.workers.stop import requeue
 from hpo.workers.tickets import fail_stale_trials
 from storage.locks import database_lock
@@ -84,10 +87,8 @@ log = logging.getLogger(__name__)
 
 SUFFIX = "-personas"
 """The per-persona study of study S is ``S-personas``."""
-KIND_ATTR = "kind"
-KIND = "personas"
-"""Study user attribute ``kind``: marks a per-persona study."""
-SOURCE_ATTR = "source_study"
+KIND = PERSONAS_KIND
+"""Study user attribute ``kind`` (:data:`KIND_ATTR`): marks a per-persona study."""
 TRAIN_CONFIG_ATTR = "train_config"
 """Study record (``storage.study_records``) of the per-persona study: the fixed training
 config; a study user attribute before 0005, when ``optuna studies`` printed it whole."""
@@ -202,7 +203,8 @@ def _queued(study: optuna.Study) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for t in study.get_trials(deepcopy=False, states=active):
         if PERSONA_ATTR in t.user_attrs:
-            out.setdefault(t.user_attrs[PERSONA_ATTR], set()).add(t.user_attrs.get(HASH_ATTR, ""))
+            found = short_hash(str(t.user_attrs.get(HASH_ATTR, "")))
+            out.setdefault(t.user_attrs[PERSONA_ATTR], set()).add(found)
     return out
 
 
@@ -237,9 +239,10 @@ def enqueue_personas(
             if job.reusable(key, config_hash) is not None:
                 summary.already_done += 1
                 continue
-            if config_hash in queued.get(key, set()):
+            if short_hash(config_hash) in queued.get(key, set()):
                 continue
-            study.enqueue_trial({}, user_attrs={PERSONA_ATTR: key, HASH_ATTR: config_hash})
+            attrs = {PERSONA_ATTR: key, HASH_ATTR: short_hash(config_hash)}
+            study.enqueue_trial({}, user_attrs=attrs)
             new += 1
         with storage.session_scope(job.engine) as session:
             current = storage.budget(session, name)
@@ -345,7 +348,7 @@ def train_persona_adapters(
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 raise RuntimeError(
                     f"{failures} persona trials failed in a row; last: trial {trial.number} "
-                    f"({key}): {trial.user_attrs.get('fail_reason', 'see the log')}"
+                    f"({key}): {_fail_reason(engine, name, trial)}"
                 )
     finally:
         bar.close()
@@ -373,10 +376,11 @@ def persona_adapters(
         ) from exc
     found: dict[str, PersonaAdapter] = {}
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    stored = records.records_of(storage.open_storage(url), name, [t.number for t in complete])
     for t in sorted(complete, key=lambda t: t.number):
-        key, path, sha = (
-            t.user_attrs.get(a) for a in (PERSONA_ATTR, "adapter_path", "adapter_sha256")
-        )
+        fields = records.trial_fields(t.user_attrs, stored.get(t.number))
+        key = t.user_attrs.get(PERSONA_ATTR)
+        path, sha = fields.get(records.ADAPTER_PATH), fields.get(records.ADAPTER_SHA256)
         if key is None or path is None or sha is None:
             continue
         try:
@@ -386,3 +390,10 @@ def persona_adapters(
             continue
         found[str(key)] = PersonaAdapter(str(key), local, str(sha))
     return found
+
+
+def _fail_reason(engine: Any, name: str, trial: optuna.trial.FrozenTrial) -> str:
+    """Why a persona trial (of study ``name``) failed: its record, else its attributes."""
+    stored = records.records_of(engine, name, [trial.number])
+    fields = records.trial_fields(trial.user_attrs, stored.get(trial.number))
+    return str(fields.get(records.FAIL_REASON, "see the log"))

@@ -10,6 +10,7 @@ them with ``Study.get_trials`` on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,9 +21,13 @@ from typing import Any, cast
 import optuna
 
 import storage
+from hpo.study import promoted as evaluated
 from hpo.study.config import config_from_dict
 from hpo.study.creation import SEED_ATTR
-from hpo.study.records import CONFIG_ATTR, CONFIG_RECORD, CONFIG_REF_ATTR, has_config, stored_config
+from hpo.study.listing import StudyListRow, list_studies
+from hpo.study.promoted import TrialSimilarity
+from hpo.study.records import CONFIG_ATTR, CONFIG_REF_ATTR, has_config, stored_config
+from hpo.study.trial_records import ADAPTER_PATH, FAIL_REASON, trial_fields, trial_records
 from storage import optuna_tables
 from storage.optuna_schema import ReadSession, read_session
 from storage.optuna_tables import StoredStudy, StoredTrial
@@ -31,8 +36,9 @@ TrialState = optuna.trial.TrialState
 
 DEFAULT_PAGE_SIZE = 50
 """Trials on one page of ``hpo study trials`` (the newest first)."""
-SHOWN_USER_ATTRS = ("adapter_path", SEED_ATTR, "fail_reason")
-"""The trial user attributes a row shows; no other attribute is read."""
+SHOWN_USER_ATTRS = (ADAPTER_PATH, SEED_ATTR, FAIL_REASON)
+"""The trial user attributes a row shows (the adapter and the failure: of trials finished
+before they moved to the trial records); no other attribute is read."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,10 @@ class TrialRow:
     seed_config: bool
     note: str = ""
     """Why a trial failed, or at which evaluation it was pruned."""
+    similarity: float | None = None
+    """Its embedding similarity on the test examples, where the evaluator evaluated it."""
+    promoted: bool = False
+    """Whether it is the promoted trial (the best similarity among the evaluated ones)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -61,37 +71,28 @@ class StudyStatus:
     n_trials_target: int
     counts: dict[str, int]
     best: TrialRow | None
-
-    @property
-    def finished(self) -> int:
-        """Trials that count against the budget (complete + pruned)."""
-        return self.counts.get("COMPLETE", 0) + self.counts.get("PRUNED", 0)
-
-
-@dataclass(frozen=True)
-class StudyListRow:
-    """One study of the storage, as ``hpo study list`` prints it."""
-
-    name: str
-    n_trials_target: int | None
-    """``study.n_trials`` of its config; None for a study not made by ``hpo study create``."""
-    counts: dict[str, int]
-    best_number: int | None
-    best_value: float | None
-
-    @property
-    def total(self) -> int:
-        """Trials in every state."""
-        return sum(self.counts.values())
-
-    @property
-    def finished(self) -> int:
-        """Trials that count against the budget (complete + pruned)."""
-        return self.counts.get("COMPLETE", 0) + self.counts.get("PRUNED", 0)
+    """The best COMPLETE trial by eval_loss."""
+    promoted: TrialSimilarity | None = None
+    """The promoted trial (the best similarity among the evaluated trials), where one is."""
+    decision: str | None = None
+    """The study's one-line decision (the evaluator's promotion or ``hpo report``'s)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {**self.__dict__, "total": self.total, "finished": self.finished}
+        return {
+            "study": self.name,
+            "target": self.n_trials_target,
+            "finished": self.finished,
+            "counts": self.counts,
+            "best": self.best.to_dict() if self.best else None,
+            "promoted": self.promoted.to_dict() if self.promoted else None,
+            "decision": self.decision,
+        }
+
+    @property
+    def finished(self) -> int:
+        """Trials that count against the budget (complete + pruned)."""
+        return self.counts.get("COMPLETE", 0) + self.counts.get("PRUNED", 0)
 
 
 @dataclass(frozen=True)
@@ -130,12 +131,14 @@ def _distribution(distribution_json: str) -> optuna.distributions.BaseDistributi
     return optuna.distributions.json_to_distribution(distribution_json)
 
 
-def _row(t: StoredTrial) -> TrialRow:
-    """The row of a stored trial; parameters in their external form, as Optuna's API gives."""
+def _row(t: StoredTrial, record: dict[str, Any] | None) -> TrialRow:
+    """The row of a stored trial and its record; parameters in their external form, as
+    Optuna's API gives."""
     # Optuna's own reader of the retry link; it reads only the trial's system attributes,
     # which the row carries (all of them: a page's few trials), so no key name of Optuna's
     # is spelled here.
     retried = retried_trial_number(cast(optuna.trial.FrozenTrial, t))
+    fields = trial_fields(t.user_attrs, record)
     return TrialRow(
         t.number,
         t.state,
@@ -144,20 +147,35 @@ def _row(t: StoredTrial) -> TrialRow:
             name: _distribution(distribution_json).to_external_repr(value)
             for name, (value, distribution_json) in t.params.items()
         },
-        t.user_attrs.get("adapter_path"),
+        fields.get(ADAPTER_PATH),
         bool(t.user_attrs.get(SEED_ATTR)),
-        _note(t.state, t.user_attrs.get("fail_reason"), retried, t.last_intermediate),
+        _note(t.state, fields.get(FAIL_REASON), retried, t.last_intermediate),
     )
 
 
-def _rows(session: ReadSession, trial_ids: list[int]) -> list[TrialRow]:
+def _rows(session: ReadSession, trial_ids: list[int], study: StoredStudy) -> list[TrialRow]:
+    """The rows of the trials of ``study``, each with its record, its similarity where
+    evaluated, and the promoted trial marked."""
     stored = optuna_tables.get_trials(
         session,
         trial_ids,
         user_attr_keys=SHOWN_USER_ATTRS,
         system_attr_keys=None,
     )
-    return [_row(t) for t in stored]
+    records = trial_records(session, study.name, [t.number for t in stored])
+    rows = [_row(t, records.get(t.number)) for t in stored]
+    if not rows:
+        return rows
+    scores = evaluated.similarities(session, study.name)
+    promoted = evaluated.promoted_trial(session, study)
+    return [
+        dataclasses.replace(
+            r,
+            similarity=scores.get(r.number),
+            promoted=promoted is not None and promoted.number == r.number,
+        )
+        for r in rows
+    ]
 
 
 @contextmanager
@@ -177,7 +195,9 @@ def _study(url: str, name: str) -> Iterator[tuple[ReadSession, StoredStudy]]:
         if session is None:
             raise unknown
         try:
-            study = optuna_tables.get_study(session, name, user_attr_keys=_CONFIG_KEYS)
+            study = optuna_tables.get_study(
+                session, name, user_attr_keys=(*_CONFIG_KEYS, *evaluated.USER_ATTR_KEYS)
+            )
         except storage.NotFoundError as exc:
             raise unknown from exc
         if not has_config(study.user_attrs):
@@ -188,8 +208,8 @@ def _study(url: str, name: str) -> Iterator[tuple[ReadSession, StoredStudy]]:
 
 
 def study_status(url: str, name: str) -> StudyStatus:
-    """Counts of trials by state, with the best COMPLETE trial (two small queries and the
-    best trial's rows, however many trials the study has).
+    """Counts of trials by state, with the best COMPLETE trial by eval_loss and the promoted
+    trial by similarity (a few small queries, however many trials the study has).
 
     Raises:
         storage.NotFoundError: No such study, or one not made by ``hpo study create``.
@@ -198,8 +218,38 @@ def study_status(url: str, name: str) -> StudyStatus:
         config = config_from_dict(
             cast(dict[str, Any], stored_config(session, name, study.user_attrs)), f"study {name}"
         )
-        best = _rows(session, optuna_tables.best_trial_ids(session, study, 1))
-    return StudyStatus(name, config.study.n_trials, dict(study.counts), best[0] if best else None)
+        best = _rows(session, optuna_tables.best_trial_ids(session, study, 1), study)
+        promoted = evaluated.promoted_trial(session, study)
+    return StudyStatus(
+        name,
+        config.study.n_trials,
+        dict(study.counts),
+        best[0] if best else None,
+        promoted,
+        evaluated.decision(study),
+    )
+
+
+@dataclass(frozen=True)
+class BestTrials:
+    """The best trials by eval_loss, and the promoted trial (by similarity), which may be
+    another one."""
+
+    rows: list[TrialRow]
+    promoted: TrialSimilarity | None
+
+
+def best_and_promoted(url: str, name: str, n: int = 5) -> BestTrials:
+    """The n COMPLETE trials with the lowest eval_loss, best first (ties by number), each
+    with its similarity where evaluated, and the promoted trial.
+
+    Raises:
+        storage.NotFoundError: No such study, or one not made by ``hpo study create``.
+        ValueError: If ``n`` is below 1.
+    """
+    with _study(url, name) as (session, study):
+        rows = _rows(session, optuna_tables.best_trial_ids(session, study, n), study)
+        return BestTrials(rows, evaluated.promoted_trial(session, study))
 
 
 def best_trials(url: str, name: str, n: int = 5) -> list[TrialRow]:
@@ -209,8 +259,7 @@ def best_trials(url: str, name: str, n: int = 5) -> list[TrialRow]:
         storage.NotFoundError: No such study, or one not made by ``hpo study create``.
         ValueError: If ``n`` is below 1.
     """
-    with _study(url, name) as (session, study):
-        return _rows(session, optuna_tables.best_trial_ids(session, study, n))
+    return best_and_promoted(url, name, n).rows
 
 
 def trials_page(
@@ -238,7 +287,7 @@ def trials_page(
         ids = optuna_tables.trial_ids_page(
             session, study, limit=limit, offset=offset, newest_first=newest_first
         )
-        rows = _rows(session, ids)
+        rows = _rows(session, ids, study)
     return TrialPage(rows, sum(study.counts.values()), offset, newest_first)
 
 
@@ -247,37 +296,24 @@ def all_trials(url: str, name: str) -> list[TrialRow]:
     return trials_page(url, name, limit=None, newest_first=False).rows
 
 
-def list_studies(url: str) -> list[StudyListRow]:
-    """Every study in the storage, by name, with its counts and best trial; studies not made
-    by ``hpo study create`` included (their target is None). An empty list for a database
-    without studies (a SQLite file that does not exist included: it is not created)."""
-    with read_session(url) as session:
-        if session is None:
-            return []
-        found = optuna_tables.list_studies(session, user_attr_keys=_CONFIG_KEYS)
-        configs = (
-            storage.study_records_of_key(session, CONFIG_RECORD)
-            if any(CONFIG_REF_ATTR in s.user_attrs for s in found)
-            else {}
-        )
-    return [
-        StudyListRow(s.name, _target(s, configs), dict(s.counts), s.best_number, s.best_value)
-        for s in found
-    ]
-
-
 _CONFIG_KEYS = (CONFIG_ATTR, CONFIG_REF_ATTR)
 """The study user attributes that hold its config (before 0005) or point at it."""
 
 
-def _target(study: StoredStudy, configs: dict[str, Any]) -> int | None:
-    """``study.n_trials`` of the stored config (``configs``: every study's config record);
-    read from the JSON directly, so that a config this code would refuse still lists."""
-    stored = (
-        configs.get(study.name)
-        if CONFIG_REF_ATTR in study.user_attrs
-        else study.user_attrs.get(CONFIG_ATTR)
-    )
-    section = stored.get("study") if isinstance(stored, dict) else None
-    n_trials = section.get("n_trials") if isinstance(section, dict) else None
-    return n_trials if isinstance(n_trials, int) else None
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "SHOWN_USER_ATTRS",
+    "BestTrials",
+    "StudyListRow",
+    "StudyStatus",
+    "TrialPage",
+    "TrialRow",
+    "TrialSimilarity",
+    "all_trials",
+    "best_and_promoted",
+    "best_trials",
+    "list_studies",
+    "retried_trial_number",
+    "study_status",
+    "trials_page",
+]

@@ -24,6 +24,13 @@ CONFIG_REF_ATTR = "hpo_config_sha256"
 """Study user attribute: the leading hex digits of the config record's sha256."""
 CONFIG_RECORD = "config"
 """Key of the study's config in ``study_records``."""
+KIND_ATTR = "kind"
+"""Study user attribute of a study of ours not made by ``hpo study create``: its kind."""
+PERSONAS_KIND = "personas"
+""":data:`KIND_ATTR` of a per-persona study (``<study>-personas``, :mod:`hpo.personas`): a
+queue of one adapter per persona, whose values (each persona's own loss) have no best."""
+SOURCE_ATTR = "source_study"
+"""Study user attribute of a per-persona study: the tuned study it belongs to."""
 POINTER_LENGTH = 16
 """Hex digits of a sha256 kept as the pointer: enough to tell two configs apart, short
 enough for a one-line ``optuna studies``."""

@@ -13,6 +13,7 @@ how many workers it starts; a standalone ``hpo worker`` is told by ``--local-wor
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -192,3 +194,32 @@ def wait_for_workers(
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
     return [int(w.process.returncode) for w in workers]
+
+
+def build_notices(model: Any, every: float = 30.0) -> Callable[[], str | None]:
+    """For ``hpo launch``: a poll that returns a line while the workers wait for a build of
+    the tiny base model (``model``, the study's ``ModelConfig``), naming the builder's pid, at
+    once and then at most every ``every`` seconds; None otherwise (no build, another base model,
+    or said recently). The workers' logs say the same; this puts it where the user looks."""
+    from trainers.tiny.build_lock import build_holder
+    from trainers.tiny.model import tiny_model_dir
+
+    if model.base_model != "tiny":
+        return lambda: None
+    target = tiny_model_dir(model)
+    last = [-math.inf]
+
+    def poll() -> str | None:
+        now = time.monotonic()
+        if now - last[0] < every or (target / "build.json").exists():
+            return None
+        holder = build_holder(target)
+        if holder is None:
+            return None
+        last[0] = now
+        return (
+            f"the workers wait for the tiny base model build in {target.parent} "
+            f"({holder.describe()})"
+        )
+
+    return poll

@@ -2,7 +2,8 @@
 
 A completed trial's adapter is written atomically under
 ``models/trials/<study>/<number>/``, then recorded with its sha256 in storage and in the
-trial's user attributes. A pruned or failed trial leaves no adapter behind.
+trial's record (:mod:`hpo.study.trial_records`, beside its train config and a failure's reason:
+Optuna's CLI prints user attributes whole). A pruned or failed trial leaves no adapter behind.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ import optuna
 import storage
 from hpo.study.config import StudyConfig, train_config_for
 from hpo.study.space import suggest
+from hpo.study.trial_records import (
+    FAIL_REASON,
+    FAIL_REASON_LENGTH,
+    MEMORY_FIELDS,
+    error_type,
+    save_trial_fields,
+)
 from hpo.workers.step_budget import BUDGET_SPENT, StepCharger
+from hpo.workers.trial_card import Trained, trial_card
 from trainers.batching import PromptPair
 from trainers.config import TrainConfig
 from trainers.memory import OutOfMemory
@@ -36,13 +45,12 @@ PRUNE_REASON_ATTR = "prune_reason"
 OUT_OF_MEMORY = "out of memory at micro-batch 1"
 """The prune reason of a trial that ran out of memory even one example at a time
 (:class:`trainers.memory.OutOfMemory`): the sampler learns the region, the worker goes on."""
-MEMORY_ATTRS = ("micro_batch_size", "gradient_accumulation_steps", "oom_retries")
-"""Trial user attributes from :class:`trainers.recipe.TrainResult`: how the batch was split
-(after running out of memory, a smaller micro-batch with the same effective batch)."""
 
 
-FAIL_REASON_ATTR = "fail_reason"
-"""Trial user attribute of a failed trial: the error's type and message."""
+FAIL_REASON_ATTR = FAIL_REASON
+"""Trial user attribute of a failed trial: the error's type (the dashboard shows it, a clean
+stop reads it); its type and message are the field of that name in the trial's record
+(:mod:`hpo.study.trial_records`)."""
 
 
 def fault_outside_params(exc: BaseException) -> bool:
@@ -133,7 +141,8 @@ class Objective:
                 optuna.exceptions.UpdateFinishedTrialError, storage.DatabaseUnavailable
             ):
                 trial.set_user_attr(PRUNE_REASON_ATTR, OUT_OF_MEMORY)
-                trial.set_user_attr("oom_retries", len(exc.sizes) - 1)
+            with contextlib.suppress(storage.StorageError, storage.DatabaseUnavailable):
+                self._record(trial, patient=False, oom_retries=len(exc.sizes) - 1)
             raise optuna.TrialPruned(str(exc)) from exc
         except (Exception, KeyboardInterrupt) as exc:
             self.last_fault_outside_params = fault_outside_params(exc)
@@ -143,11 +152,27 @@ class Objective:
             shutil.rmtree(final, ignore_errors=True)
             # The reason shows in `hpo study trials` and the dashboard, not only in a log.
             # Not stored while the database is down (it would only fail again).
+            reason = f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(
                 optuna.exceptions.UpdateFinishedTrialError, storage.DatabaseUnavailable
             ):
-                trial.set_user_attr(FAIL_REASON_ATTR, f"{type(exc).__name__}: {exc}"[:500])
+                trial.set_user_attr(FAIL_REASON_ATTR, error_type(exc))
+            with contextlib.suppress(storage.StorageError, storage.DatabaseUnavailable):
+                self._record(trial, patient=False, fail_reason=reason[:FAIL_REASON_LENGTH])
             raise
+
+    def _record(self, trial: optuna.Trial, *, patient: bool = True, **fields: Any) -> None:
+        """Add ``fields`` to the trial's record (its long fields, in our table), waiting out a
+        database outage unless not ``patient``."""
+        name, engine = self.ctx.config.study.name, self.ctx.engine
+
+        def save() -> None:
+            save_trial_fields(engine, name, trial.number, **fields)
+
+        if patient:
+            self.ctx.patiently(save)
+        else:
+            save()
 
     def _run(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
@@ -157,7 +182,7 @@ class Objective:
         trial.set_user_attr(WORKER_ATTR, ctx.worker_index)
         params = suggest(trial, ctx.config.search_space)
         train_config = train_config_for(ctx.config, params)
-        trial.set_user_attr("train_config", train_config.to_dict())
+        self._record(trial, train_config=train_config.to_dict())
 
         # The study's step budget, charged one evaluation ahead (see hpo/workers/step_budget.py).
         charger = StepCharger.for_trial(ctx.engine, study_name, train_config, len(ctx.train))
@@ -183,15 +208,22 @@ class Objective:
                 save_dir=tmp,
                 log_path=log_path,
             )
-            trial.set_user_attr("train_seconds", round(result.seconds, 2))
-            trial.set_user_attr("train_steps", result.train_steps)
-            for name in MEMORY_ATTRS:
-                trial.set_user_attr(name, getattr(result, name))
+            memory = {name: getattr(result, name) for name in MEMORY_FIELDS}
+            self._record(
+                trial,
+                train_seconds=round(result.seconds, 2),
+                train_steps=result.train_steps,
+                **memory,
+            )
             if result.stopped_early:
                 step, loss = result.eval_losses[-1]
                 reason = BUDGET_SPENT if charger is not None and charger.refused else "pruned"
                 trial.set_user_attr(PRUNE_REASON_ATTR, reason)
                 raise optuna.TrialPruned(f"{reason} at evaluation {step} (eval_loss {loss:.4f})")
+            # the card is part of the folder, so of the sha256 recorded for it
+            folder = final.relative_to(ctx.layout.root).as_posix()
+            trained = Trained(train_config, result.final_eval_loss, len(ctx.train), len(ctx.val))
+            trial_card(ctx.config, trial.number, params, trained, folder).write(tmp)
         # hashed, uploaded to the shared store when there is one (storage.shared), recorded:
         # an upsert of content-addressed data, so running it twice records one adapter
         adapter = ctx.patiently(
@@ -205,6 +237,5 @@ class Objective:
             )
         )
         # relative to the output root: any machine finds it under its own root or in the store
-        trial.set_user_attr("adapter_path", adapter.relpath)
-        trial.set_user_attr("adapter_sha256", adapter.sha256)
+        self._record(trial, adapter_path=adapter.relpath, adapter_sha256=adapter.sha256)
         return result.final_eval_loss

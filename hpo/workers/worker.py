@@ -32,6 +32,7 @@ from hpo.artifacts import output_layout, store_outage
 from hpo.datasets import load_study_cluster
 from hpo.study.creation import GRACE_PERIOD, load_study, optuna_storage
 from hpo.study.strategies import make_pruner, make_sampler
+from hpo.study.trial_records import records_of, trial_fields
 from hpo.workers.objective import FAIL_REASON_ATTR, Objective, TrialContext
 from hpo.workers.place import WorkerPlace, claim_worker_index, place_recorder
 from hpo.workers.stop import (
@@ -297,6 +298,15 @@ def _run_trials(
         if failures >= MAX_CONSECUTIVE_FAILURES:
             raise RuntimeError(
                 f"{failures} trials failed in a row; last: trial {trial.number} "
-                f"({trial.user_attrs.get(FAIL_REASON_ATTR, 'no reason recorded')}); "
+                f"({_fail_reason(engine, study_name, trial)}); "
                 "see the worker log"
             )
+
+
+def _fail_reason(engine: Any, study_name: str, trial: optuna.trial.FrozenTrial) -> str:
+    """Why ``trial`` failed, from its record (or its user attributes, before the records)."""
+    try:
+        record = records_of(engine, study_name, [trial.number]).get(trial.number)
+    except storage.StorageError:
+        record = None
+    return str(trial_fields(trial.user_attrs, record).get(FAIL_REASON_ATTR, "no reason recorded"))

@@ -18,6 +18,7 @@ import optuna
 
 import storage
 from hpo.study.creation import load_study
+from hpo.study.trial_records import records_of, trial_fields
 from hpo.workers.objective import ADAPTER_KIND
 
 MAX_CONNECTIONS = 10
@@ -87,6 +88,7 @@ def check_invariants(
     assert optuna.trial.TrialState.WAITING not in states
     assert len({t.number for t in trials}) == len(trials)
     engine = storage.open_storage(url)
+    records = records_of(engine, name)
     with storage.session_scope(engine) as session:
         claimed = storage.budget(session, name)
         for t in trials:
@@ -97,8 +99,9 @@ def check_invariants(
                 assert artifact is not None, f"trial {t.number} has no adapter"
                 # the database names no machine-local path: a place under the output root
                 assert not artifact.path.is_absolute(), artifact.path
-                assert t.user_attrs["adapter_path"] == artifact.path.as_posix()
-                assert t.user_attrs["adapter_sha256"] == artifact.sha256
+                fields = trial_fields(t.user_attrs, records.get(t.number))
+                assert fields["adapter_path"] == artifact.path.as_posix()
+                assert fields["adapter_sha256"] == artifact.sha256
                 if output_root is not None:
                     local = dataclasses.replace(artifact, path=output_root / artifact.path)
                     assert storage.verify_artifact(local), f"trial {t.number}: adapter changed"
@@ -120,3 +123,10 @@ def check_invariants(
         time.sleep(0.5)
     assert open_now <= max_connections, f"{open_now} connections open, budget {max_connections}"
     return trials
+
+
+def long_fields(url: str, name: str, trial: optuna.trial.FrozenTrial) -> dict[str, object]:
+    """A trial's long fields (train config, adapter, whole fail reason): its record in our
+    tables over its user attributes (``hpo.study.trial_records``)."""
+    records = records_of(storage.open_storage(url), name, [trial.number])
+    return trial_fields(trial.user_attrs, records.get(trial.number))

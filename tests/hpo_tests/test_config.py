@@ -27,7 +27,7 @@ def _write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["demo", "cluster4"])
+@pytest.mark.parametrize("name", ["demo", "cluster4", "cpu"])
 def test_packaged_configs_load(name: str) -> None:
     config = load_config(packaged_config(name))
     assert isinstance(config, StudyConfig)
@@ -154,7 +154,7 @@ def test_invalid_train_value_names_the_field(tmp_path: Path) -> None:
         load_config(path)
 
 
-@pytest.mark.parametrize("name", ["demo", "cluster4"])
+@pytest.mark.parametrize("name", ["demo", "cluster4", "cpu"])
 def test_round_trip_through_dict(name: str) -> None:
     config = load_config(packaged_config(name))
     assert config_from_dict(config.to_dict()) == config

@@ -164,7 +164,7 @@ def test_top_k_by_eval_loss_are_evaluated_and_the_best_similarity_is_promoted(
         for i, loss in enumerate([0.9, 0.7, 0.8, 1.5])
     ]
     evaluator = open_evaluator(sqlite_url, "watch", output_root=tmp_path, eval_config=SHORT)
-    assert [t.trial_number for t in top_trials(evaluator.study, 3)] == [
+    assert [t.trial_number for t in top_trials(evaluator.study, 3, evaluator.engine)] == [
         numbers[1],
         numbers[2],
         numbers[0],

@@ -31,7 +31,7 @@ from hpo.workers.launch import wait_for_workers
 from hpo.workers.objective import ADAPTER_KIND
 from tests.hpo_tests.cli_tests.conftest import Hpo, one_line
 from tests.hpo_tests.cli_tests.conftest import hpo as hpo  # the fixture
-from tests.hpo_tests.invariants import check_invariants
+from tests.hpo_tests.invariants import check_invariants, long_fields
 from tests.hpo_tests.test_evaluator import SHORT, make_study
 from tests.hpo_tests.test_evaluator import adapters as adapters  # the fixture
 from tests.hpo_tests.test_workers import (
@@ -222,14 +222,17 @@ def _seeds_ran(trials: list[optuna.trial.FrozenTrial]) -> None:
         assert seed in finished, f"seed config {seed} did not run: {finished}"
 
 
-def _store_holds_every_adapter(s3: S3Server, trials: list[optuna.trial.FrozenTrial]) -> None:
+def _store_holds_every_adapter(
+    s3: S3Server, trials: list[optuna.trial.FrozenTrial], url: str, name: str
+) -> None:
     keys = {
         obj["Key"]
         for obj in s3.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/")["Contents"]
     }
     for t in trials:
         if t.state == optuna.trial.TrialState.COMPLETE:
-            assert f"{PREFIX}/{t.user_attrs['adapter_sha256']}.tar" in keys, t.number
+            sha256 = long_fields(url, name, t)["adapter_sha256"]  # the trial's record
+            assert f"{PREFIX}/{sha256}.tar" in keys, t.number
 
 
 @pytest.mark.slow
@@ -258,7 +261,7 @@ def test_a_store_down_for_40_s_mid_trial_loses_nothing(
     trials = check_invariants(pg_url, "outage40", len(SEEDS), output_root=tmp_path)
     assert [t.number for t in trials if t.state == optuna.trial.TrialState.FAIL] == []
     _seeds_ran(trials)
-    _store_holds_every_adapter(s3, trials)
+    _store_holds_every_adapter(s3, trials, pg_url, "outage40")
 
 
 @pytest.mark.slow
@@ -296,7 +299,7 @@ def test_past_the_patience_the_trial_is_requeued_and_the_worker_exits_with_one_l
     assert wait_for_workers([survivor], interval=0.5) == [0], survivor.log_path.read_text()
     trials = check_invariants(pg_url, "gone", len(SEEDS), output_root=tmp_path)
     _seeds_ran(trials)
-    _store_holds_every_adapter(s3, trials)
+    _store_holds_every_adapter(s3, trials, pg_url, "gone")
 
 
 def _published_trial(url: str, producer: Path, name: str, adapter: Path, loss: float) -> int:

@@ -16,7 +16,7 @@ import pytest
 import storage
 from hpo.study.queries import all_trials, retried_trial_number
 from hpo.workers.worker import run_worker
-from tests.hpo_tests.invariants import check_invariants, leftover_temp_dirs
+from tests.hpo_tests.invariants import check_invariants, leftover_temp_dirs, long_fields
 from tests.hpo_tests.test_workers import prepare, small_study_config
 
 FAIL = optuna.trial.TrialState.FAIL
@@ -61,7 +61,7 @@ def test_disk_full_while_saving_fails_the_trial_and_requeues_it(
     trials = check_invariants(sqlite_url, "full", 3, output_root=tmp_path)
     assert not leftover.exists()
     [failed] = [t for t in trials if t.state == FAIL]
-    assert "No space left on device" in failed.user_attrs["fail_reason"]
+    assert "No space left on device" in str(long_fields(sqlite_url, "full", failed)["fail_reason"])
     assert not storage.OutputLayout(tmp_path).trial_adapter_dir("full", failed.number).exists()
     [retry] = [t for t in trials if retried_trial_number(t) == failed.number]
     assert retry.params == failed.params and retry.state != FAIL
@@ -124,10 +124,11 @@ def test_out_of_memory_frees_what_the_failed_attempt_held_and_the_trial_complete
     assert "memory freed" in result.stdout, result.stdout
 
     trials = check_invariants(sqlite_url, "oom", 3, output_root=tmp_path)
-    first = trials[0].user_attrs  # batch 2 ran out of memory once, then ran at 1
+    # batch 2 ran out of memory once, then ran at 1: the trial's record says how
+    first = long_fields(sqlite_url, "oom", trials[0])
     assert (first["oom_retries"], first["micro_batch_size"]) == (1, 1)
     assert first["gradient_accumulation_steps"] == 2
-    assert all(t.user_attrs["oom_retries"] == 0 for t in trials[1:])
+    assert all(long_fields(sqlite_url, "oom", t)["oom_retries"] == 0 for t in trials[1:])
 
 
 def test_temp_folders_are_swept_only_for_trials_that_no_longer_run(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 import storage
 from hpo.study.config import StudyConfig, StudySection
+from hpo.study.trial_records import records_of, trial_fields
 from hpo.workers.objective import ADAPTER_KIND, WORKER_ATTR, Objective, TrialContext
 from trainers.config import TrainConfig
 from trainers.recipe import PromptPair, TrainResult
@@ -94,6 +95,12 @@ def artifact(url: str, number: int) -> storage.ArtifactInfo | None:
         )
 
 
+def recorded_fields(*, url: str, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The trial's long fields as the readers see them (its record over its attributes)."""
+    records = records_of(storage.open_storage(url), STUDY, [trial.number])
+    return trial_fields(trial.user_attrs, records.get(trial.number))
+
+
 def leftovers(root: Path) -> list[str]:
     """Everything under the study's trial folder (temporary directories included)."""
     folder = root / "models" / "trials" / STUDY
@@ -113,14 +120,26 @@ def test_complete_trial_records_its_adapter_and_sha256(sqlite_url: str, tmp_path
     # the trial's suggestions reached the training function, and were recorded as used
     [config] = training.configs
     assert {k: getattr(config, k) for k in trial.params} == trial.params
-    assert trial.user_attrs["train_config"] == config.to_dict()
+    record = recorded_fields(url=sqlite_url, trial=trial)
+    assert record["train_config"] == config.to_dict()
+    assert record["train_steps"] == 3 and record["train_seconds"] >= 0
+    # `optuna trials` prints user attributes whole: the long and the many are ours
+    assert set(trial.user_attrs) == {WORKER_ATTR}
 
     final = tmp_path / "models" / "trials" / STUDY / str(trial.number)
     assert training.save_dirs[0] != final  # written elsewhere, renamed into place
     assert sorted(p.name for p in final.iterdir()) == [
+        "README.md",
         "adapter_config.json",
         "adapter_model.safetensors",
     ]
+    # a model card, inside the folder its sha256 names
+    card = (final / "README.md").read_text()
+    assert "\nlibrary_name: peft\n" in card and '\nbase_model: "tiny-llama-v' in card
+    assert f"# LoRA adapter of study {STUDY}, trial {trial.number}" in card
+    assert "| eval_loss | 0.9000 (validation split; the trial's value) |" in card
+    assert f'ADAPTER = "models/trials/{STUDY}/{trial.number}"' in card
+    assert "BASE_MODEL = ensure_tiny_model(ModelConfig(seed=0))" in card
     assert leftovers(tmp_path) == [str(trial.number)]
     sha256, size = storage.directory_sha256(final)
     recorded = artifact(sqlite_url, trial.number)
@@ -131,8 +150,8 @@ def test_complete_trial_records_its_adapter_and_sha256(sqlite_url: str, tmp_path
         sha256,
         size,
     )
-    assert trial.user_attrs["adapter_path"] == relpath
-    assert trial.user_attrs["adapter_sha256"] == sha256
+    assert (record["adapter_path"], record["adapter_sha256"]) == (relpath, sha256)
+    assert not {"adapter_path", "adapter_sha256"} & set(trial.user_attrs)
 
 
 def test_pruned_trial_raises_trial_pruned_and_saves_nothing(
@@ -159,8 +178,10 @@ def test_failed_trial_records_why_and_saves_nothing(sqlite_url: str, tmp_path: P
     trial = run_one(make_objective(sqlite_url, tmp_path, training))
 
     assert trial.state == optuna.trial.TrialState.FAIL
-    assert trial.user_attrs["fail_reason"] == "RuntimeError: CUDA out of memory"
-    assert "adapter_path" not in trial.user_attrs
+    assert trial.user_attrs["fail_reason"] == "RuntimeError"  # the type; the rest is ours
+    record = recorded_fields(url=sqlite_url, trial=trial)
+    assert record["fail_reason"] == "RuntimeError: CUDA out of memory"
+    assert "adapter_path" not in record
     assert leftovers(tmp_path) == []
     assert artifact(sqlite_url, trial.number) is None
 
@@ -169,8 +190,10 @@ def test_fail_reason_is_cut_to_500_characters(sqlite_url: str, tmp_path: Path) -
     training = StandInTraining([1.0], error=ValueError("x" * 2000))
     trial = run_one(make_objective(sqlite_url, tmp_path, training))
     assert trial.state == optuna.trial.TrialState.FAIL
-    reason = trial.user_attrs["fail_reason"]
+    reason = recorded_fields(url=sqlite_url, trial=trial)["fail_reason"]
     assert reason.startswith("ValueError: xxx") and len(reason) == 500
+    # the trial's own attribute, which the dashboard and `optuna trials` show, stays short
+    assert trial.user_attrs["fail_reason"] == "ValueError"
 
 
 def test_default_training_function_is_the_recipe() -> None:

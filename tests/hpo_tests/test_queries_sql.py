@@ -146,6 +146,8 @@ def _expected(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "adapter_path": t.user_attrs.get("adapter_path"),
         "seed_config": bool(t.user_attrs.get("seed_config")),
         "note": note,
+        "similarity": None,  # no trial of this study is evaluated (ours, not Optuna's)
+        "promoted": False,
     }
 
 

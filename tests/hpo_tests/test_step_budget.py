@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 import storage
 from hpo.study.config import ParamSpec, StudyConfig, StudySection
+from hpo.study.trial_records import records_of
 from hpo.workers.objective import PRUNE_REASON_ATTR, Objective, TrialContext
 from hpo.workers.step_budget import BUDGET_SPENT, StepCharger, optimizer_steps
 from trainers.batching import PromptPair
@@ -136,5 +137,5 @@ def test_objective_charges_a_complete_trial_exactly(engine: sa.Engine, tmp_path:
     set_steps(engine, 4)
     trial = run_trial(engine, tmp_path, [1.0, 0.9, 0.8, 0.7])
     assert trial.state == optuna.trial.TrialState.COMPLETE
-    assert trial.user_attrs["train_steps"] == 4
+    assert records_of(engine, STUDY, [trial.number])[trial.number]["train_steps"] == 4
     assert used(engine) == storage.StepBudget(4, 4, spent=False)

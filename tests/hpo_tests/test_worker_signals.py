@@ -14,7 +14,7 @@ import storage
 from hpo.study.creation import load_study, optuna_storage
 from hpo.study.queries import retried_trial_number
 from hpo.workers.launch import start_workers, wait_for_workers
-from tests.hpo_tests.invariants import check_invariants
+from tests.hpo_tests.invariants import check_invariants, long_fields
 from tests.hpo_tests.test_workers import (
     long_study_config,
     prepare,
@@ -38,7 +38,7 @@ def test_sigterm_fails_the_running_trial_and_frees_its_ticket(
     assert optuna.trial.TrialState.RUNNING not in states
     assert optuna.trial.TrialState.FAIL in states
     failed = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.FAIL]
-    assert "signal" in failed[-1].user_attrs.get("fail_reason", "")
+    assert "signal" in str(long_fields(sqlite_url, "sigterm", failed[-1]).get("fail_reason", ""))
     # re-queued at once with the same parameters: the plan's config is not lost
     [retry] = [t for t in study.get_trials() if retried_trial_number(t) == interrupted.number]
     assert retry.state == optuna.trial.TrialState.WAITING

@@ -30,7 +30,7 @@ from hpo.workers.launch import (
 from hpo.workers.objective import WORKER_ATTR
 from hpo.workers.stop import finished_elsewhere, stop_cleanly, storage_id
 from tests.conftest import import_and_cluster
-from tests.hpo_tests.invariants import check_invariants
+from tests.hpo_tests.invariants import check_invariants, long_fields
 from trainers.config import DataConfig, TrainConfig
 
 N_TRIALS = 8
@@ -92,7 +92,7 @@ def prepare(url: str, tmp_path: Path, config: StudyConfig) -> None:
 
 
 def assert_trial_adapter_loads_with_plain_peft(
-    trials: list[optuna.trial.FrozenTrial], output_root: Path
+    trials: list[optuna.trial.FrozenTrial], output_root: Path, url: str, name: str
 ) -> None:
     """The best trial's adapter (recorded under the output root) is a plain peft adapter: it
     loads and generates."""
@@ -109,7 +109,7 @@ def assert_trial_adapter_loads_with_plain_peft(
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(base_dir),
-        str(output_root / best.user_attrs["adapter_path"]),
+        str(output_root / str(long_fields(url, name, best)["adapter_path"])),
     )
     inputs = tokenizer(
         "Persona: I love hiking.\nA: What do you do on weekends?\nB:", return_tensors="pt"
@@ -141,7 +141,7 @@ def run_two_workers(url: str, tmp_path: Path) -> None:
     # both workers took part: each ran at least one of the finished trials
     ran = [t.user_attrs[WORKER_ATTR] for t in trials]
     assert sorted(set(ran)) == [0, 1], ran
-    assert_trial_adapter_loads_with_plain_peft(trials, tmp_path)
+    assert_trial_adapter_loads_with_plain_peft(trials, tmp_path, url, config.study.name)
     # the eval_loss lines of every trial are in its own log, as the original plan's logs were
     for t in trials:
         log = tmp_path / "logs" / f"{config.study.name}-trial-{t.number:04d}.log"

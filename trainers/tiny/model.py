@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,9 @@ WEIGHTS_FILE = "model.safetensors"
 
 DEMO_PERSONAS = 200
 """Personas of the default demo dataset (seed 0), which the pretraining chats exclude."""
+
+BUILD_WAIT_NOTICE = 30.0
+"""Seconds between the lines of a process that waits for another's build of the model."""
 
 
 @dataclass(frozen=True)
@@ -75,24 +79,37 @@ def tiny_model_dir(config: ModelConfig, spec: TinyModelSpec = TinyModelSpec()) -
     return root / f"tiny-llama-v{TINY_RECIPE_VERSION}-{digest}-seed{config.seed}"
 
 
-def ensure_tiny_model(config: ModelConfig, spec: TinyModelSpec = TinyModelSpec()) -> Path:
+def ensure_tiny_model(
+    config: ModelConfig,
+    spec: TinyModelSpec = TinyModelSpec(),
+    *,
+    notice_every: float = BUILD_WAIT_NOTICE,
+) -> Path:
     """Build the tiny model into its cache directory unless it is there already.
 
     The build writes to a temporary directory and renames it into place, under a file lock,
-    so a crash never leaves a half-built cache and two workers never build it twice.
+    so a crash never leaves a half-built cache and two workers never build it twice. A process
+    that finds the lock held says so at once, naming the builder's pid, and again every
+    ``notice_every`` seconds until the build is done (:mod:`trainers.tiny.build_lock`).
 
     Returns:
         The directory that ``from_pretrained`` loads.
     """
-    from filelock import FileLock
+    from trainers.tiny.build_lock import build_lock
 
     target = tiny_model_dir(config, spec)
     if (target / "build.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
+    with build_lock(target, notice_every=notice_every):
         if (target / "build.json").exists():
             return target
+        log.warning(
+            "building the tiny base model into %s: once per machine and seed, about %d "
+            "pretraining steps (minutes on a CPU)",
+            target,
+            spec.pretrain_steps,
+        )
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
         try:
             _build_tiny_model(tmp, config.seed, spec)
@@ -257,7 +274,34 @@ def _pretrain(
     return smoothed
 
 
+PROGRESS_LINES = 10
+"""Where no terminal shows a bar (a worker's log file), the pretraining logs this many lines."""
+
+
 def _progress(items: range, description: str) -> Any:
+    """A tqdm bar over ``items`` at a terminal; elsewhere (a worker's log file) an INFO line
+    at every tenth of them, so that the log shows the build move."""
+    import sys
+
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=description, leave=False, disable=None)
+    if sys.stderr.isatty():
+        return tqdm(items, desc=description, leave=False)
+    return _logged(items, description)
+
+
+def _logged(items: range, description: str) -> Iterator[int]:
+    import time
+
+    every = max(1, len(items) // PROGRESS_LINES)
+    started = time.monotonic()
+    for done, item in enumerate(items, 1):
+        yield item
+        if done % every == 0 or done == len(items):
+            log.info(
+                "%s: step %d of %d, %.0f s",
+                description,
+                done,
+                len(items),
+                time.monotonic() - started,
+            )

@@ -223,8 +223,11 @@ def max_delta_error(
     return error
 
 
-def write_adapter(adapter: LoraAdapter, out_dir: str | Path, info: Mapping[str, Any]) -> Path:
-    """Save an adapter in peft's format (config + safetensors) plus ``merge.json``, atomically.
+def write_adapter(
+    adapter: LoraAdapter, out_dir: str | Path, info: Mapping[str, Any], *, card: str | None = None
+) -> Path:
+    """Save an adapter in peft's format (config + safetensors) plus ``merge.json`` and the model
+    ``card`` (``README.md``, where given), atomically.
 
     A previous directory at ``out_dir`` is replaced only once the new one is complete.
     """
@@ -240,4 +243,6 @@ def write_adapter(adapter: LoraAdapter, out_dir: str | Path, info: Mapping[str, 
             metadata={"format": "pt"},
         )
         (tmp / MERGE_INFO_NAME).write_text(json.dumps(dict(info), indent=2) + "\n")
+        if card is not None:
+            (tmp / "README.md").write_text(card, encoding="utf-8")
     return out

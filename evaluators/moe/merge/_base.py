@@ -39,8 +39,10 @@ class MergeMethod(abc.ABC):
         out_dir: str | Path,
         *,
         names: Sequence[str] | None = None,
+        card: str | None = None,
     ) -> Path:
-        """Merge the adapters saved in ``sources`` with ``weights`` into ``out_dir``.
+        """Merge the adapters saved in ``sources`` with ``weights`` into ``out_dir``, with the
+        model ``card`` (``README.md``) where given.
 
         ``merge.json`` names each source by ``names`` (default: its folder's name) and its
         sha256, never by where it lies, so the same sources and weights merge into the same
@@ -60,4 +62,4 @@ class MergeMethod(abc.ABC):
             "weights": values,
             "rank": merged.config.r,
         }
-        return write_adapter(merged, out_dir, info)
+        return write_adapter(merged, out_dir, info, card=card)

@@ -208,6 +208,7 @@ def test_a_browser_sees_the_trial_note_the_study_note_and_the_figure(tmp_path: P
         trial_note_markdown,
         upload_figure,
     )
+    from hpo.evaluation.records import DECISION_ATTR, promotion_line
 
     url = f"sqlite:///{tmp_path / 'dash.db'}"
     study = optuna.create_study(study_name="shown", storage=url)
@@ -215,6 +216,7 @@ def test_a_browser_sees_the_trial_note_the_study_note_and_the_figure(tmp_path: P
     figures = {"trial": 1, "similarity": 0.4321, "similarity_ci": [0.41, 0.45], "floor": 0.2}
     save_trial_note(study, 1, trial_note_markdown(figures, promoted=True))
     save_study_note(study, "# Study shown: comparison of methods\n\n**Decision:** none yet.\n")
+    study.set_user_attr(DECISION_ATTR, promotion_line(1, 0.4321, 1))  # the evaluator's line
     png = tmp_path / "comprehensive_comparison.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n")  # the listing is checked, not the picture
     engine = storage.open_storage(url)
@@ -227,8 +229,9 @@ def test_a_browser_sees_the_trial_note_the_study_note_and_the_figure(tmp_path: P
         assert "Study shown: comparison of methods" in _chromium(
             f"{base}/dashboard/studies/1/note", "--dump-dom"
         )
-        assert "comprehensive_comparison.png" in _chromium(
-            f"{base}/dashboard/studies/1", "--dump-dom"
-        )
+        study_page = _chromium(f"{base}/dashboard/studies/1", "--dump-dom")
+        assert "comprehensive_comparison.png" in study_page
+        # the decision line, among the study's user attributes on its page
+        assert "promoted trial 1: similarity 43.21%, best of 1 evaluated" in study_page
         _chromium(trial_page, f"--screenshot={tmp_path / 'trial.png'}")
     assert (tmp_path / "trial.png").stat().st_size > 10_000
