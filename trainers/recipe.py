@@ -27,7 +27,7 @@ from trainers.batching import (
     padded_right,
     tokenize_pairs,
 )
-from trainers.config import TrainConfig
+from trainers.config import TINY_MODEL, TrainConfig
 from trainers.devices import one_device_arguments, release_memory
 from trainers.memory import MicroBatches, report_once
 from trainers.prompt import ContextLoss
@@ -145,6 +145,17 @@ def training_arguments(
         remove_unused_columns=False,
         disable_tqdm=not progress,
     )
+
+
+def portable_base_name(base: BaseModel) -> str:
+    """The base model as an adapter names it (``base_model_name_or_path``): what the config
+    names (a Hub id, or the user's own path as written), or for the tiny model the name of its
+    built folder. peft would write the folder the weights were loaded from, a path on this
+    machine (``/root/.cache/persona-hpo/...``), so the same adapter trained on two machines
+    would differ in its bytes and the MoE merge would refuse to merge them."""
+    if base.name == TINY_MODEL:
+        return Path(str(base.model.name_or_path)).name
+    return base.name
 
 
 def save_adapter(model: Any, config: TrainConfig, save_dir: Path) -> None:
@@ -305,6 +316,8 @@ def _attempt(
 
             # Save, unless the caller stopped the run.
             if save_dir is not None and not run.stopped_early:
+                for adapter_config in model.peft_config.values():
+                    adapter_config.base_model_name_or_path = portable_base_name(base)
                 save_adapter(model, config, save_dir)
         return TrainResult(
             stopped_early=run.stopped_early,

@@ -129,6 +129,22 @@ def test_saved_adapter_files(trained: Trained) -> None:
     assert saved == json.loads(json.dumps(_config().to_dict()))
 
 
+def test_the_adapter_names_its_base_model_without_a_machine_path(
+    trained: Trained, tiny_base: Any
+) -> None:
+    """``base_model_name_or_path`` is the tiny model's folder name, not the cache path it was
+    loaded from, so the adapter's bytes are the same on every machine."""
+    import json
+
+    from peft.utils import CONFIG_NAME
+
+    name = json.loads((trained.adapter_dir / CONFIG_NAME).read_text())["base_model_name_or_path"]
+    loaded_from = Path(tiny_base.model.name_or_path)
+    assert loaded_from.is_absolute()
+    assert name == loaded_from.name
+    assert "/" not in name
+
+
 def test_adapter_loads_with_plain_peft_and_generates(trained: Trained) -> None:
     import torch
     from peft import PeftModel
