@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import storage
 from evaluators.moe.merge import (
     MERGE_INFO_NAME,
     MERGE_METHODS,
@@ -175,7 +176,9 @@ def test_merge_writes_its_sources_and_weights(mixed_sources: list[Path], tmp_pat
     info = json.loads((out / MERGE_INFO_NAME).read_text())
     assert info == {
         "method": "cat",
-        "sources": [str(p.resolve()) for p in mixed_sources[:2]],
+        "sources": [
+            {"name": p.name, "sha256": storage.directory_sha256(p)[0]} for p in mixed_sources[:2]
+        ],
         "weights": [0.7, 0.3],
         "rank": 12,
     }
