@@ -47,6 +47,7 @@ from evaluators.trials.scope import (
     evaluation_summary,
 )
 from trainers.embedding import DEFAULT_EMBEDDING_MODEL
+from trainers.input_file import RECORD_MAX_BYTES, InputFileError, read_json
 from trainers.model_card import CARD_FILE
 
 CLUSTER_ADAPTER_KIND = "cluster_adapter"
@@ -110,9 +111,10 @@ def promote_adapter(
 
 
 def _read_json(path: Path) -> Any:
+    """A JSON file of ours, or None if it is missing or unreadable (it is written again)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json(path, limit=RECORD_MAX_BYTES, what="a results file")
+    except InputFileError:
         return None
 
 

@@ -52,6 +52,13 @@ def _break_config(folder: Path) -> Path:
     return config
 
 
+def _nest_config(folder: Path) -> Path:
+    """100,000 levels deep: Python's parser ran out of recursion, exit 1 with no file named."""
+    config = folder / ADAPTER_CONFIG
+    config.write_text('{"peft_type": "LORA",\n"r": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    return config
+
+
 def _remove_weights(folder: Path) -> Path:
     weights = folder / ADAPTER_WEIGHTS
     weights.unlink()
@@ -74,7 +81,8 @@ def _wrong_shape(folder: Path) -> Path:
 BREAKS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "truncated weights": (_truncate, "not a readable safetensors file"),
     "random weights": (_randomize, "not a readable safetensors file"),
-    "broken config": (_break_config, "not valid JSON"),
+    "broken config": (_break_config, "line 1: not valid JSON: Expecting value (column 28)"),
+    "nested config": (_nest_config, "line 2: nested deeper than 64 levels"),
     "missing weights": (_remove_weights, "missing: the adapter has no weights file"),
     "wrong tensor shape": (_wrong_shape, "expected 8 rows (r=8)"),
 }
