@@ -68,6 +68,7 @@ from evaluators.baselines.texts import (
     swapped_items,
     swapped_partners,
 )
+from evaluators.config import DEFAULT_MIN_EFFECT
 from evaluators.report.decision import rule_comparisons
 from evaluators.scoring.method_run import EvalItem, MethodResult
 from evaluators.scoring.similarity import normalized, reference_ceiling
@@ -178,6 +179,7 @@ def baseline_report(
     tuned_cluster: int | None = None,
     embedding_model: str | None = None,
     items: Sequence[EvalItem] | None = None,
+    min_effect: float = DEFAULT_MIN_EFFECT,
     seed: int = 0,
 ) -> dict[str, Any]:
     """JSON-ready summary: each method with its interval, floor and normalized score (and its
@@ -201,6 +203,7 @@ def baseline_report(
             (it is cluster 0 itself).
         embedding_model: The scorer, for the all-pairs reference ceiling (with ``items``).
         items: The test examples; when given, the all-pairs reference ceiling is added.
+        min_effect: The minimum effect a tested comparison must beat, in percentage points.
         seed: Seed of the resampling.
 
     Raises:
@@ -233,7 +236,9 @@ def baseline_report(
     report: dict[str, Any] = {
         "methods": methods,
         "holm_family": [f"{a} - {b}" for a, b in family],
-        "comparisons": compare_methods(results, family, seed=seed) if family else {},
+        "comparisons": (
+            compare_methods(results, family, min_effect=min_effect, seed=seed) if family else {}
+        ),
         "described": described,
     }
     effect = f"{reference} - {SWAPPED}"
