@@ -73,6 +73,7 @@ from evaluators.report.decision import rule_comparisons
 from evaluators.scoring.method_run import EvalItem, MethodResult
 from evaluators.scoring.similarity import normalized, reference_ceiling
 from evaluators.stats.comparison import compare, compare_methods
+from evaluators.stats.families import PROMOTION_FAMILY, PROMOTION_NOTE, family_fields
 from trainers.base_model import BaseModel
 from trainers.config import TrainConfig
 
@@ -184,7 +185,8 @@ def baseline_report(
 ) -> dict[str, Any]:
     """JSON-ready summary: each method with its interval, floor and normalized score (and its
     interval); the decision rule's own comparisons of ``evaluated``, Holm-corrected among
-    themselves only (``holm_family`` names them); every other method described against
+    themselves only (the family ``promotion_comparisons``, named in ``tested_family``, as in
+    the promotion's results file); every other method described against
     ``reference`` with its unadjusted interval and no verdict; and the persona effect
     ``base_model - persona_swapped``, described.
 
@@ -235,9 +237,10 @@ def baseline_report(
     }
     report: dict[str, Any] = {
         "methods": methods,
-        "holm_family": [f"{a} - {b}" for a, b in family],
-        "comparisons": (
-            compare_methods(results, family, min_effect=min_effect, seed=seed) if family else {}
+        **family_fields(
+            PROMOTION_FAMILY,
+            compare_methods(results, family, min_effect=min_effect, seed=seed) if family else {},
+            PROMOTION_NOTE,
         ),
         "described": described,
     }

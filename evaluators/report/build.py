@@ -59,10 +59,12 @@ from evaluators.scoring.method_run import (
 )
 from evaluators.scoring.similarity import normalized
 from evaluators.stats.comparison import compare_methods
+from evaluators.stats.families import DECISION_FAMILY, DECISION_NOTE, family_fields
 from evaluators.trials.promotion import TRIAL_METHOD
 
 __all__ = [
     "CLUSTER",
+    "DECISION_FAMILY",
     "FIGURE_NAME",
     "FIGURE_SIZE",
     "LABELS",
@@ -291,7 +293,8 @@ def build_report(
     seed: int = 0,
 ) -> dict[str, Any]:
     """The report as JSON-ready data: rows, the decision's comparisons (each tested against
-    the minimum effect, Holm over exactly those, named in ``holm_family``), the rows described
+    the minimum effect, Holm over exactly those: the family ``decision_comparisons``, named in
+    ``tested_family``), the rows described
     against the base model, decision.
 
     Args:
@@ -324,8 +327,7 @@ def build_report(
         "rows": {name: _row(name, results[name], described, cluster_id) for name in names},
         "not_evaluated": missing,
         "min_effect_percent_points": min_effect,
-        "holm_family": [f"{a} - {b}" for a, b in family],
-        "comparisons": comparisons,
+        **family_fields(DECISION_FAMILY, comparisons, DECISION_NOTE),
         "described": described,
         "decision": decided.to_dict(),
         "history": [

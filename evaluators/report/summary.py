@@ -95,7 +95,8 @@ def _verdict(entry: Mapping[str, Any], degenerate: bool = False) -> str:
 
 def _family_lines(report: Mapping[str, Any]) -> list[str]:
     """The decision's comparisons, each with both of the numbers its verdict used."""
-    family = report.get("holm_family", list(report["comparisons"]))
+    comparisons = report[report["tested_family"]]
+    family = list(comparisons)
     cluster_id = report.get("cluster_id")
     min_effect = report.get("min_effect_percent_points") or 0
     lines = [
@@ -109,7 +110,7 @@ def _family_lines(report: Mapping[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for name in family:
-        c = report["comparisons"][name]
+        c = comparisons[name]
         a, _, b = name.partition(" - ")
         low, high = c["ci_percent_points"]
         p = c["p_value"] if c.get("p_margin") is None else c["p_margin"]

@@ -261,9 +261,10 @@ def similarity_table(report: MethodsReport, trial: int | None = None) -> Table:
         # the same comparison can read otherwise in `hpo report`: its decision adds the MoE
         # comparisons to Holm's family, which raises every Holm p; say so where it is printed
         table.caption = (
-            f"{table.caption}\nverdicts below: Holm over these {len(report.comparisons)} "
-            "comparisons; the decision (hpo report) tests them again beside the MoE "
-            "comparisons, and its verdicts are the ones that count"
+            f"{table.caption}\nverdicts below ({report.FAMILY}): Holm over these "
+            f"{len(report.comparisons)} comparisons; the decision (hpo report, "
+            "decision_comparisons) tests them again beside the MoE comparisons, and its "
+            "verdicts are the ones that count"
         )
     for name, c in report.comparisons.items():
         if promoted:

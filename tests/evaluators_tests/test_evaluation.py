@@ -235,7 +235,11 @@ def test_promoted_report_has_config_diversity_and_the_paired_comparison(
         assert set(method["diversity"]) >= {"distinct_1", "distinct_2", "top_reply_share"}
         ci = method["mean_similarity_ci"]
         assert ci["low"] <= method["mean_similarity"] <= ci["high"]
-    comparison = data["comparisons"]["cluster_lora - base_model"]
+    # one family in the file, named for what it is, and saying which family is not it
+    assert data["tested_family"] == "promotion_comparisons"
+    assert "comparisons" not in data and "holm_family" not in data
+    assert "decision_comparisons" in data["family_note"]
+    comparison = data["promotion_comparisons"]["cluster_lora - base_model"]
     assert comparison["mean"] == pytest.approx(0.0, abs=1e-6)
     assert comparison["low"] <= 0 <= comparison["high"]
     assert comparison["p_holm"] is not None

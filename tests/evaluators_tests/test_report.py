@@ -406,13 +406,15 @@ def test_report_reads_stored_runs_lists_missing_and_renders(
     )
     assert "MoE merge, with self" in built["not_evaluated"]
     assert "copy the persona" in built["not_evaluated"]
-    assert built["holm_family"] == [
+    assert built["tested_family"] == "decision_comparisons"
+    assert list(built["decision_comparisons"]) == [
         f"{CLUSTER} - {UNIFIED}",
         f"{CLUSTER} - {CLUSTER0}",
         f"{CLUSTER} - {BASE}",
     ]
-    assert list(built["comparisons"]) == built["holm_family"]
-    p_holm = [c["p_holm"] for c in built["comparisons"].values()]
+    assert "comparisons" not in built and "holm_family" not in built  # one family, named
+    assert built["family_note"].startswith("Holm's correction runs over these 3 comparisons")
+    p_holm = [c["p_holm"] for c in built["decision_comparisons"].values()]
     assert all(p is not None for p in p_holm)
     # The persona text does not beat the references themselves: MoE is the main result,
     # and it is not evaluated, so there is none yet.
@@ -518,10 +520,10 @@ def test_adding_a_yardstick_never_changes_the_decision(
     assert {"copy_persona", "reference_ceiling", "persona_swapped"} <= set(results)
     after = report.build_report("study", results, cluster_id=4, promoted_trial=2)
     assert after["decision"] == before["decision"]
-    assert after["comparisons"] == before["comparisons"]
+    assert after["decision_comparisons"] == before["decision_comparisons"]
     assert (
-        after["holm_family"]
-        == before["holm_family"]
+        list(after["decision_comparisons"])
+        == list(before["decision_comparisons"])
         == [
             f"{CLUSTER} - {UNIFIED}",
             f"{CLUSTER} - {CLUSTER0}",
@@ -565,7 +567,7 @@ def test_promotion_tests_the_rule_s_family_and_describes_the_yardsticks(
     assert list(before_tested) == family and before_described == {}
     built = report.build_report("study", results, cluster_id=4, promoted_trial=2)
     for name, tested in before_tested.items():
-        same = built["comparisons"][name.replace(TRIAL_METHOD, CLUSTER)]
+        same = built["decision_comparisons"][name.replace(TRIAL_METHOD, CLUSTER)]
         assert tested.difference.p_holm == pytest.approx(same["p_holm"])
 
     _store_yardsticks(engine, dataset_id, personas, texts, far)
@@ -668,7 +670,7 @@ def test_the_report_names_the_study_s_cluster_and_handles_cluster_0(
     assert (d["branch"], d["main_result"]) == (COMPARE_WITH_MOE, CLUSTER)
     assert any("cluster 0 itself" in r for r in d["reasons"])
     assert not any("needs" in r for r in d["reasons"])
-    assert built["holm_family"] == [
+    assert list(built["decision_comparisons"]) == [
         f"{CLUSTER} - {UNIFIED}",
         f"{MOE_SELF} - {CLUSTER}",
         f"{CLUSTER} - {MOE_SELF}",

@@ -166,7 +166,7 @@ def test_a_tiny_difference_with_tiny_variance_does_not_beat_a_margin() -> None:
     minimum effect of 2 points it does not, and its one-sided p of "> 2 points" is 1."""
     a, b, personas = _shifted(0.0022, 0.0005)
     without = paired_difference(a, b, personas, margin=0.0)
-    assert 0 < without.low and without.p_margin is not None and without.p_margin < 0.001
+    assert without.low > 0 and without.p_margin is not None and without.p_margin < 0.001
     assert beats(without)
     at_two = paired_difference(a, b, personas, margin=0.02)
     assert at_two.mean == pytest.approx(0.0022, abs=0.0005)

@@ -57,7 +57,8 @@ def test_report_of_a_cluster_0_study_names_cluster_0(hpo: Hpo, tmp_path: Path) -
     assert report["rows"]["cluster_promoted"]["label"] == "cluster 0, promoted trial"
     assert report["decision"]["branch"] != "incomplete"
     assert "cluster 0 adapter" not in report["not_evaluated"]
-    assert report["holm_family"][0] == "cluster_promoted - unified_adapter"
+    assert report["tested_family"] == "decision_comparisons"
+    assert next(iter(report["decision_comparisons"])) == "cluster_promoted - unified_adapter"
     summary = (root / "results/zero/comparison/comparison_summary.md").read_text()
     assert "cluster 4" not in summary.lower() and "Cluster 0 " in summary
     # The promoted trial repeats the templated references and Holm p is 0.25 here: both said.
