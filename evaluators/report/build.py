@@ -34,8 +34,7 @@ from typing import Any
 
 import storage
 from evaluators.baselines.suite import BASE_MODEL, CLUSTER0
-from evaluators.config import EvalConfig
-from evaluators.moe.run import MOE_SELF
+from evaluators.config import DEFAULT_MIN_EFFECT, EvalConfig
 from evaluators.report import decision
 from evaluators.report.figure import FIGURE_SIZE, PNG_SCALE, comparison_figure, render_png
 from evaluators.report.rows import (
@@ -60,10 +59,12 @@ from evaluators.scoring.method_run import (
 )
 from evaluators.scoring.similarity import normalized
 from evaluators.stats.comparison import compare_methods
+from evaluators.stats.families import DECISION_FAMILY, DECISION_NOTE, family_fields
 from evaluators.trials.promotion import TRIAL_METHOD
 
 __all__ = [
     "CLUSTER",
+    "DECISION_FAMILY",
     "FIGURE_NAME",
     "FIGURE_SIZE",
     "LABELS",
@@ -230,27 +231,19 @@ def collect_results(
     return {name: results[name] for name in row_order(results)}
 
 
-def _p(entry: Mapping[str, Any]) -> float:
-    return float(entry["p_holm"] if entry.get("p_holm") is not None else entry["p_value"])
-
-
 def _paired(entry: Mapping[str, Any]) -> decision.Paired:
+    """A tested comparison's JSON entry as the rule reads it: its p-value is the margin test's
+    (where the entry has one), its Holm p-value corrects that one."""
+    p_test = entry.get("p_margin")
+    p_test = entry["p_value"] if p_test is None else p_test
     return decision.Paired(
         entry["mean"],
         entry["low"],
         entry["high"],
         bool(entry["beats"]),
-        _p(entry),
-        entry["p_value"],
-    )
-
-
-def _reversed(entry: Mapping[str, Any], a_degenerate: bool) -> decision.Paired:
-    """``b - a`` from the comparison ``a - b`` (the same test, not a second one for Holm)."""
-    alpha = 1 - entry["confidence"]
-    beats = entry["high"] < 0 and _p(entry) < alpha and not a_degenerate
-    return decision.Paired(
-        -entry["mean"], -entry["high"], -entry["low"], beats, _p(entry), entry["p_value"]
+        entry["p_holm"] if entry.get("p_holm") is not None else p_test,
+        p_test,
+        entry.get("margin") or 0.0,
     )
 
 
@@ -261,18 +254,14 @@ def decide_from(
     cluster_id: int | None = None,
 ) -> Any:
     """Run :func:`evaluators.report.decision.decide` on the report's results and comparisons
-    (``cluster_id``: the study's tuned cluster)."""
+    (``cluster_id``: the study's tuned cluster), its reasons in the table's labels."""
     standings = {
         name: decision.Standing(r.mean_similarity, r.diversity.degenerate)
         for name, r in results.items()
     }
     differences = {name: _paired(entry) for name, entry in comparisons.items()}
-    moe_vs = comparisons.get(f"{MOE_SELF} - {CLUSTER}")
-    if moe_vs is not None:
-        differences[f"{CLUSTER} - {MOE_SELF}"] = _reversed(
-            moe_vs, results[CLUSTER].diversity.degenerate
-        )
-    return decision.decide(standings, differences, tuned_cluster=cluster_id)
+    labels = {name: label(name, cluster_id) for name in ORDER}
+    return decision.decide(standings, differences, tuned_cluster=cluster_id, labels=labels)
 
 
 def _row(
@@ -300,10 +289,13 @@ def build_report(
     promoted_trial: int | None = None,
     evaluated_trials: Sequence[int] = (),
     extra: Mapping[str, Any] | None = None,
+    min_effect: float = DEFAULT_MIN_EFFECT,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """The report as JSON-ready data: rows, the decision's comparisons (Holm over exactly
-    those, named in ``holm_family``), the rows described against the base model, decision.
+    """The report as JSON-ready data: rows, the decision's comparisons (each tested against
+    the minimum effect, Holm over exactly those: the family ``decision_comparisons``, named in
+    ``tested_family``), the rows described
+    against the base model, decision.
 
     Args:
         study_name: The study.
@@ -314,11 +306,15 @@ def build_report(
         promoted_trial: The promoted trial's number, if any.
         evaluated_trials: Every evaluated trial's number (for the "not evaluated" list).
         extra: More fields to keep in the report (settings, file paths).
+        min_effect: The minimum effect a verdict needs, in percentage points of similarity
+            (:attr:`evaluators.config.EvalConfig.min_effect`).
         seed: Seed of the resampling.
     """
     names = row_order(results)
     family = comparison_pairs(names, cluster_id=cluster_id)
-    comparisons = compare_methods(results, family, seed=seed) if family else {}
+    comparisons = (
+        compare_methods(results, family, min_effect=min_effect, seed=seed) if family else {}
+    )
     described = described_differences(results, described_pairs(names), seed=seed)
     expected = [n for n in ORDER if not (cluster_id == 0 and n == CLUSTER0)]
     expected += [f"{TRIAL_PREFIX}{n}" for n in evaluated_trials if n != promoted_trial]
@@ -330,8 +326,8 @@ def build_report(
         "promoted_trial": promoted_trial,
         "rows": {name: _row(name, results[name], described, cluster_id) for name in names},
         "not_evaluated": missing,
-        "holm_family": [f"{a} - {b}" for a, b in family],
-        "comparisons": comparisons,
+        "min_effect_percent_points": min_effect,
+        **family_fields(DECISION_FAMILY, comparisons, DECISION_NOTE),
         "described": described,
         "decision": decided.to_dict(),
         "history": [
