@@ -200,11 +200,7 @@ def init_schema(engine: Engine) -> None:
                 return
             _refuse_unknown(engine, before)
             if before is not None and conn.dialect.name != "sqlite":
-                raise StorageError(
-                    f"the database at {masked_url(engine.url)} has our tables at revision "
-                    f"{before}, older than this code's {head}: stop the workers and run "
-                    "`hpo db upgrade --storage URL`"
-                )
+                raise StorageError(_older_schema_hint(engine.url, before, head))
             _migrate(conn)
         if before is not None:
             log.warning(
@@ -300,11 +296,90 @@ def _schema_transaction(engine: Engine) -> Iterator[sa.Connection]:
 def _refuse_unknown(engine: Engine, revision: str | None) -> None:
     known = migrations.known_revisions()
     if revision is not None and revision not in known:
-        raise StorageError(
-            f"the database at {masked_url(engine.url)} has our tables at revision "
-            f"{revision!r}, newer than this code's {known[-1]!r} (it knows {', '.join(known)}): "
-            "upgrade persona-hpo"
+        raise StorageError(_newer_schema_hint(engine.url, revision, known))
+
+
+def _newer_schema_hint(url: URL | str, revision: str, known: list[str]) -> str:
+    return (
+        f"the database at {masked_url(url)} has our tables at revision {revision!r}, newer "
+        f"than this code's {known[-1]!r} (it knows {', '.join(known)}): upgrade persona-hpo"
+    )
+
+
+def _older_schema_hint(url: URL | str, revision: str | None, head: str) -> str:
+    """The upgrade hint every command gives on a database our code has moved past."""
+    if revision is None:
+        return (
+            f"the database at {masked_url(url)} has none of our tables (this code's are at "
+            f"revision {head}): run `hpo db upgrade --storage URL`"
         )
+    return (
+        f"the database at {masked_url(url)} has our tables at revision {revision}, older than "
+        f"this code's {head}: stop the workers and run `hpo db upgrade --storage URL`"
+    )
+
+
+MISSING_OBJECT_SQLSTATES = frozenset({"42P01", "42703"})
+"""PostgreSQL's ``undefined_table`` and ``undefined_column``."""
+SQLITE_MISSING_OBJECT = ("no such table", "no such column", "has no column named")
+"""What SQLite's errors say of a missing table or column."""
+
+
+def missing_table_or_column(exc: BaseException) -> BaseException | None:
+    """The driver's error in ``exc``'s chain saying a table or column does not exist, if any.
+
+    Args:
+        exc: The error, possibly wrapping SQLAlchemy's in its ``__cause__`` chain (our
+            :class:`StorageError`, Optuna's ``StorageInternalError``).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        driver = getattr(current, "orig", None) or current
+        if getattr(driver, "sqlstate", None) in MISSING_OBJECT_SQLSTATES:
+            return driver
+        if type(driver).__module__ == "sqlite3" and any(
+            text in str(driver) for text in SQLITE_MISSING_OBJECT
+        ):
+            return driver
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def older_schema_message(exc: BaseException, url: str) -> str | None:
+    """One line for a command that met a table or column of ours missing: the upgrade hint.
+
+    Commands that read or write without :func:`init_schema` (``hpo study status``,
+    ``list``, ``budget``, ``report``, ...) meet an older database as a raw ``relation
+    "study_records" does not exist``. When ``exc`` is such an error and the database's
+    revision is not this code's, this gives the line the workers give at start (``hpo db
+    upgrade``), the driver's line after it.
+
+    Args:
+        exc: The error a command raised.
+        url: The storage URL the command used.
+
+    Returns:
+        The line, or None when ``exc`` is no missing table or column, or the database is at
+        this code's revision (the missing object is not ours to upgrade).
+    """
+    missing = missing_table_or_column(exc)
+    if missing is None:
+        return None
+    try:
+        revision = current_revision(create_engine(url))
+    except StorageError:
+        return None
+    head = migrations.head_revision()
+    if revision == head:
+        return None
+    known = migrations.known_revisions()
+    if revision is not None and revision not in known:
+        hint = _newer_schema_hint(url, revision, known)
+    else:
+        hint = _older_schema_hint(url, revision, head)
+    return f"{hint} ({_first_line(missing)})"
 
 
 def _migrate(conn: sa.Connection) -> None:

@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from storage.engine import _first_line
+from storage.engine import _first_line, missing_table_or_column
 from storage.errors import StorageError
 from storage.urls import masked_url
 
@@ -69,12 +69,15 @@ def is_disconnect(exc: BaseException) -> bool:
     Connection refused, a connection closed by a restarting server, a server starting up or
     shutting down, and SQLite's busy errors are all SQLAlchemy ``OperationalError`` or
     ``InterfaceError``, or a ``DBAPIError`` that invalidated its connection. Errors of the
-    statement itself (a constraint, a missing table on PostgreSQL) are not.
+    statement itself (a constraint, a missing table or column, on SQLite an
+    ``OperationalError`` too) are not.
 
     Args:
         exc: The error, possibly wrapping the SQLAlchemy one in its ``__cause__`` chain
             (Optuna's ``StorageInternalError``, our :class:`StorageError`).
     """
+    if missing_table_or_column(exc) is not None:  # an older schema: waiting will not help
+        return False
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
