@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hpo.cli import EXIT_BAD_INPUT
-from tests.storage_tests.conftest import make_personas
+from tests.conftest import store_dataset_with_one_cluster
 from tests.hpo_tests.cli_tests.conftest import Hpo, one_line
 
 
@@ -47,7 +47,7 @@ def test_every_command_on_an_older_schema_names_the_upgrade(
     from hpo.study.creation import create_study
     from storage.migrations import alembic_config
 
-    _stored_dataset_with_one_cluster(pg_url, "small")
+    store_dataset_with_one_cluster(pg_url, "small")
     create_study(
         StudyConfig(study=StudySection(name="old", dataset="small", k=1, cluster_id=0)), pg_url
     )
@@ -81,27 +81,3 @@ def test_every_command_on_an_older_schema_names_the_upgrade(
     assert hpo("db", "upgrade", "--storage", pg_url).exit_code == 0
     result = hpo(*commands["list"], "--storage", pg_url)  # the hint's step was the fix
     assert result.exit_code == 0, result.output
-
-
-def _stored_dataset_with_one_cluster(url: str, name: str) -> None:
-    """A dataset and a one-cluster clustering, stored as `hpo data import` and `cluster` do
-    (without embedding anything: a study's creation needs only the rows)."""
-    import storage
-    from trainers.embedding import DEFAULT_EMBEDDING_MODEL
-
-    engine = storage.open_storage(url)
-    with storage.session_scope(engine) as session:
-        dataset_id = storage.save_dataset(
-            session, name=name, sha256="a" * 64, source=f"{name}.jsonl", personas=make_personas()
-        )
-        personas = storage.load_personas(session, dataset_id)
-        storage.save_clustering(
-            session,
-            dataset_id=dataset_id,
-            k=1,
-            seed=0,
-            embedding_model=DEFAULT_EMBEDDING_MODEL,
-            silhouette=0.0,
-            assignments={p.id: (0, 0.0) for p in personas},
-            stats=[storage.ClusterStatRow(0, len(personas), 12, 0.0)],
-        )
