@@ -16,6 +16,8 @@ from storage.artifacts import (
     get_artifact,
     record_artifact,
     sweep_temp_dirs,
+    sweep_temp_folders,
+    sweep_unheld_temp_dirs,
     validate_name,
     verify_artifact,
 )
@@ -252,6 +254,8 @@ __all__ = [
     "study_records_of_key",
     "sweep_download_cache",
     "sweep_temp_dirs",
+    "sweep_temp_folders",
+    "sweep_unheld_temp_dirs",
     "under_root",
     "unreachable_message",
     "upgrade_database",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -140,14 +143,43 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+TEMP_PREFIXES = (".tmp-", ".old-")
+"""The folders :func:`atomic_directory` writes beside a final one while it works."""
+TEMP_GRACE_S = 60.0
+"""A temporary folder younger than this is never swept: it may be one whose writer has just
+made it and not yet taken its lock."""
+
+
+@contextmanager
+def _held(folder: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder`` while the block runs, so that
+    :func:`sweep_temp_folders` of any process leaves it alone. The lock is on the folder's
+    inode: it stays held when the folder is renamed, and goes with the process when it dies.
+    On a filesystem without such locks the block runs unlocked (nothing is swept there)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``final`` only if the block succeeds.
 
-    The temporary directory is ``.tmp-<name>-<random>`` next to ``final``. On success every
-    file and directory is fsynced and the directory is renamed into place (a previous
-    ``final`` is moved aside first, then deleted). On any error the temporary directory is
-    removed and a previous ``final`` is left intact.
+    The temporary directory is ``.tmp-<name>-<random>`` next to ``final``, held by this
+    process (an exclusive ``flock`` on it) until it is renamed or removed, so that a sweep at
+    another process's start (:func:`sweep_temp_folders`) removes it only once its writer is
+    gone. On success every file and directory is fsynced and the directory is renamed into
+    place (a previous ``final`` is moved aside into ``.old-<name>-<random>``, held the same
+    way, then deleted). On any error the temporary directory is removed and a previous
+    ``final`` is left intact.
 
     Args:
         final: Where the finished directory should end up.
@@ -159,14 +191,25 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     try:
-        yield tmp
-        for dirpath, _dirnames, filenames in os.walk(tmp):
-            for filename in filenames:
-                _fsync(Path(dirpath, filename))
-            _fsync(Path(dirpath))
+        with _held(tmp):
+            yield tmp
+            for dirpath, _dirnames, filenames in os.walk(tmp):
+                for filename in filenames:
+                    _fsync(Path(dirpath, filename))
+                _fsync(Path(dirpath))
+            _replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` to ``final``, a previous ``final`` moved aside first, then deleted."""
+    with contextlib.ExitStack() as stack:
         old: Path | None = None
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=f".old-{final.name}-", dir=final.parent))
+            stack.enter_context(_held(old))
             os.replace(final, old / final.name)
         try:
             os.rename(tmp, final)
@@ -178,9 +221,81 @@ def atomic_directory(final: Path) -> Iterator[Path]:
         _fsync(final.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+
+def sweep_unheld_temp_dirs(parent: Path, *, grace: float = TEMP_GRACE_S) -> list[Path]:
+    """Remove the ``.tmp-*`` and ``.old-*`` folders in ``parent`` that no live process holds.
+
+    Each is taken with an exclusive ``flock`` without waiting (:func:`atomic_directory`'s
+    writer holds it while it works), and removed under that lock; one held, one younger
+    than ``grace`` seconds, and one whose lock cannot be asked for (a filesystem without
+    ``flock``) are kept.
+
+    Returns:
+        The folders removed.
+    """
+    try:
+        entries = sorted(Path(parent).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    now = time.time()
+    for path in entries:
+        if not path.name.startswith(TEMP_PREFIXES):
+            continue
+        try:
+            if now - path.lstat().st_mtime < grace:
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:  # gone, a file, a link
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by a live writer, or no locks here: keep it
+            os.close(fd)
+            continue
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
+
+
+TEMP_FOLDER_PARENTS = ("models", "results")
+"""The trees under the output root where :func:`atomic_directory` writes: ``models/<study>/
+<group>/`` (baselines, persona and MoE adapters, the promoted one), ``models/trials/<study>/``,
+``models/lora_clusters/``, ``results/<study>/`` (the report's set of files)."""
+
+
+def sweep_temp_folders(layout: OutputLayout, *, grace: float = TEMP_GRACE_S) -> list[Path]:
+    """Remove what killed writers left under the output root's ``models/`` and ``results/``
+    (:func:`sweep_unheld_temp_dirs` in every folder one and two levels down), at a process's
+    start. The download cache has its own sweep (:func:`storage.sweep_download_cache`).
+
+    Returns:
+        The folders removed.
+    """
+    removed: list[Path] = []
+    for top in TEMP_FOLDER_PARENTS:
+        level_one = _subfolders(layout.root / top)
+        for folder in level_one:
+            removed += sweep_unheld_temp_dirs(folder, grace=grace)
+            for inner in _subfolders(folder):
+                removed += sweep_unheld_temp_dirs(inner, grace=grace)
+    return removed
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """The folders in ``folder`` (links and temporary folders left out)."""
+    try:
+        return sorted(
+            p
+            for p in folder.iterdir()
+            if not p.name.startswith(TEMP_PREFIXES) and p.is_dir() and not p.is_symlink()
+        )
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 _LEFTOVER_RE = re.compile(r"^\.(?:tmp|old)-(?P<name>.+)-[^-]+$")
