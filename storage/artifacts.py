@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -150,6 +151,25 @@ TEMP_GRACE_S = 60.0
 made it and not yet taken its lock."""
 
 
+def host_tag() -> str:
+    """This machine's tag in the temporary folders it writes (8 hex of its host name's
+    sha256): a sweep removes only its own machine's, since a lock taken on another machine
+    may not reach this one through a shared filesystem."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def temp_prefix(kind: str, name: str) -> str:
+    """``.tmp-<name>-<host tag>_`` (``kind`` ``"tmp"``) or ``.old-<name>-<host tag>_``: how
+    :func:`atomic_directory` starts the name of a folder it works in."""
+    return f".{kind}-{name}-{host_tag()}_"
+
+
+def _ours(path: Path) -> bool:
+    """Whether a temporary folder was made on this machine (its name has our host tag)."""
+    suffix = path.name.rsplit("-", 1)[-1]
+    return suffix.startswith(f"{host_tag()}_")
+
+
 @contextmanager
 def _held(folder: Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``folder`` while the block runs, so that
@@ -173,12 +193,13 @@ def _held(folder: Path) -> Iterator[None]:
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``final`` only if the block succeeds.
 
-    The temporary directory is ``.tmp-<name>-<random>`` next to ``final``, held by this
-    process (an exclusive ``flock`` on it) until it is renamed or removed, so that a sweep at
-    another process's start (:func:`sweep_temp_folders`) removes it only once its writer is
-    gone. On success every file and directory is fsynced and the directory is renamed into
-    place (a previous ``final`` is moved aside into ``.old-<name>-<random>``, held the same
-    way, then deleted). On any error the temporary directory is removed and a previous
+    The temporary directory is ``.tmp-<name>-<host tag>_<random>`` next to ``final``
+    (:func:`temp_prefix`), held by this process (an exclusive ``flock`` on it) until it is
+    renamed or removed, so that a sweep at another process's start
+    (:func:`sweep_temp_folders`) removes it only once its writer is gone. On success every
+    file and directory is fsynced and the directory is renamed into place (a previous
+    ``final`` is moved aside into ``.old-<name>-<host tag>_<random>``, held the same way,
+    then deleted). On any error the temporary directory is removed and a previous
     ``final`` is left intact.
 
     Args:
@@ -189,7 +210,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix("tmp", final.name), dir=final.parent))
     try:
         with _held(tmp):
             yield tmp
@@ -208,7 +229,7 @@ def _replace(tmp: Path, final: Path) -> None:
     with contextlib.ExitStack() as stack:
         old: Path | None = None
         if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".old-{final.name}-", dir=final.parent))
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix("old", final.name), dir=final.parent))
             stack.enter_context(_held(old))
             os.replace(final, old / final.name)
         try:
@@ -224,12 +245,14 @@ def _replace(tmp: Path, final: Path) -> None:
 
 
 def sweep_unheld_temp_dirs(parent: Path, *, grace: float = TEMP_GRACE_S) -> list[Path]:
-    """Remove the ``.tmp-*`` and ``.old-*`` folders in ``parent`` that no live process holds.
+    """Remove the ``.tmp-*`` and ``.old-*`` folders in ``parent`` that this machine's
+    processes made and no live process holds.
 
     Each is taken with an exclusive ``flock`` without waiting (:func:`atomic_directory`'s
     writer holds it while it works), and removed under that lock; one held, one younger
-    than ``grace`` seconds, and one whose lock cannot be asked for (a filesystem without
-    ``flock``) are kept.
+    than ``grace`` seconds, one whose lock cannot be asked for (a filesystem without
+    ``flock``), and one made on another machine or by code before the host tag (its name
+    lacks this machine's :func:`host_tag`) are kept.
 
     Returns:
         The folders removed.
@@ -241,7 +264,7 @@ def sweep_unheld_temp_dirs(parent: Path, *, grace: float = TEMP_GRACE_S) -> list
     removed = []
     now = time.time()
     for path in entries:
-        if not path.name.startswith(TEMP_PREFIXES):
+        if not path.name.startswith(TEMP_PREFIXES) or not _ours(path):
             continue
         try:
             if now - path.lstat().st_mtime < grace:

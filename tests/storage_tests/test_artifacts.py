@@ -151,15 +151,22 @@ def test_temp_folders_no_live_process_holds_are_swept_at_start(tmp_path: Path) -
 
     from hpo.artifacts import output_layout
     from storage import OutputLayout, sweep_temp_folders
+    from storage.artifacts import temp_prefix
 
     layout = OutputLayout(tmp_path)
     moe = layout.study_adapter_dir("s", "moe_self", "p1").parent
-    stale = [moe / ".tmp-p0-dead1", tmp_path / "results" / "s" / ".old-comparison-dead2"]
+    stale = [
+        moe / (temp_prefix("tmp", "p0") + "dead1"),
+        tmp_path / "results" / "s" / (temp_prefix("old", "comparison") + "dead2"),
+    ]
     for folder in stale:
         folder.mkdir(parents=True)
         (folder / "part").write_text("x")
-    fresh = moe / ".tmp-p2-new"
-    fresh.mkdir()
+    fresh = moe / (temp_prefix("tmp", "p2") + "new")
+    # another machine's (a shared output root: our lock may not reach it), and one of older code
+    elsewhere = [moe / ".tmp-p3-0123abcd_xyz", moe / ".tmp-p4-abc"]
+    for folder in [fresh, *elsewhere]:
+        folder.mkdir()
     root = Path(__file__).resolve().parents[2]
     writer = subprocess.Popen(
         [sys.executable, "-c", HOLD_A_TEMP_FOLDER, str(moe / "p1")],
@@ -171,13 +178,13 @@ def test_temp_folders_no_live_process_holds_are_swept_at_start(tmp_path: Path) -
     try:
         assert writer.stdout is not None
         held = moe / writer.stdout.readline().strip()
-        assert held.name.startswith(".tmp-p1-") and held.is_dir()
+        assert held.name.startswith(temp_prefix("tmp", "p1")) and held.is_dir()
         hour_ago = os.stat(held).st_mtime - 3600
-        for folder in [*stale, held]:
+        for folder in [*stale, held, *elsewhere]:
             os.utime(folder, (hour_ago, hour_ago))
         assert output_layout(tmp_path).root == tmp_path  # a process's start sweeps
         assert [p.exists() for p in stale] == [False, False]
-        assert held.is_dir() and fresh.is_dir()
+        assert held.is_dir() and fresh.is_dir() and all(p.is_dir() for p in elsewhere)
         assert (held / "adapter_model.safetensors").read_bytes() == b"half"
     finally:
         writer.send_signal(signal.SIGKILL)
