@@ -10,16 +10,18 @@ from storage.artifacts import (
     NAME_PATTERN,
     ArtifactInfo,
     OutputLayout,
-    atomic_directory,
-    atomic_file,
     directory_sha256,
     get_artifact,
     record_artifact,
+    validate_name,
+    verify_artifact,
+)
+from storage.atomic import (
+    atomic_directory,
+    atomic_file,
     sweep_temp_dirs,
     sweep_temp_folders,
     sweep_unheld_temp_dirs,
-    validate_name,
-    verify_artifact,
 )
 from storage.budget import (
     StepBudget,
@@ -60,9 +62,7 @@ from storage.engine import (
     dispose_engines,
     engine_options,
     init_schema,
-    missing_table_or_column,
     normalize_url,
-    older_schema_message,
     open_storage,
     session_scope,
     upgrade_database,
@@ -113,7 +113,14 @@ from storage.models import (
 )
 from storage.optuna_schema import KNOWN_OPTUNA_REVISIONS
 from storage.optuna_tables import StoredStudy, StoredTrial
-from storage.outage import DatabaseUnavailable, OutageGuard, is_disconnect, unreachable_message
+from storage.outage import (
+    DatabaseUnavailable,
+    OutageGuard,
+    is_disconnect,
+    missing_table_or_column,
+    older_schema_message,
+    unreachable_message,
+)
 from storage.shared import (
     ArtifactUnavailable,
     BrokenArtifact,

@@ -319,69 +319,6 @@ def _older_schema_hint(url: URL | str, revision: str | None, head: str) -> str:
     )
 
 
-MISSING_OBJECT_SQLSTATES = frozenset({"42P01", "42703"})
-"""PostgreSQL's ``undefined_table`` and ``undefined_column``."""
-SQLITE_MISSING_OBJECT = ("no such table", "no such column", "has no column named")
-"""What SQLite's errors say of a missing table or column."""
-
-
-def missing_table_or_column(exc: BaseException) -> BaseException | None:
-    """The driver's error in ``exc``'s chain saying a table or column does not exist, if any.
-
-    Args:
-        exc: The error, possibly wrapping SQLAlchemy's in its ``__cause__`` chain (our
-            :class:`StorageError`, Optuna's ``StorageInternalError``).
-    """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        driver = getattr(current, "orig", None) or current
-        if getattr(driver, "sqlstate", None) in MISSING_OBJECT_SQLSTATES:
-            return driver
-        if type(driver).__module__ == "sqlite3" and any(
-            text in str(driver) for text in SQLITE_MISSING_OBJECT
-        ):
-            return driver
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def older_schema_message(exc: BaseException, url: str) -> str | None:
-    """One line for a command that met a table or column of ours missing: the upgrade hint.
-
-    Commands that read or write without :func:`init_schema` (``hpo study status``,
-    ``list``, ``budget``, ``report``, ...) meet an older database as a raw ``relation
-    "study_records" does not exist``. When ``exc`` is such an error and the database's
-    revision is not this code's, this gives the line the workers give at start (``hpo db
-    upgrade``), the driver's line after it.
-
-    Args:
-        exc: The error a command raised.
-        url: The storage URL the command used.
-
-    Returns:
-        The line, or None when ``exc`` is no missing table or column, or the database is at
-        this code's revision (the missing object is not ours to upgrade).
-    """
-    missing = missing_table_or_column(exc)
-    if missing is None:
-        return None
-    try:
-        revision = current_revision(create_engine(url))
-    except StorageError:
-        return None
-    head = migrations.head_revision()
-    if revision == head:
-        return None
-    known = migrations.known_revisions()
-    if revision is not None and revision not in known:
-        hint = _newer_schema_hint(url, revision, known)
-    else:
-        hint = _older_schema_hint(url, revision, head)
-    return f"{hint} ({_first_line(missing)})"
-
-
 def _migrate(conn: sa.Connection) -> None:
     """Run the migrations to head, then (SQLite) check the foreign keys they left."""
     migrations.upgrade(conn)

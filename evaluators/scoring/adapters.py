@@ -88,9 +88,9 @@ def remove_adapter_layers(model: Any) -> None:
     for name, module in list(model.named_modules()):
         if name and isinstance(module, BaseTunerLayer):
             parent, _, child = name.rpartition(".")
-            owner = model.get_submodule(parent)
+            owner, base_layer = model.get_submodule(parent), module.get_base_layer()
             if getattr(owner, child, None) is module:  # not inside a layer already put back
-                setattr(owner, child, module.get_base_layer())
+                setattr(owner, child, base_layer)
     if "peft_config" in vars(model):
         del model.peft_config
 

@@ -177,36 +177,6 @@ def generate_and_store(
             on any other error.
     """
     run_id, done = _open_run(engine, key, embedding_model)
-    with _failed_on_error(engine, run_id):
-        _generate_missing(
-            engine,
-            key,
-            base,
-            items,
-            done,
-            run_id,
-            adapter_dir=adapter_dir,
-            persona_adapters=persona_adapters,
-            embedding_model=embedding_model,
-            progress=progress,
-        )
-    return run_id
-
-
-def _generate_missing(
-    engine: Any,
-    key: RunKey,
-    base: BaseModel,
-    items: Sequence[EvalItem],
-    done: set[int],
-    run_id: int,
-    *,
-    adapter_dir: Path | None,
-    persona_adapters: Mapping[str, Path] | None,
-    embedding_model: str | None,
-    progress: bool,
-) -> None:
-    """Generate, score and store the replies of the items not in ``done``."""
     todo = [item for item in items if item.example_id not in done]
 
     def save(indices: list[int], replies: list[str]) -> None:
@@ -220,17 +190,19 @@ def _generate_missing(
             storage.save_evaluation_results(session, run_id, rows)
 
     if todo:
-        generate_replies(
-            base,
-            [it.prompt for it in todo],
-            eval_config=key.eval_config,
-            adapter_dir=adapter_dir,
-            row_adapters=None
-            if persona_adapters is None
-            else [persona_adapters[it.persona_key] for it in todo],
-            progress=f"evaluating {key.method}" if progress else None,
-            on_batch=save,
-        )
+        with _failed_on_error(engine, run_id):
+            generate_replies(
+                base,
+                [it.prompt for it in todo],
+                eval_config=key.eval_config,
+                adapter_dir=adapter_dir,
+                row_adapters=None
+                if persona_adapters is None
+                else [persona_adapters[it.persona_key] for it in todo],
+                progress=f"evaluating {key.method}" if progress else None,
+                on_batch=save,
+            )
+    return run_id
 
 
 def evaluate_method(

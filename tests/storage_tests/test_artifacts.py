@@ -151,7 +151,7 @@ def test_temp_folders_no_live_process_holds_are_swept_at_start(tmp_path: Path) -
 
     from hpo.artifacts import output_layout
     from storage import OutputLayout, sweep_temp_folders
-    from storage.artifacts import temp_prefix
+    from storage.atomic import temp_prefix
 
     layout = OutputLayout(tmp_path)
     moe = layout.study_adapter_dir("s", "moe_self", "p1").parent
