@@ -133,7 +133,9 @@ def test_an_adapter_that_does_not_load_is_named_and_leaves_the_base_model_clean(
     """peft injects the LoRA layers before it loads the weights: a failed load would leave
     them in the base model for every later method. Both ways of loading (one adapter, and
     the second of a mixed batch's adapters) name the folder and take them out again."""
-    from trainers.adapter_check import AdapterError
+    import shutil
+
+    from trainers.adapter_check import ADAPTER_WEIGHTS, AdapterError
 
     wide = unloadable_copy(zero_adapter, tmp_path / "wide")
     before = _state(tiny_base.model)
@@ -142,6 +144,13 @@ def test_an_adapter_that_does_not_load_is_named_and_leaves_the_base_model_clean(
     refused = rf"^{re.escape(str(wide))}: does not load onto the base model .*size mismatch"
     with pytest.raises(AdapterError, match=refused):
         generate_replies(tiny_base, PROMPTS[:2], adapter_dir=wide, eval_config=short)
+    assert [n for n, _ in tiny_base.model.named_modules() if "lora_" in n] == []
+    damaged = tmp_path / "damaged-after-the-check"  # as if cut after the pre-check
+    shutil.copytree(zero_adapter, damaged)
+    weights = damaged / ADAPTER_WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(AdapterError, match=rf"^{re.escape(str(damaged))}: does not load onto"):
+        generate_replies(tiny_base, PROMPTS[:2], adapter_dir=damaged, eval_config=short)
     assert [n for n, _ in tiny_base.model.named_modules() if "lora_" in n] == []
     assert sorted([random_adapters[0], wide])[-1] == wide  # loaded second, onto a PeftModel
     with pytest.raises(AdapterError, match=refused):
