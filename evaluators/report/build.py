@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,14 +343,6 @@ def build_report(
     }
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Write a file atomically (temp file beside it, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_report_files(
     layout: storage.OutputLayout,
     report: dict[str, Any],
@@ -360,8 +351,11 @@ def write_report_files(
 ) -> dict[str, Path]:
     """Write the figure (HTML, PNG), the JSON and the markdown summary of a report.
 
-    Each file is replaced atomically. When the PNG cannot be rendered (no Chromium), the
-    other files are still written, the reason goes into the summary and a warning is logged.
+    The files are written as one set: into a temporary folder that then replaces
+    ``results/<study>/comparison/`` whole (:func:`storage.atomic_directory`), so a report
+    killed or failing midway leaves the previous set as it was, never a new HTML beside an
+    old PNG. When the PNG cannot be rendered (no Chromium), the other files are still
+    written, the reason goes into the summary and a warning is logged.
 
     Args:
         layout: The output root.
@@ -369,28 +363,30 @@ def write_report_files(
         png: Render the PNG.
 
     Returns:
-        What was written, by kind (``html``, ``png``, ``json``, ``summary``).
+        What was written, by kind (``html``, ``png``, ``json``, ``summary``), at their final
+        places.
     """
     study = report["study"]
     html = layout.results_file(REPORT_KIND, f"{FIGURE_NAME}.html", study_name=study)
-    png_path = html.with_suffix(".png")
-    json_path = html.with_suffix(".json")
-    summary = layout.results_file(REPORT_KIND, SUMMARY_FILE, study_name=study)
-    figure = comparison_figure(report)
+    folder = html.parent
     files: dict[str, Path] = {"html": html}
-    _write_bytes(html, figure.to_html(include_plotlyjs=True, full_html=True).encode())
-    if png:
-        try:
-            _write_bytes(png_path, render_png(figure))
-            files["png"] = png_path
-        except RuntimeError as exc:
-            log.warning("%s", exc)
-            report["png_error"] = str(exc)
-    files["json"] = json_path
-    files["summary"] = summary
-    shown: dict[str, Any] = {k: storage.relative(layout, v) for k, v in files.items()}
-    if "png_error" in report:
-        shown["png"] = f"not rendered: {report['png_error']}"
-    _write_bytes(json_path, (json.dumps(report, indent=2) + "\n").encode())
-    _write_bytes(summary, summary_markdown(report, shown).encode())
+    figure = comparison_figure(report)
+    with storage.atomic_directory(folder) as tmp:
+        (tmp / html.name).write_bytes(
+            figure.to_html(include_plotlyjs=True, full_html=True).encode()
+        )
+        if png:
+            try:
+                (tmp / f"{FIGURE_NAME}.png").write_bytes(render_png(figure))
+                files["png"] = html.with_suffix(".png")
+            except RuntimeError as exc:
+                log.warning("%s", exc)
+                report["png_error"] = str(exc)
+        files["json"] = html.with_suffix(".json")
+        files["summary"] = folder / SUMMARY_FILE
+        shown: dict[str, Any] = {k: storage.relative(layout, v) for k, v in files.items()}
+        if "png_error" in report:
+            shown["png"] = f"not rendered: {report['png_error']}"
+        (tmp / files["json"].name).write_bytes((json.dumps(report, indent=2) + "\n").encode())
+        (tmp / SUMMARY_FILE).write_bytes(summary_markdown(report, shown).encode())
     return files
