@@ -56,7 +56,7 @@ def why_not(
     if p_holm is None or p_holm < ALPHA:
         why = []
     if degenerate or not why:
-        why.append("it is degenerate (one reply repeated)")
+        why.append("it is degenerate: one reply repeated")
     return ", and ".join(why)
 
 

@@ -258,14 +258,10 @@ def similarity_table(report: MethodsReport, trial: int | None = None) -> Table:
 
     promoted = [t for t in getattr(report, "trials", ()) if t.promoted]
     if report.comparisons:
-        # the same comparison can read otherwise in `hpo report`: its decision adds the MoE
-        # comparisons to Holm's family, which raises every Holm p; say so where it is printed
-        table.caption = (
-            f"{table.caption}\nverdicts below ({report.FAMILY}): Holm over these "
-            f"{len(report.comparisons)} comparisons; the decision (hpo report, "
-            "decision_comparisons) tests them again beside the MoE comparisons, and its "
-            "verdicts are the ones that count"
-        )
+        # the same pair can read otherwise in another family (`hpo report`'s decision adds
+        # the MoE comparisons, which raises every Holm p): the file's note says which
+        note = report.FAMILY_NOTE.format(n=len(report.comparisons))
+        table.caption = f"{table.caption}\nverdicts below ({report.FAMILY}): {note}"
     for name, c in report.comparisons.items():
         if promoted:
             name = name.replace(PROMOTED_METHOD, _trial_name(promoted[0]))

@@ -535,8 +535,46 @@ def test_adding_a_yardstick_never_changes_the_decision(
     )
     # The yardsticks are described against the base model, not tested.
     assert after["described"]["reference_ceiling - base_model"]["p_holm"] is None
+    _check_the_figure_shows_the_test(after)
     row = after["rows"]["reference_ceiling"]
     assert row["label"] == "reference agreement (two references of the same persona)"
+
+
+def _check_the_figure_shows_the_test(built: dict[str, Any]) -> None:
+    """Beside the bars, a forest plot of the decision's family: each paired difference with
+    its 95% CI, in a trace of its verdict; zero and the minimum effect as vertical lines; the
+    base model's score drawn across the bars as step 4's bar."""
+    fig = report.comparison_figure(built)
+    family = built["decision_comparisons"]
+    forest = {t.name: t for t in fig.data if "paired difference" in (t.name or "")}
+    assert set(forest) == {
+        "beats (paired difference, 95% CI)",
+        "does not beat (paired difference, 95% CI)",
+    }
+    drawn = {
+        (y.replace("<br>", ""), x) for t in forest.values() for y, x in zip(t.y, t.x, strict=True)
+    }
+    assert len(drawn) == len(family) == 6
+    for name, c in family.items():
+        a, _, b = name.partition(" - ")
+        y = f"{report.label(a, 4)} −{report.label(b, 4)}"
+        assert (y, c["mean_percent_points"]) in drawn
+        trace = forest[
+            ("beats" if c["beats"] else "does not beat") + " (paired difference, 95% CI)"
+        ]
+        i = [t.replace("<br>", "") for t in trace.y].index(y)
+        low, high = c["ci_percent_points"]
+        assert trace.error_x.array[i] == pytest.approx(high - c["mean_percent_points"])
+        assert trace.error_x.arrayminus[i] == pytest.approx(c["mean_percent_points"] - low)
+    assert {t.xaxis for t in forest.values()} == {"x2"}  # beside the bars (x), not on them
+    lines = {s.x0 for s in fig.layout.shapes if s.type == "line" and s.xref == "x2"}
+    assert lines == {0, built["min_effect_percent_points"]} == {0, 2.0}
+    (base,) = [t for t in fig.data if (t.name or "").endswith("step 4's bar")]
+    assert base.name.startswith("base model") and base.xaxis == "x"
+    assert list(base.y) == pytest.approx(
+        [100 * built["rows"][BASE]["mean_similarity"]] * len(base.y)
+    )
+    assert len(base.x) == len(built["rows"])  # across every bar
 
 
 def test_promotion_tests_the_rule_s_family_and_describes_the_yardsticks(
@@ -697,5 +735,5 @@ def test_a_degenerate_difference_that_also_fails_holm_gives_both_reasons() -> No
     (text,) = [r for r in d.reasons if r.startswith(f"{CLUSTER} does not beat {UNIFIED}")]
     assert text.startswith(
         f"{CLUSTER} does not beat {UNIFIED} (the interval lies above 0, but Holm p >= 0.05, "
-        "and it is degenerate (one reply repeated)): +74.38 pt"
+        "and it is degenerate: one reply repeated): +74.38 pt"
     )

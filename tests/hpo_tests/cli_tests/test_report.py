@@ -64,5 +64,5 @@ def test_report_of_a_cluster_0_study_names_cluster_0(hpo: Hpo, tmp_path: Path) -
     # The promoted trial repeats the templated references and Holm p is 0.25 here: both said.
     assert (
         "the interval lies above the minimum effect of 2.0 points, but Holm p >= 0.05, and it "
-        "is degenerate (one reply repeated)"
+        "is degenerate: one reply repeated"
     ) in summary
