@@ -20,6 +20,8 @@ from tests.hpo_tests.cli_tests.conftest import Hpo, one_line
         (("worker", "--study", "s", "--max-trials", "0"), "--max-trials"),
         (("launch", "--study", "s", "--workers", "0"), "--workers"),
         (("launch", "--study", "s", "--gpus", " , "), "--gpus"),
+        (("launch", "--study", "s", "--workers-per-gpu", "0"), "--workers-per-gpu"),
+        (("launch", "--study", "s", "--grace-period", "0"), "--grace-period"),
     ],
 )
 def test_counts_and_lists_are_checked_naming_the_flag(
@@ -30,11 +32,39 @@ def test_counts_and_lists_are_checked_naming_the_flag(
     assert f"Invalid value for '{flag}'" in result.stderr
 
 
-@pytest.mark.parametrize("args", [(), ("--workers", "2", "--gpus", "0,1")])
-def test_launch_wants_workers_or_gpus(hpo: Hpo, args: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "give either --workers N or --gpus IDS (or --workers-per-gpu N)"),
+        (("--workers", "2", "--gpus", "0,1"), "give either --workers N or --gpus IDS, not both"),
+        (
+            ("--workers", "2", "--workers-per-gpu", "2"),
+            "--workers N spreads N workers over the visible GPUs; --workers-per-gpu goes with "
+            "--gpus IDS or alone (every visible GPU)",
+        ),
+        (
+            ("--workers-per-gpu", "2"),  # CUDA_VISIBLE_DEVICES is empty: no GPU
+            "no GPU visible (nvidia-smi, CUDA_VISIBLE_DEVICES): --workers-per-gpu needs GPUs; "
+            "give --workers N for workers on the CPU",
+        ),
+        (
+            ("--slurm", "--workers", "2", "--workers-per-gpu", "2"),
+            "--workers-per-gpu is for workers on this machine, not with --slurm",
+        ),
+        (
+            ("--slurm", "--workers", "2", "--grace-period", "9"),
+            "--grace-period is for workers on this machine, not with --slurm",
+        ),
+    ],
+)
+def test_launch_wants_workers_or_gpus(
+    hpo: Hpo, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], message: str
+) -> None:
+    """Checked before the study is read (there is no study "s") or any process starts."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     result = hpo("launch", "--study", "s", *args)
     assert result.exit_code == EXIT_BAD_INPUT
-    assert "give either --workers N or --gpus IDS" in result.stderr
+    assert message in one_line(result)
 
 
 def test_launch_refuses_an_unknown_study_before_starting_workers(hpo: Hpo, tmp_path: Path) -> None:
