@@ -266,7 +266,7 @@ def exit_line(worker: WorkerProcess, code: int) -> str:
     if code == 0:
         return line + " (done)"
     if code == EXIT_STOPPED:
-        meaning = "stopped by signal, its running trial re-queued"
+        meaning = "stopped by signal: its running trial, if any, re-queued"
     elif code < 0:
         meaning = f"killed by {_signal_name(-code)}"
     else:

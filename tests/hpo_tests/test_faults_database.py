@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -26,19 +24,17 @@ import pytest
 import sqlalchemy as sa
 
 import storage
-from hpo.study.creation import load_study
 from hpo.study.queries import retried_trial_number
 from hpo.workers.launch import WorkerProcess, wait_for_workers
 from tests.hpo_tests.invariants import check_invariants
 from tests.hpo_tests.test_workers import (
-    long_study_config,
+    exit_lines,
+    launch_process,
     prepare,
     small_study_config,
     start_worker,
     wait_for_training,
 )
-
-TrialState = optuna.trial.TrialState
 
 # --- the guard itself, with a fake clock -------------------------------------------------
 
@@ -202,27 +198,35 @@ def _logs(workers: list[WorkerProcess]) -> str:
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_workers_wait_out_a_restart_and_lose_no_trial(
+def test_launch_and_its_workers_wait_out_a_restart_and_lose_no_trial(
     own_server: OwnServer, tmp_path: Path
 ) -> None:
+    """`hpo launch --workers 2` while PostgreSQL stops for 5 s mid-trial and starts again:
+    the workers wait it out and the launcher with them (it used to exit 1 at the first
+    restart, leaving its workers without a supervisor), then reports each worker's exit 0
+    and exits 0 with exactly the trials asked for."""
     url = own_server.create_database("restart")
     n_trials = 6
     prepare(url, tmp_path, small_study_config(name="restart", n_trials=n_trials))
-    workers = [_start(url, "restart", i, tmp_path, GRACE) for i in range(2)]
+    log = tmp_path / "launch.log"
+    launcher = launch_process(url, "restart", tmp_path, log, "--workers", "2", grace=GRACE)
     try:
         wait_for_training(url, "restart")
         storage.dispose_engines()  # this process's pool would otherwise hold dead connections
         own_server.stop()
-        time.sleep(5)  # an outage, not only a restart
+        time.sleep(5)  # an outage, not only a restart; the launcher polls every 2 s
         own_server.start()
-        codes = wait_for_workers(workers, interval=0.5)
+        code = launcher.wait(timeout=600)
     finally:
-        for w in workers:
-            if w.process.poll() is None:
-                w.process.kill()
-    assert codes == [0, 0], _logs(workers)
-    logs = _logs(workers)
-    assert "unreachable" in logs and "answers again" in logs, logs
+        if launcher.poll() is None:
+            launcher.kill()
+    output = log.read_text()
+    assert code == 0, output[-3000:]
+    assert "unreachable" in output and "answers again" in output, output[-3000:]  # the launcher's
+    lines = exit_lines(output)
+    assert len(lines) == 2 and all(line.endswith(": exit 0 (done)") for line in lines), output
+    workers = "\n".join(p.read_text()[-3000:] for p in (tmp_path / "logs").glob("restart-*.log"))
+    assert "unreachable" in workers and "answers again" in workers, workers
     trials = check_invariants(url, "restart", n_trials, output_root=tmp_path)
     assert [t for t in trials if t.state == optuna.trial.TrialState.FAIL] == []
 
@@ -306,81 +310,3 @@ def test_an_idle_evaluator_waits_out_a_database_restart(
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     assert "Traceback" not in log_path.read_text()
-
-
-def _launch(url: str, name: str, root: Path, workers: int, log: Path) -> subprocess.Popen[bytes]:
-    """A real `hpo launch --workers N` process, its output (stdout and stderr) in ``log``."""
-    import sys
-
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "hpo", "launch", "--study", name, "--workers", str(workers),
-             "--output-root", str(root)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "HPO_STORAGE": url},
-        )  # fmt: skip
-
-
-def _exit_lines(log: Path) -> list[str]:
-    return [line for line in log.read_text().splitlines() if re.match(r"worker \d+ \(pid", line)]
-
-
-@pytest.mark.slow
-@pytest.mark.postgres
-def test_launch_stays_through_a_restart_and_passes_sigterm_on(
-    own_server: OwnServer, tmp_path: Path
-) -> None:
-    """`hpo launch --workers 2` while PostgreSQL stops for 4 s mid-trial and starts again:
-    the launcher waits the outage out and keeps supervising (it used to exit 1, leaving its
-    workers without a supervisor). SIGTERM to it then reaches both workers: the running trial
-    is failed and re-queued with its parameters, one line per worker says exit 130, and the
-    launcher exits 130. A second launcher ends the study with exactly the trials asked for."""
-    from trainers.config import ModelConfig
-    from trainers.tiny import ensure_tiny_model
-
-    ensure_tiny_model(ModelConfig())  # built here, not by the workers while the test waits
-    url = own_server.create_database("launch")
-    n_trials = 3
-    prepare(url, tmp_path, long_study_config(name="launch", n_trials=n_trials))
-    log = tmp_path / "launch.log"
-    launcher = _launch(url, "launch", tmp_path, 2, log)
-    try:
-        wait_for_training(url, "launch")
-        storage.dispose_engines()  # this process's pool would otherwise hold dead connections
-        own_server.stop()
-        time.sleep(4)  # longer than the launcher's 2 s between polls: it meets the outage
-        own_server.start()
-        deadline = time.monotonic() + 60
-        while "answers again" not in log.read_text():
-            assert launcher.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
-        interrupted = wait_for_training(url, "launch")
-        assert launcher.poll() is None, log.read_text()[-3000:]
-        launcher.send_signal(signal.SIGTERM)
-        assert launcher.wait(timeout=120) == 130, log.read_text()[-3000:]
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-    output = log.read_text()
-    assert "database postgresql+psycopg://postgres@127.0.0.1:" in output and "unreachable" in output
-    lines = _exit_lines(log)
-    assert len(lines) == 2 and all(
-        ": exit 130 (stopped by signal, its running trial re-queued), log " in line
-        for line in lines
-    ), output[-3000:]
-    study, _ = load_study(url, "launch")
-    trials = study.get_trials()
-    assert TrialState.RUNNING not in [t.state for t in trials]  # the workers have stopped
-    [retry] = [t for t in trials if retried_trial_number(t) == interrupted.number]
-    assert retry.state == TrialState.WAITING and retry.params == interrupted.params
-
-    second = tmp_path / "launch-2.log"
-    finisher = _launch(url, "launch", tmp_path, 1, second)
-    assert finisher.wait(timeout=300) == 0, second.read_text()[-3000:]
-    [done] = _exit_lines(second)
-    assert done.endswith(": exit 0 (done)"), done
-    trials = check_invariants(url, "launch", n_trials, output_root=tmp_path)
-    failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert all(any(retried_trial_number(r) == t.number for r in trials) for t in failed)

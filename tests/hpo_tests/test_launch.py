@@ -246,8 +246,8 @@ def test_a_signal_to_the_launcher_reaches_every_worker(tmp_path: Path) -> None:
     assert not ended.succeeded and len(polls) == 1  # no progress once stopping
     line = launch.exit_line(workers[0], 130)
     assert line == (
-        f"worker 0 (pid {workers[0].process.pid}, cpu): exit 130 (stopped by signal, its "
-        f"running trial re-queued), log {workers[0].log_path}"
+        f"worker 0 (pid {workers[0].process.pid}, cpu): exit 130 (stopped by signal: its "
+        f"running trial, if any, re-queued), log {workers[0].log_path}"
     )
     assert launch.exit_line(workers[1], -9).endswith(f"(killed by SIGKILL), log {tmp_path}/w1.log")
 
