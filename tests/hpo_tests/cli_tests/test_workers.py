@@ -97,3 +97,14 @@ def test_a_worker_log_has_no_repeated_alembic_plugin_lines(tmp_path: Path) -> No
     assert "Running upgrade" in done.stderr
     assert "setup plugin" not in done.stderr
     assert "hpo: error: no study named 'nope'" in done.stderr
+
+
+def test_launch_help_names_the_workers_per_gpu_and_what_the_launcher_promises(hpo: Hpo) -> None:
+    result = hpo("launch", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "--workers-per-gpu N N workers on each GPU of --gpus, or alone on each visible GPU" in text
+    assert "warns when N copies of the base model's weights exceed a card's memory" in text
+    assert "[default: 1]" in text and "[default: 60]" in text
+    assert "hpo launch --study cluster4 --workers-per-gpu 2" in result.output  # the example
+    assert "exits 0 when every worker did, 130 when stopped by a signal, else 1" in text
