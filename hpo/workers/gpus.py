@@ -139,7 +139,7 @@ def memory_warning(
     )
     return (
         "warning: the workers' copies of the base model's weights exceed the card's memory "
-        f"({cards}); expect out-of-memory errors: give fewer --workers-per-gpu"
+        f"({cards}); expect out-of-memory errors: start fewer workers per GPU"
     )
 
 

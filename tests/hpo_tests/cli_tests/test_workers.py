@@ -103,7 +103,8 @@ def test_launch_help_names_the_workers_per_gpu_and_what_the_launcher_promises(hp
     result = hpo("launch", "--help")
     assert result.exit_code == 0
     text = " ".join(result.output.split())
-    assert "--workers-per-gpu N N workers on each GPU of --gpus, or alone on each visible GPU" in text
+    per_gpu = "--workers-per-gpu N N workers on each GPU of --gpus, or alone on each visible GPU"
+    assert per_gpu in text
     assert "warns when N copies of the base model's weights exceed a card's memory" in text
     assert "[default: 1]" in text and "[default: 60]" in text
     assert "hpo launch --study cluster4 --workers-per-gpu 2" in result.output  # the example
