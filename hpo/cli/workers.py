@@ -191,7 +191,14 @@ def launch(
     from hpo.study.creation import load_study
     from hpo.study.queries import study_status
     from hpo.workers.gpus import gpu_memory, plan_devices, visible_gpus, weights_warning
-    from hpo.workers.launch import build_notices, exit_line, patient_poll, start_workers, supervise
+    from hpo.workers.launch import (
+        build_notices,
+        exit_line,
+        patient_poll,
+        start_workers,
+        stop_signals,
+        supervise,
+    )
     from hpo.workers.place import claim_worker_index_block
 
     if slurm.pop("slurm"):
@@ -225,40 +232,43 @@ def launch(
             click.echo(warning, err=True)
     else:
         click.echo(f"{len(devices)} workers on the CPU (no GPU visible)")
-    indexes = claim_worker_index_block(url, name, len(devices))
-    total = study_status(url, name).n_trials_target  # read now: the progress needs no database
-    started = start_workers(
-        url,
-        name,
-        n_workers=None if on_gpus else len(devices),
-        gpus=on_gpus or None,
-        output_root=output_root,
-        threads=threads,
-        first_index=indexes.start,
-        grace_period=grace_period,
-    )
-    for w in started:
-        click.echo(
-            f"worker {w.index} pid {w.process.pid}"
-            + (f" gpu {w.gpu}" if w.gpu is not None else "")
-            + f" log {w.log_path}"
+    with stop_signals() as received:  # from here on a signal never leaves a worker behind
+        indexes = claim_worker_index_block(url, name, len(devices))
+        total = study_status(url, name).n_trials_target  # read now: the progress needs no database
+        if received:  # stopped before any worker started
+            ctx.exit(EXIT_INTERRUPTED)
+        started = start_workers(
+            url,
+            name,
+            n_workers=None if on_gpus else len(devices),
+            gpus=on_gpus or None,
+            output_root=output_root,
+            threads=threads,
+            first_index=indexes.start,
+            grace_period=grace_period,
         )
-    console, notices = Console(), build_notices(config.model)
+        for w in started:
+            click.echo(
+                f"worker {w.index} pid {w.process.pid}"
+                + (f" gpu {w.gpu}" if w.gpu is not None else "")
+                + f" log {w.log_path}"
+            )
+        console, notices = Console(), build_notices(config.model)
 
-    def say(line: str) -> None:
-        console.print(line, highlight=False, soft_wrap=True)
+        def say(line: str) -> None:
+            console.print(line, highlight=False, soft_wrap=True)
 
-    guard = storage_package.OutageGuard(
-        url, patience=grace_period or GRACE_PERIOD, waiter=LAUNCH_WAITER
-    )
-    with study_progress(url, name, console, total=total) as refresh:
+        guard = storage_package.OutageGuard(
+            url, patience=grace_period or GRACE_PERIOD, waiter=LAUNCH_WAITER
+        )
+        with study_progress(url, name, console, total=total) as refresh:
 
-        def poll() -> None:
-            refresh()
-            if (line := notices()) is not None:
-                say(line)
+            def poll() -> None:
+                refresh()
+                if (line := notices()) is not None:
+                    say(line)
 
-        ended = supervise(started, poll=patient_poll(poll, guard, say))
+            ended = supervise(started, poll=patient_poll(poll, guard, say), received=received)
     for w, code in zip(started, ended.codes, strict=True):
         click.echo(exit_line(w, code))
     if not ended.succeeded:

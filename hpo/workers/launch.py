@@ -23,7 +23,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,32 +169,57 @@ class Supervision:
         return not any(self.codes)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""What the launcher passes on to its workers (as SIGTERM)."""
+
+
+@contextmanager
+def stop_signals() -> Iterator[list[int]]:
+    """Catch SIGINT and SIGTERM from here on, before any worker starts: a signal that comes
+    while the workers are being started is noted in the yielded list, and :func:`supervise`
+    (given that list) passes it on as soon as they exist, instead of the launcher dying and
+    leaving them behind. The previous handlers are restored on leaving."""
+    received: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    previous = {s: signal.signal(s, note) for s in STOP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def supervise(
     workers: Sequence[WorkerProcess],
     *,
     poll: Callable[[], None] | None = None,
     interval: float = 2.0,
+    received: list[int] | None = None,
 ) -> Supervision:
     """Stay with the workers until every one has exited, calling ``poll`` now and then (for
     progress) until a stop signal comes.
 
     SIGINT and SIGTERM are passed on to the workers still running as SIGTERM (each fails and
-    re-queues its running trial, then exits 130); the launcher then waits for them. ``poll``
-    must not raise on a database outage (``hpo launch`` polls through
-    :meth:`storage.OutageGuard.attempt`). If anything else ends the wait (an error in
-    ``poll``, a second Ctrl-C turned into ``KeyboardInterrupt`` by another handler), the
-    workers are stopped the same way and waited for before it propagates: a launcher never
-    leaves its workers running without a supervisor.
+    re-queues its running trial, then exits 130), and so are those already in ``received``
+    (from :func:`stop_signals`); the launcher then waits for them. ``poll`` must not raise on
+    a database outage (``hpo launch`` polls through :meth:`storage.OutageGuard.attempt`). If
+    anything else ends the wait (an error in ``poll``, a ``KeyboardInterrupt``), the workers
+    are stopped the same way and waited for before it propagates: a launcher never leaves its
+    workers running without a supervisor.
     """
-    received: list[int] = []
+    received = [] if received is None else received
 
     def forward(signum: int, frame: object) -> None:
         received.append(signum)
         _stop(workers)
 
-    old_int = signal.signal(signal.SIGINT, forward)
-    old_term = signal.signal(signal.SIGTERM, forward)
+    previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
     try:
+        if received:  # came while the workers were being started
+            _stop(workers)
         while any(w.process.poll() is None for w in workers):
             if poll is not None and not received:
                 poll()
@@ -206,8 +232,8 @@ def supervise(
             w.process.wait()
         raise
     finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     return Supervision(
         [int(w.process.returncode) for w in workers], received[0] if received else None
     )

@@ -298,3 +298,17 @@ def test_the_progress_waits_out_an_outage_and_says_once_when_it_is_past_the_pati
         now[0] = t
         poll()
     assert len(said) == 2
+
+
+def test_a_signal_while_the_workers_start_is_passed_on_once_they_exist(tmp_path: Path) -> None:
+    """`hpo launch` catches the stop signals before it starts its workers: one that comes in
+    between is not lost (nor the launcher killed by it, its workers left behind)."""
+    before = signal.getsignal(signal.SIGTERM)
+    with launch.stop_signals() as received:
+        os.kill(os.getpid(), signal.SIGTERM)  # while the workers are being started
+        workers = [_sleeper(tmp_path, 0)]
+        ended = launch.supervise(
+            workers, poll=lambda: pytest.fail("polled"), interval=0.05, received=received
+        )
+    assert ended == launch.Supervision([130], signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is before  # the handlers are given back
