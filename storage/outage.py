@@ -285,6 +285,31 @@ class OutageGuard:
             self._answered()
             return result
 
+    def attempt(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T | None:
+        """``fn(*args, **kwargs)`` once, for a caller that has a loop of its own and must not
+        block in ours (``hpo launch`` watches its workers between polls): the outage is
+        measured and logged as :meth:`call` does, without a pause.
+
+        Returns:
+            ``fn``'s result, or None while the service is unreachable within the patience.
+
+        Raises:
+            DatabaseUnavailable: The outage outlasted the patience (:attr:`unavailable_error`
+                in a guard of another service); each attempt raises it at once until one
+                is answered.
+            Exception: Whatever ``fn`` raises that is not a lost connection.
+        """
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            if not self.is_fault(exc):
+                raise
+            if self._failed(exc) >= self.patience:
+                raise self.unavailable() from exc
+            return None
+        self._answered()
+        return result
+
     def _failed(self, exc: BaseException) -> float:
         with self._lock:
             now = self._clock()

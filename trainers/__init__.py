@@ -49,7 +49,7 @@ if TYPE_CHECKING:
         write_jsonl,
     )
     from trainers.embedding import DEFAULT_EMBEDDING_MODEL, embed, load_embedding_model
-    from trainers.model_check import ModelCheck, check_base_model
+    from trainers.model_check import ModelCheck, check_base_model, weight_bytes
     from trainers.prompt import (
         ContextLoss,
         FittedPrompt,
@@ -92,7 +92,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "write_jsonl",
     ),
     "trainers.embedding": ("DEFAULT_EMBEDDING_MODEL", "embed", "load_embedding_model"),
-    "trainers.model_check": ("ModelCheck", "check_base_model"),
+    "trainers.model_check": ("ModelCheck", "check_base_model", "weight_bytes"),
     "trainers.prompt": (
         "ContextLoss",
         "FittedPrompt",
@@ -156,6 +156,7 @@ __all__ = [
     "tokenize_pairs",
     "train_lora",
     "tunable_fields",
+    "weight_bytes",
     "write_jsonl",
 ]
 

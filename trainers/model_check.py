@@ -64,6 +64,46 @@ def check_base_model(
     return ModelCheck(model_type, str(targets))
 
 
+BF16_BYTES = 2
+"""Bytes of one weight as a worker loads it on a GPU that supports bf16 (an older GPU keeps
+fp32 weights, twice that: :func:`trainers.devices.choose_precision`)."""
+
+
+def weight_bytes(config: ModelConfig, *, bytes_per_weight: int = BF16_BYTES) -> int | None:
+    """About how much memory one copy of the base model's weights takes on a GPU: its
+    parameters, counted on the meta device from its ``config.json`` alone (no weights read,
+    tied embeddings counted once), times ``bytes_per_weight``. For ``hpo launch``'s warning
+    when several workers share a GPU.
+
+    Returns:
+        The bytes, or None for the tiny model before its first build (a few MiB at most).
+
+    Raises:
+        ValueError: One line, as :func:`check_base_model` raises, when the config cannot be
+            read.
+    """
+    import json
+
+    if config.base_model == TINY_MODEL:
+        from trainers.tiny.model import tiny_model_dir
+
+        build = tiny_model_dir(config) / "build.json"
+        if not build.is_file():
+            return None
+        return int(json.loads(build.read_text())["parameters"]) * bytes_per_weight
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    where = f"model.base_model={config.base_model!r}"
+    _check_local_folder(config.base_model, where)
+    model_config = _read_config(config, where)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(
+            model_config, trust_remote_code=config.trust_remote_code
+        )
+    return sum(p.numel() for p in model.parameters()) * bytes_per_weight
+
+
 def _check_local_folder(name: str, where: str) -> None:
     path = Path(name).expanduser()
     local = path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1

@@ -292,9 +292,13 @@ def similarity_table(report: MethodsReport, trial: int | None = None) -> Table:
 
 
 @contextmanager
-def study_progress(url: str, name: str, console: Console) -> Iterator[Callable[[], None]]:
-    """A progress bar of finished trials; call the yielded function to refresh it."""
-    total = study_status(url, name).n_trials_target
+def study_progress(
+    url: str, name: str, console: Console, *, total: int | None = None
+) -> Iterator[Callable[[], None]]:
+    """A progress bar of finished trials; call the yielded function to refresh it (it reads
+    the database; entering reads it too unless ``total``, the trials asked for, is given)."""
+    if total is None:
+        total = study_status(url, name).n_trials_target
     columns = (
         TextColumn("trials"),
         BarColumn(),

@@ -114,6 +114,7 @@ def _gpu_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.command(
     epilog=example(
         "hpo launch --study cluster4 --gpus 0,1,2,3",
+        "hpo launch --study cluster4 --workers-per-gpu 2",
         "hpo launch --study cluster4 --workers 2",
         "hpo launch --study cluster4 --slurm --workers 8 --partition gpu --time 4:00:00 "
         "--evaluator",
@@ -133,13 +134,30 @@ def _gpu_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     callback=_gpu_list,
     default=None,
     metavar="IDS",
-    help="comma-separated GPU ids, one worker each",
+    help="comma-separated GPU ids, one worker each (--workers-per-gpu N: N each)",
+)
+@click.option(
+    "--workers-per-gpu",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="N workers on each GPU of --gpus, or alone on each visible GPU, each pinned to it "
+    "(a small model leaves a card idle); warns when N copies of the base model's weights "
+    "exceed a card's memory  [default: 1]",
 )
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=None,
     help="CPU threads per worker  [default: the cores divided among the workers, GPU workers too]",
+)
+@click.option(
+    "--grace-period",
+    type=click.IntRange(min=1),
+    default=None,
+    help="each worker's --grace-period (seconds without heartbeat before a trial is retried, "
+    "and how long a worker waits out an outage of the database); the launcher itself stays "
+    f"with its workers through any outage  [default: {GRACE_PERIOD}]",
 )
 @slurm_options
 @common_options()
@@ -149,75 +167,113 @@ def launch(
     name: str,
     n_workers: int | None,
     gpus: list[str] | None,
+    workers_per_gpu: int | None,
     threads: int | None,
+    grace_period: int | None,
     storage: str | None,
     output_root: Path,
     **slurm: Any,
 ) -> None:
-    """Start workers on this machine (--workers N or --gpus IDS) and wait for them.
+    """Start workers on this machine (--workers N, --gpus IDS or --workers-per-gpu N) and
+    supervise them until the last one exits.
+
+    The launcher stays through database outages, passes SIGTERM and Ctrl-C on to its workers
+    (each re-queues its running trial) and prints one line per worker with its exit code;
+    it exits 0 when every worker did, 130 when stopped by a signal, else 1.
 
     With --slurm: submit them as one Slurm array job instead, one task and one GPU each
     (docs/clusters.md, "On a Slurm cluster").
     """
     from rich.console import Console
 
+    import storage as storage_package
     from hpo.cli.display import study_progress
     from hpo.study.creation import load_study
+    from hpo.study.queries import study_status
+    from hpo.workers.gpus import gpu_memory, plan_devices, visible_gpus, weights_warning
     from hpo.workers.launch import (
-        assign_gpus,
         build_notices,
+        exit_line,
+        patient_poll,
         start_workers,
-        visible_gpus,
-        wait_for_workers,
+        stop_signals,
+        supervise,
     )
     from hpo.workers.place import claim_worker_index_block
 
     if slurm.pop("slurm"):
         from hpo.cli.slurm import launch_on_slurm
 
+        local_only = {"--workers-per-gpu": workers_per_gpu, "--grace-period": grace_period}
+        for flag, value in local_only.items():
+            if value is not None:
+                raise click.UsageError(f"{flag} is for workers on this machine, not with --slurm")
         url = storage_url(storage)
         return launch_on_slurm(name, n_workers, gpus, threads, url, output_root, slurm)
     refuse_slurm_only(slurm)
-    if (n_workers is None) == (gpus is None):
-        raise click.UsageError("give either --workers N or --gpus IDS")
+    if n_workers is None and gpus is None and workers_per_gpu is None:
+        raise click.UsageError("give either --workers N or --gpus IDS (or --workers-per-gpu N)")
+    visible = visible_gpus() if gpus is None else []
+    try:
+        devices = plan_devices(
+            n_workers=n_workers, gpus=gpus, per_gpu=workers_per_gpu or 1, visible=visible
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     url = storage_url(storage)
     _, config = load_study(url, name)  # an unknown study is bad input, before any process starts
-    if n_workers is not None:
-        # on a GPU machine --workers N trains on its GPUs, one device per worker, never the CPU
-        # without a word
-        found = visible_gpus()
-        chosen = assign_gpus(n_workers, found)
-        if found:
-            gpus, n_workers = [g for g in chosen if g is not None], None
-            click.echo(f"{len(gpus)} workers on GPUs {', '.join(gpus)} (visible: {found})")
-        else:
-            click.echo(f"{n_workers} workers on the CPU (no GPU visible)")
-    indexes = claim_worker_index_block(url, name, len(gpus) if gpus else n_workers or 0)
-    started = start_workers(
-        url,
-        name,
-        n_workers=n_workers,
-        gpus=gpus,
-        output_root=output_root,
-        threads=threads,
-        first_index=indexes.start,
-    )
-    for w in started:
-        click.echo(
-            f"worker {w.index} pid {w.process.pid}"
-            + (f" gpu {w.gpu}" if w.gpu is not None else "")
-            + f" log {w.log_path}"
+    on_gpus = [d for d in devices if d is not None]
+    if on_gpus:
+        # on a GPU machine --workers N trains on its GPUs, never the CPU without a word
+        per = f", {workers_per_gpu} per GPU" if workers_per_gpu else ""
+        seen = f" (visible: {visible})" if visible else ""
+        click.echo(f"{len(on_gpus)} workers on GPUs {', '.join(on_gpus)}{per}{seen}")
+        if (warning := weights_warning(devices, config.model, gpu_memory())) is not None:
+            click.echo(warning, err=True)
+    else:
+        click.echo(f"{len(devices)} workers on the CPU (no GPU visible)")
+    with stop_signals() as received:  # from here on a signal never leaves a worker behind
+        indexes = claim_worker_index_block(url, name, len(devices))
+        total = study_status(url, name).n_trials_target  # read now: the progress needs no database
+        if received:  # stopped before any worker started
+            ctx.exit(EXIT_INTERRUPTED)
+        started = start_workers(
+            url,
+            name,
+            n_workers=None if on_gpus else len(devices),
+            gpus=on_gpus or None,
+            output_root=output_root,
+            threads=threads,
+            first_index=indexes.start,
+            grace_period=grace_period,
         )
-    console, notices = Console(), build_notices(config.model)
+        for w in started:
+            click.echo(
+                f"worker {w.index} pid {w.process.pid}"
+                + (f" gpu {w.gpu}" if w.gpu is not None else "")
+                + f" log {w.log_path}"
+            )
+        console, notices = Console(), build_notices(config.model)
 
-    with study_progress(url, name, console) as refresh:
+        def say(line: str) -> None:
+            console.print(line, highlight=False, soft_wrap=True)
 
-        def poll() -> None:
-            refresh()
-            if (line := notices()) is not None:
-                console.print(line, highlight=False, soft_wrap=True)
+        guard = storage_package.OutageGuard(
+            url, patience=grace_period or GRACE_PERIOD, waiter=LAUNCH_WAITER
+        )
+        with study_progress(url, name, console, total=total) as refresh:
 
-        codes = wait_for_workers(started, poll=poll)
-    click.echo(f"workers exited with {codes}")
-    if any(codes):
-        ctx.exit(EXIT_FAILURE)
+            def poll() -> None:
+                refresh()
+                if (line := notices()) is not None:
+                    say(line)
+
+            ended = supervise(started, poll=patient_poll(poll, guard, say), received=received)
+    for w, code in zip(started, ended.codes, strict=True):
+        click.echo(exit_line(w, code))
+    if not ended.succeeded:
+        ctx.exit(EXIT_INTERRUPTED if ended.signal is not None else EXIT_FAILURE)
+
+
+LAUNCH_WAITER = "the workers wait (their --grace-period)"
+"""Who waits that long, in the launcher's line past the patience."""

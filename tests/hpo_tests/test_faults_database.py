@@ -28,6 +28,8 @@ from hpo.study.queries import retried_trial_number
 from hpo.workers.launch import WorkerProcess, wait_for_workers
 from tests.hpo_tests.invariants import check_invariants
 from tests.hpo_tests.test_workers import (
+    exit_lines,
+    launch_process,
     prepare,
     small_study_config,
     start_worker,
@@ -196,27 +198,35 @@ def _logs(workers: list[WorkerProcess]) -> str:
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_workers_wait_out_a_restart_and_lose_no_trial(
+def test_launch_and_its_workers_wait_out_a_restart_and_lose_no_trial(
     own_server: OwnServer, tmp_path: Path
 ) -> None:
+    """`hpo launch --workers 2` while PostgreSQL stops for 5 s mid-trial and starts again:
+    the workers wait it out and the launcher with them (it used to exit 1 at the first
+    restart, leaving its workers without a supervisor), then reports each worker's exit 0
+    and exits 0 with exactly the trials asked for."""
     url = own_server.create_database("restart")
     n_trials = 6
     prepare(url, tmp_path, small_study_config(name="restart", n_trials=n_trials))
-    workers = [_start(url, "restart", i, tmp_path, GRACE) for i in range(2)]
+    log = tmp_path / "launch.log"
+    launcher = launch_process(url, "restart", tmp_path, log, "--workers", "2", grace=GRACE)
     try:
         wait_for_training(url, "restart")
         storage.dispose_engines()  # this process's pool would otherwise hold dead connections
         own_server.stop()
-        time.sleep(5)  # an outage, not only a restart
+        time.sleep(5)  # an outage, not only a restart; the launcher polls every 2 s
         own_server.start()
-        codes = wait_for_workers(workers, interval=0.5)
+        code = launcher.wait(timeout=600)
     finally:
-        for w in workers:
-            if w.process.poll() is None:
-                w.process.kill()
-    assert codes == [0, 0], _logs(workers)
-    logs = _logs(workers)
-    assert "unreachable" in logs and "answers again" in logs, logs
+        if launcher.poll() is None:
+            launcher.kill()
+    output = log.read_text()
+    assert code == 0, output[-3000:]
+    assert "unreachable" in output and "answers again" in output, output[-3000:]  # the launcher's
+    lines = exit_lines(output)
+    assert len(lines) == 2 and all(line.endswith(": exit 0 (done)") for line in lines), output
+    workers = "\n".join(p.read_text()[-3000:] for p in (tmp_path / "logs").glob("restart-*.log"))
+    assert "unreachable" in workers and "answers again" in workers, workers
     trials = check_invariants(url, "restart", n_trials, output_root=tmp_path)
     assert [t for t in trials if t.state == optuna.trial.TrialState.FAIL] == []
 

@@ -5,6 +5,7 @@ given back so that the study still ends with the trials asked for."""
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import optuna
@@ -16,6 +17,8 @@ from hpo.study.queries import retried_trial_number
 from hpo.workers.launch import start_workers, wait_for_workers
 from tests.hpo_tests.invariants import check_invariants, long_fields
 from tests.hpo_tests.test_workers import (
+    exit_lines,
+    launch_process,
     long_study_config,
     prepare,
     wait_for_training,
@@ -26,19 +29,40 @@ from tests.hpo_tests.test_workers import (
 def test_sigterm_fails_the_running_trial_and_frees_its_ticket(
     sqlite_url: str, tmp_path: Path
 ) -> None:
+    """SIGTERM to `hpo launch --workers 2` (docker stop, a scheduler) reaches both workers:
+    each fails and re-queues its running trial and exits 130; the launcher waits for them,
+    prints one line per worker and exits 130."""
     config = long_study_config(name="sigterm", n_trials=3)
     prepare(sqlite_url, tmp_path, config)
-    [worker] = start_workers(sqlite_url, "sigterm", n_workers=1, output_root=tmp_path)
-    interrupted = wait_for_training(sqlite_url, "sigterm")
-    worker.process.send_signal(signal.SIGTERM)
-    assert worker.process.wait(timeout=60) == 130, worker.log_path.read_text()[-2000:]
+    log = tmp_path / "launch.log"
+    launcher = launch_process(sqlite_url, "sigterm", tmp_path, log, "--workers", "2")
+    try:
+        interrupted = wait_for_training(sqlite_url, "sigterm")
+        running = _wait_for_running(sqlite_url, "sigterm", 2)  # each worker holds a trial
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=120) == 130, log.read_text()[-3000:]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    lines = exit_lines(log.read_text())
+    assert len(lines) == 2, log.read_text()[-3000:]
+    for line in lines:
+        assert ": exit 130 (stopped by signal: its running trial, if any, re-queued)" in line
+    logs = tmp_path / "logs"
+    assert all("stopped by signal" in p.read_text() for p in logs.glob("sigterm-worker-*.log"))
 
     study, _ = load_study(sqlite_url, "sigterm")
     states = [t.state for t in study.get_trials()]
     assert optuna.trial.TrialState.RUNNING not in states
     assert optuna.trial.TrialState.FAIL in states
     failed = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.FAIL]
-    assert "signal" in str(long_fields(sqlite_url, "sigterm", failed[-1]).get("fail_reason", ""))
+    # each worker's running trial (unless it ended before the signal came) failed by the
+    # signal and re-queued with its parameters
+    assert {t.number for t in failed} <= {t.number for t in running}
+    for trial in failed:
+        assert "signal" in str(long_fields(sqlite_url, "sigterm", trial).get("fail_reason", ""))
+        [copy] = [t for t in study.get_trials() if retried_trial_number(t) == trial.number]
+        assert copy.state == optuna.trial.TrialState.WAITING and copy.params == trial.params
     # re-queued at once with the same parameters: the plan's config is not lost
     [retry] = [t for t in study.get_trials() if retried_trial_number(t) == interrupted.number]
     assert retry.state == optuna.trial.TrialState.WAITING
@@ -59,11 +83,11 @@ def test_sigterm_fails_the_running_trial_and_frees_its_ticket(
     present = {p.name for p in trial_dirs.iterdir()} if trial_dirs.exists() else set()
     assert {p for p in present if not p.startswith(".")} == done
 
-    # a new worker finishes the study with exactly the trials asked for
+    # new workers finish the study with exactly the trials asked for
     codes = wait_for_workers(
-        start_workers(sqlite_url, "sigterm", n_workers=1, output_root=tmp_path), interval=0.5
+        start_workers(sqlite_url, "sigterm", n_workers=2, output_root=tmp_path), interval=0.5
     )
-    assert codes == [0]
+    assert codes == [0, 0]
     trials = check_invariants(sqlite_url, "sigterm", 3, output_root=tmp_path)
     assert next(t for t in trials if t.number == retry.number).state != (
         optuna.trial.TrialState.FAIL
@@ -71,6 +95,17 @@ def test_sigterm_fails_the_running_trial_and_frees_its_ticket(
     seeds = [t.params for t in study.get_trials() if t.user_attrs.get("seed_config")]
     ran = [t.params for t in trials if t.state != optuna.trial.TrialState.FAIL]
     assert all(seed in ran for seed in seeds), "a seed config of the plan never ran"
+
+
+def _wait_for_running(url: str, name: str, n: int) -> list[optuna.trial.FrozenTrial]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        study, _ = load_study(url, name)
+        running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        if len(running) >= n:
+            return running
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {n} trials of {name} running after 120 s")
 
 
 @pytest.mark.slow

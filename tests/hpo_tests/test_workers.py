@@ -85,6 +85,34 @@ def start_worker(url: str, name: str, index: int, root: Path, grace: int) -> Wor
     return WorkerProcess(index, proc, log_path, None)
 
 
+def launch_process(
+    url: str, name: str, root: Path, log: Path, *args: str, grace: int | None = None
+) -> subprocess.Popen[bytes]:
+    """A real ``hpo launch --study NAME ARGS`` process (its workers with ``--grace-period
+    grace`` when given), its storage URL in its environment, its output in ``log``."""
+    import os
+    import sys
+
+    command = [sys.executable, "-m", "hpo", "launch", "--study", name, *args]
+    command += ["--output-root", str(root)]
+    if grace is not None:
+        command += ["--grace-period", str(grace)]
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HPO_STORAGE": url},
+        )
+
+
+def exit_lines(output: str) -> list[str]:
+    """The lines ``hpo launch`` prints for its exited workers."""
+    import re
+
+    return [line for line in output.splitlines() if re.match(r"worker \d+ \(pid \d+, ", line)]
+
+
 def prepare(url: str, tmp_path: Path, config: StudyConfig) -> None:
     """Dataset -> clusters -> study, as `hpo data import/cluster` and `hpo study create` do."""
     import_and_cluster(url, tmp_path, "small", k=3)
