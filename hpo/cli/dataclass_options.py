@@ -14,6 +14,15 @@ the command line by the leaf name (``--max-train-per-persona``).
 
 The dataclass stays the judge of its values: a ``ValueError`` from its ``__post_init__`` becomes
 a usage error (exit 2) that names the flag of the field the message names.
+
+Where the base is not the dataclass's defaults but something the command loads (a study's
+``[evaluation]``), :func:`explicit_values` takes only the flags given on the command line, the
+overrides the library applies to that base; ``dataclass_options(..., base=...)`` says so in
+``--help``:
+
+    @dataclass_options(EvalConfig, base="[evaluation]")
+    def report(name, **kwargs):
+        write_report(url, name, eval_overrides=explicit_values(EvalConfig, kwargs))
 """
 
 from __future__ import annotations
@@ -28,9 +37,10 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import PurePath
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
+from click.core import ParameterSource
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -216,8 +226,18 @@ def _click_type(annotation: Any, where: str) -> tuple[click.ParamType, bool]:
     )
 
 
-def _click_option(cls: type, option: FieldOption) -> Callable[[F], F]:
-    settings: dict[str, Any] = {"help": option.help, "show_default": True}
+def _shown_default(option: FieldOption, base: str) -> str:
+    """What ``--help`` shows as the default of an option whose base is ``base``."""
+    value = option.default
+    if _without_none(option.annotation) is bool:
+        long = option.flags[0]
+        value = long if value else f"--no-{long[2:]}"
+    return f"{base} or {'none' if value is None else value}"
+
+
+def _click_option(cls: type, option: FieldOption, base: str | None = None) -> Callable[[F], F]:
+    shown = True if base is None or option.required else _shown_default(option, base)
+    settings: dict[str, Any] = {"help": option.help, "show_default": shown}
     if option.required:
         settings["required"] = True
     else:
@@ -241,6 +261,7 @@ def dataclass_options(
     include: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
     rename: Mapping[str, str | Sequence[str]] | None = None,
+    base: str | None = None,
 ) -> Callable[[F], F]:
     """A click decorator that adds one option per field of the dataclass ``cls``.
 
@@ -250,12 +271,16 @@ def dataclass_options(
         exclude: Dotted paths left out.
         rename: Dotted path -> its option string, or several (the first is primary, the
             others are aliases): ``{"lora_rank": ("--lora-rank", "--rank")}``.
+        base: Where the values a flag leaves alone come from, when not from the defaults
+            (``"[evaluation]"``, the study's section); ``--help`` then shows ``[default: (BASE
+            or DEFAULT)]``, and the command reads the flags with :func:`explicit_values`.
 
     Returns:
-        The decorator; the command reads the values back with :func:`build_dataclass`.
+        The decorator; the command reads the values back with :func:`build_dataclass` (or
+        :func:`explicit_values`, with a ``base``).
     """
     options = field_options(cls, include=include, exclude=exclude, rename=rename)
-    decorators = [_click_option(cls, option) for option in options]
+    decorators = [_click_option(cls, option, base) for option in options]
 
     def decorate(f: F) -> F:
         # click lists options in the reverse order of decoration: the fields' order in --help.
@@ -310,6 +335,49 @@ def _flags_named_in(message: str, paths: Sequence[str], cls: type) -> list[str]:
     return flags
 
 
+def _refuse(cls: type, values: Mapping[str, Any], exc: ValueError) -> NoReturn:
+    """Raise the usage error of a value the dataclass refused, naming its flags."""
+    flags = _flags_named_in(str(exc), list(values), cls)
+    if flags:
+        raise click.BadParameter(str(exc), param_hint=flags) from exc
+    raise click.UsageError(str(exc)) from exc
+
+
+def explicit_values(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Take the values of ``cls``'s options out of ``kwargs``, and return those given on the
+    command line (or from an environment variable): the fields to replace on a base the library
+    loads (a study's ``[evaluation]``). A flag left at its default is not among them, so the
+    base's value stands.
+
+    A value refused whatever the base is refused at once: when the dataclass refuses the given
+    values on its defaults and its message names none of the fields left alone (``--min-effect
+    -1``). A refusal that names another field (``--temperature 0.7``: "expected 1.0 with greedy
+    decoding, or do_sample=True") depends on the base, which judges it.
+
+    Returns:
+        Dotted field path -> value, for the options given explicitly.
+
+    Raises:
+        click.BadParameter: As :func:`build_dataclass`, for a value refused whatever the base.
+    """
+    values = dataclass_values(cls, kwargs)
+    ctx = click.get_current_context()
+    prefix = _dest_prefix(cls)
+    given = {
+        path: value
+        for path, value in values.items()
+        if ctx.get_parameter_source(prefix + path.replace(".", "__"))
+        not in (None, ParameterSource.DEFAULT)
+    }
+    try:
+        _construct(cls, given)
+    except ValueError as exc:
+        left_alone = [p.rsplit(".", 1)[-1] for p, _, _ in _leaf_fields(cls) if p not in given]
+        if not any(re.search(rf"\b{re.escape(leaf)}\b", str(exc)) for leaf in left_alone):
+            _refuse(cls, given, exc)
+    return given
+
+
 def build_dataclass(cls: type[T], kwargs: dict[str, Any]) -> T:
     """Build ``cls`` from the options :func:`dataclass_options` added, taking them out of
     ``kwargs`` (the command's keyword arguments); fields without an option keep defaults.
@@ -323,7 +391,4 @@ def build_dataclass(cls: type[T], kwargs: dict[str, Any]) -> T:
     try:
         return _construct(cls, values)
     except ValueError as exc:
-        flags = _flags_named_in(str(exc), list(values), cls)
-        if flags:
-            raise click.BadParameter(str(exc), param_hint=flags) from exc
-        raise click.UsageError(str(exc)) from exc
+        _refuse(cls, values, exc)

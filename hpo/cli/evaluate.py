@@ -1,7 +1,8 @@
 """``hpo evaluate``: evaluate one trial of a study, or one adapter folder, by hand.
 
 The generation flags come from :class:`evaluators.config.EvalConfig`'s fields and their
-docstrings; its defaults and checks are the only ones.
+docstrings; its checks are the only ones. A flag given replaces that field of the study's
+``[evaluation]``; the others keep the study's values (EvalConfig's defaults where it sets none).
 """
 
 from __future__ import annotations
@@ -12,8 +13,14 @@ from typing import Any
 import click
 
 from evaluators.config import EvalConfig
-from hpo.cli.dataclass_options import build_dataclass, dataclass_options
-from hpo.cli.options import common_options, example, storage_url, study_option
+from hpo.cli.dataclass_options import dataclass_options, explicit_values
+from hpo.cli.options import (
+    STUDY_EVALUATION,
+    common_options,
+    example,
+    storage_url,
+    study_option,
+)
 from hpo.evaluation.service import DEFAULT_LEASE_TTL
 
 
@@ -48,7 +55,7 @@ from hpo.evaluation.service import DEFAULT_LEASE_TTL
     show_default=True,
     help="seconds a lease lives without renewal (evaluator services take the same leases)",
 )
-@dataclass_options(EvalConfig)
+@dataclass_options(EvalConfig, base=STUDY_EVALUATION)
 @common_options()
 def evaluate(
     name: str,
@@ -63,7 +70,8 @@ def evaluate(
 
     A trial joins the study's evaluated trials: the best similarity among them is promoted to
     OUTPUT_ROOT/models/STUDY/lora_clusters/cluster_NN, and all of them are listed in
-    OUTPUT_ROOT/results/STUDY/cluster_lora/cluster_lora_results.json.
+    OUTPUT_ROOT/results/STUDY/cluster_lora/cluster_lora_results.json. The settings are
+    the study config's [evaluation]; a flag given replaces that one field.
     """
     from evaluators.trials.records import AdapterReport, PromotionReport
     from hpo.cli.display import print_table, similarity_table
@@ -71,11 +79,10 @@ def evaluate(
 
     if trial_number is not None and adapter is not None:
         raise click.UsageError("give --trial or --adapter, not both")
-    eval_config = build_dataclass(EvalConfig, kwargs)
     url = storage_url(storage)
     options: dict[str, Any] = {
         "output_root": output_root,
-        "eval_config": eval_config,
+        "eval_overrides": explicit_values(EvalConfig, kwargs),
         "lease_ttl": lease_ttl,
     }
     report: AdapterReport | PromotionReport

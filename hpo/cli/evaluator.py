@@ -10,9 +10,15 @@ from typing import Any
 import click
 
 from evaluators.config import EvalConfig
-from hpo.cli.dataclass_options import build_dataclass, dataclass_options
+from hpo.cli.dataclass_options import dataclass_options, explicit_values
 from hpo.cli.errors import CommandError
-from hpo.cli.options import common_options, example, storage_url, study_option
+from hpo.cli.options import (
+    STUDY_EVALUATION,
+    common_options,
+    example,
+    storage_url,
+    study_option,
+)
 from hpo.evaluation.service import DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_TOP_K
 from hpo.study.creation import GRACE_PERIOD
 
@@ -69,7 +75,7 @@ from hpo.study.creation import GRACE_PERIOD
     help="seconds a database or artifact store outage is waited out (retried with backoff) "
     "before the evaluator exits 1 naming it",
 )
-@dataclass_options(EvalConfig)
+@dataclass_options(EvalConfig, base=STUDY_EVALUATION)
 @common_options(log_level=logging.INFO)
 def evaluator(
     name: str,
@@ -88,7 +94,8 @@ def evaluator(
     Several evaluators may run at once, on any machines: each trial is evaluated by one of
     them (a lease in the database). Results: OUTPUT_ROOT/results/STUDY/cluster_lora/.
     --once ends with the similarity table that `hpo evaluate` prints (the study's, as it
-    stands); --watch prints a line per trial it evaluates and per promotion.
+    stands); --watch prints a line per trial it evaluates and per promotion. The settings
+    are the study config's [evaluation]; a flag given replaces that one field.
     """
     from hpo.cli.display import print_table, similarity_table
     from hpo.evaluation.service import open_evaluator, run_evaluator
@@ -97,7 +104,7 @@ def evaluator(
         storage_url(storage),
         name,
         output_root=output_root,
-        eval_config=build_dataclass(EvalConfig, kwargs),
+        eval_overrides=explicit_values(EvalConfig, kwargs),
         top_k=top_trials,
         lease_ttl=lease_ttl,
         patience=patience,

@@ -11,8 +11,14 @@ import click
 from evaluators.config import EvalConfig
 from evaluators.moe.router import DEFAULT_K, DEFAULT_TEMPERATURE, WEIGHTINGS
 from evaluators.moe.run import MoeSettings
-from hpo.cli.dataclass_options import build_dataclass, dataclass_options
-from hpo.cli.options import common_options, example, storage_url, study_option
+from hpo.cli.dataclass_options import dataclass_options, explicit_values
+from hpo.cli.options import (
+    STUDY_EVALUATION,
+    common_options,
+    example,
+    storage_url,
+    study_option,
+)
 
 
 @click.group()
@@ -71,7 +77,7 @@ def merge(
     show_default=True,
     help="also evaluate each persona with its own adapter",
 )
-@dataclass_options(EvalConfig)
+@dataclass_options(EvalConfig, base=STUDY_EVALUATION)
 @common_options(log_level=logging.INFO)
 def evaluate(
     name: str,
@@ -81,14 +87,15 @@ def evaluate(
     **kwargs: Any,
 ) -> None:
     """Evaluate the merged variants on the study's test examples (resumable) and add their
-    scores to moe_sparse_results.json."""
+    scores to moe_sparse_results.json. The settings are the study config's [evaluation]; a
+    flag given replaces that one field."""
     from hpo.personas.moe import evaluate_moe
 
     data, path = evaluate_moe(
         storage_url(storage),
         name,
         output_root=output_root,
-        eval_config=build_dataclass(EvalConfig, kwargs),
+        eval_overrides=explicit_values(EvalConfig, kwargs),
         per_persona=per_persona,
     )
     for method, row in data["evaluation"].items():

@@ -16,6 +16,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 STORAGE_ENV = "HPO_STORAGE"
 OUTPUT_ROOT_ENV = "HPO_OUTPUT_ROOT"
 VERBOSE_KEY = "hpo.verbose"
+STUDY_EVALUATION = "[evaluation]"
+"""Where the EvalConfig flags left alone take their values: the study config's section
+(``--help`` shows ``[default: ([evaluation] or 2.0)]``)."""
 """Key in ``click.Context.meta`` (shared by a command and its parent groups) set by -v."""
 
 

@@ -9,8 +9,14 @@ from typing import Any
 import click
 
 from evaluators.config import EvalConfig
-from hpo.cli.dataclass_options import build_dataclass, dataclass_options
-from hpo.cli.options import common_options, example, storage_url, study_option
+from hpo.cli.dataclass_options import dataclass_options, explicit_values
+from hpo.cli.options import (
+    STUDY_EVALUATION,
+    common_options,
+    example,
+    storage_url,
+    study_option,
+)
 
 
 @click.command(epilog=example("hpo report --study cluster4"))
@@ -18,19 +24,21 @@ from hpo.cli.options import common_options, example, storage_url, study_option
 @click.option(
     "--png/--no-png", default=True, show_default=True, help="render the PNG (kaleido and Chromium)"
 )
-@dataclass_options(EvalConfig)
+@dataclass_options(EvalConfig, base=STUDY_EVALUATION)
 @common_options(log_level=logging.WARNING)
 def report(name: str, png: bool, storage: str | None, output_root: Path, **kwargs: Any) -> None:
     """Write the study's comparison: every evaluated method on the identical test examples,
     the decision rule's branch, comprehensive_comparison.html/.png and a markdown summary
-    under OUTPUT_ROOT/results/STUDY/comparison/. Methods not evaluated yet are listed."""
+    under OUTPUT_ROOT/results/STUDY/comparison/. Methods not evaluated yet are listed. The
+    settings (the minimum effect among them) are the study config's [evaluation]; a flag
+    given replaces that one field."""
     from hpo.evaluation.study_report import write_report
 
     written, files = write_report(
         storage_url(storage),
         name,
         output_root=output_root,
-        eval_config=build_dataclass(EvalConfig, kwargs),
+        eval_overrides=explicit_values(EvalConfig, kwargs),
         png=png,
     )
     from evaluators.report.rows import label

@@ -7,7 +7,9 @@ work, and both store into the same resumable evaluation runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import storage
 from evaluators.config import EvalConfig
@@ -24,10 +26,20 @@ from trainers.adapter_check import check_adapter_dir
 
 
 def _open(
-    url: str, study_name: str, output_root: Path, eval_config: EvalConfig, lease_ttl: float
+    url: str,
+    study_name: str,
+    output_root: Path,
+    eval_config: EvalConfig | None,
+    eval_overrides: Mapping[str, Any] | None,
+    lease_ttl: float,
 ) -> StudyEvaluator:
     return open_evaluator(
-        url, study_name, output_root=output_root, eval_config=eval_config, lease_ttl=lease_ttl
+        url,
+        study_name,
+        output_root=output_root,
+        eval_config=eval_config,
+        eval_overrides=eval_overrides,
+        lease_ttl=lease_ttl,
     )
 
 
@@ -37,7 +49,8 @@ def evaluate_trial_by_hand(
     trial_number: int | None = None,
     *,
     output_root: Path = Path("."),
-    eval_config: EvalConfig = EvalConfig(),
+    eval_config: EvalConfig | None = None,
+    eval_overrides: Mapping[str, Any] | None = None,
     lease_ttl: float = DEFAULT_LEASE_TTL,
 ) -> tuple[PromotionReport, Path]:
     """Evaluate one COMPLETE trial and the baselines, then promote the best evaluated trial.
@@ -47,7 +60,9 @@ def evaluate_trial_by_hand(
         study_name: The study.
         trial_number: The trial; None for the best by eval_loss.
         output_root: Where ``models/`` and ``results/`` go.
-        eval_config: How replies are generated.
+        eval_config: How replies are generated, used whole; None: the study's
+            ``[evaluation]``.
+        eval_overrides: Fields replaced on that (the flags given on the command line).
         lease_ttl: Time to live of the leases taken.
 
     Returns:
@@ -57,7 +72,7 @@ def evaluate_trial_by_hand(
     Raises:
         storage.NotFoundError: The study has no such COMPLETE trial with an adapter.
     """
-    evaluator = _open(url, study_name, output_root, eval_config, lease_ttl)
+    evaluator = _open(url, study_name, output_root, eval_config, eval_overrides, lease_ttl)
     trials = complete_trials(evaluator.study, evaluator.engine)
     if not trials:
         raise storage.NotFoundError(
@@ -86,7 +101,8 @@ def evaluate_adapter_by_hand(
     adapter: Path,
     *,
     output_root: Path = Path("."),
-    eval_config: EvalConfig = EvalConfig(),
+    eval_config: EvalConfig | None = None,
+    eval_overrides: Mapping[str, Any] | None = None,
     lease_ttl: float = DEFAULT_LEASE_TTL,
 ) -> tuple[AdapterReport, Path]:
     """Evaluate an adapter folder on the study's cluster against the study's baselines.
@@ -107,7 +123,7 @@ def evaluate_adapter_by_hand(
     if not adapter.is_dir():
         raise storage.NotFoundError(f"adapter {str(adapter)!r} is not a directory")
     check_adapter_dir(adapter)  # before any run is opened: a broken one leaves none running
-    evaluator = _open(url, study_name, output_root, eval_config, lease_ttl)
+    evaluator = _open(url, study_name, output_root, eval_config, eval_overrides, lease_ttl)
     method, _ = promotion.adapter_method(adapter)
     scope = evaluator.scope
     with evaluator.lease(method, wait=True):

@@ -23,7 +23,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -208,17 +208,25 @@ def evaluate_study(
     study_name: str,
     *,
     output_root: Path = Path("."),
-    eval_config: EvalConfig = EvalConfig(),
+    eval_config: EvalConfig | None = None,
+    eval_overrides: Mapping[str, Any] | None = None,
     top_k: int = DEFAULT_TOP_K,
 ) -> tuple[PromotionReport, Path]:
     """One ``--once`` run, for the demo: evaluate the due top-K trials and the baselines,
-    promote the best, and return the study's report.
+    promote the best, and return the study's report. The settings: the study's
+    ``[evaluation]`` (or ``eval_config``), ``eval_overrides`` replacing fields
+    (:func:`open_evaluator`).
 
     Raises:
         LookupError: The study has no COMPLETE trial with an adapter.
     """
     evaluator = open_evaluator(
-        url, study_name, output_root=output_root, eval_config=eval_config, top_k=top_k
+        url,
+        study_name,
+        output_root=output_root,
+        eval_config=eval_config,
+        eval_overrides=eval_overrides,
+        top_k=top_k,
     )
     if not complete_trials(evaluator.study, evaluator.engine):
         raise LookupError(f"study {study_name!r} has no COMPLETE trial yet; run workers first")

@@ -7,6 +7,7 @@ under ``results/<study>/comparison/``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ def write_report(
     study_name: str,
     *,
     output_root: Path = Path("."),
-    eval_config: EvalConfig = EvalConfig(),
+    eval_config: EvalConfig | None = None,
+    eval_overrides: Mapping[str, Any] | None = None,
     png: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Write the study's comparison: figure (HTML and PNG), JSON and markdown summary; the
@@ -55,7 +57,10 @@ def write_report(
         url: The storage URL.
         study_name: The tuned study.
         output_root: Root of ``results/``.
-        eval_config: Only evaluations generated with these settings are read.
+        eval_config: Used whole instead of the study's ``[evaluation]`` (only evaluations
+            generated with these settings are read; the minimum effect judges them).
+        eval_overrides: Fields replaced on the study's ``[evaluation]`` (or ``eval_config``):
+            the flags given on the command line.
         png: Render the PNG (needs kaleido and Chromium).
 
     Returns:
@@ -64,7 +69,13 @@ def write_report(
     Raises:
         storage.NotFoundError: No such study.
     """
-    service = open_evaluator(url, study_name, output_root=output_root, eval_config=eval_config)
+    service = open_evaluator(
+        url,
+        study_name,
+        output_root=output_root,
+        eval_config=eval_config,
+        eval_overrides=eval_overrides,
+    )
     # Safe to run again after an outage: reads, files rewritten, records upserted.
     if service.guard is None:
         return _write_report(service, url, png=png)

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +41,7 @@ from hpo.evaluation.records import (
     mark_promoted,
     trial_evaluations,
 )
-from hpo.study.config import StudyConfig, train_config_for
+from hpo.study.config import StudyConfig, study_eval_config, train_config_for
 from hpo.study.creation import GRACE_PERIOD, load_study
 from storage.leases import RENEWALS_PER_TTL
 from trainers.config import TrainConfig
@@ -335,7 +335,8 @@ def open_evaluator(
     study_name: str,
     *,
     output_root: Path = Path("."),
-    eval_config: EvalConfig = EvalConfig(),
+    eval_config: EvalConfig | None = None,
+    eval_overrides: Mapping[str, Any] | None = None,
     top_k: int = DEFAULT_TOP_K,
     lease_ttl: float = DEFAULT_LEASE_TTL,
     holder: str | None = None,
@@ -344,8 +345,13 @@ def open_evaluator(
     """Load the study, its cluster and settings into a :class:`StudyEvaluator`, waiting out
     a database outage of up to ``patience`` seconds (then and in every pass).
 
+    The evaluation settings are the study's ``[evaluation]`` (or ``eval_config``, used whole
+    when given) with ``eval_overrides`` replacing fields (the flags given on a command line;
+    :func:`hpo.study.config.study_eval_config`).
+
     Raises:
         storage.NotFoundError: No such study, or its dataset or cluster is gone.
+        hpo.study.config.ConfigError: An override the study's ``[evaluation]`` refuses.
         ValueError: A ``top_k`` under 1 or a ``lease_ttl`` that is not positive.
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -357,6 +363,9 @@ def open_evaluator(
     study, config = guard.call(load_study, url, study_name)
     engine = guard.call(storage.open_storage, url)
     section = config.study
+    settings = study_eval_config(
+        config, eval_overrides, base=eval_config, where=f"study {study_name!r}"
+    )
     cluster = guard.call(load_study_cluster, engine, section)
     scope = EvalScope(
         study_name=study_name,
@@ -365,7 +374,7 @@ def open_evaluator(
         cluster_id=section.cluster_id,
         personas=cluster.personas,
         embedding_model=section.embedding_model,
-        eval_config=eval_config.for_training(config.train.data.max_seq_length),
+        eval_config=settings.for_training(config.train.data.max_seq_length),
         model=config.model,
         dataset=section.dataset,
     )

@@ -12,6 +12,7 @@ stored results) are safe to run again.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from evaluators.moe.run import MoeScope, MoeSettings
 from hpo.artifacts import output_layout, publish_file
 from hpo.datasets import load_study_cluster
 from hpo.personas.training import persona_adapters
+from hpo.study.config import study_eval_config
 from hpo.study.creation import GRACE_PERIOD, load_study
 
 
@@ -47,21 +49,34 @@ def open_moe(
     study_name: str,
     *,
     output_root: Path = Path("."),
-    eval_config: EvalConfig = EvalConfig(),
+    eval_config: EvalConfig | None = None,
+    eval_overrides: Mapping[str, Any] | None = None,
 ) -> MoeContext:
-    """Load the study's cluster and its per-persona adapters, waiting out an outage.
+    """Load the study's cluster and its per-persona adapters, waiting out an outage. The
+    evaluation settings: the study's ``[evaluation]`` (or ``eval_config``, used whole) with
+    ``eval_overrides`` replacing fields (:func:`hpo.study.config.study_eval_config`).
 
     Raises:
         storage.NotFoundError: No such study, or no per-persona adapters yet.
     """
     guard = _guard(url)
-    return guard.call(_open_moe, url, study_name, output_root, eval_config, guard)
+    return guard.call(
+        _open_moe, url, study_name, output_root, eval_config, eval_overrides or {}, guard
+    )
 
 
 def _open_moe(
-    url: str, study_name: str, output_root: Path, eval_config: EvalConfig, guard: Any
+    url: str,
+    study_name: str,
+    output_root: Path,
+    eval_config: EvalConfig | None,
+    eval_overrides: Mapping[str, Any],
+    guard: Any,
 ) -> MoeContext:
     _, config = load_study(url, study_name)
+    settings = study_eval_config(
+        config, eval_overrides, base=eval_config, where=f"study {study_name!r}"
+    )
     engine = storage.open_storage(url)
     cluster = load_study_cluster(engine, config.study)
     scope = MoeScope(
@@ -70,7 +85,7 @@ def _open_moe(
         clustering_id=cluster.clustering_id,
         cluster_id=config.study.cluster_id,
         personas=cluster.personas,
-        eval_config=eval_config.for_training(config.train.data.max_seq_length),
+        eval_config=settings.for_training(config.train.data.max_seq_length),
         embedding_model=config.study.embedding_model,
         model=config.model,
     )
@@ -111,7 +126,8 @@ def evaluate_moe(
     study_name: str,
     *,
     output_root: Path = Path("."),
-    eval_config: EvalConfig = EvalConfig(),
+    eval_config: EvalConfig | None = None,
+    eval_overrides: Mapping[str, Any] | None = None,
     per_persona: bool = True,
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate the merged variants (and the per-persona adapters) on the study's test
@@ -122,7 +138,13 @@ def evaluate_moe(
     """
     from trainers.base_model import load_base_model
 
-    ctx = open_moe(url, study_name, output_root=output_root, eval_config=eval_config)
+    ctx = open_moe(
+        url,
+        study_name,
+        output_root=output_root,
+        eval_config=eval_config,
+        eval_overrides=eval_overrides,
+    )
     data = moe.read_results(ctx.layout, study_name)
     if data is None:
         raise storage.NotFoundError(
@@ -150,7 +172,8 @@ def run_moe(
     *,
     output_root: Path = Path("."),
     settings: MoeSettings = MoeSettings(),
-    eval_config: EvalConfig = EvalConfig(),
+    eval_config: EvalConfig | None = None,
+    eval_overrides: Mapping[str, Any] | None = None,
     per_persona: bool = True,
 ) -> tuple[dict[str, Any], Path]:
     """Merge, then evaluate: :func:`merge_moe` and :func:`evaluate_moe` in one call (the demo).
@@ -160,5 +183,10 @@ def run_moe(
     """
     merge_moe(url, study_name, output_root=output_root, settings=settings)
     return evaluate_moe(
-        url, study_name, output_root=output_root, eval_config=eval_config, per_persona=per_persona
+        url,
+        study_name,
+        output_root=output_root,
+        eval_config=eval_config,
+        eval_overrides=eval_overrides,
+        per_persona=per_persona,
     )

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING
 from trainers.lazy import lazy_names
 
 if TYPE_CHECKING:
-    from hpo.study.config import StudyConfig, load_config, packaged_config, train_config_for
+    from hpo.study.config import (
+        StudyConfig,
+        load_config,
+        packaged_config,
+        study_eval_config,
+        train_config_for,
+    )
     from hpo.study.config_check import ConfigError
     from hpo.study.creation import StudyConfigMismatch, create_study, load_study
     from hpo.study.queries import all_trials, best_trials, list_studies, study_status, trials_page
@@ -20,7 +26,13 @@ if TYPE_CHECKING:
     from hpo.study.strategies import PrunerConfig, SamplerConfig, make_pruner, make_sampler
 
 _MODULES: dict[str, tuple[str, ...]] = {
-    "hpo.study.config": ("StudyConfig", "load_config", "packaged_config", "train_config_for"),
+    "hpo.study.config": (
+        "StudyConfig",
+        "load_config",
+        "packaged_config",
+        "study_eval_config",
+        "train_config_for",
+    ),
     "hpo.study.config_check": ("ConfigError",),
     "hpo.study.creation": ("StudyConfigMismatch", "create_study", "load_study"),
     "hpo.study.queries": (
@@ -53,6 +65,7 @@ __all__ = [
     "make_pruner",
     "make_sampler",
     "packaged_config",
+    "study_eval_config",
     "study_status",
     "suggest",
     "train_config_for",

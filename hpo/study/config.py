@@ -2,7 +2,10 @@
 
 Sections, all optional (each field is documented on its dataclass below): ``[study]``,
 ``[sampler]``, ``[pruner]``, ``[search_space]``, ``[[seed_trials]]``, ``[train]``,
-``[train.data]`` and ``[model]``. An empty file is refused: it would create the default
+``[train.data]``, ``[model]`` and ``[evaluation]`` (:class:`evaluators.config.EvalConfig`: how
+replies are generated and the minimum effect a verdict needs; every command that evaluates or
+decides starts from it, and a flag given on its command line replaces that field, see
+:func:`study_eval_config`). An empty file is refused: it would create the default
 study without a word; name at least the study and its dataset.
 
 **Search space.** A config starts from :func:`default_search_space` (``epochs``,
@@ -49,15 +52,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evaluators.config import EvalConfig
 from hpo.study.config_check import (
     ConfigError,
     build,
     check_fields,
     in_range,
+    replace_checked,
     require,
     short,
     toml_key,
@@ -86,7 +92,7 @@ K_MAX = 10_000
 """Most persona clusters a study may name."""
 SEED_MAX = 2**32 - 1
 """Largest seed numpy (KMeans, Optuna's samplers) accepts."""
-_SECTIONS = "study, sampler, pruner, search_space, seed_trials, train, model"
+_SECTIONS = "study, sampler, pruner, search_space, seed_trials, train, model, evaluation"
 
 # --- the config dataclasses -------------------------------------------------------------------
 
@@ -158,6 +164,10 @@ class StudyConfig:
     """Training config of every trial, before the trial's parameters replace fields."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """The base model."""
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    """How the study's evaluations generate replies, and the minimum effect its verdicts need;
+    the base of every command that evaluates or decides (a flag given on its command line
+    replaces a field, :func:`study_eval_config`)."""
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -246,6 +256,38 @@ def train_config_for(config: StudyConfig, params: dict[str, Any]) -> TrainConfig
     return dataclasses.replace(config.train, **params)
 
 
+def study_eval_config(
+    config: StudyConfig,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    base: EvalConfig | None = None,
+    where: str = "config",
+) -> EvalConfig:
+    """The evaluation settings a command uses: the study's ``[evaluation]`` (or ``base``, a
+    caller's complete EvalConfig) with the fields in ``overrides`` replaced, the fields given
+    explicitly (``hpo report --min-effect 1.0``; a flag left at its default is not one).
+
+    Args:
+        config: The study's config.
+        overrides: Field name -> value; checked as a ``[evaluation]`` table would be.
+        base: Used instead of the study's ``[evaluation]`` when given.
+        where: What the config came from (``study NAME``), the first word of an error.
+
+    Raises:
+        ConfigError: One line naming ``where``, ``evaluation.FIELD`` and the overrides: an
+            unknown field, a value of the wrong type, or a combination EvalConfig refuses
+            (``temperature`` given, while the study decodes greedily).
+    """
+    base = config.evaluation if base is None else base
+    if not overrides:
+        return base
+    try:
+        return replace_checked(base, overrides, f"{where}: evaluation")
+    except ConfigError as exc:
+        given = ", ".join(f"{toml_key(k)}={short(v)}" for k, v in overrides.items())
+        raise ConfigError(f"{exc} (the study's [evaluation], overridden by {given})") from exc
+
+
 def packaged_config(name: str) -> Path:
     """Path of a config shipped with the package (``demo``, ``cluster4``)."""
     path = Path(__file__).parents[1] / "configs" / f"{name}.toml"
@@ -271,5 +313,6 @@ __all__ = [
     "default_search_space",
     "load_config",
     "packaged_config",
+    "study_eval_config",
     "train_config_for",
 ]

@@ -14,6 +14,7 @@ import json
 import math
 import re
 import types
+from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 T = TypeVar("T")
@@ -157,13 +158,20 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+_INVALID = "invalid "
+
+
 def _field_message(cls: type, where: str, exc: ValueError) -> str:
     """A check's message below ``where``: ``where.field=...`` when it starts with a field."""
     message = first_line(exc)
     if not where:
         return message
+    names = {f.name for f in dataclasses.fields(cls)}
+    # "invalid top_k=5: ..." (evaluators.config's checks) reads as "top_k=5: ..." below a table
+    if message.startswith(_INVALID) and re.split(r"[=:.\[ ]", message[len(_INVALID) :])[0] in names:
+        message = message[len(_INVALID) :]
     first = re.split(r"[=:.\[ ]", message, maxsplit=1)[0]
-    if first in {f.name for f in dataclasses.fields(cls)}:
+    if first in names:
         return f"{where}{message}" if where.endswith(": ") else f"{where}.{message}"
     return f"{where.rstrip(': ')}: {message}"
 
@@ -195,6 +203,18 @@ def build(cls: type[T], data: Any, where: str) -> T:
         return cls(**kwargs)
     except ValueError as exc:
         raise ConfigError(_field_message(cls, where, exc)) from exc
+
+
+def replace_checked(obj: T, changes: Mapping[str, Any], where: str) -> T:
+    """A dataclass instance with some fields replaced, the whole checked as :func:`build`
+    checks a table (an unknown field, each value's type, then the dataclass's own checks).
+
+    Raises:
+        ConfigError: Naming ``where`` and the field.
+    """
+    fields = dataclasses.fields(obj)  # type: ignore[arg-type]
+    current = {f.name: getattr(obj, f.name) for f in fields if f.init}
+    return build(type(obj), {**current, **changes}, where)
 
 
 def require(condition: bool, name: str, value: Any, expected: str) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from evaluators.config import EvalConfig
 from hpo.study.config import (
     SEED_TRIALS,
     TUNABLE,
@@ -18,6 +19,7 @@ from hpo.study.config import (
     default_search_space,
     load_config,
     packaged_config,
+    study_eval_config,
 )
 
 
@@ -288,6 +290,17 @@ base_model = "tiny"          # or a Hugging Face model path or id
             "log = true\n",
             "search_space.learning_rate.log=True: expected false with a step",
         ),
+        (
+            "[evaluation]\nmin_effect = -1\n",
+            "evaluation.min_effect=-1.0: expected a number of percentage points in [0, 100)",
+        ),
+        ("[evaluation]\nmin_effect = 100\n", "evaluation.min_effect=100.0: expected a number"),
+        ('[evaluation]\nmin_effect = "2"\n', "evaluation.min_effect='2': expected a finite"),
+        ("[evaluation]\nmin_efect = 5\n", "evaluation.min_efect: unknown key; expected one of"),
+        (
+            "[evaluation]\ntemperature = 0.7\n",
+            "evaluation.temperature=0.7: expected 1.0 with greedy decoding",
+        ),
     ],
 )
 def test_type_and_range_errors_name_file_and_field(
@@ -396,3 +409,72 @@ def test_a_key_with_a_newline_stays_on_one_line(tmp_path: Path) -> None:
         load_config(path)
     assert str(info.value).startswith(f'{path}: study."a\\nb": unknown key')
     assert "\n" not in str(info.value)
+
+
+# --- [evaluation]: the study's EvalConfig, and the fields a command line replaces -----------
+
+EVALUATION = """\
+[study]
+name = "margin"
+dataset = "demo"
+
+[evaluation]
+min_effect = 5          # points; an integer is a fine number
+do_sample = true
+temperature = 0.7
+"""
+
+
+def test_the_evaluation_section_is_the_study_eval_config(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, EVALUATION))
+    assert config.evaluation == EvalConfig(min_effect=5.0, do_sample=True, temperature=0.7)
+    assert config_from_dict(config.to_dict()) == config  # stored with the study, read back
+    assert load_config(packaged_config("demo")).evaluation == EvalConfig()
+
+
+def test_a_study_stored_before_the_section_reads_as_the_default() -> None:
+    stored = StudyConfig(study=StudySection(name="old")).to_dict()
+    del stored["evaluation"]
+    assert config_from_dict(stored, "study old").evaluation == EvalConfig()
+
+
+def test_overrides_replace_only_the_fields_given(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, EVALUATION))
+    assert study_eval_config(config) == config.evaluation
+    assert study_eval_config(config, {}) == config.evaluation
+    assert study_eval_config(config, {"min_effect": 1.0}) == EvalConfig(
+        min_effect=1.0, do_sample=True, temperature=0.7
+    )
+    # temperature 0.5 is fine here, because this study samples
+    assert study_eval_config(config, {"temperature": 0.5}).temperature == 0.5
+    # a caller's complete EvalConfig replaces the study's as the base
+    base = EvalConfig(batch_size=4)
+    assert study_eval_config(config, {"min_effect": 0}, base=base) == EvalConfig(
+        batch_size=4, min_effect=0.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {"min_effect": -1.0},
+            "study 'margin': evaluation.min_effect=-1.0: expected a number of percentage points "
+            "in [0, 100) (the study's [evaluation], overridden by min_effect=-1.0)",
+        ),
+        (
+            {"do_sample": False},
+            "study 'margin': evaluation.temperature=0.7: expected 1.0 with greedy decoding, or "
+            "do_sample=True to sample (the study's [evaluation], overridden by do_sample=False)",
+        ),
+        ({"min_efect": 1.0}, "study 'margin': evaluation.min_efect: unknown key"),
+        ({"batch_size": True}, "study 'margin': evaluation.batch_size=True: expected an integer"),
+    ],
+)
+def test_an_override_the_study_refuses_names_study_field_and_override(
+    tmp_path: Path, overrides: dict[str, object], expected: str
+) -> None:
+    config = load_config(_write(tmp_path, EVALUATION))
+    with pytest.raises(ConfigError) as info:
+        study_eval_config(config, overrides, where="study 'margin'")
+    assert str(info.value).startswith(expected), info.value

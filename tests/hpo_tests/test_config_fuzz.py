@@ -16,6 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from evaluators.config import EvalConfig
 from hpo.study.config import (
     EXCLUDE_KEY,
     TUNABLE,
@@ -130,6 +131,7 @@ configs = sometimes(
             "seed_trials": seed_trials | toml_values,
             "train": table(TrainConfig, {"data": table(DataConfig) | toml_values}),
             "model": table(ModelConfig),
+            "evaluation": table(EvalConfig) | toml_values,
         },
     ),
     "studdy",

@@ -11,9 +11,11 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from evaluators.config import EvalConfig
 from hpo.cli.dataclass_options import (
     build_dataclass,
     dataclass_options,
+    explicit_values,
     field_docs,
     field_options,
 )
@@ -173,3 +175,53 @@ def test_a_type_without_a_command_line_form_is_refused() -> None:
 
     with pytest.raises(TypeError, match=r"Odd\.mapping: no command-line type"):
         dataclass_options(Odd)
+
+
+# --- explicit_values: only the flags given, to replace fields of a base loaded later -------
+
+
+def _explicit(cls: type, *args: str) -> tuple[Any, Any]:
+    found: list[dict[str, Any]] = []
+
+    @click.command()
+    @dataclass_options(cls, base="[evaluation]")
+    def command(**kwargs: Any) -> None:
+        found.append(explicit_values(cls, kwargs))
+        assert not kwargs, kwargs  # every option of cls taken
+
+    result = CliRunner().invoke(command, list(args))
+    return (found[0] if found else None), result
+
+
+def test_only_the_flags_given_are_overrides() -> None:
+    assert _explicit(EvalConfig)[0] == {}
+    given, _ = _explicit(EvalConfig, "--min-effect", "1", "--batch-size", "32", "--no-do-sample")
+    # a flag given at its default value is given all the same: it replaces the base's field
+    assert given == {"min_effect": 1.0, "batch_size": 32, "do_sample": False}
+    given, _ = _explicit(Outer, "--limit", "3", "--tags", "a")
+    assert given == {"inner.limit": 3, "tags": ("a",)}
+
+
+def test_a_value_refused_whatever_the_base_is_refused_at_once() -> None:
+    _, result = _explicit(EvalConfig, "--min-effect", "-1")
+    assert result.exit_code == 2
+    assert "Invalid value for '--min-effect': invalid min_effect=-1.0" in result.output
+    _, result = _explicit(EvalConfig, "--temperature", "0.7", "--no-do-sample")
+    assert result.exit_code == 2
+    assert "Invalid value for '--temperature' / '--do-sample'" in result.output
+
+
+def test_a_value_that_depends_on_a_field_left_alone_is_left_to_the_base() -> None:
+    """Greedy by default, but the study may sample: ``--temperature`` alone is the study's
+    to judge (:func:`hpo.study.config.study_eval_config`)."""
+    given, result = _explicit(EvalConfig, "--temperature", "0.7")
+    assert result.exit_code == 0, result.output
+    assert given == {"temperature": 0.7}
+
+
+def test_help_names_the_base_beside_each_default() -> None:
+    _, result = _explicit(EvalConfig, "--help")
+    text = " ".join(result.output.split())
+    assert "[default: ([evaluation] or 2.0)]" in text
+    assert "[default: ([evaluation] or --stop-at-newline)]" in text
+    assert "[default: ([evaluation] or none)]" in text

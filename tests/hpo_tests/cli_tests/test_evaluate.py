@@ -48,7 +48,7 @@ def test_every_eval_config_field_is_a_documented_flag(hpo: Hpo) -> None:
     ("args", "flags"),
     [
         (("--batch-size", "0"), "'--batch-size'"),
-        (("--temperature", "0.7"), "'--temperature' / '--do-sample'"),
+        (("--temperature", "0.7", "--no-do-sample"), "'--temperature' / '--do-sample'"),
         (("--do-sample", "--top-p", "0"), "'--top-p'"),
     ],
 )

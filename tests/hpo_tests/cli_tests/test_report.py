@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import optuna
 
 from evaluators.scoring.method_run import score_replies
 from evaluators.trials.promotion import TRIAL_METHOD
+from hpo.cli import EXIT_BAD_INPUT
 from hpo.evaluation.records import PROMOTED_TRIAL_ATTR
 from hpo.evaluation.service import open_evaluator
-from tests.conftest import import_and_cluster
-from tests.hpo_tests.cli_tests.conftest import Hpo
+from tests.conftest import import_and_cluster, store_dataset_with_one_cluster
+from tests.hpo_tests.cli_tests.conftest import Hpo, one_line
 
 
 def test_report_of_a_cluster_0_study_names_cluster_0(hpo: Hpo, tmp_path: Path) -> None:
@@ -66,3 +68,40 @@ def test_report_of_a_cluster_0_study_names_cluster_0(hpo: Hpo, tmp_path: Path) -
         "the interval lies above the minimum effect of 2.0 points, but Holm p >= 0.05, and it "
         "is degenerate: one reply repeated"
     ) in summary
+
+
+def test_report_judges_by_the_study_minimum_effect_unless_a_flag_gives_one(
+    hpo: Hpo, tmp_path: Path
+) -> None:
+    """``[evaluation] min_effect = 5.0`` in the study config is the report's margin; an explicit
+    ``--min-effect 1.0`` replaces it for that run, and the study keeps 5.0 (nothing evaluated:
+    the decision is incomplete, but its family's test and the JSON state the margin)."""
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    store_dataset_with_one_cluster(url, "small")
+    config = tmp_path / "study.toml"
+    config.write_text(
+        '[study]\nname = "margin"\ndataset = "small"\nk = 1\ncluster_id = 0\n\n'
+        "[evaluation]\nmin_effect = 5.0\n",
+        encoding="utf-8",
+    )
+    assert hpo("study", "create", "--config", config, "--storage", url).exit_code == 0
+    folder = tmp_path / "results/margin/comparison"
+
+    def report(*flags: str) -> tuple[dict[str, Any], str]:
+        result = hpo("report", "--study", "margin", "--no-png", "--storage", url, *flags)
+        assert result.exit_code == 0, result.output
+        written = json.loads((folder / "comprehensive_comparison.json").read_text())
+        return written, (folder / "comparison_summary.md").read_text()
+
+    for flags, margin in [((), 5.0), (("--min-effect", "1.0"), 1.0), ((), 5.0)]:
+        written, summary = report(*flags)
+        assert written["min_effect_percent_points"] == margin, flags
+        assert written["eval_config"]["min_effect"] == margin, flags
+        assert f"the minimum effect of {margin} points" in summary, flags
+
+    # An override that this study's [evaluation] refuses: one line naming study and field.
+    result = hpo("report", "--study", "margin", "--storage", url, "--top-k", "5")
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert one_line(result).startswith(
+        "hpo: error: study 'margin': evaluation.top_k=5: expected 0 with greedy decoding"
+    )
