@@ -82,7 +82,8 @@ COMMANDS: dict[str, CommandSpec] = {
     "launch": CommandSpec(
         "workers",
         "launch",
-        "Start workers on this machine (--workers N or --gpus IDS) and wait for them.",
+        "Start workers on this machine (--workers N, --gpus IDS or --workers-per-gpu N) and "
+        "supervise them until the last one exits.",
     ),
     "dashboard": CommandSpec("dashboard", "dashboard", "Serve optuna-dashboard on the storage."),
     "evaluate": CommandSpec(
