@@ -214,7 +214,12 @@ def test_launch_and_its_workers_wait_out_a_restart_and_lose_no_trial(
         wait_for_training(url, "restart")
         storage.dispose_engines()  # this process's pool would otherwise hold dead connections
         own_server.stop()
-        time.sleep(5)  # an outage, not only a restart; the launcher polls every 2 s
+        # An outage, not only a restart: 5 s, and on loaded cores until the launcher (which
+        # polls every 2 s) has met it, within the workers' grace period.
+        time.sleep(5)
+        deadline = time.monotonic() + GRACE - 10
+        while "unreachable" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
         own_server.start()
         code = launcher.wait(timeout=600)
     finally:
