@@ -17,6 +17,7 @@ from hpo.cli.options import (
     storage_url,
     study_option,
 )
+from hpo.study.creation import GRACE_PERIOD
 
 
 @click.command(epilog=example("hpo report --study cluster4"))
@@ -24,9 +25,24 @@ from hpo.cli.options import (
 @click.option(
     "--png/--no-png", default=True, show_default=True, help="render the PNG (kaleido and Chromium)"
 )
+@click.option(
+    "--patience",
+    type=click.FloatRange(min=1),
+    default=GRACE_PERIOD,
+    show_default=True,
+    help="seconds a database or artifact store outage is waited out (retried with backoff) "
+    "before the report exits 1 naming it",
+)
 @dataclass_options(EvalConfig, base=STUDY_EVALUATION)
 @common_options(log_level=logging.WARNING)
-def report(name: str, png: bool, storage: str | None, output_root: Path, **kwargs: Any) -> None:
+def report(
+    name: str,
+    png: bool,
+    patience: float,
+    storage: str | None,
+    output_root: Path,
+    **kwargs: Any,
+) -> None:
     """Write the study's comparison: every evaluated method on the identical test examples,
     the decision rule's branch, comprehensive_comparison.html/.png and a markdown summary
     under OUTPUT_ROOT/results/STUDY/comparison/. Methods not evaluated yet are listed. The
@@ -40,6 +56,7 @@ def report(name: str, png: bool, storage: str | None, output_root: Path, **kwarg
         output_root=output_root,
         eval_overrides=explicit_values(EvalConfig, kwargs),
         png=png,
+        patience=patience,
     )
     from evaluators.report.rows import label
     from evaluators.report.summary import headline

@@ -22,6 +22,7 @@ from hpo.artifacts import publish_file
 from hpo.evaluation.notes import dashboard_store, save_study_note, upload_figure
 from hpo.evaluation.records import DECISION_ATTR, one_line, promoted_trial
 from hpo.evaluation.service import StudyEvaluator, open_evaluator
+from hpo.study.creation import GRACE_PERIOD
 
 
 def trial_history(study: optuna.Study) -> list[comparison.TrialPoint]:
@@ -46,6 +47,7 @@ def write_report(
     eval_config: EvalConfig | None = None,
     eval_overrides: Mapping[str, Any] | None = None,
     png: bool = True,
+    patience: float = GRACE_PERIOD,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Write the study's comparison: figure (HTML and PNG), JSON and markdown summary; the
     summary is also the study's note in optuna-dashboard, and the PNG the study's artifact
@@ -62,6 +64,7 @@ def write_report(
         eval_overrides: Fields replaced on the study's ``[evaluation]`` (or ``eval_config``):
             the flags given on the command line.
         png: Render the PNG (needs kaleido and Chromium).
+        patience: Seconds a database outage is waited out, at the start and while reading.
 
     Returns:
         The report and the files written, by kind.
@@ -75,6 +78,7 @@ def write_report(
         output_root=output_root,
         eval_config=eval_config,
         eval_overrides=eval_overrides,
+        patience=patience,
     )
     # Safe to run again after an outage: reads, files rewritten, records upserted.
     if service.guard is None:

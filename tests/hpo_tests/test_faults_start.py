@@ -99,8 +99,9 @@ def test_a_full_output_root_is_refused_before_any_trial(sqlite_url: str, tmp_pat
         ["study", "status", "--study", "x"],
         ["study", "list"],
         ["data", "cluster", "--dataset", "demo"],
-        ["evaluator", "--study", "x", "--once"],
-        ["report", "--study", "x"],
+        # the two that wait out an outage, each for a short patience (the default is 60 s)
+        ["evaluator", "--study", "x", "--once", "--patience", "2"],
+        ["report", "--study", "x", "--patience", "2"],
     ],
     ids=lambda command: "-".join(command[:2]),
 )
