@@ -184,8 +184,10 @@ def own_server() -> Iterator[OwnServer]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-GRACE = 20
-"""The workers' grace period in the short outage: longer than the outage and a heartbeat."""
+GRACE = 30
+"""The workers' grace period in the short outage: longer than the outage, a heartbeat interval
+(10 s) and a retry pause (4 s) with room to spare; at 20 s a full run on loaded cores saw a
+heartbeat go stale across the 5 s outage, and the trial was failed and re-queued."""
 
 
 def _start(url: str, name: str, index: int, root: Path, grace: int) -> WorkerProcess:
@@ -214,12 +216,7 @@ def test_launch_and_its_workers_wait_out_a_restart_and_lose_no_trial(
         wait_for_training(url, "restart")
         storage.dispose_engines()  # this process's pool would otherwise hold dead connections
         own_server.stop()
-        # An outage, not only a restart: 5 s, and on loaded cores until the launcher (which
-        # polls every 2 s) has met it, within the workers' grace period.
-        time.sleep(5)
-        deadline = time.monotonic() + GRACE - 10
-        while "unreachable" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.5)
+        time.sleep(5)  # an outage, not only a restart; the launcher polls every 2 s
         own_server.start()
         code = launcher.wait(timeout=600)
     finally:
