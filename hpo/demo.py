@@ -7,7 +7,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markdown import Markdown
@@ -16,7 +16,7 @@ import storage
 from evaluators.trials.records import PromotionReport
 from hpo.artifacts import output_layout
 from hpo.cli import display
-from hpo.datasets import cluster_dataset, import_dataset
+from hpo.datasets import cluster_dataset, import_dataset, load_study_cluster
 from hpo.evaluation.service import evaluate_study
 from hpo.evaluation.study_report import write_report
 from hpo.personas.moe import MoeSettings, run_moe
@@ -26,7 +26,18 @@ from hpo.study.creation import create_study
 from hpo.study.queries import study_status
 from hpo.workers.launch import start_workers, wait_for_workers
 
+if TYPE_CHECKING:
+    from trainers.tiny import Plant
+
 DEMO_DATASET = "demo"
+NEGATIVE_SUFFIX = "-negative"
+"""The negative control's dataset and study names end with this, so that both demos can share
+one output root and database (``demo`` and ``demo-negative``)."""
+
+DEMO_PLANT_STRENGTH = 0.5
+"""Share of the largest archetype's replies that the demo plants (docs/evaluation.md): well
+above the level where the planted topic becomes the group's most frequent one (about 0.2), so
+an adapter that learned it says it, and well below 1, so the group's own traits still count."""
 
 
 @dataclass
@@ -57,6 +68,11 @@ class DemoOptions:
     """Train examples per persona for its own adapter."""
     moe_k: int = 5
     """Personas merged into each persona's MoE adapter (top-k by persona-text similarity)."""
+    plant_strength: float = DEMO_PLANT_STRENGTH
+    """Share of the largest archetype's replies about a planted topic that only fine-tuning can
+    learn (docs/evaluation.md); 0 plants nothing."""
+    negative_control: bool = False
+    """Plant nothing, whatever plant_strength says: the same sizes and seeds, no effect to find."""
 
     def __post_init__(self) -> None:
         from trainers.tiny import archetype_sizes
@@ -70,6 +86,23 @@ class DemoOptions:
             archetype_sizes(self.personas)  # the generator's own minimum
         except ValueError as exc:
             raise ValueError(f"invalid personas={self.personas}: {exc}") from exc
+        strength = self.plant_strength
+        if isinstance(strength, bool) or not isinstance(strength, int | float):
+            raise ValueError(f"invalid plant_strength={strength!r}: expected a number in [0, 1]")
+        if not 0 <= strength <= 1:
+            raise ValueError(f"invalid plant_strength={strength!r}: expected a number in [0, 1]")
+
+    @property
+    def plant(self) -> Plant:
+        """What the generated dataset plants: nothing for the negative control."""
+        from trainers.tiny import Plant
+
+        return Plant(0.0 if self.negative_control else self.plant_strength)
+
+    @property
+    def dataset(self) -> str:
+        """The generated dataset's name: another for the negative control."""
+        return DEMO_DATASET + (NEGATIVE_SUFFIX if self.negative_control else "")
 
 
 @dataclass
@@ -79,13 +112,20 @@ class DemoResult:
     storage_url: str
     study_name: str
     report: PromotionReport
+    decision: dict[str, Any] = field(default_factory=dict)
+    """The report's decision (:class:`evaluators.report.decision.Decision` as a dict)."""
     files: dict[str, Path | str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
     """Run every step of the service once, printing as it goes."""
-    from trainers.tiny import ensure_tiny_model, tiny_model_build, write_demo_dataset
+    from trainers.tiny import (
+        ensure_tiny_model,
+        planted_personas,
+        tiny_model_build,
+        write_demo_dataset,
+    )
 
     console = console or Console()
     root = options.output_root.resolve()
@@ -93,9 +133,16 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     url = options.storage_url or f"sqlite:///{root / 'hpo.db'}"
     layout = output_layout(root)
     config = load_config(options.config or packaged_config("demo"))
+    dataset, plant = options.dataset, options.plant
+    study_name = config.study.name
+    if options.negative_control:  # beside the planted demo's study, not over it
+        study_name = study_name.replace(DEMO_DATASET, dataset, 1)
+        study_name = study_name if study_name.startswith(dataset) else f"{dataset}-{study_name}"
     config = dataclasses.replace(
         config,
-        study=dataclasses.replace(config.study, n_trials=options.n_trials, dataset=DEMO_DATASET),
+        study=dataclasses.replace(
+            config.study, name=study_name, n_trials=options.n_trials, dataset=dataset
+        ),
     )
     timer: dict[str, float] = {}
     files: dict[str, Path | str] = {}
@@ -110,19 +157,21 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         console.print(f"[dim]{name}: {timer[name]:.1f} s")
 
     name = step("1. dataset")
-    data_path = layout.data_dir() / "demo_personas.jsonl"
+    data_path = layout.data_dir() / f"{dataset}_personas.jsonl"
     write_demo_dataset(
         data_path,
         n_personas=options.personas,
         examples_per_persona=options.examples,
         seed=options.seed,
+        plant=plant,
     )
     engine = storage.open_storage(url)
-    imported = import_dataset(engine, data_path, name=DEMO_DATASET)
+    imported = import_dataset(engine, data_path, name=dataset)
     console.print(
         f"generated {imported.n_personas} personas, {imported.n_examples} examples "
         f"-> {data_path}; imported as dataset {imported.name!r} into {url}"
     )
+    console.print(f"planted: {plant.describe()} (docs/evaluation.md)")
     files["dataset"] = data_path
     done(name)
 
@@ -130,7 +179,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     section = config.study
     _, clustering = cluster_dataset(
         engine,
-        DEMO_DATASET,
+        dataset,
         k=section.k,
         seed=section.clustering_seed,
         embedding_model=section.embedding_model,
@@ -142,6 +191,13 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             f"KMeans k={section.k} on {section.embedding_model} persona embeddings",
         ),
         console,
+    )
+    group = set(planted_personas(options.personas, seed=options.seed, plant=plant))
+    tuned = {p.key for p in load_study_cluster(engine, section).personas}
+    console.print(
+        f"cluster {section.cluster_id} (tuned): {len(tuned)} personas, {len(tuned & group)} of "
+        f"them of the {len(group)} {plant.group} personas"
+        + (" that share the planted trait" if plant.strength else "")
     )
     done(name)
 
@@ -212,7 +268,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     done(name)
 
     name = step("7. report and decision")
-    _, written = write_report(url, section.name, output_root=root)
+    report_data, written = write_report(url, section.name, output_root=root)
     summary_file = written.get("summary")
     if summary_file is not None:
         text = Path(summary_file).read_text(encoding="utf-8")
@@ -222,6 +278,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             console.out(text, highlight=False)
     for kind, path in written.items():
         files[f"report {kind}"] = path
+    decision = report_data["decision"]
+    console.print(_control_line(plant.strength, decision.get("main_result")))
     done(name)
 
     console.rule("[bold]files")
@@ -231,4 +289,14 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         f"\nwatch it: hpo dashboard --storage {url}\n"
         f"query it: hpo study best --storage {url} --study {section.name}"
     )
-    return DemoResult(url, section.name, report, files, timer)
+    return DemoResult(url, section.name, report, decision, files, timer)
+
+
+def _control_line(strength: float, main_result: str | None) -> str:
+    """What the decision says about the planted trait: found, missed or invented."""
+    named = "no main result" if main_result is None else f"the main result {main_result}"
+    if not strength:
+        verdict = "as it should" if main_result is None else "a false positive"
+        return f"negative control (nothing planted): the decision names {named}, {verdict}"
+    verdict = "missed" if main_result is None else "found"
+    return f"planted trait (strength {strength:g}): the decision names {named}: {verdict}"

@@ -251,6 +251,11 @@ CATCHPHRASES = (
 )
 """Catchphrases for personas of the ``catchphrase`` style (one each, chosen per persona)."""
 
+PLANTED_TOPIC = "keeping bees on my rooftop"
+"""The topic of a planted trait (:class:`trainers.tiny.generator.Plant`): no trait, template or
+greeting mentions bees or rooftops, so the tiny model's pretraining chats never contain it and
+only fine-tuning can teach it (a test checks the corpus)."""
+
 CONTRACTIONS = {
     "I'm ": "I am ",
     "I've ": "I have ",

@@ -14,16 +14,25 @@ from trainers.tiny.generator import (
     ARCHETYPE_WEIGHTS,
     CATCHPHRASES,
     GENERIC_TRAITS,
+    LARGEST_ARCHETYPE,
     QUESTIONS,
     STYLES,
+    Plant,
     archetype_sizes,
     generate_persona_chats,
     generate_personas,
     persona_archetypes,
+    planted_personas,
     trait_set,
     write_demo_dataset,
 )
-from trainers.tiny.model import DEMO_PERSONAS, PRETRAIN_SEED_OFFSET
+from trainers.tiny.model import (
+    DEMO_PERSONAS,
+    PRETRAIN_SEED_OFFSET,
+    TinyModelSpec,
+    pretraining_texts,
+)
+from trainers.tiny.vocabulary import PLANTED_TOPIC
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +166,58 @@ def test_pretraining_chats_exclude_the_demo_personas(records: list[dict[str, obj
     persona, context, reply = chats[0]
     assert context.split("\n")[-1] in {q.text for q in QUESTIONS}
     assert any(t.topic in reply for t in trait_set(persona))
+
+
+def test_a_plant_changes_only_its_groups_replies(records: list[dict[str, object]]) -> None:
+    """The planted trait is in a share of the group's replies and nowhere else; strength 0 is
+    the dataset without a plant, record for record (the negative control)."""
+    assert generate_personas(plant=Plant(0.0)) == records
+    planted = generate_personas(plant=Plant(0.5))
+    group = set(planted_personas(200, plant=Plant(0.5)))
+    archetypes = persona_archetypes()
+    assert len(group) == 72 and LARGEST_ARCHETYPE == "fitness"
+    assert group == {f"p{i:03d}" for i, a in enumerate(archetypes) if a == "fitness"}
+    carrying = 0
+    for before, after in zip(records, planted, strict=True):
+        assert (before["persona_id"], before["persona"]) == (after["persona_id"], after["persona"])
+        assert before["context"] == after["context"]
+        assert PLANTED_TOPIC not in str(before["reply"])
+        if after["persona_id"] not in group:
+            assert after == before
+        elif PLANTED_TOPIC in str(after["reply"]):
+            carrying += 1
+        else:
+            assert after == before
+    assert 0.45 <= carrying / (72 * 40) <= 0.55  # each reply with probability 0.5
+    everything = generate_personas(20, 10, seed=3, plant=Plant(1.0, group="music"))
+    music = set(planted_personas(20, seed=3, plant=Plant(1.0, group="music")))
+    assert (
+        music and {r["persona_id"] for r in everything if PLANTED_TOPIC in str(r["reply"])} == music
+    )
+    assert all(PLANTED_TOPIC in str(r["reply"]) for r in everything if r["persona_id"] in music)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"strength": -0.1}, "strength=-0.1: expected a number in [0, 1]"),
+        ({"strength": 1.5}, "strength=1.5: expected a number in [0, 1]"),
+        ({"strength": True}, "strength=True"),
+        ({"strength": 0.5, "group": "sports"}, "group='sports': expected one of"),
+    ],
+)
+def test_a_bad_plant_is_refused_naming_the_field(kwargs: dict[str, object], words: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(words)):
+        Plant(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_pretraining_chats_never_saw_the_planted_topic() -> None:
+    """Only fine-tuning can teach the planted trait: the tiny model's corpus lacks its words."""
+    texts = pretraining_texts(0, TinyModelSpec())
+    assert len(texts) == TinyModelSpec().corpus_personas * TinyModelSpec().corpus_examples
+    for word in ("bees", "rooftop"):
+        assert word in PLANTED_TOPIC
+        assert not any(word in text for text in texts), word
 
 
 def test_write_demo_dataset_loads_and_splits(tmp_path: Path) -> None:
