@@ -13,11 +13,12 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 import storage
+from evaluators.config import EvalConfig
 from evaluators.trials.records import PromotionReport
 from hpo.artifacts import output_layout
 from hpo.cli import display
 from hpo.datasets import cluster_dataset, import_dataset, load_study_cluster
-from hpo.evaluation.service import evaluate_study
+from hpo.evaluation.service import DEFAULT_TOP_K, evaluate_study
 from hpo.evaluation.study_report import write_report
 from hpo.personas.moe import MoeSettings, run_moe
 from hpo.personas.training import train_persona_adapters
@@ -34,7 +35,7 @@ NEGATIVE_SUFFIX = "-negative"
 """The negative control's dataset and study names end with this, so that both demos can share
 one output root and database (``demo`` and ``demo-negative``)."""
 
-DEMO_PLANT_STRENGTH = 0.5
+DEMO_PLANT_STRENGTH = 0.8
 """Share of the largest archetype's replies that the demo plants (docs/evaluation.md): well
 above the level where the planted topic becomes the group's most frequent one (about 0.2), so
 an adapter that learned it says it, and well below 1, so the group's own traits still count."""
@@ -118,7 +119,29 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
+@dataclass(frozen=True)
+class DemoShortcuts:
+    """How a test or a benchmark runs the demo smaller and in one process; ``hpo demo`` uses
+    the defaults, which are the demo's own."""
+
+    in_process: bool = False
+    """Run the study's trials in this process (one worker, ``run_worker``), not in worker
+    processes: no process start, the model loaded once."""
+    eval_config: EvalConfig = field(default_factory=EvalConfig)
+    """How every evaluation generates replies (a shorter max_new_tokens is quicker)."""
+    top_k: int = DEFAULT_TOP_K
+    """Trials the evaluator evaluates, best eval_loss first."""
+    moe: bool = True
+    """Train the per-persona adapters and evaluate the MoE merge (step 6)."""
+    png: bool = True
+    """Render the report's PNG (needs Chromium)."""
+
+
+def run_demo(
+    options: DemoOptions,
+    console: Console | None = None,
+    shortcuts: DemoShortcuts = DemoShortcuts(),
+) -> DemoResult:
     """Run every step of the service once, printing as it goes."""
     from trainers.tiny import (
         ensure_tiny_model,
@@ -225,18 +248,29 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         f"{section.n_trials} trials, seeds enqueued first, "
         f"{options.workers} workers (logs in {layout.root / 'logs'})"
     )
-    workers = start_workers(url, section.name, n_workers=options.workers, output_root=root)
-    with display.study_progress(url, section.name, console) as poll:
-        codes = wait_for_workers(workers, poll=poll)
-    if any(codes):
-        logs = ", ".join(str(w.log_path) for w, c in zip(workers, codes, strict=True) if c)
-        raise RuntimeError(f"a worker failed (exit codes {codes}); see {logs}")
+    if shortcuts.in_process:
+        from hpo.workers.worker import run_worker
+
+        run_worker(url, section.name, output_root=root, worker_index=0)
+    else:
+        workers = start_workers(url, section.name, n_workers=options.workers, output_root=root)
+        with display.study_progress(url, section.name, console) as poll:
+            codes = wait_for_workers(workers, poll=poll)
+        if any(codes):
+            logs = ", ".join(str(w.log_path) for w, c in zip(workers, codes, strict=True) if c)
+            raise RuntimeError(f"a worker failed (exit codes {codes}); see {logs}")
     status = study_status(url, section.name)
     display.print_table(display.status_table(status), console)
     done(name)
 
     name = step("5. evaluation")
-    report, results_path = evaluate_study(url, section.name, output_root=root)
+    report, results_path = evaluate_study(
+        url,
+        section.name,
+        output_root=root,
+        eval_config=shortcuts.eval_config,
+        top_k=shortcuts.top_k,
+    )
     display.print_table(display.similarity_table(report), console)
     files["promoted adapter"] = report.promoted_dir
     files["trial adapters"] = layout.root / "models" / "trials" / section.name
@@ -245,30 +279,37 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     files["database"] = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite") else url
     done(name)
 
-    name = step("6. per-persona adapters and MoE")
-    summary = train_persona_adapters(
-        url,
-        section.name,
-        output_root=root,
-        overrides={
-            "epochs": options.persona_epochs,
-            "max_train_per_persona": options.persona_max_train,
-        },
-    )
-    console.print(
-        f"per-persona adapters ({summary.source}): {summary.n_personas} personas, "
-        f"{len(summary.trained)} trained, {summary.already_done + len(summary.reused)} reused, "
-        f"{len(summary.failed)} failed"
-    )
-    _, moe_path = run_moe(
-        url, section.name, output_root=root, settings=MoeSettings(k=options.moe_k)
-    )
-    files["per-persona adapters"] = layout.root / "models" / section.name / "personas"
-    files["MoE results"] = moe_path
-    done(name)
+    if shortcuts.moe:
+        name = step("6. per-persona adapters and MoE")
+        summary = train_persona_adapters(
+            url,
+            section.name,
+            output_root=root,
+            overrides={
+                "epochs": options.persona_epochs,
+                "max_train_per_persona": options.persona_max_train,
+            },
+        )
+        console.print(
+            f"per-persona adapters ({summary.source}): {summary.n_personas} personas, "
+            f"{len(summary.trained)} trained, {summary.already_done + len(summary.reused)} "
+            f"reused, {len(summary.failed)} failed"
+        )
+        _, moe_path = run_moe(
+            url,
+            section.name,
+            output_root=root,
+            settings=MoeSettings(k=options.moe_k),
+            eval_config=shortcuts.eval_config,
+        )
+        files["per-persona adapters"] = layout.root / "models" / section.name / "personas"
+        files["MoE results"] = moe_path
+        done(name)
 
     name = step("7. report and decision")
-    report_data, written = write_report(url, section.name, output_root=root)
+    report_data, written = write_report(
+        url, section.name, output_root=root, eval_config=shortcuts.eval_config, png=shortcuts.png
+    )
     summary_file = written.get("summary")
     if summary_file is not None:
         text = Path(summary_file).read_text(encoding="utf-8")

@@ -11,10 +11,13 @@ the persona texts' embeddings finds them again, with one cluster much larger tha
 
 A :class:`Plant` plants a trait shared by one archetype's personas (by default the largest,
 which becomes the largest cluster, the one a study tunes): a share of their replies is about
-:data:`~trainers.tiny.vocabulary.PLANTED_TOPIC` instead of one of their own traits. Their
-persona texts stay as they are, so nothing in the prompt announces it and the base model, whose
-pretraining never saw the topic, cannot know it: only fine-tuning on the group's replies can
-learn it. Everything else is drawn exactly as without it, so strength 0 (the negative control)
+:data:`~trainers.tiny.vocabulary.PLANTED_TOPIC` instead of one of their own traits, and the
+same share of every other persona's replies about another shared topic,
+:data:`~trainers.tiny.vocabulary.OTHERS_TOPIC`. Persona texts stay as they are, so nothing in
+the prompt announces either topic and the base model, whose pretraining never saw them, cannot
+know them: only fine-tuning can. A cluster adapter learns its group's topic; the unified
+adapter, trained on every group, mixes it with the others' (docs/demo.md, "Planted effect").
+Everything else is drawn exactly as without a plant, so strength 0 (the negative control)
 gives the same records as no plant at all.
 
 We write this generator ourselves because the service needs a small dataset with a known
@@ -37,6 +40,7 @@ from trainers.tiny.vocabulary import (
     CONTRACTIONS,
     GENERIC_TRAITS,
     GREETINGS,
+    OTHERS_TOPIC,
     PLANTED_TOPIC,
     QUESTIONS,
     SELF_GREETINGS,
@@ -60,13 +64,14 @@ study tunes (clusters are numbered by size, so with k=5 it is cluster 4)."""
 
 @dataclass(frozen=True)
 class Plant:
-    """A trait planted in the replies of one archetype's personas and no others'.
+    """A trait planted in the replies of one archetype's personas, and another in the rest's.
 
     Each reply of the group's personas is, with probability ``strength``, about
     :data:`~trainers.tiny.vocabulary.PLANTED_TOPIC` instead of one of the persona's own traits
     (same question, template and style; drawn from a random stream of its own, so the rest of
-    the dataset is the one drawn without a plant). Strength 0 plants nothing: the negative
-    control.
+    the dataset is the one drawn without a plant); each reply of every other persona, with the
+    same probability, about :data:`~trainers.tiny.vocabulary.OTHERS_TOPIC`. Strength 0 plants
+    nothing: the negative control.
     """
 
     strength: float = 0.0
@@ -87,8 +92,13 @@ class Plant:
 
     @property
     def topic(self) -> str:
-        """What the planted replies talk about."""
+        """What the group's planted replies talk about."""
         return PLANTED_TOPIC
+
+    @property
+    def others_topic(self) -> str:
+        """What the other personas' planted replies talk about."""
+        return OTHERS_TOPIC
 
     def describe(self) -> str:
         """One line for a user: what is planted where, or that nothing is."""
@@ -96,7 +106,8 @@ class Plant:
             return "nothing planted (negative control)"
         return (
             f"{self.strength:.0%} of the {self.group} personas' replies are about "
-            f"{self.topic!r}, a topic the tiny model's pretraining never saw"
+            f"{self.topic!r}, {self.strength:.0%} of the others' about {self.others_topic!r} "
+            "(topics the tiny model's pretraining never saw)"
         )
 
 
@@ -193,12 +204,14 @@ def generate_personas(
         rng = random.Random(f"persona:{seed}:{index}")
         persona = _draw_persona(rng, archetype, taken)
         persona_id = f"p{index:0{width}d}"
-        planted = plant if plant is not None and archetype == plant.group else None
+        planted = None
+        if plant is not None:
+            planted = plant.topic if archetype == plant.group else plant.others_topic
         plant_rng = random.Random(f"plant:{seed}:{index}")  # its own stream: rng stays as is
         for _ in range(examples_per_persona):
             topic = None
-            if planted is not None and plant_rng.random() < planted.strength:
-                topic = planted.topic
+            if plant is not None and plant_rng.random() < plant.strength:
+                topic = planted
             context, reply = _draw_example(rng, persona, planted_topic=topic)
             records.append(
                 {
