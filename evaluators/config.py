@@ -1,4 +1,5 @@
-"""Evaluation settings: how replies are generated, in one frozen dataclass.
+"""Evaluation settings: how replies are generated, and the minimum effect a verdict needs, in
+one frozen dataclass.
 
 The CLI derives its ``hpo evaluate`` flags from these fields and their docstrings, and passes
 the whole config down to :func:`evaluators.scoring.generation.generate_replies`; the defaults
@@ -21,13 +22,25 @@ MIN_DERIVED_PROMPT_TOKENS = 16
 KEY_LENGTH = 12
 """Hex digits of :attr:`EvalConfig.key` (48 bits: no collision among a study's configs)."""
 
-FLOAT_FIELDS = ("temperature", "top_p", "repetition_penalty")
+FLOAT_FIELDS = ("temperature", "top_p", "repetition_penalty", "min_effect")
 """Fields given as int are stored as float, so that equal settings have an equal key."""
 
 RUN_FIELDS = ("compile_decoding", "adapter_batches")
 """Fields that choose how the work runs, not which replies it gives: like the device, they
 are left out of :attr:`EvalConfig.key`, so a run started one way resumes the other way (the
 tests show the replies equal)."""
+
+VERDICT_FIELDS = ("min_effect",)
+"""Fields that choose how the numbers are judged, not which replies are given: left out of
+:attr:`EvalConfig.key`, so that stored replies are read again under another minimum effect."""
+
+DEFAULT_MIN_EFFECT = 2.0
+"""The default minimum effect, in percentage points of similarity: about 4 times the run-to-run
+spread of the demo's trained rows (0.5 pt), a tenth of what the persona itself is worth to the
+base model (22 pt, base model minus swapped persona), and above the 0.22 pt of a merge that
+is nearly the base model (docs/evaluation.md, "The minimum effect")."""
+MIN_EFFECT_MAX = 100.0
+"""Similarity is a cosine: a difference of more than 100 points of it is a typo."""
 
 COMPILE_MODES = ("off", "buckets")
 """Values of :attr:`EvalConfig.compile_decoding`."""
@@ -43,7 +56,8 @@ def _check(condition: bool, name: str, value: object, expected: str) -> None:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """How an evaluation generates replies: batching, lengths and decoding.
+    """How an evaluation generates replies (batching, lengths and decoding), and the minimum
+    effect its verdicts need.
 
     Greedy decoding by default; ``do_sample=True`` samples with ``temperature``, ``top_p``
     and ``top_k``, seeded by ``seed``. Sampling settings are refused without ``do_sample``,
@@ -82,6 +96,10 @@ class EvalConfig:
     """Per-persona and MoE evaluation: per_adapter answers persona by persona; mixed batches
     many personas' adapters together (peft's adapter_names), with the same replies; auto: mixed
     on a GPU, per_adapter on the CPU (BENCHMARKS.md, "Many adapters per batch")."""
+    min_effect: float = DEFAULT_MIN_EFFECT
+    """Minimum effect, in percentage points of similarity: a method beats another only when the
+    95% CI of the paired difference lies above it and the Holm p of the one-sided test of
+    "difference > min_effect" is below 0.05 (0: any difference above zero; docs/evaluation.md)."""
 
     def __post_init__(self) -> None:
         for name in FLOAT_FIELDS:  # 1 and 1.0 are one setting, with one key
@@ -128,6 +146,12 @@ class EvalConfig:
             "adapter_batches",
             self.adapter_batches,
             f"one of {ADAPTER_BATCHES}",
+        )
+        _check(
+            math.isfinite(self.min_effect) and 0 <= self.min_effect < MIN_EFFECT_MAX,
+            "min_effect",
+            self.min_effect,
+            f"a number of percentage points in [0, {MIN_EFFECT_MAX:g})",
         )
         if not self.do_sample:
             for name, neutral in (("temperature", 1.0), ("top_p", 1.0), ("top_k", 0)):
@@ -176,8 +200,10 @@ class EvalConfig:
 
         A change of any field (a decoding option, a length, even the batch size, which can
         move greedy replies through padding) gives another key and so another evaluation run;
-        the :data:`RUN_FIELDS` are left out (how the work runs, as the device is).
+        the :data:`RUN_FIELDS` are left out (how the work runs, as the device is), and so are
+        the :data:`VERDICT_FIELDS` (how the numbers are judged).
         """
-        fields = {k: v for k, v in self.to_dict().items() if k not in RUN_FIELDS}
+        left_out = {*RUN_FIELDS, *VERDICT_FIELDS}
+        fields = {k: v for k, v in self.to_dict().items() if k not in left_out}
         canonical = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:KEY_LENGTH]

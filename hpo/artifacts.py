@@ -286,8 +286,10 @@ def output_layout(
     """The output root's layout, with the configured shared store, at a process's start.
 
     The store is probed (:func:`probe_store`) and guarded (an outage later is waited out for
-    ``patience`` seconds, the grace period by default), and what killed downloads left in the
-    root's download cache is removed (:func:`storage.sweep_download_cache`).
+    ``patience`` seconds, the grace period by default), and what killed processes left is
+    removed: in the root's download cache (:func:`storage.sweep_download_cache`), and the
+    temporary folders of ``models/`` and ``results/`` that no live process holds
+    (:func:`storage.sweep_temp_folders`: MoE and persona adapters, baselines, reports).
 
     Raises:
         ArtifactStoreError: ``HPO_ARTIFACTS`` is wrong or the store refuses us (bad input).
@@ -299,6 +301,8 @@ def output_layout(
     layout = storage.OutputLayout(Path(output_root).resolve(), store=store)
     for path in storage.sweep_download_cache(layout):
         log.warning("removed %s, left by a download that was killed", path)
+    for path in storage.sweep_temp_folders(layout):
+        log.warning("removed %s, left by a process that was killed while it wrote", path)
     return layout
 
 

@@ -10,14 +10,18 @@ from storage.artifacts import (
     NAME_PATTERN,
     ArtifactInfo,
     OutputLayout,
-    atomic_directory,
-    atomic_file,
     directory_sha256,
     get_artifact,
     record_artifact,
-    sweep_temp_dirs,
     validate_name,
     verify_artifact,
+)
+from storage.atomic import (
+    atomic_directory,
+    atomic_file,
+    sweep_temp_dirs,
+    sweep_temp_folders,
+    sweep_unheld_temp_dirs,
 )
 from storage.budget import (
     StepBudget,
@@ -70,6 +74,7 @@ from storage.evaluations import (
     done_example_ids,
     evaluation_results,
     evaluation_run_status,
+    fail_evaluation_run,
     finish_evaluation_run,
     list_evaluation_runs,
     save_evaluation_results,
@@ -108,7 +113,14 @@ from storage.models import (
 )
 from storage.optuna_schema import KNOWN_OPTUNA_REVISIONS
 from storage.optuna_tables import StoredStudy, StoredTrial
-from storage.outage import DatabaseUnavailable, OutageGuard, is_disconnect, unreachable_message
+from storage.outage import (
+    DatabaseUnavailable,
+    OutageGuard,
+    is_disconnect,
+    missing_table_or_column,
+    older_schema_message,
+    unreachable_message,
+)
 from storage.shared import (
     ArtifactUnavailable,
     BrokenArtifact,
@@ -203,6 +215,7 @@ __all__ = [
     "engine_options",
     "evaluation_results",
     "evaluation_run_status",
+    "fail_evaluation_run",
     "fetch_artifact",
     "find_clustering",
     "finish_evaluation_run",
@@ -222,7 +235,9 @@ __all__ = [
     "load_persona_embeddings",
     "load_personas",
     "masked_url",
+    "missing_table_or_column",
     "normalize_url",
+    "older_schema_message",
     "open_storage",
     "publish_and_record",
     "publish_artifact",
@@ -246,6 +261,8 @@ __all__ = [
     "study_records_of_key",
     "sweep_download_cache",
     "sweep_temp_dirs",
+    "sweep_temp_folders",
+    "sweep_unheld_temp_dirs",
     "under_root",
     "unreachable_message",
     "upgrade_database",

@@ -1,17 +1,13 @@
-"""Safe names, the output directory layout, atomic directories and recorded artifacts."""
+"""Safe names, the output directory layout and recorded artifacts (atomic folders and files:
+:mod:`storage.atomic`)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -130,115 +126,6 @@ class OutputLayout:
     def data_dir(self) -> Path:
         """Return ``root/data``."""
         return self._under("data")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield a temporary directory that replaces ``final`` only if the block succeeds.
-
-    The temporary directory is ``.tmp-<name>-<random>`` next to ``final``. On success every
-    file and directory is fsynced and the directory is renamed into place (a previous
-    ``final`` is moved aside first, then deleted). On any error the temporary directory is
-    removed and a previous ``final`` is left intact.
-
-    Args:
-        final: Where the finished directory should end up.
-
-    Yields:
-        The temporary directory to write into.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    try:
-        yield tmp
-        for dirpath, _dirnames, filenames in os.walk(tmp):
-            for filename in filenames:
-                _fsync(Path(dirpath, filename))
-            _fsync(Path(dirpath))
-        old: Path | None = None
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".old-{final.name}-", dir=final.parent))
-            os.replace(final, old / final.name)
-        try:
-            os.rename(tmp, final)
-        except BaseException:
-            if old is not None:
-                os.replace(old / final.name, final)
-                shutil.rmtree(old, ignore_errors=True)
-            raise
-        _fsync(final.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-_LEFTOVER_RE = re.compile(r"^\.(?:tmp|old)-(?P<name>.+)-[^-]+$")
-
-
-def sweep_temp_dirs(parent: Path, live: Callable[[], Collection[str]]) -> list[Path]:
-    """Remove what :func:`atomic_directory` left in ``parent`` for names no longer written.
-
-    A process killed inside :func:`atomic_directory` leaves ``.tmp-<name>-<random>`` (a
-    partial directory) or ``.old-<name>-<random>`` beside ``<name>``. The folders are listed
-    first and ``live`` is asked afterwards, so a directory begun after the listing is never
-    touched, and one listed for a name that ``live`` still returns is kept.
-
-    Args:
-        parent: The folder that holds the final directories (``models/trials/<study>``).
-        live: Returns the names still being written (the numbers of RUNNING trials).
-
-    Returns:
-        The folders removed.
-    """
-    parent = Path(parent)
-    try:
-        leftovers = [
-            (p, m["name"])
-            for p in parent.iterdir()
-            if (m := _LEFTOVER_RE.match(p.name)) is not None and p.is_dir()
-        ]
-    except FileNotFoundError:
-        return []
-    if not leftovers:
-        return []
-    keep = set(live())
-    removed = []
-    for path, name in leftovers:
-        if name not in keep:
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[TextIO]:
-    """Write a text file atomically: a temp file beside it, fsync, then rename over ``path``.
-
-    On an exception the temp file is removed and any previous ``path`` stays intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def _file_sha256(path: Path) -> tuple[str, int]:

@@ -200,11 +200,7 @@ def init_schema(engine: Engine) -> None:
                 return
             _refuse_unknown(engine, before)
             if before is not None and conn.dialect.name != "sqlite":
-                raise StorageError(
-                    f"the database at {masked_url(engine.url)} has our tables at revision "
-                    f"{before}, older than this code's {head}: stop the workers and run "
-                    "`hpo db upgrade --storage URL`"
-                )
+                raise StorageError(_older_schema_hint(engine.url, before, head))
             _migrate(conn)
         if before is not None:
             log.warning(
@@ -300,11 +296,27 @@ def _schema_transaction(engine: Engine) -> Iterator[sa.Connection]:
 def _refuse_unknown(engine: Engine, revision: str | None) -> None:
     known = migrations.known_revisions()
     if revision is not None and revision not in known:
-        raise StorageError(
-            f"the database at {masked_url(engine.url)} has our tables at revision "
-            f"{revision!r}, newer than this code's {known[-1]!r} (it knows {', '.join(known)}): "
-            "upgrade persona-hpo"
+        raise StorageError(_newer_schema_hint(engine.url, revision, known))
+
+
+def _newer_schema_hint(url: URL | str, revision: str, known: list[str]) -> str:
+    return (
+        f"the database at {masked_url(url)} has our tables at revision {revision!r}, newer "
+        f"than this code's {known[-1]!r} (it knows {', '.join(known)}): upgrade persona-hpo"
+    )
+
+
+def _older_schema_hint(url: URL | str, revision: str | None, head: str) -> str:
+    """The upgrade hint every command gives on a database our code has moved past."""
+    if revision is None:
+        return (
+            f"the database at {masked_url(url)} has none of our tables (this code's are at "
+            f"revision {head}): run `hpo db upgrade --storage URL`"
         )
+    return (
+        f"the database at {masked_url(url)} has our tables at revision {revision}, older than "
+        f"this code's {head}: stop the workers and run `hpo db upgrade --storage URL`"
+    )
 
 
 def _migrate(conn: sa.Connection) -> None:

@@ -1,5 +1,9 @@
 """Evaluation runs and their per-example results, resumable without duplicates.
 
+A run is ``running`` from when it is opened until it is finished (``complete``) or closed as
+``failed`` with the reason (an adapter that does not load, an error mid-generation): no run
+is left marked running by an evaluation that ended. Opening a failed run again resumes it.
+
 ``trial_number`` is ``-1`` for "no trial" (e.g. the base model) and ``cluster_id`` ``-1``
 for "all personas": NULLs would make the unique key unenforced.
 """
@@ -25,6 +29,9 @@ from storage.models import (
 
 RUNNING = "running"
 COMPLETE = "complete"
+FAILED = "failed"
+FAILURE_CHARS = 2000
+"""The longest reason kept for a failed run (a driver's or peft's message may run long)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ class RunInfo:
     status: str
     mean_similarity: float | None
     n_examples: int | None
+    failure: str | None = None
+    """Why the run failed, while its status is ``"failed"``."""
 
 
 def start_evaluation_run(
@@ -71,7 +80,8 @@ def start_evaluation_run(
     """Return the run for (study, method, trial, cluster, split), creating it if needed.
 
     Check :func:`evaluation_run_status`: a ``"complete"`` run can be skipped, a
-    ``"running"`` one resumed with :func:`done_example_ids`.
+    ``"running"`` one resumed with :func:`done_example_ids`. A ``"failed"`` run is opened
+    again as ``"running"`` (its reason cleared), to be resumed the same way.
 
     Args:
         session: An open session.
@@ -115,11 +125,37 @@ def start_evaluation_run(
             f"evaluation run {run.id} ({key}) exists with dataset/clustering/embedding model "
             f"{stored}, not {wanted}: use another study name or method"
         )
+    if run.status == FAILED:
+        session.execute(
+            update(EvaluationRun)
+            .where(EvaluationRun.id == run.id, EvaluationRun.status == FAILED)
+            .values(status=RUNNING, failure=None)
+            .execution_options(synchronize_session=False)
+        )
     return run.id
 
 
+def fail_evaluation_run(session: Session, run_id: int, reason: str) -> None:
+    """Close a running run as ``"failed"`` with ``reason``; a complete run stays complete.
+
+    Its results so far stay: opening it again (:func:`start_evaluation_run`) resumes it.
+
+    Args:
+        session: An open session.
+        run_id: The run.
+        reason: Why it failed, one line (cut to :data:`FAILURE_CHARS` characters).
+    """
+    line = " ".join(reason.split())[:FAILURE_CHARS] or "failed"
+    session.execute(
+        update(EvaluationRun)
+        .where(EvaluationRun.id == run_id, EvaluationRun.status != COMPLETE)
+        .values(status=FAILED, failure=line, finished_at=func.now())
+        .execution_options(synchronize_session=False)
+    )
+
+
 def evaluation_run_status(session: Session, run_id: int) -> str:
-    """Return ``"running"`` or ``"complete"``.
+    """Return ``"running"``, ``"complete"`` or ``"failed"``.
 
     Raises:
         StorageError: If there is no run ``run_id``.
@@ -194,6 +230,7 @@ def finish_evaluation_run(session: Session, run_id: int) -> float:
         .where(EvaluationRun.id == run_id)
         .values(
             status=COMPLETE,
+            failure=None,
             mean_similarity=float(mean),
             n_examples=int(n),
             finished_at=func.now(),
@@ -242,6 +279,7 @@ def list_evaluation_runs(session: Session, study_name: str) -> list[RunInfo]:
             status=r.status,
             mean_similarity=r.mean_similarity,
             n_examples=r.n_examples,
+            failure=r.failure,
         )
         for r in runs
     ]

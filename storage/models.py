@@ -186,6 +186,9 @@ class EvaluationRun(Base):
     split: Mapped[str] = mapped_column(String(8))
     embedding_model: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="running")
+    """``running`` (or being resumed), ``complete`` or ``failed``."""
+    failure: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why the run failed (one line), while its status is ``failed``."""
     mean_similarity: Mapped[float | None] = mapped_column(Float, nullable=True)
     n_examples: Mapped[int | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = _created_at()

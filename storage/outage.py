@@ -15,6 +15,10 @@ A retried write whose COMMIT reached the server just before the connection broke
 That window (between the server's commit and its reply) is small beside an outage's seconds;
 our writes that matter under it (an artifact record, the budget's conditional updates) are
 upserts or checked by the invariants.
+
+A table or column of ours missing is no outage (SQLite reports it as an ``OperationalError``
+too): it means a database older than the code, and :func:`older_schema_message` turns it into
+the upgrade hint for every command.
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from storage.engine import _first_line
+from storage import migrations
+from storage.engine import (
+    _first_line,
+    _newer_schema_hint,
+    _older_schema_hint,
+    create_engine,
+    current_revision,
+)
 from storage.errors import StorageError
 from storage.urls import masked_url
 
@@ -63,18 +74,84 @@ def unreachable_message(exc: BaseException, url: str) -> str:
     return f"cannot reach the database at {masked_url(url)}: {_first_line(exc)}"
 
 
+MISSING_OBJECT_SQLSTATES = frozenset({"42P01", "42703"})
+"""PostgreSQL's ``undefined_table`` and ``undefined_column``."""
+SQLITE_MISSING_OBJECT = ("no such table", "no such column", "has no column named")
+"""What SQLite's errors say of a missing table or column."""
+
+
+def missing_table_or_column(exc: BaseException) -> BaseException | None:
+    """The driver's error in ``exc``'s chain saying a table or column does not exist, if any.
+
+    Args:
+        exc: The error, possibly wrapping SQLAlchemy's in its ``__cause__`` chain (our
+            :class:`StorageError`, Optuna's ``StorageInternalError``).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        driver = getattr(current, "orig", None) or current
+        if getattr(driver, "sqlstate", None) in MISSING_OBJECT_SQLSTATES:
+            return driver
+        if type(driver).__module__ == "sqlite3" and any(
+            text in str(driver) for text in SQLITE_MISSING_OBJECT
+        ):
+            return driver
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def older_schema_message(exc: BaseException, url: str) -> str | None:
+    """One line for a command that met a table or column of ours missing: the upgrade hint.
+
+    Commands that read or write without :func:`init_schema` (``hpo study status``,
+    ``list``, ``budget``, ``report``, ...) meet an older database as a raw ``relation
+    "study_records" does not exist``. When ``exc`` is such an error and the database's
+    revision is not this code's, this gives the line the workers give at start (``hpo db
+    upgrade``), the driver's line after it.
+
+    Args:
+        exc: The error a command raised.
+        url: The storage URL the command used.
+
+    Returns:
+        The line, or None when ``exc`` is no missing table or column, or the database is at
+        this code's revision (the missing object is not ours to upgrade).
+    """
+    missing = missing_table_or_column(exc)
+    if missing is None:
+        return None
+    try:
+        revision = current_revision(create_engine(url))
+    except StorageError:
+        return None
+    head = migrations.head_revision()
+    if revision == head:
+        return None
+    known = migrations.known_revisions()
+    if revision is not None and revision not in known:
+        hint = _newer_schema_hint(url, revision, known)
+    else:
+        hint = _older_schema_hint(url, revision, head)
+    return f"{hint} ({_first_line(missing)})"
+
+
 def is_disconnect(exc: BaseException) -> bool:
     """Whether ``exc`` (or an error it was raised from) says the database cannot be reached.
 
     Connection refused, a connection closed by a restarting server, a server starting up or
     shutting down, and SQLite's busy errors are all SQLAlchemy ``OperationalError`` or
     ``InterfaceError``, or a ``DBAPIError`` that invalidated its connection. Errors of the
-    statement itself (a constraint, a missing table on PostgreSQL) are not.
+    statement itself (a constraint, a missing table or column, on SQLite an
+    ``OperationalError`` too) are not.
 
     Args:
         exc: The error, possibly wrapping the SQLAlchemy one in its ``__cause__`` chain
             (Optuna's ``StorageInternalError``, our :class:`StorageError`).
     """
+    if missing_table_or_column(exc) is not None:  # an older schema: waiting will not help
+        return False
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

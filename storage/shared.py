@@ -36,10 +36,10 @@ from typing import Any
 from storage.artifacts import (
     OutputLayout,
     _file_sha256,
-    atomic_directory,
     directory_sha256,
     record_artifact,
 )
+from storage.atomic import atomic_directory
 from storage.engine import session_scope
 from storage.errors import StorageError
 from storage.store_faults import is_store_fault

@@ -105,3 +105,28 @@ def import_and_cluster(url: str, tmp_path: Path, name: str, k: int) -> str:
     import_dataset(engine, path, name=name, split=SplitConfig(n_test=4))
     cluster_dataset(engine, name, k=k)
     return url
+
+
+def store_dataset_with_one_cluster(url: str, name: str) -> None:
+    """A dataset and a one-cluster clustering, stored as `hpo data import` and `cluster` do
+    (without embedding anything: a study's creation needs only the rows)."""
+    import storage
+    from tests.storage_tests.conftest import make_personas
+    from trainers.embedding import DEFAULT_EMBEDDING_MODEL
+
+    engine = storage.open_storage(url)
+    with storage.session_scope(engine) as session:
+        dataset_id = storage.save_dataset(
+            session, name=name, sha256="a" * 64, source=f"{name}.jsonl", personas=make_personas()
+        )
+        personas = storage.load_personas(session, dataset_id)
+        storage.save_clustering(
+            session,
+            dataset_id=dataset_id,
+            k=1,
+            seed=0,
+            embedding_model=DEFAULT_EMBEDDING_MODEL,
+            silhouette=0.0,
+            assignments={p.id: (0, 0.0) for p in personas},
+            stats=[storage.ClusterStatRow(0, len(personas), 12, 0.0)],
+        )

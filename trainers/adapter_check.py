@@ -13,7 +13,6 @@ Shapes are checked against the adapter's own config (each ``lora_A`` has ``r`` r
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,16 @@ from trainers.input_file import (
     ADAPTER_CONFIG_MAX_BYTES,
     InputFileError,
     check_input_file,
-    read_input_file,
+    read_json,
 )
 
-__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "AdapterError", "check_adapter_dir"]
+__all__ = [
+    "ADAPTER_CONFIG",
+    "ADAPTER_WEIGHTS",
+    "AdapterError",
+    "check_adapter_dir",
+    "read_adapter_config",
+]
 
 ADAPTER_CONFIG = "adapter_config.json"
 """peft's config file name (``peft.utils.CONFIG_NAME``)."""
@@ -49,17 +54,21 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+def read_adapter_config(path: str | Path) -> dict[str, Any]:
+    """The LoRA config in ``path`` (an ``adapter_config.json``), checked: a JSON object nested
+    at most 64 levels, ``peft_type`` LORA and an integer rank ``r``.
+
+    Raises:
+        AdapterError: Missing, not a regular file, over 1 MiB, not valid JSON (with its
+            line), nested too deeply, or not a LoRA config; the message names the file.
+    """
+    path = Path(path)
     try:
-        data = read_input_file(path, limit=ADAPTER_CONFIG_MAX_BYTES, what="a peft adapter config")
+        config = read_json(path, limit=ADAPTER_CONFIG_MAX_BYTES, what="a peft adapter config")
     except InputFileError as exc:
         if exc.missing:
             raise AdapterError(path, "missing: the folder holds no peft adapter") from None
         raise AdapterError(path, exc.reason) from None
-    try:
-        config = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AdapterError(path, f"not valid JSON: {_first_line(exc)}") from None
     if not isinstance(config, dict):
         raise AdapterError(path, "not a peft adapter config: expected a JSON object")
     if config.get("peft_type") != "LORA":
@@ -106,7 +115,7 @@ def check_adapter_dir(adapter_dir: str | Path) -> None:
     folder = Path(adapter_dir)
     if not folder.is_dir():
         raise AdapterError(folder, "not a folder: give a peft adapter folder")
-    config = _read_config(folder / ADAPTER_CONFIG)
+    config = read_adapter_config(folder / ADAPTER_CONFIG)
     weights = folder / ADAPTER_WEIGHTS
     shapes = _tensor_shapes(weights)
     if not shapes:

@@ -10,6 +10,7 @@ causal-LM collator, ``DataCollatorForLanguageModeling``, would copy ``input_ids`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -165,3 +166,30 @@ def padded_right(tokenizer: Any) -> Iterator[None]:
         yield
     finally:
         tokenizer.padding_side = side
+
+
+@functools.cache
+def seeded_trainer() -> type:
+    """transformers' ``Trainer`` whose length-grouped training sampler has a generator of its
+    own, seeded by ``data_seed``.
+
+    transformers builds the training ``LengthGroupedSampler`` without a generator (its
+    evaluation sampler gets a seeded one, and accelerate seeds only a plain random sampler), so
+    each epoch's order would come from torch's global generator, which every evaluation's data
+    loader also draws from: the same config would train other batches depending on how often
+    it was evaluated, and a final-evaluation-only run would not train the adapter a reported
+    run trains.
+    """
+    import torch
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class SeededTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            sampler = super()._get_train_sampler(train_dataset)
+            if isinstance(sampler, LengthGroupedSampler) and sampler.generator is None:
+                seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+                sampler.generator = torch.Generator().manual_seed(seed)
+            return sampler
+
+    return SeededTrainer

@@ -25,6 +25,7 @@ from trainers.batching import (
     check_packing,
     collator,
     padded_right,
+    seeded_trainer,
     tokenize_pairs,
 )
 from trainers.config import TINY_MODEL, TrainConfig
@@ -257,7 +258,7 @@ def _attempt(
     the evaluation interval, the logging interval and the micro-batch size."""
     import torch
     from peft import get_peft_model
-    from transformers import PrinterCallback, ProgressCallback, Trainer
+    from transformers import PrinterCallback, ProgressCallback
 
     eval_steps, log_steps, micro = steps
     started = time.monotonic()
@@ -284,7 +285,7 @@ def _attempt(
                     f"{config.batch_size // micro} after running out of memory\n"
                 )
             # Train, reporting every evaluation.
-            trainer = Trainer(
+            trainer = seeded_trainer()(
                 model=model,
                 args=training_arguments(
                     config,

@@ -15,6 +15,7 @@ from evaluators.scoring.method_run import MethodResult
 from trainers.base_model import BaseModel
 from trainers.batching import prompt_pairs
 from trainers.config import TrainConfig
+from trainers.input_file import RECORD_MAX_BYTES, InputFileError, read_json
 
 ADAPTER_KIND_PREFIX = "baseline_"
 """Artifact kind of a baseline adapter: ``baseline_<name>``."""
@@ -42,8 +43,10 @@ def _reusable(
         return None
     try:
         path = storage.fetch_artifact(layout, info.path, info.sha256)
-        setup = json.loads((path / SETUP_FILE).read_text())
-    except (storage.ArtifactUnavailable, OSError, ValueError):
+        setup = read_json(path / SETUP_FILE, limit=RECORD_MAX_BYTES, what="a setup record")
+    except (storage.ArtifactUnavailable, OSError, InputFileError):
+        return None
+    if not isinstance(setup, dict):
         return None
     return path if setup.get("training_hash") == training_hash else None
 

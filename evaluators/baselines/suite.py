@@ -68,10 +68,12 @@ from evaluators.baselines.texts import (
     swapped_items,
     swapped_partners,
 )
+from evaluators.config import DEFAULT_MIN_EFFECT
 from evaluators.report.decision import rule_comparisons
 from evaluators.scoring.method_run import EvalItem, MethodResult
 from evaluators.scoring.similarity import normalized, reference_ceiling
 from evaluators.stats.comparison import compare, compare_methods
+from evaluators.stats.families import PROMOTION_FAMILY, PROMOTION_NOTE, family_fields
 from trainers.base_model import BaseModel
 from trainers.config import TrainConfig
 
@@ -178,11 +180,13 @@ def baseline_report(
     tuned_cluster: int | None = None,
     embedding_model: str | None = None,
     items: Sequence[EvalItem] | None = None,
+    min_effect: float = DEFAULT_MIN_EFFECT,
     seed: int = 0,
 ) -> dict[str, Any]:
     """JSON-ready summary: each method with its interval, floor and normalized score (and its
     interval); the decision rule's own comparisons of ``evaluated``, Holm-corrected among
-    themselves only (``holm_family`` names them); every other method described against
+    themselves only (the family ``promotion_comparisons``, named in ``tested_family``, as in
+    the promotion's results file); every other method described against
     ``reference`` with its unadjusted interval and no verdict; and the persona effect
     ``base_model - persona_swapped``, described.
 
@@ -201,6 +205,7 @@ def baseline_report(
             (it is cluster 0 itself).
         embedding_model: The scorer, for the all-pairs reference ceiling (with ``items``).
         items: The test examples; when given, the all-pairs reference ceiling is added.
+        min_effect: The minimum effect a tested comparison must beat, in percentage points.
         seed: Seed of the resampling.
 
     Raises:
@@ -232,8 +237,11 @@ def baseline_report(
     }
     report: dict[str, Any] = {
         "methods": methods,
-        "holm_family": [f"{a} - {b}" for a, b in family],
-        "comparisons": compare_methods(results, family, seed=seed) if family else {},
+        **family_fields(
+            PROMOTION_FAMILY,
+            compare_methods(results, family, min_effect=min_effect, seed=seed) if family else {},
+            PROMOTION_NOTE,
+        ),
         "described": described,
     }
     effect = f"{reference} - {SWAPPED}"

@@ -53,6 +53,7 @@ from evaluators.scoring.method_run import (
 from trainers.base_model import BaseModel
 from trainers.config import ModelConfig
 from trainers.embedding import DEFAULT_EMBEDDING_MODEL
+from trainers.input_file import RECORD_MAX_BYTES, InputFileError, read_json
 
 __all__ = [
     "DIGEST_LENGTH",
@@ -212,11 +213,11 @@ def read_results(layout: storage.OutputLayout, study_name: str) -> dict[str, Any
     """The study's MoE results file, or None when there is none yet."""
     path = results_path(layout, study_name)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        data = read_json(path, limit=RECORD_MAX_BYTES, what="the MoE results file")
+    except InputFileError as exc:
+        if exc.missing:
+            return None
+        raise  # names the file, the line and the cause
     return data if isinstance(data, dict) else None
 
 

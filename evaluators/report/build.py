@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +33,7 @@ from typing import Any
 
 import storage
 from evaluators.baselines.suite import BASE_MODEL, CLUSTER0
-from evaluators.config import EvalConfig
-from evaluators.moe.run import MOE_SELF
+from evaluators.config import DEFAULT_MIN_EFFECT, EvalConfig
 from evaluators.report import decision
 from evaluators.report.figure import FIGURE_SIZE, PNG_SCALE, comparison_figure, render_png
 from evaluators.report.rows import (
@@ -60,10 +58,12 @@ from evaluators.scoring.method_run import (
 )
 from evaluators.scoring.similarity import normalized
 from evaluators.stats.comparison import compare_methods
+from evaluators.stats.families import DECISION_FAMILY, DECISION_NOTE, family_fields
 from evaluators.trials.promotion import TRIAL_METHOD
 
 __all__ = [
     "CLUSTER",
+    "DECISION_FAMILY",
     "FIGURE_NAME",
     "FIGURE_SIZE",
     "LABELS",
@@ -230,27 +230,19 @@ def collect_results(
     return {name: results[name] for name in row_order(results)}
 
 
-def _p(entry: Mapping[str, Any]) -> float:
-    return float(entry["p_holm"] if entry.get("p_holm") is not None else entry["p_value"])
-
-
 def _paired(entry: Mapping[str, Any]) -> decision.Paired:
+    """A tested comparison's JSON entry as the rule reads it: its p-value is the margin test's
+    (where the entry has one), its Holm p-value corrects that one."""
+    p_test = entry.get("p_margin")
+    p_test = entry["p_value"] if p_test is None else p_test
     return decision.Paired(
         entry["mean"],
         entry["low"],
         entry["high"],
         bool(entry["beats"]),
-        _p(entry),
-        entry["p_value"],
-    )
-
-
-def _reversed(entry: Mapping[str, Any], a_degenerate: bool) -> decision.Paired:
-    """``b - a`` from the comparison ``a - b`` (the same test, not a second one for Holm)."""
-    alpha = 1 - entry["confidence"]
-    beats = entry["high"] < 0 and _p(entry) < alpha and not a_degenerate
-    return decision.Paired(
-        -entry["mean"], -entry["high"], -entry["low"], beats, _p(entry), entry["p_value"]
+        entry["p_holm"] if entry.get("p_holm") is not None else p_test,
+        p_test,
+        entry.get("margin") or 0.0,
     )
 
 
@@ -261,18 +253,14 @@ def decide_from(
     cluster_id: int | None = None,
 ) -> Any:
     """Run :func:`evaluators.report.decision.decide` on the report's results and comparisons
-    (``cluster_id``: the study's tuned cluster)."""
+    (``cluster_id``: the study's tuned cluster), its reasons in the table's labels."""
     standings = {
         name: decision.Standing(r.mean_similarity, r.diversity.degenerate)
         for name, r in results.items()
     }
     differences = {name: _paired(entry) for name, entry in comparisons.items()}
-    moe_vs = comparisons.get(f"{MOE_SELF} - {CLUSTER}")
-    if moe_vs is not None:
-        differences[f"{CLUSTER} - {MOE_SELF}"] = _reversed(
-            moe_vs, results[CLUSTER].diversity.degenerate
-        )
-    return decision.decide(standings, differences, tuned_cluster=cluster_id)
+    labels = {name: label(name, cluster_id) for name in ORDER}
+    return decision.decide(standings, differences, tuned_cluster=cluster_id, labels=labels)
 
 
 def _row(
@@ -300,10 +288,13 @@ def build_report(
     promoted_trial: int | None = None,
     evaluated_trials: Sequence[int] = (),
     extra: Mapping[str, Any] | None = None,
+    min_effect: float = DEFAULT_MIN_EFFECT,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """The report as JSON-ready data: rows, the decision's comparisons (Holm over exactly
-    those, named in ``holm_family``), the rows described against the base model, decision.
+    """The report as JSON-ready data: rows, the decision's comparisons (each tested against
+    the minimum effect, Holm over exactly those: the family ``decision_comparisons``, named in
+    ``tested_family``), the rows described
+    against the base model, decision.
 
     Args:
         study_name: The study.
@@ -314,11 +305,15 @@ def build_report(
         promoted_trial: The promoted trial's number, if any.
         evaluated_trials: Every evaluated trial's number (for the "not evaluated" list).
         extra: More fields to keep in the report (settings, file paths).
+        min_effect: The minimum effect a verdict needs, in percentage points of similarity
+            (:attr:`evaluators.config.EvalConfig.min_effect`).
         seed: Seed of the resampling.
     """
     names = row_order(results)
     family = comparison_pairs(names, cluster_id=cluster_id)
-    comparisons = compare_methods(results, family, seed=seed) if family else {}
+    comparisons = (
+        compare_methods(results, family, min_effect=min_effect, seed=seed) if family else {}
+    )
     described = described_differences(results, described_pairs(names), seed=seed)
     expected = [n for n in ORDER if not (cluster_id == 0 and n == CLUSTER0)]
     expected += [f"{TRIAL_PREFIX}{n}" for n in evaluated_trials if n != promoted_trial]
@@ -330,8 +325,8 @@ def build_report(
         "promoted_trial": promoted_trial,
         "rows": {name: _row(name, results[name], described, cluster_id) for name in names},
         "not_evaluated": missing,
-        "holm_family": [f"{a} - {b}" for a, b in family],
-        "comparisons": comparisons,
+        "min_effect_percent_points": min_effect,
+        **family_fields(DECISION_FAMILY, comparisons, DECISION_NOTE),
         "described": described,
         "decision": decided.to_dict(),
         "history": [
@@ -348,14 +343,6 @@ def build_report(
     }
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Write a file atomically (temp file beside it, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_report_files(
     layout: storage.OutputLayout,
     report: dict[str, Any],
@@ -364,8 +351,11 @@ def write_report_files(
 ) -> dict[str, Path]:
     """Write the figure (HTML, PNG), the JSON and the markdown summary of a report.
 
-    Each file is replaced atomically. When the PNG cannot be rendered (no Chromium), the
-    other files are still written, the reason goes into the summary and a warning is logged.
+    The files are written as one set: into a temporary folder that then replaces
+    ``results/<study>/comparison/`` whole (:func:`storage.atomic_directory`), so a report
+    killed or failing midway leaves the previous set as it was, never a new HTML beside an
+    old PNG. When the PNG cannot be rendered (no Chromium), the other files are still
+    written, the reason goes into the summary and a warning is logged.
 
     Args:
         layout: The output root.
@@ -373,28 +363,30 @@ def write_report_files(
         png: Render the PNG.
 
     Returns:
-        What was written, by kind (``html``, ``png``, ``json``, ``summary``).
+        What was written, by kind (``html``, ``png``, ``json``, ``summary``), at their final
+        places.
     """
     study = report["study"]
     html = layout.results_file(REPORT_KIND, f"{FIGURE_NAME}.html", study_name=study)
-    png_path = html.with_suffix(".png")
-    json_path = html.with_suffix(".json")
-    summary = layout.results_file(REPORT_KIND, SUMMARY_FILE, study_name=study)
-    figure = comparison_figure(report)
+    folder = html.parent
     files: dict[str, Path] = {"html": html}
-    _write_bytes(html, figure.to_html(include_plotlyjs=True, full_html=True).encode())
-    if png:
-        try:
-            _write_bytes(png_path, render_png(figure))
-            files["png"] = png_path
-        except RuntimeError as exc:
-            log.warning("%s", exc)
-            report["png_error"] = str(exc)
-    files["json"] = json_path
-    files["summary"] = summary
-    shown: dict[str, Any] = {k: storage.relative(layout, v) for k, v in files.items()}
-    if "png_error" in report:
-        shown["png"] = f"not rendered: {report['png_error']}"
-    _write_bytes(json_path, (json.dumps(report, indent=2) + "\n").encode())
-    _write_bytes(summary, summary_markdown(report, shown).encode())
+    figure = comparison_figure(report)
+    with storage.atomic_directory(folder) as tmp:
+        (tmp / html.name).write_bytes(
+            figure.to_html(include_plotlyjs=True, full_html=True).encode()
+        )
+        if png:
+            try:
+                (tmp / f"{FIGURE_NAME}.png").write_bytes(render_png(figure))
+                files["png"] = html.with_suffix(".png")
+            except RuntimeError as exc:
+                log.warning("%s", exc)
+                report["png_error"] = str(exc)
+        files["json"] = html.with_suffix(".json")
+        files["summary"] = folder / SUMMARY_FILE
+        shown: dict[str, Any] = {k: storage.relative(layout, v) for k, v in files.items()}
+        if "png_error" in report:
+            shown["png"] = f"not rendered: {report['png_error']}"
+        (tmp / files["json"].name).write_bytes((json.dumps(report, indent=2) + "\n").encode())
+        (tmp / SUMMARY_FILE).write_bytes(summary_markdown(report, shown).encode())
     return files

@@ -13,11 +13,14 @@ The rule (``/work/shared/evaluation.md``):
    identical examples; where it does not, there is no main result, and the decision says so
    with the numbers (:data:`BASE_NOT_BEATEN`).
 
-"Beat" means the confidence interval of the paired difference lies above 0 and its p-value,
-Holm-corrected over the rule's own comparisons (:func:`rule_comparisons`, nothing else), is
-below 0.05, never a higher mean alone, and a degenerate method (one reply repeated) never beats
-anything and is never the main result. A verdict that rests on a degenerate comparator says
-so: beating a method that repeats one reply shows only that the winner is not broken. The
+"Beat" means beat by more than a stated minimum effect (a superiority-by-margin test): the 95%
+confidence interval of the paired difference lies above the minimum effect, and the p-value of
+the one-sided test of "difference > minimum effect", Holm-corrected over the rule's own
+comparisons (:func:`rule_comparisons`, nothing else), is below 0.05; never a higher mean alone,
+nor a difference too small to matter (docs/evaluation.md says why 2 points by default). A
+degenerate method (one reply repeated) never beats anything and is never the main result. A
+win over a degenerate comparator says so (beating a method that repeats one reply shows only
+that the winner is not broken); a loss to one, or a degenerate loser, gets no such caveat. The
 thresholds are our own baselines, measured on the identical test examples; the plan's 82.14%
 (unified) and 72.65% (cluster 0), measured on other test sets, appear as references only.
 
@@ -26,9 +29,16 @@ Pure: it takes the numbers and returns the branch, with no storage or model in s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from evaluators.report.verdict import (
+    Paired,
+    by_min_effect,
+    diff_text,
+    why_neither,
+)
 
 CLUSTER = "cluster_promoted"
 """Report name of the study's promoted cluster trial (of whichever cluster the study tunes)."""
@@ -45,8 +55,6 @@ PLAN_UNIFIED = 0.8214
 """The plan's unified score (other test set): a reference only."""
 PLAN_CLUSTER0 = 0.7265
 """The plan's cluster-0 score (other test set): a reference only."""
-ALPHA = 0.05
-"""A difference beats only with its Holm p-value below this (and its 95% CI above 0)."""
 TARGET_RANGE = (0.85, 0.87)
 """The plan's hoped-for range for cluster 4: reported, not required."""
 
@@ -75,21 +83,6 @@ class Standing:
 
 
 @dataclass(frozen=True)
-class Paired:
-    """The paired difference ``a - b`` on the identical examples."""
-
-    mean: float
-    low: float
-    high: float
-    beats: bool
-    """Whether a beats b: interval above 0 after Holm, and a not degenerate."""
-    p_holm: float | None = None
-    """The Holm-corrected p-value of the difference, where known."""
-    p_value: float | None = None
-    """The p-value before Holm's correction, where known (printed beside the Holm one)."""
-
-
-@dataclass(frozen=True)
 class Decision:
     """Which branch of the rule was taken, the main result, and the numbers behind it."""
 
@@ -111,34 +104,6 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
-def _diff_text(name: str, d: Paired, *, degenerate: bool = False) -> str:
-    """The difference with both its unadjusted interval and its Holm p-value, labelled, and
-    the verdict with its reason: an interval above 0 never stands beside "does not beat"
-    without saying why."""
-    p = "" if d.p_value is None else f", p={d.p_value:.3g}"
-    p += "" if d.p_holm is None else f", Holm p={d.p_holm:.3g}"
-    holm_fails = d.p_holm is not None and d.p_holm >= ALPHA
-    if d.beats:
-        verdict = "beats"
-    elif d.high < 0:
-        verdict = "does not beat: the interval lies below 0"
-    elif d.low <= 0:
-        verdict = "does not beat: the interval contains 0"
-    elif degenerate and holm_fails:
-        verdict = (
-            "does not beat: the interval lies above 0, but Holm p >= 0.05, and it is "
-            "degenerate (one reply repeated)"
-        )
-    elif degenerate:
-        verdict = "does not beat: it is degenerate (one reply repeated)"
-    else:
-        verdict = "does not beat: the interval lies above 0, but Holm p >= 0.05"
-    return (
-        f"{name}: {100 * d.mean:+.2f} pt, 95% CI (unadjusted) [{100 * d.low:+.2f}, "
-        f"{100 * d.high:+.2f}]{p} ({verdict})"
-    )
-
-
 def rule_comparisons(
     present: Iterable[str],
     *,
@@ -152,33 +117,26 @@ def rule_comparisons(
     """The rule's own comparisons ``(a, b)`` among the methods present: the family of
     hypotheses that Holm's correction runs over, and nothing else.
 
-    Step 1 tests cluster 4 against the unified and the cluster-0 adapter, step 2 MoE against
-    cluster 4 (one two-sided test, read in both directions), step 4 each candidate main
-    result (cluster 4, MoE) against the base model. Yardsticks (copy the persona, the
-    reference agreement, the swapped persona), the other trials and the other MoE variant are
-    described, not tested: adding one never changes this family, hence never the decision.
-    When ``tuned_cluster`` is 0, the cluster-0 comparison is left out: it would compare cluster
-    0 with itself.
+    Each is one one-sided hypothesis, "a beats b by more than the minimum effect". Step 1
+    tests cluster 4 against the unified and the cluster-0 adapter, step 2 MoE against cluster
+    4 and cluster 4 against MoE (two hypotheses, one per direction: with a minimum effect,
+    "MoE beats cluster 4" and "cluster 4 beats MoE" are two tests, not one read both ways),
+    step 4 each candidate main result (cluster 4, MoE) against the base model. Yardsticks
+    (copy the persona, the reference agreement, the swapped persona), the other trials and the
+    other MoE variant are described, not tested: adding one never changes this family, hence
+    never the decision. When ``tuned_cluster`` is 0, the cluster-0 comparison is left out: it
+    would compare cluster 0 with itself.
     """
     names = set(present)
     pairs = [
         (cluster, unified),
         *([] if tuned_cluster == 0 else [(cluster, cluster0)]),
         (moe, cluster),
+        (cluster, moe),
         (cluster, base),
         (moe, base),
     ]
     return [(a, b) for a, b in pairs if a in names and b in names]
-
-
-def _why_neither(d: Paired | None) -> str:
-    """Why a difference that does not beat does not: its interval, or its Holm p-value."""
-    if d is None or d.low <= 0 <= d.high:
-        return "the 95% interval of the difference contains 0"
-    p = "" if d.p_holm is None else f": Holm p={d.p_holm:.3g}"
-    return (
-        f"the interval excludes 0, but not after Holm's correction over the rule's comparisons{p}"
-    )
 
 
 def decide(
@@ -192,14 +150,15 @@ def decide(
     base: str = BASE,
     target_range: tuple[float, float] = TARGET_RANGE,
     tuned_cluster: int | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Decision:
     """Execute the plan's decision rule, with step 4: the main result must beat the base model.
 
     Args:
         methods: Evaluated methods by report name (a method not evaluated is absent).
-        differences: Paired differences by ``"a - b"`` name; the rule reads
-            ``cluster - unified``, ``cluster - cluster0``, ``moe - cluster``,
-            ``cluster - moe``, ``cluster - base`` and ``moe - base``.
+        differences: Paired differences by ``"a - b"`` name, each tested against the minimum
+            effect; the rule reads ``cluster - unified``, ``cluster - cluster0``,
+            ``moe - cluster``, ``cluster - moe``, ``cluster - base`` and ``moe - base``.
         cluster: The promoted cluster trial's name.
         unified: The unified adapter's name.
         cluster0: The cluster-0 adapter's name.
@@ -209,6 +168,8 @@ def decide(
         tuned_cluster: The cluster the study tunes, where known. When it is 0, step 1 cannot
             compare with the cluster-0 adapter (that is cluster 0 itself): it says so
             (:data:`SELF_CLUSTER0`) and rests on the unified adapter alone.
+        labels: Each method's label for people (the report's table labels); the reasons use
+            them. A method without one is named by its name.
 
     Returns:
         The decision. A step whose methods are not evaluated yet makes the branch
@@ -219,6 +180,11 @@ def decide(
     Raises:
         ValueError: If ``target_range`` is not an increasing pair.
     """
+    named = dict(labels or {})
+
+    def name(method: str) -> str:
+        return named.get(method, method)
+
     planned = _plan_steps(
         methods,
         differences,
@@ -228,13 +194,16 @@ def decide(
         moe=moe,
         target_range=target_range,
         tuned_cluster=tuned_cluster,
+        name=name,
     )
     main = planned.main_result
     if planned.branch == INCOMPLETE or main is None:
         return planned
     reasons, numbers = list(planned.reasons), dict(planned.numbers)
     if base not in methods:
-        reasons.append(f"step 4 needs {base}: not evaluated yet, so {main} is not confirmed")
+        reasons.append(
+            f"step 4 needs the {name(base)}: not evaluated yet, so {name(main)} is not confirmed"
+        )
         return Decision(INCOMPLETE, None, reasons, numbers)
     numbers[base] = asdict(methods[base])
     candidates = [c for c in (cluster, moe) if c in methods]
@@ -244,35 +213,38 @@ def decide(
         reasons.append(f"step 4 needs the difference {main} - {base}")
         return Decision(INCOMPLETE, None, reasons, numbers)
     numbers["step4"] = {f"{c} - {base}": asdict(d) for c, d in versus.items() if d is not None}
+    by = by_min_effect(main_vs)
     reasons.append(
-        f"step 4: the main result must beat {base} ({_pct(methods[base].similarity)}) on the "
-        "identical examples"
+        f"step 4: the main result must beat the {name(base)} "
+        f"({_pct(methods[base].similarity)}){by} on the identical examples"
     )
     reasons += [
-        _diff_text(f"{c} - {base}", d, degenerate=methods[c].degenerate)
+        diff_text(name(c), name(base), d, degenerate=methods[c].degenerate)
         for c, d in versus.items()
         if d is not None
     ]
-    if methods[base].degenerate:
+    beaten_by = [c for c, d in versus.items() if d is not None and d.beats]
+    if methods[base].degenerate and beaten_by:
         reasons.append(
-            f"{base} is degenerate (one reply repeated): beating it shows only that a method "
-            "is not broken"
+            f"the {name(base)} is degenerate (one reply repeated): beating it shows only that "
+            f"{' and '.join(name(c) for c in beaten_by)} "
+            f"{'is' if len(beaten_by) == 1 else 'are'} not broken"
         )
     if main_vs.beats:
-        reasons.append(f"{main} beats {base}: {main} is the main result")
+        reasons.append(f"{name(main)} beats the {name(base)}{by}: it is the main result")
         return Decision(planned.branch, main, reasons, numbers)
-    beaten_by = [c for c, d in versus.items() if d is not None and d.beats]
     numbers["step4"]["beaten_by"] = beaten_by
     if beaten_by:
         reasons.append(
-            f"{main}, the rule's main result, does not beat {base}; {', '.join(beaten_by)} "
-            "does, but the rule did not choose it: no main result"
+            f"{name(main)}, the rule's main result, does not beat the {name(base)}{by}; "
+            f"{', '.join(name(c) for c in beaten_by)} does, but the rule did not choose it: "
+            "no main result"
         )
     else:
-        scores = ", ".join(f"{c} {_pct(methods[c].similarity)}" for c in candidates)
+        scores = ", ".join(f"{name(c)} {_pct(methods[c].similarity)}" for c in candidates)
         reasons.append(
-            f"no method beats the base model: {base} {_pct(methods[base].similarity)}, "
-            f"{scores}: no main result"
+            f"no method beats the {name(base)}{by}: {name(base)} "
+            f"{_pct(methods[base].similarity)}, {scores}: no main result"
         )
     return Decision(BASE_NOT_BEATEN, None, reasons, numbers)
 
@@ -287,8 +259,10 @@ def _plan_steps(
     moe: str,
     target_range: tuple[float, float],
     tuned_cluster: int | None = None,
+    name: Callable[[str], str] = str,
 ) -> Decision:
-    """Steps 1 to 3, the plan's own rule (arguments as in :func:`decide`)."""
+    """Steps 1 to 3, the plan's own rule (arguments as in :func:`decide`; ``name`` gives a
+    method's label)."""
     low, high = target_range
     if not low <= high:
         raise ValueError(
@@ -300,15 +274,15 @@ def _plan_steps(
     }
     self_cluster0 = tuned_cluster == 0
     baselines = (unified,) if self_cluster0 else (unified, cluster0)
-    for name in (cluster, *baselines, moe):
-        if name in methods:
-            numbers[name] = asdict(methods[name])
+    for method in (cluster, *baselines, moe):
+        if method in methods:
+            numbers[method] = asdict(methods[method])
     missing = [n for n in (cluster, *baselines) if n not in methods]
     if missing:
         return Decision(
             INCOMPLETE,
             None,
-            [f"step 1 needs {', '.join(missing)}: not evaluated yet"],
+            [f"step 1 needs {', '.join(name(n) for n in missing)}: not evaluated yet"],
             numbers,
         )
     versus = {b: differences.get(f"{cluster} - {b}") for b in baselines}
@@ -319,50 +293,57 @@ def _plan_steps(
     numbers["step1"] = {f"{cluster} - {b}": asdict(d) for b, d in tested.items()}
     score = methods[cluster].similarity
     in_range = low <= score <= high
-    measured = ", ".join(f"{b} {_pct(methods[b].similarity)}" for b in baselines)
+    measured = ", ".join(f"{name(b)} {_pct(methods[b].similarity)}" for b in baselines)
     reasons = [
-        f"step 1: {cluster} scores {_pct(score)}; measured baselines: {measured} "
+        f"step 1: {name(cluster)} scores {_pct(score)}; measured baselines: {measured} "
         f"(plan references, other test sets: {_pct(PLAN_UNIFIED)} and {_pct(PLAN_CLUSTER0)})",
         *[
-            _diff_text(f"{cluster} - {b}", d, degenerate=methods[cluster].degenerate)
+            diff_text(name(cluster), name(b), d, degenerate=methods[cluster].degenerate)
             for b, d in tested.items()
         ],
     ]
     if self_cluster0:
         numbers["step1"][f"{cluster} - {cluster0}"] = SELF_CLUSTER0
-        reasons.append(f"{cluster} - {cluster0}: {SELF_CLUSTER0}: step 1 rests on {unified} alone")
+        reasons.append(
+            f"{name(cluster)} − {name(cluster0)}: {SELF_CLUSTER0}: step 1 rests on the "
+            f"{name(unified)} alone"
+        )
     reasons.append(
         f"the plan's range {_pct(low)}-{_pct(high)}: " + ("reached" if in_range else "not reached")
     )
+    # A win over a degenerate baseline says little, and only a win: never beside a loss.
     reasons += [
-        f"{name} is degenerate (one reply repeated): beating it shows only that {cluster} "
-        "is not broken"
-        for name in baselines
-        if methods[name].degenerate
+        f"the {name(b)} is degenerate (one reply repeated): beating it shows only that "
+        f"{name(cluster)} is not broken"
+        for b, d in tested.items()
+        if methods[b].degenerate and d.beats
     ]
     passes = all(d.beats for d in tested.values()) and not methods[cluster].degenerate
     if methods[cluster].degenerate:
-        reasons.append(f"{cluster} is degenerate (one reply repeated): it cannot win")
-    beaten = "the unified adapter" if self_cluster0 else "both baselines"
+        reasons.append(f"{name(cluster)} is degenerate (one reply repeated): it cannot win")
+    beaten = f"the {name(unified)}" if self_cluster0 else "both baselines"
+    by = by_min_effect(next(iter(tested.values())))
 
     moe_standing = methods.get(moe)
     if not passes:
         reasons.append(
-            f"step 3: {cluster} does not beat {beaten}: cluster training is "
-            "abandoned and MoE is the main result"
+            f"step 3: {name(cluster)} does not beat {beaten}{by}: cluster training is "
+            f"abandoned and {name(moe)} is the main result"
         )
         if moe_standing is None:
-            reasons.append(f"{moe} is not evaluated yet: no main result")
+            reasons.append(f"{name(moe)} is not evaluated yet: no main result")
             return Decision(MOE_MAIN, None, reasons, numbers)
         if moe_standing.degenerate:
-            reasons.append(f"{moe} is degenerate: it cannot be the main result")
+            reasons.append(f"{name(moe)} is degenerate: it cannot be the main result")
             return Decision(MOE_MAIN, None, reasons, numbers)
-        reasons.append(f"{moe} scores {_pct(moe_standing.similarity)}")
+        reasons.append(f"{name(moe)} scores {_pct(moe_standing.similarity)}")
         return Decision(MOE_MAIN, moe, reasons, numbers)
 
-    reasons.append(f"step 2: {cluster} beats {beaten}: compare it with {moe}")
+    reasons.append(f"step 2: {name(cluster)} beats {beaten}{by}: compare it with {name(moe)}")
     if moe_standing is None:
-        reasons.append(f"{moe} is not evaluated yet: {cluster} stands as the main result")
+        reasons.append(
+            f"{name(moe)} is not evaluated yet: {name(cluster)} stands as the main result"
+        )
         return Decision(COMPARE_WITH_MOE, cluster, reasons, numbers)
     moe_vs = differences.get(f"{moe} - {cluster}")
     cluster_vs = differences.get(f"{cluster} - {moe}")
@@ -372,19 +353,26 @@ def _plan_steps(
         if v is not None
     }
     if moe_vs is not None:
-        reasons.append(_diff_text(f"{moe} - {cluster}", moe_vs, degenerate=moe_standing.degenerate))
+        reasons.append(
+            diff_text(name(moe), name(cluster), moe_vs, degenerate=moe_standing.degenerate)
+        )
+    if cluster_vs is not None:
+        reasons.append(diff_text(name(cluster), name(moe), cluster_vs))
     if moe_standing.degenerate:
-        reasons.append(f"{moe} is degenerate: it cannot win; {cluster} is the main result")
+        reasons.append(
+            f"{name(moe)} is degenerate: it cannot win; {name(cluster)} is the main result"
+        )
         return Decision(COMPARE_WITH_MOE, cluster, reasons, numbers)
     if moe_vs is not None and moe_vs.beats:
-        reasons.append(f"{moe} beats {cluster}: MoE is the main result")
+        reasons.append(f"{name(moe)} beats {name(cluster)}: {name(moe)} is the main result")
         return Decision(COMPARE_WITH_MOE, moe, reasons, numbers)
     if cluster_vs is not None and cluster_vs.beats:
-        reasons.append(f"{cluster} beats {moe}: the cluster adapter is the main result")
+        reasons.append(f"{name(cluster)} beats {name(moe)}: {name(cluster)} is the main result")
         return Decision(COMPARE_WITH_MOE, cluster, reasons, numbers)
     winner = moe if moe_standing.similarity > score else cluster
     reasons.append(
-        f"neither beats the other ({_why_neither(moe_vs or cluster_vs)}); the higher mean, "
-        f"{winner}, is the main result, without a significant difference"
+        f"neither beats the other ({why_neither(moe_vs or cluster_vs)}); the higher mean, "
+        f"{name(winner)}, is the main result, without a difference shown to exceed the "
+        "minimum effect"
     )
     return Decision(COMPARE_WITH_MOE, winner, reasons, numbers)

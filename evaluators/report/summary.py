@@ -8,10 +8,17 @@ from typing import Any
 
 from evaluators.report import decision
 from evaluators.report.rows import cluster_name, label
+from evaluators.report.verdict import why_not
 
 
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f}%"
+
+
+def _by(report: Mapping[str, Any]) -> str:
+    """`` by more than the minimum effect of N points``, where the report has one."""
+    min_effect = report.get("min_effect_percent_points") or 0
+    return f" by more than the minimum effect of {min_effect:.1f} points" if min_effect else ""
 
 
 def headline(report: Mapping[str, Any]) -> str:
@@ -21,14 +28,15 @@ def headline(report: Mapping[str, Any]) -> str:
     main = d["main_result"]
     numbers = d.get("numbers", {})
     base = numbers.get(decision.BASE, {}).get("similarity")
+    by = _by(report)
     if d["branch"] == decision.BASE_NOT_BEATEN:
         beaten_by = numbers.get("step4", {}).get("beaten_by", [])
         if beaten_by:
             return (
-                "The rule's main result does not beat the base model "
-                f"({_pct(base)}); no main result"
+                f"The rule's main result does not beat the base model ({_pct(base)}){by}; "
+                "no main result"
             )
-        return f"No method beats the base model ({_pct(base)}); no main result"
+        return f"No method beats the base model ({_pct(base)}){by}; no main result"
     if d["branch"] == decision.INCOMPLETE:
         return "Not decided yet: " + (d["reasons"][-1] if d["reasons"] else "nothing evaluated")
     cluster_id = report.get("cluster_id")
@@ -48,7 +56,7 @@ def headline(report: Mapping[str, Any]) -> str:
     score = numbers.get(main, {}).get("similarity")
     return (
         f"{step1}; main result: {label(main, cluster_id)} ({_pct(score)}, beats the base model "
-        f"at {_pct(base)})"
+        f"({_pct(base)}){by})"
     )
 
 
@@ -60,7 +68,9 @@ def decision_line(report: Mapping[str, Any]) -> str:
     base = numbers.get(decision.BASE, {}).get("similarity")
     main = d["main_result"]
     if d["branch"] == decision.BASE_NOT_BEATEN:
-        return f"report: no main result, none beats the base model ({_pct(base)})"
+        min_effect = report.get("min_effect_percent_points") or 0
+        by = f" by >{min_effect:.1f} pt" if min_effect else ""
+        return f"report: no main result, none beats the base model ({_pct(base)}){by}"
     if d["branch"] == decision.INCOMPLETE or main is None:
         return "report: not decided yet (a method of the rule is not evaluated)"
     score = numbers.get(main, {}).get("similarity")
@@ -71,39 +81,43 @@ def decision_line(report: Mapping[str, Any]) -> str:
 
 
 def _verdict(entry: Mapping[str, Any], degenerate: bool = False) -> str:
-    """A tested comparison's verdict with its reason (both, where both hold)."""
+    """A tested comparison's verdict with its reason (every reason that holds)."""
     if entry["beats"]:
         return "**beats**"
-    if entry["high"] < 0:
-        return "does not beat: CI below 0"
-    if entry["low"] <= 0:
-        return "does not beat: CI contains 0"
-    p = entry["p_holm"] if entry.get("p_holm") is not None else entry["p_value"]
-    if p >= 1 - entry["confidence"]:
-        also = ", and degenerate (one reply repeated)" if degenerate else ""
-        return f"does not beat: CI above 0, but Holm p >= 0.05{also}"
-    return "does not beat: degenerate (one reply repeated)"
+    return "does not beat: " + why_not(
+        entry["low"],
+        entry["high"],
+        margin=entry.get("margin") or 0.0,
+        p_holm=entry.get("p_holm"),
+        degenerate=degenerate,
+    )
 
 
 def _family_lines(report: Mapping[str, Any]) -> list[str]:
     """The decision's comparisons, each with both of the numbers its verdict used."""
-    family = report.get("holm_family", list(report["comparisons"]))
+    comparisons = report[report["tested_family"]]
+    family = list(comparisons)
     cluster_id = report.get("cluster_id")
+    min_effect = report.get("min_effect_percent_points") or 0
     lines = [
         f"**The decision's comparisons** (the family of Holm's correction: these {len(family)} "
-        "and nothing else; a verdict needs the 95% CI above 0 and Holm p < 0.05):",
+        'and nothing else; each is the one-sided test of "difference > the minimum effect of '
+        f'{min_effect:.1f} points", and a verdict of beats needs the 95% CI above the minimum '
+        "effect and Holm p < 0.05):",
         "",
-        "| comparison | difference (pt) | 95% CI (unadjusted, pt) | p | Holm p | verdict |",
+        "| comparison | difference (pt) | 95% CI (unadjusted, pt) | p (one-sided) | Holm p "
+        "| verdict |",
         "|---|---|---|---|---|---|",
     ]
     for name in family:
-        c = report["comparisons"][name]
+        c = comparisons[name]
         a, _, b = name.partition(" - ")
         low, high = c["ci_percent_points"]
+        p = c["p_value"] if c.get("p_margin") is None else c["p_margin"]
         lines.append(
             f"| {label(a, cluster_id)} − {label(b, cluster_id)} | "
             f"{c['mean_percent_points']:+.2f} | "
-            f"{low:+.2f} to {high:+.2f} | {c['p_value']:.3g} | {c['p_holm']:.3g} | "
+            f"{low:+.2f} to {high:+.2f} | {p:.3g} | {c['p_holm']:.3g} | "
             f"{_verdict(c, report['rows'].get(a, {}).get('degenerate', False))} |"
         )
     return lines
@@ -129,7 +143,8 @@ def summary_markdown(report: Mapping[str, Any], files: Mapping[str, Any]) -> str
         "persona and then over personas, on the identical test examples. The floor is the "
         "similarity to other personas' references; normalized = (s - floor) / (1 - floor). "
         "CIs are 95% persona-level bootstrap intervals; differences are paired. Only the "
-        "decision's comparisons above are tested (Holm over them); the column vs base model "
+        "decision's comparisons above are tested (Holm over them), each against the minimum "
+        "effect (docs/evaluation.md says why); the column vs base model "
         "describes every row with its unadjusted interval and no verdict: yardsticks (copy the "
         "persona, the reference agreement, the swapped persona) describe the scale and are not "
         "hypotheses. The reference agreement is no ceiling: a model's replies can be closer to "

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluators.config import EvalConfig
-from evaluators.scoring.adapters import Applied, row_adapters_applied
+from evaluators.scoring.adapters import Applied, loaded_or_refused, row_adapters_applied
 from trainers.base_model import BaseModel
 from trainers.memory import ShrinkingBatch
 from trainers.prompt import fit_prompts
@@ -35,6 +35,11 @@ def adapter_applied(base: BaseModel, adapter_dir: Path | None) -> Iterator[Any]:
     """Yield the model to generate with: the base model, or it with a saved adapter loaded.
 
     The adapter is removed again afterwards, so the base model can serve the next method.
+
+    Raises:
+        FileNotFoundError: If ``adapter_dir`` has no peft adapter config.
+        AdapterError: If the adapter does not load onto the base model (the base model is
+            left as it was: :func:`~evaluators.scoring.adapters.loaded_or_refused`).
     """
     if adapter_dir is None:
         yield base.model
@@ -44,7 +49,10 @@ def adapter_applied(base: BaseModel, adapter_dir: Path | None) -> Iterator[Any]:
 
     if not (Path(adapter_dir) / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"no peft adapter in {adapter_dir} ({CONFIG_NAME} missing)")
-    model = PeftModel.from_pretrained(base.model, str(adapter_dir))
+    folder = Path(adapter_dir)
+    model = loaded_or_refused(
+        base, folder, lambda: PeftModel.from_pretrained(base.model, str(folder))
+    )
     model.eval()
     try:
         yield model

@@ -10,7 +10,9 @@ settings (another decoding, another length) are never reused.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ from evaluators.stats.estimates import Estimate, mean_ci
 from trainers.base_model import BaseModel
 from trainers.embedding import DEFAULT_EMBEDDING_MODEL
 from trainers.prompt import ContextLoss, build_prompt, fit_prompts
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,11 @@ def generate_and_store(
 
     Returns:
         The run's id.
+
+    Raises:
+        trainers.adapter_check.AdapterError: An adapter does not load onto the base model;
+            the run is closed as failed with the reason (:func:`_failed_on_error`), as it is
+            on any other error.
     """
     run_id, done = _open_run(engine, key, embedding_model)
     todo = [item for item in items if item.example_id not in done]
@@ -181,17 +190,18 @@ def generate_and_store(
             storage.save_evaluation_results(session, run_id, rows)
 
     if todo:
-        generate_replies(
-            base,
-            [it.prompt for it in todo],
-            eval_config=key.eval_config,
-            adapter_dir=adapter_dir,
-            row_adapters=None
-            if persona_adapters is None
-            else [persona_adapters[it.persona_key] for it in todo],
-            progress=f"evaluating {key.method}" if progress else None,
-            on_batch=save,
-        )
+        with _failed_on_error(engine, run_id):
+            generate_replies(
+                base,
+                [it.prompt for it in todo],
+                eval_config=key.eval_config,
+                adapter_dir=adapter_dir,
+                row_adapters=None
+                if persona_adapters is None
+                else [persona_adapters[it.persona_key] for it in todo],
+                progress=f"evaluating {key.method}" if progress else None,
+                on_batch=save,
+            )
     return run_id
 
 
@@ -256,15 +266,16 @@ def score_replies(
     run_id, done = _open_run(engine, key, embedding_model)
     todo = [(it, r) for it, r in zip(items, replies, strict=True) if it.example_id not in done]
     if todo:
-        sims = pairwise_similarity(
-            [r for _, r in todo], [it.reference for it, _ in todo], embedding_model
-        )
-        with storage.session_scope(engine) as session:
-            storage.save_evaluation_results(
-                session,
-                run_id,
-                [(it.example_id, r, float(s)) for (it, r), s in zip(todo, sims, strict=True)],
+        with _failed_on_error(engine, run_id):
+            sims = pairwise_similarity(
+                [r for _, r in todo], [it.reference for it, _ in todo], embedding_model
             )
+            with storage.session_scope(engine) as session:
+                storage.save_evaluation_results(
+                    session,
+                    run_id,
+                    [(it.example_id, r, float(s)) for (it, r), s in zip(todo, sims, strict=True)],
+                )
     return _finished_result(engine, key, run_id, items, embedding_model, n_samples)
 
 
@@ -283,6 +294,27 @@ def _open_run(engine: Any, key: RunKey, embedding_model: str | None) -> tuple[in
             embedding_model=embedding_model or DEFAULT_EMBEDDING_MODEL,
         )
         return run_id, storage.done_example_ids(session, run_id)
+
+
+@contextmanager
+def _failed_on_error(engine: Any, run_id: int) -> Iterator[None]:
+    """Close run ``run_id`` as failed, with the reason, if the body raises (then re-raise).
+
+    Nothing is written when the error is the database's outage: the run stays running and
+    the pass that met it resumes it once the database answers (as a killed process's run is
+    resumed). Failing to record the failure never hides the error itself.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        if not storage.is_disconnect(exc):
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            try:
+                with storage.session_scope(engine) as session:
+                    storage.fail_evaluation_run(session, run_id, reason)
+            except Exception as record_error:  # the original error matters more
+                log.warning("could not mark evaluation run %s failed: %s", run_id, record_error)
+        raise
 
 
 def _finished_result(

@@ -12,9 +12,12 @@ examples, and a resampled persona brings both of its means.
 - The p-value of a difference: ``scipy.stats.permutation_test`` over personas, swapping the
   two methods' means within a persona (a paired sign-flip test; exact when the personas are
   few enough to list every swap).
-- Several comparisons: Holm's step-down correction of those p-values (:func:`holm`).
-- :func:`beats`: the difference's interval lies above zero and, when corrected, its Holm
-  p-value is below ``1 - confidence``.
+- A superiority-by-margin test: given a minimum effect ``margin``, the one-sided p-value of
+  "a - b > margin" (the same sign-flip test on the persona differences less the margin).
+- Several comparisons: Holm's step-down correction of those p-values (:func:`holm`); of the
+  margin tests where there are any.
+- :func:`beats`: the difference's interval lies above the margin (zero without one) and, when
+  corrected, its Holm p-value is below ``1 - confidence``.
 """
 
 from __future__ import annotations
@@ -67,7 +70,20 @@ class Difference:
     confidence: float
     """Confidence level of the interval."""
     p_holm: float | None = None
-    """The p-value after Holm's correction among several comparisons; None if uncorrected."""
+    """The p-value after Holm's correction among several comparisons (of ``p_margin`` where
+    there is one, else of ``p_value``); None if uncorrected."""
+    margin: float | None = None
+    """The minimum effect the difference was tested against, in similarity units (0.02 is 2
+    points); None: not tested against one (a described difference)."""
+    p_margin: float | None = None
+    """One-sided p-value of "a - b > margin" (paired permutation test over personas of the
+    persona differences less the margin); None without a margin."""
+
+    @property
+    def p_tested(self) -> float:
+        """The p-value of the difference's own test, before Holm: ``p_margin`` where it was
+        tested against a margin, else ``p_value``."""
+        return self.p_value if self.p_margin is None else self.p_margin
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -177,6 +193,7 @@ def paired_difference(
     n_resamples: int = N_RESAMPLES,
     confidence: float = CONFIDENCE,
     seed: int = 0,
+    margin: float | None = None,
 ) -> Difference:
     """The paired difference ``a - b`` of two methods scored on the same examples.
 
@@ -187,35 +204,63 @@ def paired_difference(
         n_resamples: Bootstrap and permutation resamples.
         confidence: Confidence level of the interval.
         seed: Seed of the resampling.
+        margin: A minimum effect, in similarity units, to test the difference against
+            (superiority by a margin): ``p_margin`` is the one-sided p-value of
+            "a - b > margin". None: no such test (a difference that is only described).
 
     Returns:
         The mean difference over personas, its BCa interval from a bootstrap over personas,
-        and the two-sided p-value of a paired permutation test over personas.
+        the two-sided p-value of "no difference" (a paired permutation test over personas)
+        and, with a margin, the one-sided p-value of "a - b > margin".
 
     Raises:
         ValueError: If the lengths differ, a score is not finite, there are fewer than two
             personas, or an option is out of range.
     """
     import numpy as np
-    from scipy.stats import permutation_test
 
     _check_options(n_resamples, confidence)
+    if margin is not None and not (np.isfinite(margin) and margin >= 0):
+        raise ValueError(f"invalid margin={margin!r}: expected a finite number >= 0, or None")
     a, b = _persona_means([per_example_a, per_example_b], persona_ids)
     low, high = _interval((a, b), _mean_difference, n_resamples, confidence, seed)
-    if not np.any(a - b):
-        p_value = 1.0  # identical scores: no swap changes anything
-    else:
-        test = permutation_test(
-            (a, b),
-            _mean_difference,
-            permutation_type="samples",
-            vectorized=True,
-            n_resamples=n_resamples,
-            alternative="two-sided",
-            rng=np.random.default_rng(seed),
-        )
-        p_value = float(test.pvalue)
-    return Difference(float(np.mean(a - b)), low, high, p_value, len(a), confidence)
+    p_value = _sign_flip_p(a - b, "two-sided", n_resamples, seed)
+    p_margin = (
+        None if margin is None else _sign_flip_p(a - b - margin, "greater", n_resamples, seed)
+    )
+    return Difference(
+        float(np.mean(a - b)),
+        low,
+        high,
+        p_value,
+        len(a),
+        confidence,
+        margin=margin,
+        p_margin=p_margin,
+    )
+
+
+def _sign_flip_p(differences: Any, alternative: str, n_resamples: int, seed: int) -> float:
+    """p-value of a paired permutation test of the per-persona ``differences`` against 0:
+    each persona's difference keeps or flips its sign (scipy's ``permutation_test`` swapping
+    the pair within a persona; exact when the personas are few enough to list every swap).
+    Under "a - b <= margin" shifted by the margin, the differences less the margin are
+    symmetric about at most 0, the usual assumption of a paired shift test."""
+    import numpy as np
+    from scipy.stats import permutation_test
+
+    if not np.any(differences):
+        return 1.0  # all zero: no swap changes anything
+    test = permutation_test(
+        (differences, np.zeros_like(differences)),
+        _mean_difference,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=n_resamples,
+        alternative=alternative,
+        rng=np.random.default_rng(seed),
+    )
+    return float(test.pvalue)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -243,9 +288,10 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 
 def holm_corrected(differences: Mapping[str, Difference]) -> dict[str, Difference]:
-    """The same differences with ``p_holm`` set, corrected among all of them."""
+    """The same differences with ``p_holm`` set, corrected among all of them: the p-values
+    of their own tests (:attr:`Difference.p_tested`: the margin test's where there is one)."""
     names = list(differences)
-    adjusted = holm([differences[n].p_value for n in names])
+    adjusted = holm([differences[n].p_tested for n in names])
     return {
         n: dataclasses.replace(differences[n], p_holm=p)
         for n, p in zip(names, adjusted, strict=True)
@@ -253,9 +299,11 @@ def holm_corrected(differences: Mapping[str, Difference]) -> dict[str, Differenc
 
 
 def beats(difference: Difference) -> bool:
-    """Whether a beats b: the interval of ``a - b`` lies above zero (and, when the difference
-    was Holm-corrected among several comparisons, its corrected p-value is below
-    ``1 - confidence``). A higher mean alone is not enough."""
-    if difference.low <= 0:
+    """Whether a beats b: the interval of ``a - b`` lies above the minimum effect it was
+    tested against (above zero without one), and, when the difference was Holm-corrected
+    among several comparisons, its corrected p-value is below ``1 - confidence``. A higher
+    mean alone is not enough, nor a difference too small to matter."""
+    margin = 0.0 if difference.margin is None else difference.margin
+    if difference.low <= margin:
         return False
     return difference.p_holm is None or difference.p_holm < 1 - difference.confidence

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import storage
-from evaluators.config import EvalConfig
+from evaluators.config import DEFAULT_MIN_EFFECT, EvalConfig
 from evaluators.report.decision import rule_comparisons
 from evaluators.scoring.method_run import EvalItem, MethodResult, evaluate_method
 from evaluators.scoring.similarity import reference_ceiling
@@ -47,6 +47,7 @@ from evaluators.trials.scope import (
     evaluation_summary,
 )
 from trainers.embedding import DEFAULT_EMBEDDING_MODEL
+from trainers.input_file import RECORD_MAX_BYTES, InputFileError, read_json
 from trainers.model_card import CARD_FILE
 
 CLUSTER_ADAPTER_KIND = "cluster_adapter"
@@ -110,9 +111,10 @@ def promote_adapter(
 
 
 def _read_json(path: Path) -> Any:
+    """A JSON file of ours, or None if it is missing or unreadable (it is written again)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json(path, limit=RECORD_MAX_BYTES, what="a results file")
+    except InputFileError:
         return None
 
 
@@ -155,6 +157,7 @@ def rule_family(
     *,
     seed: int = 0,
     tuned_cluster: int | None = None,
+    min_effect: float = DEFAULT_MIN_EFFECT,
 ) -> tuple[dict[str, Comparison], dict[str, Difference]]:
     """The evaluated method's comparisons as the decision rule makes them, consistent with
     :mod:`evaluators.report.decision`: the tested ones, the rule's own (against the unified
@@ -162,14 +165,15 @@ def rule_family(
     themselves; and the described ones, every other baseline (the yardsticks) with its unadjusted
     interval and no verdict, so adding a yardstick never changes a tested comparison. When the
     study tunes cluster 0 (``tuned_cluster``), the cluster-0 adapter is not tested: it is
-    cluster 0 itself."""
+    cluster 0 itself. A tested comparison beats by more than ``min_effect`` percentage points
+    or not at all (:func:`evaluators.stats.comparison.paired_comparisons`)."""
     family = rule_comparisons(methods, cluster=evaluated, tuned_cluster=tuned_cluster)
     described = {
         f"{evaluated} - {name}": compare(methods[evaluated], methods[name], seed=seed)
         for name in methods
         if name != evaluated and (evaluated, name) not in family
     }
-    return paired_comparisons(methods, family, seed=seed), described
+    return paired_comparisons(methods, family, min_effect=min_effect, seed=seed), described
 
 
 def _scope_fields(
@@ -251,7 +255,12 @@ def promote_best(
         n_evaluated=len(candidates),
     )
     methods = {TRIAL_METHOD: results[best.trial_number], **baselines}
-    comparisons, described = rule_family(methods, TRIAL_METHOD, tuned_cluster=scope.cluster_id)
+    comparisons, described = rule_family(
+        methods,
+        TRIAL_METHOD,
+        tuned_cluster=scope.cluster_id,
+        min_effect=scope.eval_config.min_effect,
+    )
     report = PromotionReport(
         **_scope_fields(scope, items, methods),
         comparisons=comparisons,
@@ -301,7 +310,12 @@ def evaluate_adapter(
     )
     baselines = evaluate_baselines(engine, scope, base=base)
     methods = {method: result, **baselines}
-    comparisons, described = rule_family(methods, method, tuned_cluster=scope.cluster_id)
+    comparisons, described = rule_family(
+        methods,
+        method,
+        tuned_cluster=scope.cluster_id,
+        min_effect=scope.eval_config.min_effect,
+    )
     report = AdapterReport(
         **_scope_fields(scope, items, methods),
         comparisons=comparisons,

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import storage
 from evaluators.config import EvalConfig
 from evaluators.scoring.method_run import MethodResult
 from evaluators.stats.comparison import Comparison
 from evaluators.stats.estimates import Difference
+from evaluators.stats.families import (
+    ADAPTER_FAMILY,
+    ADAPTER_NOTE,
+    PROMOTION_FAMILY,
+    PROMOTION_NOTE,
+    family_fields,
+)
 from evaluators.trials.scope import BASE_METHOD, PromotedTrial, evaluation_summary
 
 PROMOTION_RULE = "best similarity among the evaluated trials; a degenerate one last"
@@ -56,6 +63,11 @@ class EvaluatedTrial:
 @dataclass(frozen=True)
 class MethodsReport:
     """What every report holds: the scope, the evaluated methods and their comparisons."""
+
+    FAMILY: ClassVar[str] = PROMOTION_FAMILY
+    """The name of the file's one family of Holm's correction (:mod:`evaluators.stats.families`)."""
+    FAMILY_NOTE: ClassVar[str] = PROMOTION_NOTE
+    """What that family is, as the file says it."""
 
     study: str
     """The study."""
@@ -96,8 +108,11 @@ class MethodsReport:
 
     def _comparisons_dict(self) -> dict[str, Any]:
         return {
-            "holm_family": list(self.comparisons),
-            "comparisons": {name: c.to_dict() for name, c in self.comparisons.items()},
+            **family_fields(
+                self.FAMILY,
+                {name: c.to_dict() for name, c in self.comparisons.items()},
+                self.FAMILY_NOTE,
+            ),
             "described": {
                 name: {
                     **d.to_dict(),
@@ -156,6 +171,9 @@ class PromotionReport(MethodsReport):
 @dataclass(frozen=True)
 class AdapterReport(MethodsReport):
     """An adapter folder evaluated by hand against the study's baselines (never promoted)."""
+
+    FAMILY: ClassVar[str] = ADAPTER_FAMILY
+    FAMILY_NOTE: ClassVar[str] = ADAPTER_NOTE
 
     method: str
     """Its method name (``adapter-<12 hex of its sha256>``)."""

@@ -215,12 +215,17 @@ class HpoGroup(click.Group):
 
 
 def _one_line(ctx: click.Context, exc: Exception) -> str:
-    """What a command's error says: its message, or for a database that cannot be reached,
+    """What a command's error says: its message; for a table or column of ours missing (a
+    database older than the code), the upgrade hint; for a database that cannot be reached,
     the URL (password masked) and the driver's first line instead of its three."""
     import storage
 
+    url = storage_url(ctx.meta.get(STORAGE_META))
+    older = storage.older_schema_message(exc, url)
+    if older is not None:
+        return older
     if storage.is_disconnect(exc):
-        return storage.unreachable_message(exc, storage_url(ctx.meta.get(STORAGE_META)))
+        return storage.unreachable_message(exc, url)
     return str(exc) or type(exc).__name__
 
 

@@ -254,34 +254,31 @@ def similarity_table(report: MethodsReport, trial: int | None = None) -> Table:
             f"{diversity.distinct_2:.2f}",
             f"{100 * diversity.top_reply_share:.1f}",
         )
+    from evaluators.report.verdict import why_not  # pure, no heavy imports
+
     promoted = [t for t in getattr(report, "trials", ()) if t.promoted]
     if report.comparisons:
-        # the same comparison can read otherwise in `hpo report`: its decision adds the MoE
-        # comparisons to Holm's family, which raises every Holm p; say so where it is printed
-        table.caption = (
-            f"{table.caption}\nverdicts below: Holm over these {len(report.comparisons)} "
-            "comparisons; the decision (hpo report) tests them again beside the MoE "
-            "comparisons, and its verdicts are the ones that count"
-        )
+        # the same pair can read otherwise in another family (`hpo report`'s decision adds
+        # the MoE comparisons, which raises every Holm p): the file's note says which
+        note = report.FAMILY_NOTE.format(n=len(report.comparisons))
+        table.caption = f"{table.caption}\nverdicts below ({report.FAMILY}): {note}"
     for name, c in report.comparisons.items():
         if promoted:
             name = name.replace(PROMOTED_METHOD, _trial_name(promoted[0]))
         low, high = c.ci_percent_points
         d = c.difference
-        if c.beats:
-            verdict = "beats"
-        elif high < 0:
-            verdict = "does not beat: CI below 0"
-        elif low <= 0:
-            verdict = "does not beat: CI contains 0"
-        elif d.p_holm is not None and d.p_holm >= 1 - d.confidence:
-            verdict = "does not beat: Holm p >= 0.05"
-        else:
-            verdict = "does not beat: degenerate"
+        # where no other reason holds, why_not names the one left: a degenerate method
+        why = why_not(d.low, d.high, margin=d.margin or 0.0, p_holm=d.p_holm)
+        verdict = (
+            f"beats by more than the minimum effect of {c.min_effect:.1f} pt"
+            if c.beats
+            else f"does not beat: {why}"
+        )
         holm = "" if d.p_holm is None else f", Holm p={d.p_holm:.3g}"
         table.caption = (
             f"{table.caption}\n{name}: {c.mean_percent_points:+.2f} pt, 95% CI (unadjusted) "
-            f"{low:+.2f} to {high:+.2f}, p={d.p_value:.3g}{holm} (paired, by persona): {verdict}"
+            f"{low:+.2f} to {high:+.2f}, p={d.p_tested:.3g} (one-sided, > {c.min_effect:.1f} pt)"
+            f"{holm} (paired, by persona): {verdict}"
         )
     for name, d in getattr(report, "described", {}).items():
         if promoted:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import storage
 from evaluators.config import EvalConfig
+from evaluators.scoring.method_run import generate_and_store
 from evaluators.trials import promotion
 from evaluators.trials.promotion import AdapterReport, PromotionReport
 from hpo.evaluation.service import (
@@ -91,20 +92,35 @@ def evaluate_adapter_by_hand(
     """Evaluate an adapter folder on the study's cluster against the study's baselines.
 
     The adapter is named by its content's sha256 (``adapter-<12 hex>``), never promoted, and
-    its report goes to ``results/<study>/cluster_lora/adapter-<12 hex>_results.json``.
+    its report goes to ``results/<study>/cluster_lora/adapter-<12 hex>_results.json``. Its
+    replies are generated before the baselines are evaluated, so an adapter that does not
+    load onto the base model is refused at once (its run closed as failed), not after the
+    baselines' training.
 
     Raises:
         storage.NotFoundError: ``adapter`` is not a directory.
-        trainers.adapter_check.AdapterError: A file of the adapter is missing or broken.
+        trainers.adapter_check.AdapterError: A file of the adapter is missing or broken
+            (before any run is opened), or it does not load onto the base model (its run is
+            then closed as failed, with the reason).
     """
     adapter = Path(adapter).resolve()
     if not adapter.is_dir():
         raise storage.NotFoundError(f"adapter {str(adapter)!r} is not a directory")
     check_adapter_dir(adapter)  # before any run is opened: a broken one leaves none running
     evaluator = _open(url, study_name, output_root, eval_config, lease_ttl)
-    evaluator.evaluate_baselines(wait=True)
     method, _ = promotion.adapter_method(adapter)
+    scope = evaluator.scope
     with evaluator.lease(method, wait=True):
+        generate_and_store(
+            evaluator.engine,
+            scope.run_key(method),
+            evaluator.base(),
+            scope.items(),
+            adapter_dir=adapter,
+            embedding_model=scope.embedding_model,
+        )
+    evaluator.evaluate_baselines(wait=True)
+    with evaluator.lease(method, wait=True):  # the run is stored: this summarizes it
         return promotion.evaluate_adapter(
-            evaluator.engine, evaluator.layout, evaluator.scope, adapter, base=evaluator.base()
+            evaluator.engine, evaluator.layout, scope, adapter, base=evaluator.base()
         )

@@ -90,6 +90,7 @@ def _write_report(
         history=trial_history(service.study),
         promoted_trial=promoted,
         evaluated_trials=sorted(evaluated_trials(service.engine, service.scope)),
+        min_effect=eval_config.min_effect,
         extra={
             "eval_config": eval_config.to_dict(),
             "eval_config_key": eval_config.key,

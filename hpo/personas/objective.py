@@ -27,6 +27,7 @@ from hpo.study.trial_records import (
 )
 from hpo.workers.trial_card import Trained
 from trainers.config import TrainConfig
+from trainers.input_file import RECORD_MAX_BYTES, InputFileError, read_json
 
 PERSONA_ATTR = "persona"
 """Trial user attribute: the persona key the trial trains."""
@@ -96,10 +97,12 @@ class PersonaJob:
     def reusable(self, key: str, config_hash: str) -> float | None:
         """The eval_loss of an existing adapter trained with this hash, or None."""
         try:
-            setup = json.loads((self.adapter_dir(key) / SETUP_FILE).read_text())
-        except (OSError, ValueError):
+            setup = read_json(
+                self.adapter_dir(key) / SETUP_FILE, limit=RECORD_MAX_BYTES, what="a setup record"
+            )
+        except InputFileError:  # none yet, or unreadable: trained again
             return None
-        if setup.get(HASH_ATTR) != config_hash:
+        if not isinstance(setup, dict) or setup.get(HASH_ATTR) != config_hash:
             return None
         return float(setup["final_eval_loss"])
 

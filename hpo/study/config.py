@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,6 @@ from hpo.study.config_check import (
     ConfigError,
     build,
     check_fields,
-    first_line,
     in_range,
     require,
     short,
@@ -78,7 +76,7 @@ from hpo.study.strategies import PrunerConfig, SamplerConfig
 from storage.artifacts import validate_name
 from trainers.config import ModelConfig, TrainConfig
 from trainers.embedding import DEFAULT_EMBEDDING_MODEL
-from trainers.input_file import CONFIG_MAX_BYTES, InputFileError, read_input_file
+from trainers.input_file import CONFIG_MAX_BYTES, InputFileError, read_toml
 
 N_TRIALS_MAX = 1_000_000
 """Most trials a study may run; more is a typo, not a plan."""
@@ -226,17 +224,15 @@ def load_config(path: str | Path) -> StudyConfig:
 
     Raises:
         ConfigError: If the file is missing, not a regular file (a folder, a FIFO, a device)
-            or over 1 MiB (``trainers.input_file.CONFIG_MAX_BYTES``), not TOML, empty, or a
-            field is invalid (named, with the file).
+            or over 1 MiB (``trainers.input_file.CONFIG_MAX_BYTES``), not TOML (named with
+            its line), nested deeper than 64 levels, empty, or a field is invalid (named,
+            with the file).
     """
     path = Path(path)
     try:
-        text = read_input_file(path, limit=CONFIG_MAX_BYTES, what="a config file")
-        data = tomllib.loads(text.decode("utf-8"))
-    except InputFileError as exc:
+        data = read_toml(path, limit=CONFIG_MAX_BYTES, what="a config file")
+    except InputFileError as exc:  # the file's kind, size, or a parse error with its line
         raise ConfigError(f"{path}: no such config file" if exc.missing else str(exc)) from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {first_line(exc)}") from exc
     if not data:
         raise ConfigError(
             f"{path}: empty config; name at least the study and its dataset "

@@ -190,7 +190,8 @@ def test_every_baseline_lands_with_its_interval_and_is_cached(
         assert (third[name].run_id != first[name].run_id) is renewed, name
 
     report = baseline_report(third, items=items)
-    assert report["holm_family"] == [] and report["comparisons"] == {}  # no hypothesis
+    assert report["tested_family"] == "promotion_comparisons"
+    assert report["promotion_comparisons"] == {}  # no hypothesis
     described = report["described"]
     assert set(described) == {
         f"{name} - {BASE_MODEL}" for name in BASELINES if name not in (BASE_MODEL, SWAPPED)
@@ -328,13 +329,14 @@ def test_baseline_report_tests_the_rule_s_family_and_describes_the_yardsticks(
     }
     before = baseline_report(rule, evaluated=TRIAL_METHOD)
     family = [f"{TRIAL_METHOD} - {b}" for b in (UNIFIED, CLUSTER0, BASE_MODEL)]
-    assert before["holm_family"] == family == list(before["comparisons"])
+    assert before["tested_family"] == "promotion_comparisons"
+    assert list(before["promotion_comparisons"]) == family
+    assert "decision_comparisons" in before["family_note"]  # and says which family is not it
     tested, _ = rule_family(dict(rule), TRIAL_METHOD)
-    for name, c in before["comparisons"].items():
+    for name, c in before["promotion_comparisons"].items():
         assert c["p_holm"] == pytest.approx(tested[name].difference.p_holm)
     after = baseline_report({**rule, **yardsticks}, evaluated=TRIAL_METHOD)
-    assert after["holm_family"] == family
-    assert after["comparisons"] == before["comparisons"]
+    assert after["promotion_comparisons"] == before["promotion_comparisons"]
     assert set(after["described"]) == {
         f"{UNIFIED} - {BASE_MODEL}",
         f"{CLUSTER0} - {BASE_MODEL}",
@@ -346,7 +348,10 @@ def test_baseline_report_tests_the_rule_s_family_and_describes_the_yardsticks(
     assert after["persona_effect"] == after["described"][f"{BASE_MODEL} - {SWAPPED}"]
     # A study of cluster 0: the cluster-0 adapter is cluster 0 itself, described, not tested.
     own = baseline_report(rule, evaluated=TRIAL_METHOD, tuned_cluster=0)
-    assert own["holm_family"] == [f"{TRIAL_METHOD} - {UNIFIED}", f"{TRIAL_METHOD} - {BASE_MODEL}"]
+    assert list(own["promotion_comparisons"]) == [
+        f"{TRIAL_METHOD} - {UNIFIED}",
+        f"{TRIAL_METHOD} - {BASE_MODEL}",
+    ]
     assert f"{CLUSTER0} - {BASE_MODEL}" in own["described"]
     with pytest.raises(ValueError, match="no method 'moe'"):
         baseline_report(rule, evaluated="moe")

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from evaluators.config import RUN_FIELDS, EvalConfig
+from evaluators.config import RUN_FIELDS, VERDICT_FIELDS, EvalConfig
 
 
 def test_defaults_are_greedy_and_stop_at_the_newline() -> None:
@@ -35,6 +35,9 @@ def test_frozen() -> None:
         ("repetition_penalty", 0.0),
         ("no_repeat_ngram_size", -1),
         ("seed", -1),
+        ("min_effect", -0.5),
+        ("min_effect", 100.0),
+        ("min_effect", float("inf")),
     ],
 )
 def test_bad_values_name_the_field(field: str, value: object) -> None:
@@ -66,13 +69,23 @@ def test_key_is_stable_and_changes_with_every_field() -> None:
         "no_repeat_ngram_size": 3,
         "seed": 7,
     }
-    assert set(changed) | set(RUN_FIELDS) == {f.name for f in dataclasses.fields(EvalConfig)}
+    every = {f.name for f in dataclasses.fields(EvalConfig)}
+    assert set(changed) | set(RUN_FIELDS) | set(VERDICT_FIELDS) == every
     keys = {dataclasses.replace(base, **{name: value}).key for name, value in changed.items()}
     assert len(keys) == len(changed) and base.key not in keys
     # how generation runs (compiled or not, adapters mixed or not) leaves the key alone
     run = {"compile_decoding": "buckets", "adapter_batches": "mixed"}
     assert set(run) == set(RUN_FIELDS)
     assert {dataclasses.replace(base, **{k: v}).key for k, v in run.items()} == {base.key}
+    # nor does how the numbers are judged: stored replies are read again under another margin
+    assert set(VERDICT_FIELDS) == {"min_effect"}
+    assert dataclasses.replace(base, min_effect=5.0).key == base.key
+
+
+def test_the_minimum_effect_defaults_to_2_points() -> None:
+    assert EvalConfig().min_effect == 2.0
+    assert EvalConfig(min_effect=0).min_effect == 0.0  # no margin: any difference above zero
+    assert isinstance(EvalConfig(min_effect=3).min_effect, float)  # type: ignore[arg-type]
 
 
 def test_an_integer_float_setting_has_the_key_of_its_float() -> None:

@@ -188,10 +188,11 @@ def test_comparisons_pair_examples_and_a_degenerate_method_cannot_win() -> None:
     report = compare_methods(
         {"lora": better, "collapsed": collapsed, "base_model": base},
         [("lora", "base_model"), ("collapsed", "base_model")],
+        min_effect=2.0,
     )
     lora, bad = report["lora - base_model"], report["collapsed - base_model"]
     assert lora["low"] > 0 and lora["beats"]
-    assert lora["p_holm"] >= lora["p_value"]
+    assert lora["p_holm"] >= lora["p_margin"] and lora["min_effect_percent_points"] == 2.0
     assert lora["mean_percent_points"] == pytest.approx(5, abs=0.5)
     assert bad["low"] > 0 and not bad["beats"]
 
@@ -202,7 +203,7 @@ def test_methods_on_different_examples_are_not_compared() -> None:
     with pytest.raises(ValueError, match=r"different examples .*example 5"):
         compare(a, b)
     with pytest.raises(ValueError, match="no evaluated method 'c'"):
-        compare_methods({"a": a, "b": b}, [("a", "c")])
+        compare_methods({"a": a, "b": b}, [("a", "c")], min_effect=2.0)
 
 
 def test_promoted_report_has_config_diversity_and_the_paired_comparison(
@@ -234,7 +235,11 @@ def test_promoted_report_has_config_diversity_and_the_paired_comparison(
         assert set(method["diversity"]) >= {"distinct_1", "distinct_2", "top_reply_share"}
         ci = method["mean_similarity_ci"]
         assert ci["low"] <= method["mean_similarity"] <= ci["high"]
-    comparison = data["comparisons"]["cluster_lora - base_model"]
+    # one family in the file, named for what it is, and saying which family is not it
+    assert data["tested_family"] == "promotion_comparisons"
+    assert "comparisons" not in data and "holm_family" not in data
+    assert "decision_comparisons" in data["family_note"]
+    comparison = data["promotion_comparisons"]["cluster_lora - base_model"]
     assert comparison["mean"] == pytest.approx(0.0, abs=1e-6)
     assert comparison["low"] <= 0 <= comparison["high"]
     assert comparison["p_holm"] is not None

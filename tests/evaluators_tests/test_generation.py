@@ -106,6 +106,66 @@ def test_missing_adapter_raises(tiny_base: Any, tmp_path: Path) -> None:
     assert [n for n, _ in tiny_base.model.named_modules() if "lora_" in n] == []
 
 
+def unloadable_copy(adapter: Path, folder: Path) -> Path:
+    """A copy of ``adapter`` whose ``lora_A`` tensors have one column more: it passes
+    :func:`~trainers.adapter_check.check_adapter_dir` (every shape fits its own rank) but
+    does not fit the base model, so peft fails to load it."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from trainers.adapter_check import ADAPTER_WEIGHTS, check_adapter_dir
+
+    shutil.copytree(adapter, folder)
+    tensors = load_file(str(folder / ADAPTER_WEIGHTS))
+    for key, tensor in tensors.items():
+        if "lora_A" in key:
+            tensors[key] = torch.zeros(tensor.shape[0], tensor.shape[1] + 1)
+    save_file(tensors, str(folder / ADAPTER_WEIGHTS))
+    check_adapter_dir(folder)
+    return folder
+
+
+def test_an_adapter_that_does_not_load_is_named_and_leaves_the_base_model_clean(
+    tiny_base: Any, zero_adapter: Path, random_adapters: list[Path], tmp_path: Path
+) -> None:
+    """peft injects the LoRA layers before it loads the weights: a failed load would leave
+    them in the base model for every later method. Both ways of loading (one adapter, and
+    the second of a mixed batch's adapters) name the folder and take them out again."""
+    import shutil
+
+    from trainers.adapter_check import ADAPTER_WEIGHTS, AdapterError
+
+    wide = unloadable_copy(zero_adapter, tmp_path / "wide")
+    before = _state(tiny_base.model)
+    short = EvalConfig(max_new_tokens=6)
+    plain = generate_replies(tiny_base, PROMPTS[:2], eval_config=short)
+    refused = rf"^{re.escape(str(wide))}: does not load onto the base model .*size mismatch"
+    with pytest.raises(AdapterError, match=refused):
+        generate_replies(tiny_base, PROMPTS[:2], adapter_dir=wide, eval_config=short)
+    assert [n for n, _ in tiny_base.model.named_modules() if "lora_" in n] == []
+    damaged = tmp_path / "damaged-after-the-check"  # as if cut after the pre-check
+    shutil.copytree(zero_adapter, damaged)
+    weights = damaged / ADAPTER_WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(AdapterError, match=rf"^{re.escape(str(damaged))}: does not load onto"):
+        generate_replies(tiny_base, PROMPTS[:2], adapter_dir=damaged, eval_config=short)
+    assert [n for n, _ in tiny_base.model.named_modules() if "lora_" in n] == []
+    assert sorted([random_adapters[0], wide])[-1] == wide  # loaded second, onto a PeftModel
+    with pytest.raises(AdapterError, match=refused):
+        generate_replies(
+            tiny_base, PROMPTS[:2], row_adapters=[random_adapters[0], wide], eval_config=short
+        )
+    assert [n for n, _ in tiny_base.model.named_modules() if "lora_" in n] == []
+    assert not hasattr(tiny_base.model, "peft_config")
+    import torch
+
+    after = _state(tiny_base.model)
+    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+    assert generate_replies(tiny_base, PROMPTS[:2], eval_config=short) == plain
+
+
 @pytest.mark.parametrize(
     ("raw", "cleaned"),
     [

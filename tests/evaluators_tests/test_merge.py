@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import storage
 from evaluators.moe.merge import (
     MERGE_INFO_NAME,
     MERGE_METHODS,
@@ -24,6 +25,7 @@ from evaluators.moe.merge import (
     read_adapter,
     weighted_delta_sum,
 )
+from trainers.adapter_check import AdapterError
 
 TARGETS = ["q_proj", "v_proj", "o_proj", "down_proj"]
 VOCAB = 96
@@ -175,7 +177,9 @@ def test_merge_writes_its_sources_and_weights(mixed_sources: list[Path], tmp_pat
     info = json.loads((out / MERGE_INFO_NAME).read_text())
     assert info == {
         "method": "cat",
-        "sources": [str(p.resolve()) for p in mixed_sources[:2]],
+        "sources": [
+            {"name": p.name, "sha256": storage.directory_sha256(p)[0]} for p in mixed_sources[:2]
+        ],
         "weights": [0.7, 0.3],
         "rank": 12,
     }
@@ -287,5 +291,14 @@ def test_merge_checks_weights_and_sources(mixed_sources: list[Path], tmp_path: P
         CatMerge().merge(mixed_sources[:2], [0.3, 0.3, 0.4], tmp_path / "m")
     with pytest.raises(ValueError, match="invalid merge weight nan"):
         CatMerge().merge(mixed_sources[:2], [0.5, float("nan")], tmp_path / "m")
-    with pytest.raises(ValueError, match="not a peft adapter directory"):
+    with pytest.raises(AdapterError, match=r"adapter_config\.json: missing: the folder holds no"):
         CatMerge().merge([tmp_path], [1.0], tmp_path / "m")
+
+
+def test_a_nested_adapter_config_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """peft would parse it with json (RecursionError, no file named): refused before."""
+    config = tmp_path / "adapter_config.json"
+    config.write_text('{"peft_type": "LORA",\n"r": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(AdapterError) as info:
+        read_adapter(tmp_path)
+    assert str(info.value) == f"{config}: line 2: nested deeper than 64 levels"

@@ -19,6 +19,7 @@ from evaluators.moe.run import MoeScope, MoeSettings, PersonaAdapter
 from evaluators.report.decision import MOE_COLD, MOE_SELF
 from tests.conftest import write_small_dataset
 from trainers.data import SplitConfig, load_dataset
+from trainers.input_file import InputFileError
 
 
 @pytest.fixture
@@ -158,3 +159,16 @@ def test_mixed_adapter_batches_store_the_replies_of_persona_by_persona(
     assert len(replies["mixed"]) == 4 * 2
     assert replies["mixed"] == replies["per_adapter"]
     assert len(set(replies["mixed"].values())) > 2
+
+
+def test_a_broken_results_file_is_named(tmp_path: Path) -> None:
+    """The results file read back goes through the one JSON reader: a damaged one names the
+    file and line (it raised RecursionError, no file named); a missing one is none yet."""
+    layout = storage.OutputLayout(tmp_path)
+    assert moe.read_results(layout, "study") is None
+    path = moe.results_path(layout, "study")
+    path.parent.mkdir(parents=True)
+    path.write_text('{"variants":\n' + "[" * 100_000 + "]" * 100_000 + "}", encoding="utf-8")
+    with pytest.raises(InputFileError) as info:
+        moe.read_results(layout, "study")
+    assert str(info.value) == f"{path}: line 2: nested deeper than 64 levels"

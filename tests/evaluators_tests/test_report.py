@@ -84,7 +84,7 @@ def test_cluster_that_beats_moe_is_main() -> None:
 def test_no_significant_difference_takes_the_higher_mean_and_says_so() -> None:
     d = decide(_methods(), _diffs())
     assert d.main_result == MOE_SELF  # 62% > 60%
-    assert any("without a significant difference" in r for r in d.reasons)
+    assert any("without a difference shown to exceed the minimum effect" in r for r in d.reasons)
 
 
 def test_no_significant_difference_says_whether_the_interval_or_holm_decided() -> None:
@@ -97,9 +97,11 @@ def test_no_significant_difference_says_whether_the_interval_or_holm_decided() -
     )
     (reason,) = [r for r in excludes_zero.reasons if "neither beats" in r]
     assert "contains 0" not in reason
-    assert "excludes 0, but not after Holm's correction" in reason and "Holm p=0.07" in reason
+    assert "lies beyond 0, but not after Holm's correction" in reason and "Holm p=0.07" in reason
     assert any(
-        "Holm p=0.07 (does not beat: the interval lies below 0)" in r for r in excludes_zero.reasons
+        r.startswith(f"{MOE_SELF} does not beat {CLUSTER} (the interval lies below 0)")
+        and r.endswith("Holm p=0.07")
+        for r in excludes_zero.reasons
     )
 
 
@@ -147,9 +149,12 @@ def test_a_main_result_that_does_not_beat_the_base_model_is_none() -> None:
     tie = Paired(-0.0003, -0.01, 0.009, False, 1.0, 0.95)
     d = decide(methods, _diffs(cluster_ok=False, cluster_base=tie, moe_base=tie))
     assert (d.branch, d.main_result) == (BASE_NOT_BEATEN, None)
-    assert "no method beats the base model: base_model 50.82%" in d.reasons[-1]
+    assert "no method beats the base_model: base_model 50.82%" in d.reasons[-1]
     assert "moe_self 50.79%" in d.reasons[-1]
-    assert any(r.startswith(f"{MOE_SELF} - {BASE}: -0.03 pt") for r in d.reasons)
+    assert any(
+        r.startswith(f"{MOE_SELF} does not beat {BASE} (the interval contains 0): -0.03 pt")
+        for r in d.reasons
+    )
     assert d.numbers["step4"]["beaten_by"] == []
     # The cluster adapter beats the base model, but the rule abandoned it in step 1.
     d = decide(methods, _diffs(cluster_ok=False, moe_base=tie))
@@ -158,7 +163,7 @@ def test_a_main_result_that_does_not_beat_the_base_model_is_none() -> None:
     # Beating the base model confirms the rule's choice.
     d = decide(methods, _diffs(cluster_ok=False))
     assert (d.branch, d.main_result) == (MOE_MAIN, MOE_SELF)
-    assert f"{MOE_SELF} beats {BASE}" in d.reasons[-1]
+    assert d.reasons[-1] == f"{MOE_SELF} beats the {BASE}: it is the main result"
 
 
 def test_a_main_result_needs_the_base_model_evaluated() -> None:
@@ -166,7 +171,7 @@ def test_a_main_result_needs_the_base_model_evaluated() -> None:
     del methods[BASE]
     d = decide(methods, _diffs(back=WIN))
     assert (d.branch, d.main_result) == (INCOMPLETE, None)
-    assert f"step 4 needs {BASE}" in d.reasons[-1]
+    assert f"step 4 needs the {BASE}" in d.reasons[-1]
 
 
 def test_a_verdict_on_a_degenerate_comparator_says_so() -> None:
@@ -174,20 +179,128 @@ def test_a_verdict_on_a_degenerate_comparator_says_so() -> None:
     d = decide(methods, _diffs(back=WIN))
     assert d.main_result == CLUSTER
     assert any(
-        r.startswith(f"{UNIFIED} is degenerate") and "only that" in r and "not broken" in r
+        r.startswith(f"the {UNIFIED} is degenerate") and f"only that {CLUSTER} is not broken" in r
         for r in d.reasons
     )
     d = decide(_methods(base_model=Standing(0.3, degenerate=True)), _diffs(back=WIN))
-    assert any(r.startswith(f"{BASE} is degenerate") for r in d.reasons)
+    assert any(
+        r.startswith(f"the {BASE} is degenerate") and f"only that {CLUSTER} and {MOE_SELF}" in r
+        for r in d.reasons
+    )
+
+
+def test_caveats_say_only_what_is_true() -> None:
+    """The real-data run's contradiction: "beating it shows only that the cluster is not
+    broken" about a comparison the cluster lost, beside "the cluster is degenerate: it cannot
+    win". The caveat stands only beside a win, never beside a loss or a degenerate loser."""
+    degenerate_cluster0 = Standing(0.10, degenerate=True)
+    lost = Paired(-0.02, -0.03, -0.01, False, 0.001, 0.001)
+    # the promoted trial is degenerate and loses to the degenerate cluster-0 adapter
+    d = decide(
+        _methods(
+            cluster_promoted=Standing(0.09, degenerate=True), cluster0_adapter=degenerate_cluster0
+        ),
+        {**_diffs(cluster_ok=False), f"{CLUSTER} - {CLUSTER0}": lost},
+    )
+    assert any(
+        f"{CLUSTER} is degenerate (one reply repeated): it cannot win" in r for r in d.reasons
+    )
+    assert not any("not broken" in r for r in d.reasons), d.reasons
+    # a loss to a degenerate baseline: no caveat either
+    d = decide(
+        _methods(cluster0_adapter=degenerate_cluster0),
+        {**_diffs(), f"{CLUSTER} - {CLUSTER0}": lost},
+    )
+    assert not any("not broken" in r for r in d.reasons), d.reasons
+    # a degenerate base model that nobody beats: no caveat
+    tie = Paired(0.0, -0.01, 0.01, False, 1.0, 1.0)
+    d = decide(
+        _methods(base_model=Standing(0.6, degenerate=True)),
+        _diffs(back=WIN, cluster_base=tie, moe_base=tie),
+    )
+    assert d.branch == BASE_NOT_BEATEN
+    assert not any("not broken" in r for r in d.reasons), d.reasons
 
 
 def test_an_interval_above_zero_never_stands_beside_does_not_beat_without_the_reason() -> None:
     # The issue's case: +1.76 pt, 95% CI +0.15 to +3.32, yet Holm p=0.258.
     above = Paired(0.0176, 0.0015, 0.0332, False, 0.258, 0.032)
     d = decide(_methods(), {**_diffs(), f"{CLUSTER} - {CLUSTER0}": above})
-    (text,) = [r for r in d.reasons if r.startswith(f"{CLUSTER} - {CLUSTER0}")]
-    assert "95% CI (unadjusted) [+0.15, +3.32], p=0.032, Holm p=0.258" in text
-    assert "(does not beat: the interval lies above 0, but Holm p >= 0.05)" in text
+    (text,) = [r for r in d.reasons if r.startswith(f"{CLUSTER} does not beat {CLUSTER0}")]
+    assert "(the interval lies above 0, but Holm p >= 0.05)" in text
+    assert text.endswith("95% CI (unadjusted) [+0.15, +3.32], p=0.032 (one-sided), Holm p=0.258")
+    # with the minimum effect of 2 points, the interval is not above it: that is the reason
+    at_two = Paired(0.0176, 0.0015, 0.0332, False, 0.7, 0.62, margin=0.02)
+    d = decide(_methods(), {**_diffs(), f"{CLUSTER} - {CLUSTER0}": at_two})
+    (text,) = [r for r in d.reasons if r.startswith(f"{CLUSTER} does not beat {CLUSTER0}")]
+    assert text.startswith(
+        f"{CLUSTER} does not beat {CLUSTER0} by more than the minimum effect of 2.0 points "
+        "(the interval lies above 0 but not above the minimum effect of 2.0 points): +1.76 pt"
+    )
+
+
+# --- the minimum effect -----------------------------------------------------------------
+
+WIN_BY_3 = Paired(0.031, 0.024, 0.038, True, 0.01, 0.002, margin=0.02)
+"""+3.1 pt, 95% CI [+2.4, +3.8], Holm p 0.01, tested against the minimum effect of 2 points."""
+NEARLY_BASE = Paired(0.0022, 0.0008, 0.0036, False, 1.0, 1.0, margin=0.02)
+"""The issue's MoE with self: +0.22 pt over the base model, tiny variance, Holm p 0.043 without
+a margin; at 2 points its one-sided p is 1."""
+TIE_2 = Paired(0.0, -0.01, 0.01, False, 1.0, 1.0, margin=0.02)
+
+
+def test_a_tiny_difference_is_no_main_result_and_the_text_states_the_margin() -> None:
+    """The issue's case: the cluster adapter abandoned at step 1, MoE with self +0.22 pt
+    over the base model with tiny variance. At the minimum effect of 2 points MoE does not
+    beat the base model: no main result, and every line says by how much it had to."""
+    methods = _methods(moe_self=Standing(0.5061), base_model=Standing(0.5039))
+    diffs = {
+        **{k: TIE_2 for k in _diffs()},
+        f"{MOE_SELF} - {BASE}": NEARLY_BASE,
+    }
+    d = decide(methods, diffs, labels={MOE_SELF: "MoE merge, with self", BASE: "base model"})
+    assert (d.branch, d.main_result) == (BASE_NOT_BEATEN, None)
+    assert any(
+        r.startswith(
+            "MoE merge, with self does not beat base model by more than the minimum effect of "
+            "2.0 points (the interval lies above 0 but not above the minimum effect of 2.0 "
+            "points): +0.22 pt, 95% CI (unadjusted) [+0.08, +0.36]"
+        )
+        for r in d.reasons
+    ), d.reasons
+    assert d.reasons[-1].startswith(
+        "no method beats the base model by more than the minimum effect of 2.0 points"
+    )
+    assert any(
+        "step 3" in r and "by more than the minimum effect of 2.0 points" in r for r in d.reasons
+    )
+
+
+def test_a_difference_above_the_margin_is_the_main_result_and_the_text_says_so() -> None:
+    diffs = {k: WIN_BY_3 if v.beats else TIE_2 for k, v in _diffs(back=WIN).items()}
+    d = decide(_methods(), diffs, labels={CLUSTER: "cluster 4, promoted trial", BASE: "base model"})
+    assert (d.branch, d.main_result) == (COMPARE_WITH_MOE, CLUSTER)
+    assert (
+        "cluster 4, promoted trial beats base model by more than the minimum effect of 2.0 "
+        "points: +3.10 pt, 95% CI (unadjusted) [+2.40, +3.80], p=0.002 (one-sided), Holm p=0.01"
+    ) in d.reasons
+    assert d.reasons[-1] == (
+        "cluster 4, promoted trial beats the base model by more than the minimum effect of 2.0 "
+        "points: it is the main result"
+    )
+
+
+def test_step_lines_use_the_labels_the_tables_use() -> None:
+    """With the report's labels, no line of the decision names an internal id."""
+    from evaluators.report.rows import label
+
+    labels = {n: label(n, 4) for n in (CLUSTER, UNIFIED, CLUSTER0, MOE_SELF, BASE)}
+    for diffs in (_diffs(moe=WIN), _diffs(back=WIN), _diffs(cluster_ok=False), _diffs()):
+        d = decide(_methods(unified_adapter=Standing(0.3, degenerate=True)), diffs, labels=labels)
+        text = "\n".join(d.reasons)
+        for internal in (CLUSTER, UNIFIED, CLUSTER0, MOE_SELF, BASE):
+            assert internal not in text, (internal, text)
+        assert "cluster 4, promoted trial" in text
 
 
 def test_the_family_is_the_rule_s_own_comparisons() -> None:
@@ -208,6 +321,7 @@ def test_the_family_is_the_rule_s_own_comparisons() -> None:
         (CLUSTER, UNIFIED),
         (CLUSTER, CLUSTER0),
         (MOE_SELF, CLUSTER),
+        (CLUSTER, MOE_SELF),
         (CLUSTER, BASE),
         (MOE_SELF, BASE),
     ]
@@ -292,13 +406,15 @@ def test_report_reads_stored_runs_lists_missing_and_renders(
     )
     assert "MoE merge, with self" in built["not_evaluated"]
     assert "copy the persona" in built["not_evaluated"]
-    assert built["holm_family"] == [
+    assert built["tested_family"] == "decision_comparisons"
+    assert list(built["decision_comparisons"]) == [
         f"{CLUSTER} - {UNIFIED}",
         f"{CLUSTER} - {CLUSTER0}",
         f"{CLUSTER} - {BASE}",
     ]
-    assert list(built["comparisons"]) == built["holm_family"]
-    p_holm = [c["p_holm"] for c in built["comparisons"].values()]
+    assert "comparisons" not in built and "holm_family" not in built  # one family, named
+    assert built["family_note"].startswith("Holm's correction runs over these 3 comparisons")
+    p_holm = [c["p_holm"] for c in built["decision_comparisons"].values()]
     assert all(p is not None for p in p_holm)
     # The persona text does not beat the references themselves: MoE is the main result,
     # and it is not evaluated, so there is none yet.
@@ -395,28 +511,70 @@ def test_adding_a_yardstick_never_changes_the_decision(
         COMPARE_WITH_MOE,
         CLUSTER,
     )
-    assert any("cluster0_adapter is degenerate" in r for r in before["decision"]["reasons"])
+    assert any(
+        r.startswith("the cluster 0 adapter is degenerate") and "cluster 4, promoted trial" in r
+        for r in before["decision"]["reasons"]
+    )
     _store_yardsticks(engine, dataset_id, personas, texts, far)
     results = report.collect_results(engine, scope, promoted_trial=2)
     assert {"copy_persona", "reference_ceiling", "persona_swapped"} <= set(results)
     after = report.build_report("study", results, cluster_id=4, promoted_trial=2)
     assert after["decision"] == before["decision"]
-    assert after["comparisons"] == before["comparisons"]
+    assert after["decision_comparisons"] == before["decision_comparisons"]
     assert (
-        after["holm_family"]
-        == before["holm_family"]
+        list(after["decision_comparisons"])
+        == list(before["decision_comparisons"])
         == [
             f"{CLUSTER} - {UNIFIED}",
             f"{CLUSTER} - {CLUSTER0}",
             f"{MOE_SELF} - {CLUSTER}",
+            f"{CLUSTER} - {MOE_SELF}",
             f"{CLUSTER} - {BASE}",
             f"{MOE_SELF} - {BASE}",
         ]
     )
     # The yardsticks are described against the base model, not tested.
     assert after["described"]["reference_ceiling - base_model"]["p_holm"] is None
+    _check_the_figure_shows_the_test(after)
     row = after["rows"]["reference_ceiling"]
     assert row["label"] == "reference agreement (two references of the same persona)"
+
+
+def _check_the_figure_shows_the_test(built: dict[str, Any]) -> None:
+    """Beside the bars, a forest plot of the decision's family: each paired difference with
+    its 95% CI, in a trace of its verdict; zero and the minimum effect as vertical lines; the
+    base model's score drawn across the bars as step 4's bar."""
+    fig = report.comparison_figure(built)
+    family = built["decision_comparisons"]
+    forest = {t.name: t for t in fig.data if "paired difference" in (t.name or "")}
+    assert set(forest) == {
+        "beats (paired difference, 95% CI)",
+        "does not beat (paired difference, 95% CI)",
+    }
+    drawn = {
+        (y.replace("<br>", ""), x) for t in forest.values() for y, x in zip(t.y, t.x, strict=True)
+    }
+    assert len(drawn) == len(family) == 6
+    for name, c in family.items():
+        a, _, b = name.partition(" - ")
+        y = f"{report.label(a, 4)} −{report.label(b, 4)}"
+        assert (y, c["mean_percent_points"]) in drawn
+        trace = forest[
+            ("beats" if c["beats"] else "does not beat") + " (paired difference, 95% CI)"
+        ]
+        i = [t.replace("<br>", "") for t in trace.y].index(y)
+        low, high = c["ci_percent_points"]
+        assert trace.error_x.array[i] == pytest.approx(high - c["mean_percent_points"])
+        assert trace.error_x.arrayminus[i] == pytest.approx(c["mean_percent_points"] - low)
+    assert {t.xaxis for t in forest.values()} == {"x2"}  # beside the bars (x), not on them
+    lines = {s.x0 for s in fig.layout.shapes if s.type == "line" and s.xref == "x2"}
+    assert lines == {0, built["min_effect_percent_points"]} == {0, 2.0}
+    (base,) = [t for t in fig.data if (t.name or "").endswith("step 4's bar")]
+    assert base.name.startswith("base model") and base.xaxis == "x"
+    assert list(base.y) == pytest.approx(
+        [100 * built["rows"][BASE]["mean_similarity"]] * len(base.y)
+    )
+    assert len(base.x) == len(built["rows"])  # across every bar
 
 
 def test_promotion_tests_the_rule_s_family_and_describes_the_yardsticks(
@@ -447,7 +605,7 @@ def test_promotion_tests_the_rule_s_family_and_describes_the_yardsticks(
     assert list(before_tested) == family and before_described == {}
     built = report.build_report("study", results, cluster_id=4, promoted_trial=2)
     for name, tested in before_tested.items():
-        same = built["comparisons"][name.replace(TRIAL_METHOD, CLUSTER)]
+        same = built["decision_comparisons"][name.replace(TRIAL_METHOD, CLUSTER)]
         assert tested.difference.p_holm == pytest.approx(same["p_holm"])
 
     _store_yardsticks(engine, dataset_id, personas, texts, far)
@@ -487,11 +645,17 @@ def test_the_report_says_no_method_beats_the_base_model(
     d = built["decision"]
     assert (d["branch"], d["main_result"]) == (BASE_NOT_BEATEN, None)
     base = 100 * built["rows"][BASE]["mean_similarity"]
-    assert f"no method beats the base model: base_model {base:.2f}%" in d["reasons"][-1]
+    assert d["reasons"][-1].startswith(
+        "no method beats the base model by more than the minimum effect of 2.0 points: "
+        f"base model {base:.2f}%, cluster 4, promoted trial"
+    )
     files = report.write_report_files(storage.OutputLayout(tmp_path / "out"), built, png=False)
     summary = files["summary"].read_text()
-    assert f"**Decision:** No method beats the base model ({base:.2f}%); no main result." in summary
-    assert "does not beat: CI below 0" in summary
+    assert (
+        f"**Decision:** No method beats the base model ({base:.2f}%) by more than the minimum "
+        "effect of 2.0 points; no main result."
+    ) in summary
+    assert "does not beat: the interval lies below 0" in summary
 
 
 def test_a_study_of_cluster_0_cannot_compare_with_cluster_0() -> None:
@@ -503,10 +667,10 @@ def test_a_study_of_cluster_0_cannot_compare_with_cluster_0() -> None:
     d = decide(methods, diffs, tuned_cluster=0)
     assert (d.branch, d.main_result) == (COMPARE_WITH_MOE, CLUSTER)
     assert not any("needs" in r for r in d.reasons)
-    (reason,) = [r for r in d.reasons if r.startswith(f"{CLUSTER} - {CLUSTER0}")]
+    (reason,) = [r for r in d.reasons if r.startswith(f"{CLUSTER} − {CLUSTER0}")]
     assert "cluster 0 itself" in reason and "cannot be compared with itself" in reason
     assert d.numbers["step1"][f"{CLUSTER} - {CLUSTER0}"] == decision.SELF_CLUSTER0
-    assert any(f"beats the unified adapter: compare it with {MOE_SELF}" in r for r in d.reasons)
+    assert any(f"beats the {UNIFIED}: compare it with {MOE_SELF}" in r for r in d.reasons)
     # Failing the unified adapter alone abandons cluster training.
     d = decide(methods, _diffs(cluster_ok=False), tuned_cluster=0)
     assert d.branch == MOE_MAIN
@@ -544,9 +708,10 @@ def test_the_report_names_the_study_s_cluster_and_handles_cluster_0(
     assert (d["branch"], d["main_result"]) == (COMPARE_WITH_MOE, CLUSTER)
     assert any("cluster 0 itself" in r for r in d["reasons"])
     assert not any("needs" in r for r in d["reasons"])
-    assert built["holm_family"] == [
+    assert list(built["decision_comparisons"]) == [
         f"{CLUSTER} - {UNIFIED}",
         f"{MOE_SELF} - {CLUSTER}",
+        f"{CLUSTER} - {MOE_SELF}",
         f"{CLUSTER} - {BASE}",
         f"{MOE_SELF} - {BASE}",
     ]
@@ -567,8 +732,8 @@ def test_a_degenerate_difference_that_also_fails_holm_gives_both_reasons() -> No
         _methods(cluster_promoted=Standing(1.0, degenerate=True)),
         {**_diffs(), f"{CLUSTER} - {UNIFIED}": above},
     )
-    (text,) = [r for r in d.reasons if r.startswith(f"{CLUSTER} - {UNIFIED}")]
-    assert text.endswith(
-        "(does not beat: the interval lies above 0, but Holm p >= 0.05, and it is degenerate "
-        "(one reply repeated))"
+    (text,) = [r for r in d.reasons if r.startswith(f"{CLUSTER} does not beat {UNIFIED}")]
+    assert text.startswith(
+        f"{CLUSTER} does not beat {UNIFIED} (the interval lies above 0, but Holm p >= 0.05, "
+        "and it is degenerate: one reply repeated): +74.38 pt"
     )

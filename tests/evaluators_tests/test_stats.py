@@ -146,3 +146,67 @@ def test_holm_can_take_away_a_win() -> None:
 def test_a_higher_mean_alone_does_not_beat() -> None:
     assert not beats(_diff(-0.001, 0.2))
     assert not beats(_diff(0.0, 0.04))
+
+
+# --- the minimum effect: superiority by a margin ------------------------------------------
+
+
+def _shifted(shift: float, spread: float, seed: int = 3) -> tuple[Any, Any, Any]:
+    """b, and a = b + shift with a per-persona spread of the shift (``spread``)."""
+    rng = np.random.default_rng(seed)
+    personas = np.repeat(np.arange(N_PERSONAS), PER_PERSONA)
+    b = rng.normal(0.5, 0.1, N_PERSONAS)[personas] + rng.normal(0, 0.05, personas.size)
+    a = b + shift + rng.normal(0, spread, N_PERSONAS)[personas]
+    return a, b, [f"p{p:02d}" for p in personas]
+
+
+def test_a_tiny_difference_with_tiny_variance_does_not_beat_a_margin() -> None:
+    """The issue's case: MoE with self at +0.22 pt over the base model with paired differences
+    of tiny variance. Without a margin it would beat (interval above 0, p tiny); at the
+    minimum effect of 2 points it does not, and its one-sided p of "> 2 points" is 1."""
+    a, b, personas = _shifted(0.0022, 0.0005)
+    without = paired_difference(a, b, personas, margin=0.0)
+    assert without.low > 0 and without.p_margin is not None and without.p_margin < 0.001
+    assert beats(without)
+    at_two = paired_difference(a, b, personas, margin=0.02)
+    assert at_two.mean == pytest.approx(0.0022, abs=0.0005)
+    assert 0 < at_two.low < at_two.high < 0.02
+    assert at_two.p_margin == 1.0 and at_two.margin == 0.02
+    assert not beats(at_two)
+    assert not beats(holm_corrected({"moe - base": at_two})["moe - base"])
+
+
+def test_a_difference_above_the_margin_beats() -> None:
+    """+3 points with its interval near [+2.4, +3.8] beats at the margin of 2 points, and
+    not at a margin of 3.5 (the interval is no longer above it)."""
+    a, b, personas = _shifted(0.031, 0.022)
+    diff = paired_difference(a, b, personas, margin=0.02)
+    assert 0.02 < diff.low < diff.mean < diff.high
+    assert diff.mean == pytest.approx(0.031, abs=0.006)
+    assert diff.p_margin is not None and diff.p_margin < 0.05
+    assert beats(diff)
+    corrected = holm_corrected({"x - base": diff, "y - base": diff})["x - base"]
+    assert corrected.p_holm == pytest.approx(2 * diff.p_margin)  # Holm corrects the margin p
+    assert not beats(paired_difference(a, b, personas, margin=0.035))
+
+
+def test_the_margin_test_holds_its_level_at_the_margin() -> None:
+    """A true difference of exactly the margin: the one-sided test rejects at most about 5%
+    of the time (20 seeds: at most 3 rejections, 1 expected), and beats never more often."""
+    rejections = 0
+    for seed in range(20):
+        a, b, personas = _shifted(0.02, 0.02, seed=seed)
+        diff = paired_difference(a, b, personas, margin=0.02, n_resamples=2000, seed=seed)
+        assert diff.p_margin is not None
+        rejections += diff.p_margin < 0.05
+        assert not beats(diff) or diff.p_margin < 0.05
+    assert rejections <= 3
+
+
+def test_a_margin_is_checked() -> None:
+    a, b, personas = _shifted(0.01, 0.01)
+    with pytest.raises(ValueError, match=r"invalid margin=-0\.01: expected a finite number >= 0"):
+        paired_difference(a, b, personas, margin=-0.01)
+    described = paired_difference(a, b, personas)
+    assert described.margin is None and described.p_margin is None
+    assert described.p_tested == described.p_value

@@ -80,6 +80,15 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
 
 
+def test_a_nested_config_names_the_file_and_line(tmp_path: Path) -> None:
+    """Python's parser ran out of recursion ("maximum recursion depth exceeded", no file)."""
+    deep = "[" * 5000 + "1" + "]" * 5000
+    path = _write(tmp_path, f'[study]\nname = "s"\ndataset = "d"\nx = {deep}\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: line 4: nested deeper than 64 levels"
+
+
 def test_non_utf8_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "latin1.toml"
     path.write_bytes('[study]\nname = "caf\xe9"\n'.encode("latin-1"))

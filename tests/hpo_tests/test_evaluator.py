@@ -202,8 +202,8 @@ def test_top_k_by_eval_loss_are_evaluated_and_the_best_similarity_is_promoted(
     # Holm over the decision rule's comparisons only; the yardsticks are described
     tested = {"cluster_lora - base_model", "cluster_lora - unified_adapter"}
     assert (
-        report["holm_family"] == list(report["comparisons"])
-        and set(report["comparisons"]) == tested
+        report["tested_family"] == "promotion_comparisons"
+        and set(report["promotion_comparisons"]) == tested
     )
     assert set(report["described"]) == {
         f"cluster_lora - {name}"

@@ -126,3 +126,69 @@ def test_record_get_verify(engine: sa.Engine, tmp_path: Path) -> None:
     assert verify_artifact(info)
     (adapter / "w.bin").write_bytes(b"weightz")
     assert not verify_artifact(info)
+
+
+HOLD_A_TEMP_FOLDER = """
+import sys, time
+from pathlib import Path
+import storage
+with storage.atomic_directory(Path(sys.argv[1])) as tmp:
+    (tmp / "adapter_model.safetensors").write_bytes(b"half")
+    print(tmp.name, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_temp_folders_no_live_process_holds_are_swept_at_start(tmp_path: Path) -> None:
+    """A writer killed inside atomic_directory leaves `.tmp-<name>-<random>`: the next process
+    that writes under the output root removes it at start (hpo.artifacts.output_layout), while
+    one that a live process holds (its flock) is kept, in the MoE output as in the report's
+    folder; a folder younger than the grace period is kept too (its writer may not have
+    locked it yet)."""
+    import signal
+    import subprocess
+    import sys
+
+    from hpo.artifacts import output_layout
+    from storage import OutputLayout, sweep_temp_folders
+    from storage.atomic import temp_prefix
+
+    layout = OutputLayout(tmp_path)
+    moe = layout.study_adapter_dir("s", "moe_self", "p1").parent
+    stale = [
+        moe / (temp_prefix("tmp", "p0") + "dead1"),
+        tmp_path / "results" / "s" / (temp_prefix("old", "comparison") + "dead2"),
+    ]
+    for folder in stale:
+        folder.mkdir(parents=True)
+        (folder / "part").write_text("x")
+    fresh = moe / (temp_prefix("tmp", "p2") + "new")
+    # another machine's (a shared output root: our lock may not reach it), and one of older code
+    elsewhere = [moe / ".tmp-p3-0123abcd_xyz", moe / ".tmp-p4-abc"]
+    for folder in [fresh, *elsewhere]:
+        folder.mkdir()
+    root = Path(__file__).resolve().parents[2]
+    writer = subprocess.Popen(
+        [sys.executable, "-c", HOLD_A_TEMP_FOLDER, str(moe / "p1")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    try:
+        assert writer.stdout is not None
+        held = moe / writer.stdout.readline().strip()
+        assert held.name.startswith(temp_prefix("tmp", "p1")) and held.is_dir()
+        hour_ago = os.stat(held).st_mtime - 3600
+        for folder in [*stale, held, *elsewhere]:
+            os.utime(folder, (hour_ago, hour_ago))
+        assert output_layout(tmp_path).root == tmp_path  # a process's start sweeps
+        assert [p.exists() for p in stale] == [False, False]
+        assert held.is_dir() and fresh.is_dir() and all(p.is_dir() for p in elsewhere)
+        assert (held / "adapter_model.safetensors").read_bytes() == b"half"
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=30)
+    # killed mid-write: now nothing holds it, and the next start removes it
+    assert sweep_temp_folders(layout) == [held]
+    assert not (moe / "p1").exists() and fresh.is_dir()

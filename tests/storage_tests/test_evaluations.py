@@ -8,6 +8,7 @@ from storage import (
     done_example_ids,
     evaluation_results,
     evaluation_run_status,
+    fail_evaluation_run,
     finish_evaluation_run,
     list_evaluation_runs,
     load_personas,
@@ -81,3 +82,27 @@ def test_runs_are_keyed(engine: sa.Engine, dataset_id: int) -> None:
         session_scope(engine) as session,
     ):
         evaluation_run_status(session, 999)
+
+
+def test_a_failed_run_keeps_its_reason_and_is_resumed_when_opened_again(
+    engine: sa.Engine, dataset_id: int
+) -> None:
+    with session_scope(engine) as session:
+        example = load_personas(session, dataset_id)[0].examples[0]
+        run = _start(session, dataset_id)
+        save_evaluation_results(session, run, [(example.id, "gen", 0.5)])
+    with session_scope(engine) as session:
+        fail_evaluation_run(session, run, "AdapterError: x: does not load\n  onto the base model")
+    with session_scope(engine) as session:
+        assert evaluation_run_status(session, run) == "failed"
+        (info,) = list_evaluation_runs(session, "s")
+        assert info.failure == "AdapterError: x: does not load onto the base model"  # one line
+    with session_scope(engine) as session:  # opened again: resumed from what it stored
+        assert _start(session, dataset_id) == run
+        assert evaluation_run_status(session, run) == "running"
+        assert done_example_ids(session, run) == {example.id}
+        assert list_evaluation_runs(session, "s")[0].failure is None
+        finish_evaluation_run(session, run)
+    with session_scope(engine) as session:  # a finished run is never marked failed after
+        fail_evaluation_run(session, run, "late")
+        assert evaluation_run_status(session, run) == "complete"

@@ -485,3 +485,22 @@ def test_concurrent_upgrades_run_once(storage_url: str) -> None:
     assert current_revision(engine) == head_revision()
     assert all_rows(engine) == before
     assert marker(engine) == [storage.SCHEMA_VERSION]
+
+
+def test_a_missing_table_on_sqlite_is_no_outage_and_gives_the_upgrade_hint(
+    sqlite_url: str,
+) -> None:
+    """SQLite reports a missing table as an OperationalError, the class of its outages: it is
+    not waited out as one, and every command gets the upgrade hint for it."""
+    engine = open_storage(sqlite_url)
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(connection=conn), "0004")
+    with pytest.raises(StorageError) as caught, session_scope(engine) as session:
+        storage.study_records(session, "s")
+    assert not storage.is_disconnect(caught.value)
+    hint = storage.older_schema_message(caught.value, sqlite_url)
+    assert hint is not None
+    assert f"revision 0004, older than this code's {head_revision()}" in hint
+    assert hint.endswith("`hpo db upgrade --storage URL` (no such table: study_records)")
+    upgrade_database(sqlite_url)
+    assert storage.older_schema_message(caught.value, sqlite_url) is None  # at head: not ours

@@ -110,6 +110,9 @@ def ensure_tiny_model(
             target,
             spec.pretrain_steps,
         )
+        # a killed build's folder: no live process builds this model now (we hold its lock)
+        for stale in target.parent.glob(f".tmp-{target.name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
         try:
             _build_tiny_model(tmp, config.seed, spec)

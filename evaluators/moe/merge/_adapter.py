@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import storage
+from trainers.adapter_check import ADAPTER_CONFIG, read_adapter_config
 
 if TYPE_CHECKING:
     import torch
@@ -86,18 +87,14 @@ def read_adapter(path: str | Path) -> LoraAdapter:
     """Read a saved peft LoRA adapter directory (config and weights) onto the CPU.
 
     Raises:
-        ValueError: If the directory holds no adapter config, or one that is not LoRA.
+        AdapterError: If the directory holds no adapter config, or one that is not valid JSON
+            (too deeply nested included) or not LoRA; the message names the file.
     """
-    from peft import LoraConfig
-    from peft.utils import CONFIG_NAME, load_peft_weights
-
     path = Path(path)
-    config_file = path / CONFIG_NAME
-    if not config_file.is_file():
-        raise ValueError(f"{path} is not a peft adapter directory: no {CONFIG_NAME}")
-    peft_type = json.loads(config_file.read_text()).get("peft_type")
-    if peft_type != "LORA":
-        raise ValueError(f"{config_file}: peft_type={peft_type!r}, only 'LORA' can be merged")
+    read_adapter_config(path / ADAPTER_CONFIG)  # before peft parses it: names the file at fault
+    from peft import LoraConfig
+    from peft.utils import load_peft_weights
+
     tensors = load_peft_weights(str(path), device="cpu")
     return LoraAdapter(
         config=LoraConfig.from_pretrained(str(path)),

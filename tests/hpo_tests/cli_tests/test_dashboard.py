@@ -65,8 +65,8 @@ def _dashboard(tmp_path: Path, url: str, *args: str) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def _request(method: str, url: str) -> tuple[int, str]:
-    request = urllib.request.Request(url, method=method)
+def _request(method: str, url: str, **headers: str) -> tuple[int, str]:
+    request = urllib.request.Request(url, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:
             return response.status, response.read().decode()
@@ -93,8 +93,12 @@ def test_read_only_refuses_a_delete_and_serves_reads(tmp_path: Path) -> None:
         assert status == 403 and "read-only" in body
         assert _request("POST", f"{base}/api/studies")[0] == 403
     assert optuna.study.get_all_study_names(url) == ["kept"]
-    # The same request without --read-only does delete: the refusal above is the flag's.
+    # The same request without --read-only does delete: the refusal above is the flag's; from
+    # a foreign Host (DNS rebinding) it does not (test_dashboard_host.py has the cases).
     with _dashboard(tmp_path, url) as base:
+        foreign = {"Host": f"rebind.example:{base.rpartition(':')[2]}"}
+        assert _request("DELETE", f"{base}/api/studies/{study_id}", **foreign)[0] == 421
+        assert optuna.study.get_all_study_names(url) == ["kept"]
         assert _request("DELETE", f"{base}/api/studies/{study_id}")[0] == 204
     assert optuna.study.get_all_study_names(url) == []
 

@@ -12,7 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from hpo.cli import EXIT_BAD_INPUT
-from tests.conftest import import_and_cluster
+from tests.conftest import import_and_cluster, store_dataset_with_one_cluster
+from tests.evaluators_tests.test_generation import unloadable_copy
 from tests.hpo_tests.cli_tests.conftest import Hpo, one_line
 from tests.hpo_tests.cli_tests.test_evaluate import STUDY
 from trainers.adapter_check import ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_adapter_dir
@@ -52,6 +53,13 @@ def _break_config(folder: Path) -> Path:
     return config
 
 
+def _nest_config(folder: Path) -> Path:
+    """100,000 levels deep: Python's parser ran out of recursion, exit 1 with no file named."""
+    config = folder / ADAPTER_CONFIG
+    config.write_text('{"peft_type": "LORA",\n"r": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    return config
+
+
 def _remove_weights(folder: Path) -> Path:
     weights = folder / ADAPTER_WEIGHTS
     weights.unlink()
@@ -74,7 +82,8 @@ def _wrong_shape(folder: Path) -> Path:
 BREAKS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "truncated weights": (_truncate, "not a readable safetensors file"),
     "random weights": (_randomize, "not a readable safetensors file"),
-    "broken config": (_break_config, "not valid JSON"),
+    "broken config": (_break_config, "line 1: not valid JSON: Expecting value (column 28)"),
+    "nested config": (_nest_config, "line 2: nested deeper than 64 levels"),
     "missing weights": (_remove_weights, "missing: the adapter has no weights file"),
     "wrong tensor shape": (_wrong_shape, "expected 8 rows (r=8)"),
 }
@@ -113,3 +122,41 @@ def test_a_broken_adapter_is_refused_naming_the_file(
     finally:
         engine.dispose()
     assert running == 0
+
+
+@pytest.mark.postgres
+def test_an_adapter_that_does_not_load_closes_its_run_as_failed(
+    hpo: Hpo, pg_url: str, tmp_path: Path, good_adapter: Path
+) -> None:
+    """An adapter that passes the pre-check but does not fit the base model fails when peft
+    loads it, after its evaluation run was opened: the run is closed as failed with the
+    reason, and the command exits 2 with one line naming the folder (before any baseline is
+    trained)."""
+    store_dataset_with_one_cluster(pg_url, "small")
+    config = tmp_path / "study.toml"
+    config.write_text(
+        '[study]\nname = "loadfail"\ndataset = "small"\nk = 1\ncluster_id = 0\n', encoding="utf-8"
+    )
+    assert hpo("study", "create", "--config", config, "--storage", pg_url).exit_code == 0
+    wide = unloadable_copy(good_adapter, tmp_path / "wide")  # passes check_adapter_dir
+    result = hpo(
+        "evaluate", "--study", "loadfail", "--adapter", wide,
+        "--storage", pg_url, "--output-root", tmp_path,
+    )  # fmt: skip
+    assert result.exit_code == EXIT_BAD_INPUT, result.output[-2000:]
+    assert "Traceback" not in result.stderr
+    # the base model was loaded: transformers' "Loading weights" bar comes before the error
+    shown = result.stderr.splitlines()
+    (line,) = [ln for ln in shown if ln.strip() and not ln.startswith("Loading weights")]
+    assert line.startswith(f"hpo: error: {wide}: does not load onto the base model "), line
+    assert "size mismatch" in line
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            runs = conn.execute(sa.text("SELECT method, status, failure FROM evaluation_runs"))
+            ((method, status, failure),) = runs.all()
+    finally:
+        engine.dispose()
+    assert method.startswith("adapter-") and status == "failed"
+    assert failure.startswith(f"AdapterError: {wide}: does not load onto the base model ")
+    assert "size mismatch" in failure and "\n" not in failure

@@ -113,3 +113,29 @@ def test_usage_errors_are_one_line(hpo: Hpo, args: tuple[str, ...], expected: st
     line = one_line(result)
     assert line.startswith("hpo: error: ") and expected in line
     assert "--help" in line
+
+
+def test_a_nested_config_and_a_bad_store_setting_are_one_line_exit_2(tmp_path: Path) -> None:
+    """Issue 27: a deeply nested TOML config exited 1 with "maximum recursion depth exceeded"
+    and no file name; a bad ``HPO_ARTIFACTS`` must be one line, exit 2, too. The real CLI."""
+    config = tmp_path / "study.toml"
+    deep = "[" * 100_000 + "1" + "]" * 100_000
+    config.write_text(f'[study]\nname = "s"\ndataset = "d"\nx = {deep}\n', encoding="utf-8")
+    result = _run(tmp_path, "study", "create", "--config", str(config))
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr[-2000:]
+    [line] = result.stderr.strip().splitlines()
+    assert line == f"hpo: error: {config}: line 4: nested deeper than 64 levels"
+    assert not (tmp_path / "hpo.db").exists()  # refused before the storage is opened
+
+    environment = {**os.environ, "HPO_ARTIFACTS": "ftp://example.org/store"}
+    done = subprocess.run(
+        [sys.executable, "-m", "hpo", "worker", "--study", "s", "--output-root", str(tmp_path)],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == EXIT_BAD_INPUT, done.stderr[-2000:]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("hpo: error: HPO_ARTIFACTS='ftp://example.org/store': expected")

@@ -46,7 +46,8 @@ def test_report_of_a_cluster_0_study_names_cluster_0(hpo: Hpo, tmp_path: Path) -
     assert result.exit_code == 0, result.output
     assert "cluster 4" not in result.stdout.lower()
     assert "(no cluster-0 comparison: cluster 0 is the tuned cluster itself)" in result.stdout
-    assert "cluster_promoted - cluster0_adapter: not applicable" in result.stdout
+    assert "cluster 0, promoted trial − cluster 0 adapter: not applicable" in result.stdout
+    assert "cluster_promoted" not in result.stdout  # the tables' labels, not internal ids
     assert "main result: none" in result.stdout  # MoE is not evaluated
     assert "step 1 needs" not in result.stdout
     report = json.loads(
@@ -56,8 +57,12 @@ def test_report_of_a_cluster_0_study_names_cluster_0(hpo: Hpo, tmp_path: Path) -
     assert report["rows"]["cluster_promoted"]["label"] == "cluster 0, promoted trial"
     assert report["decision"]["branch"] != "incomplete"
     assert "cluster 0 adapter" not in report["not_evaluated"]
-    assert report["holm_family"][0] == "cluster_promoted - unified_adapter"
+    assert report["tested_family"] == "decision_comparisons"
+    assert next(iter(report["decision_comparisons"])) == "cluster_promoted - unified_adapter"
     summary = (root / "results/zero/comparison/comparison_summary.md").read_text()
     assert "cluster 4" not in summary.lower() and "Cluster 0 " in summary
     # The promoted trial repeats the templated references and Holm p is 0.25 here: both said.
-    assert "CI above 0, but Holm p >= 0.05, and degenerate (one reply repeated)" in summary
+    assert (
+        "the interval lies above the minimum effect of 2.0 points, but Holm p >= 0.05, and it "
+        "is degenerate: one reply repeated"
+    ) in summary

@@ -65,6 +65,28 @@ def test_failed_build_leaves_no_cache_and_no_temporary_directory(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
 
 
+def test_a_killed_build_s_folder_is_removed_by_the_next_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build killed midway leaves `.tmp-<model>-<random>` in the cache; the next builder,
+    holding the build lock (so no live process builds that model), removes it. Another
+    model's folder is left to its own builder."""
+
+    def quick_build(out: Path, seed: int, spec: TinyModelSpec) -> None:
+        (out / "build.json").write_text("{}", encoding="utf-8")
+
+    monkeypatch.setattr(tiny_model, "_build_tiny_model", quick_build)
+    config = ModelConfig(cache_dir=str(tmp_path), seed=0)
+    target = tiny_model_dir(config, SMALL_SPEC)
+    killed = tmp_path / f".tmp-{target.name}-k1ll3d"
+    other = tmp_path / ".tmp-another-model-k1ll3d"
+    for folder in (killed, other):
+        folder.mkdir()
+        (folder / "partial.bin").write_bytes(b"x")
+    assert ensure_tiny_model(config, SMALL_SPEC) == target
+    assert not killed.exists() and other.is_dir()
+
+
 def test_cache_directory_depends_on_the_whole_spec(tmp_path: Path) -> None:
     config = ModelConfig(cache_dir=str(tmp_path))
     assert tiny_model_dir(config, SMALL_SPEC) != tiny_model_dir(config, TinyModelSpec())
