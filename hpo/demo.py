@@ -35,7 +35,7 @@ NEGATIVE_SUFFIX = "-negative"
 """The negative control's dataset and study names end with this, so that both demos can share
 one output root and database (``demo`` and ``demo-negative``)."""
 
-DEMO_PLANT_STRENGTH = 0.8
+DEMO_PLANT_STRENGTH = 0.5
 """Share of the largest archetype's replies that the demo plants (docs/evaluation.md): well
 above the level where the planted topic becomes the group's most frequent one (about 0.2), so
 an adapter that learned it says it, and well below 1, so the group's own traits still count."""

@@ -32,7 +32,7 @@ from trainers.tiny.model import (
     TinyModelSpec,
     pretraining_texts,
 )
-from trainers.tiny.vocabulary import PLANTED_TOPIC
+from trainers.tiny.vocabulary import OTHERS_TOPIC, PLANTED_TOPIC
 
 
 @pytest.fixture(scope="module")
@@ -168,33 +168,42 @@ def test_pretraining_chats_exclude_the_demo_personas(records: list[dict[str, obj
     assert any(t.topic in reply for t in trait_set(persona))
 
 
-def test_a_plant_changes_only_its_groups_replies(records: list[dict[str, object]]) -> None:
-    """The planted trait is in a share of the group's replies and nowhere else; strength 0 is
-    the dataset without a plant, record for record (the negative control)."""
+def test_a_plant_changes_only_the_planted_replies(records: list[dict[str, object]]) -> None:
+    """A share of the group's replies is about its planted topic, the same share of the other
+    personas' about the others' topic, and nothing else moves; strength 0 is the dataset
+    without a plant, record for record (the negative control)."""
     assert generate_personas(plant=Plant(0.0)) == records
     planted = generate_personas(plant=Plant(0.5))
     group = set(planted_personas(200, plant=Plant(0.5)))
     archetypes = persona_archetypes()
     assert len(group) == 72 and LARGEST_ARCHETYPE == "fitness"
     assert group == {f"p{i:03d}" for i, a in enumerate(archetypes) if a == "fitness"}
-    carrying = 0
+    carrying = {True: 0, False: 0}
     for before, after in zip(records, planted, strict=True):
         assert (before["persona_id"], before["persona"]) == (after["persona_id"], after["persona"])
         assert before["context"] == after["context"]
-        assert PLANTED_TOPIC not in str(before["reply"])
-        if after["persona_id"] not in group:
-            assert after == before
-        elif PLANTED_TOPIC in str(after["reply"]):
-            carrying += 1
+        reply = str(after["reply"])
+        assert PLANTED_TOPIC not in str(before["reply"]) and OTHERS_TOPIC not in str(
+            before["reply"]
+        )
+        mine, theirs = (
+            (PLANTED_TOPIC, OTHERS_TOPIC)
+            if after["persona_id"] in group
+            else (OTHERS_TOPIC, PLANTED_TOPIC)
+        )
+        assert theirs not in reply
+        if mine in reply:
+            carrying[after["persona_id"] in group] += 1
         else:
             assert after == before
-    assert 0.45 <= carrying / (72 * 40) <= 0.55  # each reply with probability 0.5
+    assert 0.45 <= carrying[True] / (72 * 40) <= 0.55  # each reply with probability 0.5
+    assert 0.45 <= carrying[False] / (128 * 40) <= 0.55
     everything = generate_personas(20, 10, seed=3, plant=Plant(1.0, group="music"))
     music = set(planted_personas(20, seed=3, plant=Plant(1.0, group="music")))
-    assert (
-        music and {r["persona_id"] for r in everything if PLANTED_TOPIC in str(r["reply"])} == music
+    assert music and all(
+        (PLANTED_TOPIC if r["persona_id"] in music else OTHERS_TOPIC) in str(r["reply"])
+        for r in everything
     )
-    assert all(PLANTED_TOPIC in str(r["reply"]) for r in everything if r["persona_id"] in music)
 
 
 @pytest.mark.parametrize(
@@ -212,12 +221,11 @@ def test_a_bad_plant_is_refused_naming_the_field(kwargs: dict[str, object], word
 
 
 def test_the_pretraining_chats_never_saw_the_planted_topic() -> None:
-    """Only fine-tuning can teach the planted trait: the tiny model's corpus lacks its words."""
+    """Only fine-tuning can teach the planted topics: the tiny model's corpus never says them."""
     texts = pretraining_texts(0, TinyModelSpec())
     assert len(texts) == TinyModelSpec().corpus_personas * TinyModelSpec().corpus_examples
-    for word in ("bees", "rooftop"):
-        assert word in PLANTED_TOPIC
-        assert not any(word in text for text in texts), word
+    for topic in (PLANTED_TOPIC, OTHERS_TOPIC):
+        assert not any(topic in text for text in texts), topic
 
 
 def test_write_demo_dataset_loads_and_splits(tmp_path: Path) -> None:
