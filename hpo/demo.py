@@ -70,8 +70,9 @@ class DemoOptions:
     moe_k: int = 5
     """Personas merged into each persona's MoE adapter (top-k by persona-text similarity)."""
     plant_strength: float = DEMO_PLANT_STRENGTH
-    """Share of the largest archetype's replies about a planted topic that only fine-tuning can
-    learn (docs/evaluation.md); 0 plants nothing."""
+    """Share of replies about a planted topic that only fine-tuning can learn: one topic in the
+    largest archetype's (the tuned cluster), another in the others' (docs/evaluation.md); 0
+    plants nothing."""
     negative_control: bool = False
     """Plant nothing, whatever plant_strength says: the same sizes and seeds, no effect to find."""
 
