@@ -321,7 +321,7 @@ def run_demo(
     for kind, path in written.items():
         files[f"report {kind}"] = path
     decision = report_data["decision"]
-    console.print(_control_line(plant.strength, decision.get("main_result")))
+    console.print(_control_line(plant.strength, decision.get("main_result"), section.cluster_id))
     done(name)
 
     console.rule("[bold]files")
@@ -334,9 +334,13 @@ def run_demo(
     return DemoResult(url, section.name, report, decision, files, timer)
 
 
-def _control_line(strength: float, main_result: str | None) -> str:
+def _control_line(strength: float, main_result: str | None, cluster_id: int) -> str:
     """What the decision says about the planted trait: found, missed or invented."""
-    named = "no main result" if main_result is None else f"the main result {main_result}"
+    from evaluators.report.rows import label
+
+    named = "no main result"
+    if main_result is not None:
+        named = f"{label(main_result, cluster_id)} as the main result"
     if not strength:
         verdict = "as it should" if main_result is None else "a false positive"
         return f"negative control (nothing planted): the decision names {named}, {verdict}"

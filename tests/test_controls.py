@@ -48,7 +48,7 @@ def test_a_planted_effect_is_found(tmp_path: Path) -> None:
         assert numbers["step1"][f"{CLUSTER} - {baseline}"]["beats"], "\n".join(decision["reasons"])
     assert numbers["step4"][f"{CLUSTER} - base_model"]["beats"], "\n".join(decision["reasons"])
     assert decision["main_result"] == CLUSTER, "\n".join(decision["reasons"])
-    assert "the decision names the main result" in printed and ": found" in printed
+    assert "the decision names cluster 4, promoted trial as the main result: found" in printed
 
 
 @pytest.mark.slow
