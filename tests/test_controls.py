@@ -55,7 +55,7 @@ def test_a_planted_effect_is_found(tmp_path: Path) -> None:
 @pytest.mark.timeout(300, func_only=True)
 def test_the_negative_control_names_no_main_result(tmp_path: Path) -> None:
     decision, printed = _run(tmp_path, negative=True)
-    assert "planted: nothing planted (negative control)" in printed
+    assert "planted: none (negative control)" in printed
     assert decision["main_result"] is None, "\n".join(decision["reasons"])
     assert "negative control (nothing planted): the decision names no main result" in printed
     assert (tmp_path / "data" / "demo-negative_personas.jsonl").is_file()

@@ -103,7 +103,7 @@ class Plant:
     def describe(self) -> str:
         """One line for a user: what is planted where, or that nothing is."""
         if not self.strength:
-            return "nothing planted (negative control)"
+            return "none (negative control)"
         return (
             f"{self.strength:.0%} of the {self.group} personas' replies are about "
             f"{self.topic!r}, {self.strength:.0%} of the others' about {self.others_topic!r} "

@@ -137,7 +137,7 @@ def test_generate_defaults_are_the_demos(hpo: Hpo, tmp_path: Path) -> None:
     # The negative control: the same personas and replies, nothing planted, another file.
     result = hpo("data", "generate", "--output-root", tmp_path / "root", "--negative-control")
     assert result.exit_code == 0, result.output
-    assert "planted: nothing planted (negative control)" in result.stdout
+    assert "planted: none (negative control)" in result.stdout
     control = tmp_path / "root" / "data" / "demo-negative_personas.jsonl"
     text = control.read_text(encoding="utf-8")
     assert PLANTED_TOPIC not in text and len(text.splitlines()) == len(lines)
