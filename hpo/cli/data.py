@@ -21,29 +21,41 @@ def data() -> None:
 
 
 @data.command(
-    epilog=example("hpo data generate --out data/demo.jsonl --personas 200 --examples 40")
+    epilog=example(
+        "hpo data generate --out data/demo.jsonl --personas 200 --examples 40",
+        "hpo data generate --out data/control.jsonl --negative-control",
+    )
 )
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="JSONL path  [default: OUTPUT_ROOT/data/demo_personas.jsonl]",
+    help="JSONL path  [default: OUTPUT_ROOT/data/demo_personas.jsonl, or "
+    "demo-negative_personas.jsonl with --negative-control]",
 )
-@dataclass_options(DemoOptions, include=("personas", "examples", "seed"))
+@dataclass_options(
+    DemoOptions,
+    include=("personas", "examples", "seed", "plant_strength", "negative_control"),
+)
 @common_options()
 def generate(out: Path | None, output_root: Path, storage: str | None, **kwargs: Any) -> None:
-    """Write the demo persona dataset (JSONL), deterministic by seed."""
+    """Write the demo persona dataset (JSONL), deterministic by seed, as `hpo demo` does: by
+    default with a planted trait in the largest archetype's replies (docs/evaluation.md)."""
     from trainers.tiny import write_demo_dataset
 
     options = build_dataclass(DemoOptions, kwargs)
-    path = out or output_root / "data" / "demo_personas.jsonl"
+    path = out or output_root / "data" / f"{options.dataset}_personas.jsonl"
     write_demo_dataset(
         path,
         n_personas=options.personas,
         examples_per_persona=options.examples,
         seed=options.seed,
+        plant=options.plant,
     )
-    click.echo(f"wrote {options.personas} personas x {options.examples} examples to {path}")
+    click.echo(
+        f"wrote {options.personas} personas x {options.examples} examples to {path}; "
+        f"planted: {options.plant.describe()}"
+    )
 
 
 @data.command(

@@ -14,12 +14,18 @@ from hpo.cli.options import common_options, example
 from hpo.demo import DemoOptions
 
 
-@click.command(epilog=example("hpo demo --output-root demo_run --n-trials 12"))
+@click.command(
+    epilog=example(
+        "hpo demo --output-root demo_run --n-trials 12",
+        "hpo demo --output-root demo_run --negative-control",
+    )
+)
 @dataclass_options(DemoOptions, exclude=("output_root", "storage_url"))
 @common_options(output_root=DemoOptions.output_root)
 def demo(storage: str | None, output_root: Path, **kwargs: Any) -> None:
-    """The whole flow on the embedded default: data, clusters, a study run by workers, the
-    evaluator with its baselines, per-persona adapters and the MoE merge, and the report.
+    """The whole flow on the embedded default: data with a planted effect (--negative-control:
+    none), clusters, a study run by workers, the evaluator with its baselines, per-persona
+    adapters and the MoE merge, and the report with its decision.
 
     Files go to OUTPUT_ROOT (demo_run/ unless --output-root or HPO_OUTPUT_ROOT says
     otherwise); the database is OUTPUT_ROOT/hpo.db unless --storage or HPO_STORAGE names

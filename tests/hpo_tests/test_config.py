@@ -47,6 +47,21 @@ def test_packaged_demo_values() -> None:
     assert config.train.data.max_val_per_persona == 2
 
 
+def test_packaged_controls_values() -> None:
+    """The controls' study (tests/test_controls.py): the demo's, cut to one trial at lr 1e-3."""
+    config = load_config(packaged_config("controls"))
+    demo = load_config(packaged_config("demo"))
+    assert (config.study.name, config.study.cluster_id, config.study.n_trials) == (
+        demo.study.name,
+        4,
+        1,
+    )
+    assert config.seed_trials == (
+        {"epochs": 5, "batch_size": 2, "learning_rate": 1e-3, "lora_rank": 8},
+    )
+    assert config.train.data == demo.train.data
+
+
 def test_unknown_packaged_config() -> None:
     with pytest.raises(ConfigError, match="nosuch"):
         packaged_config("nosuch")
@@ -165,7 +180,7 @@ def test_invalid_train_value_names_the_field(tmp_path: Path) -> None:
         load_config(path)
 
 
-@pytest.mark.parametrize("name", ["demo", "cluster4", "cpu"])
+@pytest.mark.parametrize("name", ["demo", "cluster4", "cpu", "controls"])
 def test_round_trip_through_dict(name: str) -> None:
     config = load_config(packaged_config(name))
     assert config_from_dict(config.to_dict()) == config

@@ -7,10 +7,13 @@ imports this package only for ``base_model = "tiny"``, and the demo writes its d
 from __future__ import annotations
 
 from trainers.tiny.generator import (
+    LARGEST_ARCHETYPE,
+    Plant,
     archetype_sizes,
     generate_persona_chats,
     generate_personas,
     persona_archetypes,
+    planted_personas,
     trait_set,
     write_demo_dataset,
 )
@@ -24,14 +27,17 @@ from trainers.tiny.model import (
 )
 
 __all__ = [
+    "LARGEST_ARCHETYPE",
     "PRETRAIN_SEED_OFFSET",
     "TINY_RECIPE_VERSION",
+    "Plant",
     "TinyModelSpec",
     "archetype_sizes",
     "ensure_tiny_model",
     "generate_persona_chats",
     "generate_personas",
     "persona_archetypes",
+    "planted_personas",
     "tiny_model_build",
     "tiny_model_dir",
     "trait_set",

@@ -9,6 +9,17 @@ what a persona talks about and how it talks.
 The archetypes have unequal sizes (16:28:40:44:72 of 200) and far-apart themes, so clustering
 the persona texts' embeddings finds them again, with one cluster much larger than the rest.
 
+A :class:`Plant` plants a trait shared by one archetype's personas (by default the largest,
+which becomes the largest cluster, the one a study tunes): a share of their replies is about
+:data:`~trainers.tiny.vocabulary.PLANTED_TOPIC` instead of one of their own traits, and the
+same share of every other persona's replies about another shared topic,
+:data:`~trainers.tiny.vocabulary.OTHERS_TOPIC`. Persona texts stay as they are, so nothing in
+the prompt announces either topic and the base model, whose pretraining never saw them, cannot
+know them: only fine-tuning can. A cluster adapter learns its group's topic; the unified
+adapter, trained on every group, mixes it with the others' (docs/demo.md, "Planted effect").
+Everything else is drawn exactly as without a plant, so strength 0 (the negative control)
+gives the same records as no plant at all.
+
 We write this generator ourselves because the service needs a small dataset with a known
 cluster structure that builds offline in a second; no published persona corpus has both.
 This module and its vocabulary import only the standard library.
@@ -29,6 +40,8 @@ from trainers.tiny.vocabulary import (
     CONTRACTIONS,
     GENERIC_TRAITS,
     GREETINGS,
+    OTHERS_TOPIC,
+    PLANTED_TOPIC,
     QUESTIONS,
     SELF_GREETINGS,
     STYLES,
@@ -42,6 +55,60 @@ GENERIC_REPLY_SHARE = 0.2
 
 MIN_PER_ARCHETYPE = 2
 """Every archetype has at least this many personas, whatever ``n_personas``."""
+
+
+LARGEST_ARCHETYPE = max(ARCHETYPE_WEIGHTS, key=lambda name: ARCHETYPE_WEIGHTS[name])
+"""The archetype with the most personas: it becomes the largest cluster, the one the demo
+study tunes (clusters are numbered by size, so with k=5 it is cluster 4)."""
+
+
+@dataclass(frozen=True)
+class Plant:
+    """A trait planted in the replies of one archetype's personas, and another in the rest's.
+
+    Each reply of the group's personas is, with probability ``strength``, about
+    :data:`~trainers.tiny.vocabulary.PLANTED_TOPIC` instead of one of the persona's own traits
+    (same question, template and style; drawn from a random stream of its own, so the rest of
+    the dataset is the one drawn without a plant); each reply of every other persona, with the
+    same probability, about :data:`~trainers.tiny.vocabulary.OTHERS_TOPIC`. Strength 0 plants
+    nothing: the negative control.
+    """
+
+    strength: float = 0.0
+    """Share of the group's replies about the planted topic, in [0, 1]; 0 plants nothing."""
+    group: str = LARGEST_ARCHETYPE
+    """The archetype whose personas share the planted trait (default: the largest)."""
+
+    def __post_init__(self) -> None:
+        strength = self.strength
+        if isinstance(strength, bool) or not isinstance(strength, int | float):
+            raise ValueError(f"invalid strength={strength!r}: expected a number in [0, 1]")
+        if not 0 <= strength <= 1:
+            raise ValueError(f"invalid strength={strength!r}: expected a number in [0, 1]")
+        if self.group not in ARCHETYPE_WEIGHTS:
+            raise ValueError(
+                f"invalid group={self.group!r}: expected one of {sorted(ARCHETYPE_WEIGHTS)}"
+            )
+
+    @property
+    def topic(self) -> str:
+        """What the group's planted replies talk about."""
+        return PLANTED_TOPIC
+
+    @property
+    def others_topic(self) -> str:
+        """What the other personas' planted replies talk about."""
+        return OTHERS_TOPIC
+
+    def describe(self) -> str:
+        """One line for a user: what is planted where, or that nothing is."""
+        if not self.strength:
+            return "none (negative control)"
+        return (
+            f"{self.strength:.0%} of the {self.group} personas' replies are about "
+            f"{self.topic!r}, {self.strength:.0%} of the others' about {self.others_topic!r} "
+            "(topics the tiny model's pretraining never saw)"
+        )
 
 
 @dataclass(frozen=True)
@@ -107,6 +174,7 @@ def generate_personas(
     *,
     seed: int = 0,
     exclude: Sequence[str] = (),
+    plant: Plant | None = None,
 ) -> list[dict[str, object]]:
     """Generate the demo dataset's records.
 
@@ -116,6 +184,8 @@ def generate_personas(
         seed: Same seed, same records; another seed gives other personas and replies.
         exclude: Persona texts (of another dataset) to keep apart from: no persona's trait
             set equals, contains or is contained in one of theirs, as within a dataset.
+        plant: A trait planted in one archetype's replies; None or strength 0: none, and
+            the records are the same.
 
     Returns:
         JSONL records with keys ``persona_id``, ``persona``, ``context`` (a list of 1-3
@@ -134,8 +204,15 @@ def generate_personas(
         rng = random.Random(f"persona:{seed}:{index}")
         persona = _draw_persona(rng, archetype, taken)
         persona_id = f"p{index:0{width}d}"
+        planted = None
+        if plant is not None:
+            planted = plant.topic if archetype == plant.group else plant.others_topic
+        plant_rng = random.Random(f"plant:{seed}:{index}")  # its own stream: rng stays as is
         for _ in range(examples_per_persona):
-            context, reply = _draw_example(rng, persona)
+            topic = None
+            if plant is not None and plant_rng.random() < plant.strength:
+                topic = planted
+            context, reply = _draw_example(rng, persona, planted_topic=topic)
             records.append(
                 {
                     "persona_id": persona_id,
@@ -145,6 +222,17 @@ def generate_personas(
                 }
             )
     return records
+
+
+def planted_personas(n_personas: int, *, seed: int = 0, plant: Plant) -> list[str]:
+    """The ids of the personas of the plant's group (as :func:`generate_personas` names them),
+    whether or not the plant's strength is above 0."""
+    width = max(3, len(str(n_personas - 1)))
+    return [
+        f"p{index:0{width}d}"
+        for index, archetype in enumerate(persona_archetypes(n_personas, seed=seed))
+        if archetype == plant.group
+    ]
 
 
 def trait_set(persona_text: str) -> frozenset[Trait]:
@@ -199,8 +287,14 @@ def _draw_persona(rng: random.Random, archetype: str, taken: list[frozenset[Trai
     )
 
 
-def _draw_example(rng: random.Random, persona: _Persona) -> tuple[list[str], str]:
-    """One context (1-3 turns, the partner's question last) and the persona's reply."""
+def _draw_example(
+    rng: random.Random, persona: _Persona, *, planted_topic: str | None = None
+) -> tuple[list[str], str]:
+    """One context (1-3 turns, the partner's question last) and the persona's reply.
+
+    With ``planted_topic``, the reply is the one drawn without it, about that topic instead of
+    the persona's trait; ``rng`` advances exactly as without it.
+    """
     question = rng.choice(QUESTIONS)
     n_turns = rng.choice((1, 1, 2, 3))
     if n_turns == 1:
@@ -216,8 +310,16 @@ def _draw_example(rng: random.Random, persona: _Persona) -> tuple[list[str], str
         ]
     generic = rng.random() < GENERIC_REPLY_SHARE
     trait = persona.traits[-1] if generic else rng.choice(persona.traits[:-1])
-    core = rng.choice(question.answers).format(topic=trait.topic)
-    return context, _render(rng, persona, core, topic=trait.topic)
+    template = rng.choice(question.answers)
+    state = rng.getstate()
+    reply = _render(rng, persona, template.format(topic=trait.topic), topic=trait.topic)
+    if planted_topic is None:
+        return context, reply
+    twin = random.Random()
+    twin.setstate(state)  # the same opener and closer, the planted topic
+    return context, _render(
+        twin, persona, template.format(topic=planted_topic), topic=planted_topic
+    )
 
 
 def _render(rng: random.Random, persona: _Persona, core: str, *, topic: str | None) -> str:
@@ -264,7 +366,12 @@ def _render(rng: random.Random, persona: _Persona, core: str, *, topic: str | No
 
 
 def write_demo_dataset(
-    path: str | Path, *, n_personas: int = 200, examples_per_persona: int = 40, seed: int = 0
+    path: str | Path,
+    *,
+    n_personas: int = 200,
+    examples_per_persona: int = 40,
+    seed: int = 0,
+    plant: Plant | None = None,
 ) -> Path:
     """Generate the demo dataset and write it as JSONL, atomically.
 
@@ -273,10 +380,12 @@ def write_demo_dataset(
         n_personas: As for :func:`generate_personas`.
         examples_per_persona: As for :func:`generate_personas`.
         seed: As for :func:`generate_personas`.
+        plant: As for :func:`generate_personas`.
 
     Returns:
         The path written.
     """
     path = Path(path)
-    write_jsonl(path, generate_personas(n_personas, examples_per_persona, seed=seed))
+    records = generate_personas(n_personas, examples_per_persona, seed=seed, plant=plant)
+    write_jsonl(path, records)
     return path

@@ -251,6 +251,15 @@ CATCHPHRASES = (
 )
 """Catchphrases for personas of the ``catchphrase`` style (one each, chosen per persona)."""
 
+PLANTED_TOPIC = "teaching my parrots to sing opera"
+"""The topic of a planted trait in the tuned group's replies (``generator.Plant``): made of
+words the tiny model knows, but no trait, template or greeting says it, so its pretraining
+chats never contain it and only fine-tuning can teach it (a test checks the corpus)."""
+
+OTHERS_TOPIC = "watching old films with my brothers"
+"""The topic the other groups' planted replies share instead: what the unified adapter, trained
+on every group, mixes with :data:`PLANTED_TOPIC`; never in the pretraining chats either."""
+
 CONTRACTIONS = {
     "I'm ": "I am ",
     "I've ": "I have ",

@@ -12,6 +12,7 @@ from hpo.demo import DemoOptions
 from tests.conftest import write_small_dataset
 from tests.datafiles import SPC_CSV
 from tests.hpo_tests.cli_tests.conftest import Hpo, one_line
+from trainers.tiny.vocabulary import PLANTED_TOPIC
 
 
 def _record(i: int) -> dict[str, object]:
@@ -102,7 +103,7 @@ def test_generate_import_cluster(hpo: Hpo, tmp_path: Path) -> None:
     out = tmp_path / "data" / "small.jsonl"
     result = hpo("data", "generate", "--out", out, "--personas", "20", "--examples", "16")
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"wrote 20 personas x 16 examples to {out}\n"
+    assert result.stdout.startswith(f"wrote 20 personas x 16 examples to {out}; planted: 50%")
     assert len(out.read_text(encoding="utf-8").splitlines()) == 20 * 16
 
     result = hpo("data", "import", out, "--name", "small", "--n-test", "4", "--storage", url)
@@ -130,6 +131,16 @@ def test_generate_defaults_are_the_demos(hpo: Hpo, tmp_path: Path) -> None:
     assert f"wrote {defaults.personas} personas x {defaults.examples} examples" in result.stdout
     lines = out.read_text(encoding="utf-8").splitlines()
     assert len(lines) == defaults.personas * defaults.examples
+    assert f"planted: {defaults.plant.describe()}" in result.stdout
+    assert defaults.plant.strength > 0 and PLANTED_TOPIC in out.read_text(encoding="utf-8")
+
+    # The negative control: the same personas and replies, nothing planted, another file.
+    result = hpo("data", "generate", "--output-root", tmp_path / "root", "--negative-control")
+    assert result.exit_code == 0, result.output
+    assert "planted: none (negative control)" in result.stdout
+    control = tmp_path / "root" / "data" / "demo-negative_personas.jsonl"
+    text = control.read_text(encoding="utf-8")
+    assert PLANTED_TOPIC not in text and len(text.splitlines()) == len(lines)
 
 
 @pytest.mark.parametrize(
@@ -137,6 +148,7 @@ def test_generate_defaults_are_the_demos(hpo: Hpo, tmp_path: Path) -> None:
     [
         (("data", "generate", "--personas", "0"), "--personas"),
         (("data", "generate", "--personas", "3"), "--personas"),
+        (("data", "generate", "--plant-strength", "1.5"), "--plant-strength"),
         (("data", "import", "x.jsonl", "--n-test", "0"), "--n-test"),
         (("data", "import", "x.jsonl", "--val-fraction", "1.5"), "--val-fraction"),
         (("data", "cluster", "--dataset", "d", "--k", "1"), "--k"),

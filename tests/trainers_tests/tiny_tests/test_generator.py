@@ -14,16 +14,25 @@ from trainers.tiny.generator import (
     ARCHETYPE_WEIGHTS,
     CATCHPHRASES,
     GENERIC_TRAITS,
+    LARGEST_ARCHETYPE,
     QUESTIONS,
     STYLES,
+    Plant,
     archetype_sizes,
     generate_persona_chats,
     generate_personas,
     persona_archetypes,
+    planted_personas,
     trait_set,
     write_demo_dataset,
 )
-from trainers.tiny.model import DEMO_PERSONAS, PRETRAIN_SEED_OFFSET
+from trainers.tiny.model import (
+    DEMO_PERSONAS,
+    PRETRAIN_SEED_OFFSET,
+    TinyModelSpec,
+    pretraining_texts,
+)
+from trainers.tiny.vocabulary import OTHERS_TOPIC, PLANTED_TOPIC
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +166,66 @@ def test_pretraining_chats_exclude_the_demo_personas(records: list[dict[str, obj
     persona, context, reply = chats[0]
     assert context.split("\n")[-1] in {q.text for q in QUESTIONS}
     assert any(t.topic in reply for t in trait_set(persona))
+
+
+def test_a_plant_changes_only_the_planted_replies(records: list[dict[str, object]]) -> None:
+    """A share of the group's replies is about its planted topic, the same share of the other
+    personas' about the others' topic, and nothing else moves; strength 0 is the dataset
+    without a plant, record for record (the negative control)."""
+    assert generate_personas(plant=Plant(0.0)) == records
+    planted = generate_personas(plant=Plant(0.5))
+    group = set(planted_personas(200, plant=Plant(0.5)))
+    archetypes = persona_archetypes()
+    assert len(group) == 72 and LARGEST_ARCHETYPE == "fitness"
+    assert group == {f"p{i:03d}" for i, a in enumerate(archetypes) if a == "fitness"}
+    carrying = {True: 0, False: 0}
+    for before, after in zip(records, planted, strict=True):
+        assert (before["persona_id"], before["persona"]) == (after["persona_id"], after["persona"])
+        assert before["context"] == after["context"]
+        reply = str(after["reply"])
+        assert PLANTED_TOPIC not in str(before["reply"]) and OTHERS_TOPIC not in str(
+            before["reply"]
+        )
+        mine, theirs = (
+            (PLANTED_TOPIC, OTHERS_TOPIC)
+            if after["persona_id"] in group
+            else (OTHERS_TOPIC, PLANTED_TOPIC)
+        )
+        assert theirs not in reply
+        if mine in reply:
+            carrying[after["persona_id"] in group] += 1
+        else:
+            assert after == before
+    assert 0.45 <= carrying[True] / (72 * 40) <= 0.55  # each reply with probability 0.5
+    assert 0.45 <= carrying[False] / (128 * 40) <= 0.55
+    everything = generate_personas(20, 10, seed=3, plant=Plant(1.0, group="music"))
+    music = set(planted_personas(20, seed=3, plant=Plant(1.0, group="music")))
+    assert music and all(
+        (PLANTED_TOPIC if r["persona_id"] in music else OTHERS_TOPIC) in str(r["reply"])
+        for r in everything
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"strength": -0.1}, "strength=-0.1: expected a number in [0, 1]"),
+        ({"strength": 1.5}, "strength=1.5: expected a number in [0, 1]"),
+        ({"strength": True}, "strength=True"),
+        ({"strength": 0.5, "group": "sports"}, "group='sports': expected one of"),
+    ],
+)
+def test_a_bad_plant_is_refused_naming_the_field(kwargs: dict[str, object], words: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(words)):
+        Plant(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_pretraining_chats_never_saw_the_planted_topic() -> None:
+    """Only fine-tuning can teach the planted topics: the tiny model's corpus never says them."""
+    texts = pretraining_texts(0, TinyModelSpec())
+    assert len(texts) == TinyModelSpec().corpus_personas * TinyModelSpec().corpus_examples
+    for topic in (PLANTED_TOPIC, OTHERS_TOPIC):
+        assert not any(topic in text for text in texts), topic
 
 
 def test_write_demo_dataset_loads_and_splits(tmp_path: Path) -> None:
