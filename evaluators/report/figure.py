@@ -252,9 +252,18 @@ def _add_forest(fig: Any, report: Mapping[str, Any], min_effect: float) -> None:
     )
 
 
+AXIS_NOTE_CHARS = 20
+"""A label's parenthesis longer than this is left off the axis (the tables keep it): at the
+axis's slant, "(two references of the same persona)" ran into its neighbour's label."""
+
+
 def _wrapped(text: str) -> str:
-    """A long label on two lines, before its parenthesis (an axis label that fits its plot)."""
-    return text.replace(" (", "<br>(", 1)
+    """A long label on two lines, before its parenthesis (an axis label that fits its plot),
+    or without a long parenthesis."""
+    head, paren, note = text.partition(" (")
+    if not paren:
+        return text
+    return head if len(note) > AXIS_NOTE_CHARS else f"{head}<br>({note}"
 
 
 def _last(intermediate: Mapping[str, float]) -> float | None:
