@@ -83,7 +83,6 @@ def test_data_to_clusters_to_adapter_to_evaluation(tmp_path: Path, tiny_base) ->
         assert len(storage.evaluation_results(session, base.run_id)) == len(items)
 
 
-@pytest.mark.slow
 def _close(a: Any, b: Any) -> bool:
     """Equal at any depth, floats to a relative 1e-6 (far above float32 rounding, 1e-8)."""
     if isinstance(a, float) and isinstance(b, float):
@@ -95,6 +94,7 @@ def _close(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+@pytest.mark.slow
 def test_demo_command_end_to_end(tmp_path: Path) -> None:
     """`hpo demo` at a small scale: two workers, pruning, promotion, evaluation, report."""
     from peft.utils import CONFIG_NAME
