@@ -66,8 +66,9 @@ COMMANDS: dict[str, CommandSpec] = {
     "demo": CommandSpec(
         "demo",
         "demo",
-        "The whole flow on the embedded default: data, clusters, a study run by workers, the "
-        "evaluator with its baselines, per-persona adapters and the MoE merge, and the report.",
+        "The whole flow on the embedded default: data with a planted effect "
+        "(--negative-control: none), clusters, a study run by workers, the evaluator with its "
+        "baselines, per-persona adapters and the MoE merge, and the report with its decision.",
     ),
     "data": CommandSpec("data", "data", "Generate, import and cluster persona datasets."),
     "train": CommandSpec(

@@ -16,6 +16,7 @@ from hpo.cli.options import (
     STUDY_EVALUATION,
     common_options,
     example,
+    patience_option,
     storage_url,
     study_option,
 )
@@ -67,14 +68,7 @@ from hpo.study.creation import GRACE_PERIOD
     help="seconds a lease lives without renewal: a killed evaluator's work is taken over "
     "after this long",
 )
-@click.option(
-    "--patience",
-    type=click.FloatRange(min=1),
-    default=GRACE_PERIOD,
-    show_default=True,
-    help="seconds a database or artifact store outage is waited out (retried with backoff) "
-    "before the evaluator exits 1 naming it",
-)
+@patience_option(GRACE_PERIOD, "the evaluator")
 @dataclass_options(EvalConfig, base=STUDY_EVALUATION)
 @common_options(log_level=logging.INFO)
 def evaluator(

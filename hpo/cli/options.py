@@ -16,10 +16,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 STORAGE_ENV = "HPO_STORAGE"
 OUTPUT_ROOT_ENV = "HPO_OUTPUT_ROOT"
 VERBOSE_KEY = "hpo.verbose"
+"""Key in ``click.Context.meta`` (shared by a command and its parent groups) set by -v."""
 STUDY_EVALUATION = "[evaluation]"
 """Where the EvalConfig flags left alone take their values: the study config's section
 (``--help`` shows ``[default: ([evaluation] or 2.0)]``)."""
-"""Key in ``click.Context.meta`` (shared by a command and its parent groups) set by -v."""
 
 
 def example(*commands: str) -> str:
@@ -53,6 +53,19 @@ def storage_option(f: F) -> F:
 def study_option(f: F) -> F:
     """``--study NAME`` (required), passed to the command as ``name``."""
     return click.option("--study", "name", required=True, metavar="NAME", help="study name")(f)
+
+
+def patience_option(default: float, who: str) -> Callable[[F], F]:
+    """``--patience SECONDS``: how long a database or artifact store outage is waited out
+    before ``who`` (``"the evaluator"``) exits 1 naming it."""
+    return click.option(
+        "--patience",
+        type=click.FloatRange(min=1),
+        default=default,
+        show_default=True,
+        help="seconds a database or artifact store outage is waited out (retried with "
+        f"backoff) before {who} exits 1 naming it",
+    )
 
 
 def output_root_option(default: Path = Path(".")) -> Callable[[F], F]:

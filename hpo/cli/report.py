@@ -14,6 +14,7 @@ from hpo.cli.options import (
     STUDY_EVALUATION,
     common_options,
     example,
+    patience_option,
     storage_url,
     study_option,
 )
@@ -25,14 +26,7 @@ from hpo.study.creation import GRACE_PERIOD
 @click.option(
     "--png/--no-png", default=True, show_default=True, help="render the PNG (kaleido and Chromium)"
 )
-@click.option(
-    "--patience",
-    type=click.FloatRange(min=1),
-    default=GRACE_PERIOD,
-    show_default=True,
-    help="seconds a database or artifact store outage is waited out (retried with backoff) "
-    "before the report exits 1 naming it",
-)
+@patience_option(GRACE_PERIOD, "the report")
 @dataclass_options(EvalConfig, base=STUDY_EVALUATION)
 @common_options(log_level=logging.WARNING)
 def report(
