@@ -160,8 +160,14 @@ def portable_base_name(base: BaseModel) -> str:
 
 
 def save_adapter(model: Any, config: TrainConfig, save_dir: Path) -> None:
-    """Write the adapter with peft's ``save_pretrained`` and our :data:`TRAIN_CONFIG_FILE`."""
-    model.save_pretrained(str(save_dir))
+    """Write the adapter with peft's ``save_pretrained`` and our :data:`TRAIN_CONFIG_FILE`.
+
+    Our LoRA never adapts the embeddings (:mod:`trainers.targets` leaves the output head out
+    and peft freezes the input embeddings), so peft's "auto" check of whether they must be
+    saved is skipped: it would look for the base model's ``config.json`` under the portable
+    name (:func:`portable_base_name`), a folder name or a Hub id offline, and warn once per
+    adapter that it found none."""
+    model.save_pretrained(str(save_dir), save_embedding_layers=False)
     (Path(save_dir) / TRAIN_CONFIG_FILE).write_text(
         json.dumps(config.to_dict(), indent=2, sort_keys=True)
     )

@@ -13,7 +13,14 @@ from tests.conftest import write_small_dataset
 from trainers.batching import PromptPair, prompt_pairs
 from trainers.config import ModelConfig, TrainConfig
 from trainers.data import SplitConfig, load_jsonl
-from trainers.recipe import TRAIN_CONFIG_FILE, TrainResult, train_lora
+from trainers.recipe import (
+    TRAIN_CONFIG_FILE,
+    TrainResult,
+    lora_config,
+    portable_base_name,
+    save_adapter,
+    train_lora,
+)
 from trainers.report import NonFiniteLossError
 
 # 8 personas x 3 train examples = 24 pairs; batch 4 gives 6 steps an epoch, and with
@@ -143,6 +150,29 @@ def test_the_adapter_names_its_base_model_without_a_machine_path(
     assert loaded_from.is_absolute()
     assert name == loaded_from.name
     assert "/" not in name
+
+
+def test_saving_an_adapter_asks_nothing_of_the_base_models_files(
+    tiny_base: Any, tmp_path: Path
+) -> None:
+    """Under its portable name (a folder name, or a Hub id offline) the base model has no
+    ``config.json`` to read: peft's check of the embeddings would warn once per adapter (72 in
+    the demo's per-persona step)."""
+    import warnings
+
+    from peft import get_peft_model
+
+    config = _config(epochs=1)
+    model = get_peft_model(tiny_base.model, lora_config(config, tiny_base.model))
+    try:
+        for adapter_config in model.peft_config.values():
+            adapter_config.base_model_name_or_path = portable_base_name(tiny_base)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            save_adapter(model, config, tmp_path / "adapter")
+    finally:
+        tiny_base.model = model.unload()
+    assert (tmp_path / "adapter" / TRAIN_CONFIG_FILE).is_file()
 
 
 def test_adapter_loads_with_plain_peft_and_generates(trained: Trained) -> None:
