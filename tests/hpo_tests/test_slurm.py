@@ -198,6 +198,12 @@ def test_an_array_of_six_on_four_gpus_fills_the_study_one_gpu_each(run: SlurmRun
     assert {place_of(t)["worker"] for t in trials} <= set(range(started))
 
 
+def _retry_of(trial: optuna.trial.FrozenTrial) -> int | None:
+    """The trial that ``trial`` is the direct retry of, or None."""
+    history = trial.system_attrs.get("retry_history") or [None]
+    return history[-1]
+
+
 @pytest.mark.parametrize("how", list(STOPS))
 def test_a_stopped_task_has_its_trial_run_again_elsewhere(run: SlurmRun, how: str) -> None:
     study, _ = load_study(run.url, "slurm")
@@ -205,9 +211,12 @@ def test_a_stopped_task_has_its_trial_run_again_elsewhere(run: SlurmRun, how: st
     stopped = trials[run.victims[how].number]
     assert stopped.state == optuna.trial.TrialState.FAIL, _logs(run)
     assert "WorkerStopped" in stopped.user_attrs[FAIL_REASON_ATTR]
-    # its retry, or the retry of that retry where another stop hit the retry too
+    # its retry, or the retry of that retry where another stop hit the retry too (Optuna's
+    # retried_trial_number names the first trial of a chain, so the chain is followed by
+    # each copy's last retried trial, the end of its retry_history)
+    assert retried_trial_number(stopped) in (None, *stopped.system_attrs.get("retry_history", []))
     last = stopped
-    while again := [t for t in trials.values() if retried_trial_number(t) == last.number]:
+    while again := [t for t in trials.values() if _retry_of(t) == last.number]:
         assert len(again) == 1 and again[0].params == stopped.params
         last = again[0]
     assert last.state.name in ("COMPLETE", "PRUNED"), last
