@@ -61,12 +61,11 @@ def spc_pairs() -> list[PromptPair]:
 
 def epoch_batches(base: BaseModel, rows: list[dict[str, Any]], config: TrainConfig) -> list[Any]:
     """One epoch of batches from the real Trainer's data loader, as a trial builds it."""
-    from transformers import Trainer
-
+    from trainers.batching import seeded_trainer
     from trainers.recipe import training_arguments
 
     with tempfile.TemporaryDirectory() as scratch, padded_right(base.tokenizer):
-        trainer = Trainer(
+        trainer = seeded_trainer()(
             model=base.model,
             args=training_arguments(config, scratch, 1, base.device, progress=False),
             train_dataset=rows,  # type: ignore[arg-type]
