@@ -90,6 +90,15 @@ _GUARDED_METHODS = (
     "get_study_user_attrs",
     "get_study_system_attrs",
     "set_study_user_attr",
+    # Optuna wraps an RDB storage in its ``_CachedStorage``, which calls these private ones
+    # instead of their public forms (ask, suggest, ``get_trials``, ``best_trial``, the
+    # heartbeat's sweep of stale trials): unguarded, an outage between a report and the
+    # pruner's look at the study failed the trial (CI, 2026-12-07).
+    "_create_new_trial",
+    "_set_trial_param",
+    "_get_trials",
+    "_get_best_trial_id",
+    "_get_stale_trial_ids",
 )
 """The storage calls a worker makes, directly or through Optuna (ask, tell, report, sweep)."""
 for _name in _GUARDED_METHODS:
