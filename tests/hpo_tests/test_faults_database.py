@@ -152,7 +152,6 @@ class OwnServer:
 
 
 def _is_root() -> bool:
-    import os
 
     return os.geteuid() == 0
 
@@ -185,6 +184,8 @@ def own_server() -> Iterator[OwnServer]:
 
 
 @pytest.mark.postgres
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 def test_every_call_optuna_makes_through_its_cache_waits_out_an_outage(
     own_server: OwnServer,
 ) -> None:
@@ -326,45 +327,3 @@ def test_an_outage_past_the_grace_period_ends_workers_with_one_line(
     assert lost.state == optuna.trial.TrialState.FAIL
     [retry] = [t for t in trials if retried_trial_number(t) == lost.number]
     assert retry.params == lost.params
-
-
-@pytest.mark.slow
-def test_an_idle_evaluator_waits_out_a_database_restart(
-    own_server: OwnServer, tmp_path: Path
-) -> None:
-    """`hpo evaluator --watch` on a study with nothing due yet: the server stops for 3 s and
-    starts again; the evaluator waits it out and goes on polling."""
-    import signal
-    import sys
-
-    from tests.hpo_tests.test_evaluator import make_study
-
-    url = own_server.create_database("idle_evaluator")
-    make_study(url, tmp_path, "idle")
-    log_path = tmp_path / "evaluator.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hpo", "evaluator", "--study", "idle", "--watch",
-             "--poll-interval", "0.2", "--output-root", str(tmp_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "HPO_STORAGE": url},
-        )  # fmt: skip
-    try:
-        time.sleep(8)  # started and polling
-        assert proc.poll() is None, log_path.read_text()[-3000:]
-        storage.dispose_engines()
-        own_server.stop()
-        time.sleep(3)
-        own_server.start()
-        deadline = time.monotonic() + 30
-        while "answers again" not in log_path.read_text():
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.2)
-        time.sleep(2)
-        assert proc.poll() is None, log_path.read_text()[-3000:]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    assert "Traceback" not in log_path.read_text()
