@@ -15,6 +15,7 @@ Exit codes (:mod:`hpo.cli.errors`): 0 success, 2 bad input (one line naming the 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -252,6 +253,24 @@ workers, other jobs), the spinning threads hold cores that the busy ones need. M
 processes; with 1,000 spins 0.6 s alone and 1.1 s beside them (BENCHMARKS.md)."""
 
 
+STACKS_SIGNAL = "SIGUSR1"
+"""``kill -USR1 PID`` makes any ``hpo`` process write every thread's stack to its standard
+error (the worker's log under ``hpo launch``) and go on: what a hung worker is doing, without a
+debugger (Python's :mod:`faulthandler`)."""
+
+
+def _stacks_on_request() -> None:
+    import faulthandler
+    import signal
+
+    number = getattr(signal, STACKS_SIGNAL, None)
+    if number is None:  # not on Windows
+        return
+    # A standard error without a file descriptor (an embedding program's): no stacks.
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        faulthandler.register(number, file=sys.stderr, all_threads=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hpo`` console script.
 
@@ -265,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code.
     """
     os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN_COUNT)
+    _stacks_on_request()
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="hpo")
     except SystemExit as exc:

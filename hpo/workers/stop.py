@@ -17,7 +17,7 @@ import optuna
 import storage
 from hpo.workers.objective import FAIL_REASON_ATTR, WORKER_ATTR
 from hpo.workers.place import PLACE_ATTRS
-from hpo.workers.tickets import Ticket, give_back, running_numbers
+from hpo.workers.tickets import Ticket, defer_signal, give_back, running_numbers
 
 TrialState = optuna.trial.TrialState
 log = logging.getLogger(__name__)
@@ -201,5 +201,8 @@ def stop_cleanly(
 
 
 def raise_stop(signum: int, frame: FrameType | None) -> None:
-    """The worker's SIGTERM handler: raise :class:`WorkerStopped` where the worker is."""
+    """The worker's SIGTERM handler: raise :class:`WorkerStopped` where the worker is, or
+    once it leaves a budget update (:func:`~hpo.workers.tickets.signals_deferred`)."""
+    if defer_signal(signum):
+        return
     raise WorkerStopped(f"worker got signal {signum}")

@@ -17,15 +17,45 @@ import optuna
 import storage
 
 
+@dataclass
+class _Deferral:
+    depth: int = 0
+    """How many :func:`signals_deferred` blocks the main thread is in."""
+    pending: int | None = None
+    """A signal that came inside them, delivered when the outermost one ends."""
+
+
+_DEFERRAL = _Deferral()
+
+
+def defer_signal(signum: int) -> bool:
+    """For the worker's signal handler: note ``signum`` and return True inside
+    :func:`signals_deferred` (the block ends, then the signal is delivered again); False
+    outside, where the handler acts at once."""
+    if _DEFERRAL.depth == 0:
+        return False
+    _DEFERRAL.pending = signum
+    return True
+
+
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """Hold SIGTERM back during a budget update, so that the update and our note of it are
-    never split by the signal; a signal that came meanwhile is delivered afterwards."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    never split by the signal; a signal that came meanwhile is delivered afterwards.
+
+    The worker's handler asks :func:`defer_signal`. A signal mask cannot do this: Linux gives
+    a process's signal to any thread that does not block it (torch's OpenMP threads, Optuna's
+    heartbeat thread), and Python then runs the handler in the main thread at once, whatever
+    the main thread's mask.
+    """
+    _DEFERRAL.depth += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _DEFERRAL.depth -= 1
+        if _DEFERRAL.depth == 0 and _DEFERRAL.pending is not None:
+            signum, _DEFERRAL.pending = _DEFERRAL.pending, None
+            signal.raise_signal(signum)  # to this thread: the handler runs now, outside
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

@@ -91,6 +91,28 @@ def _cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
+def _stop_launcher(launcher: subprocess.Popen[bytes], logs: Path) -> bytes:
+    """SIGTERM to the launcher and its output; if it is still there after 120 s (seen once
+    under load, not reproduced), its workers write their stacks to their logs (SIGUSR1)
+    and the test fails with them."""
+    launcher.send_signal(signal.SIGTERM)
+    try:
+        return launcher.communicate(timeout=120)[0]
+    except subprocess.TimeoutExpired:
+        workers = _children(launcher.pid)
+        for pid in workers:
+            os.kill(pid, signal.SIGUSR1)
+        time.sleep(3)
+        for pid in [*workers, launcher.pid]:
+            os.kill(pid, signal.SIGKILL)
+        launcher.wait()
+        texts = [p.read_text()[-6000:] for p in logs.glob("*.log")] if logs.is_dir() else []
+        raise AssertionError(
+            "hpo launch still running 120 s after SIGTERM; its workers' logs, their stacks "
+            "last:\n" + "\n".join(texts)
+        ) from None
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.parametrize("form", FORMS)
@@ -124,8 +146,7 @@ def test_launched_worker_command_line_has_no_password(
         assert "--storage" not in command
         _wait_for_a_trial(url, "secret", launcher)
     finally:
-        launcher.send_signal(signal.SIGTERM)
-        output, _ = launcher.communicate(timeout=120)
+        output = _stop_launcher(launcher, tmp_path / "logs")
     assert_no_secret(output.decode())
     for log in (tmp_path / "logs").iterdir():
         assert_no_secret(log.read_text())

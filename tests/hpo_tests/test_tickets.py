@@ -23,3 +23,40 @@ def test_fails_a_stale_trial_without_an_experimental_warning(sqlite_url: str) ->
         warnings.simplefilter("error")
         fail_stale_trials(study)
     assert study.trials[0].state == optuna.trial.TrialState.FAIL
+
+
+def test_a_signal_inside_a_budget_update_is_raised_after_it_even_with_other_threads() -> None:
+    """Linux hands a process's SIGTERM to any thread that does not block it, and Python runs
+    the handler in the main thread at once: with a thread beside it (torch's OpenMP pool,
+    Optuna's heartbeat), a signal mask on the main thread deferred nothing. The handler now
+    waits for the end of the outermost block, then stops the worker."""
+    import os
+    import signal
+    import threading
+
+    import pytest
+
+    from hpo.workers.stop import WorkerStopped, raise_stop
+    from hpo.workers.tickets import signals_deferred
+
+    beside = threading.Event()
+    thread = threading.Thread(target=beside.wait, args=(10,))
+    thread.start()
+    previous = signal.signal(signal.SIGTERM, raise_stop)
+    steps: list[str] = []
+    try:
+        with pytest.raises(WorkerStopped):
+            with signals_deferred():
+                with signals_deferred():  # give_back inside the trial's end: nested
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.2)  # the handler has run by now
+                    steps.append("inner done")
+                steps.append("outer done")
+            steps.append("after")
+        with signals_deferred():
+            steps.append("nothing pending")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        beside.set()
+        thread.join()
+    assert steps == ["inner done", "outer done", "nothing pending"]

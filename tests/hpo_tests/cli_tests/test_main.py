@@ -115,3 +115,23 @@ def test_the_console_module_exits_with_the_code(tmp_path: Path) -> None:
     assert proc.returncode == EXIT_BAD_INPUT, proc.stderr
     assert proc.stderr.startswith("hpo: error:") and "mysql" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_sigusr1_writes_every_threads_stack_and_the_process_goes_on() -> None:
+    """`kill -USR1 PID`: what a hung worker is doing, in its log, without a debugger."""
+    script = (
+        "import os, signal, threading, time\n"
+        "from hpo.cli import main\n"
+        "main(['--version'])\n"
+        "beside = threading.Thread(target=time.sleep, args=(2,), name='beside')\n"
+        "beside.start()\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "time.sleep(0.2)\n"
+        "print('still running')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "still running" in done.stdout
+    assert "Current thread" in done.stderr and done.stderr.count("Thread 0x") >= 1, done.stderr
