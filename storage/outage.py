@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -271,19 +271,11 @@ class OutageGuard:
         """
         pause = self.first_pause
         while True:
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as exc:
-                if not self.is_fault(exc):
-                    raise
-                down = self._failed(exc)
-                if down >= self.patience:
-                    raise self.unavailable() from exc
-                self._sleep(min(pause, self.patience - down))
-                pause = min(2 * pause, self.max_pause)
-                continue
-            self._answered()
-            return result
+            answered, value = self._try(fn, args, kwargs)
+            if answered:
+                return cast(T, value)
+            self._sleep(min(pause, self.patience - value))
+            pause = min(2 * pause, self.max_pause)
 
     def attempt(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T | None:
         """``fn(*args, **kwargs)`` once, for a caller that has a loop of its own and must not
@@ -299,16 +291,25 @@ class OutageGuard:
                 is answered.
             Exception: Whatever ``fn`` raises that is not a lost connection.
         """
+        answered, value = self._try(fn, args, kwargs)
+        return cast(T, value) if answered else None
+
+    def _try(
+        self, fn: Callable[..., object], args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> tuple[bool, Any]:
+        """One call of ``fn``: ``(True, its result)``, or ``(False, seconds the service has
+        been unreachable)`` when the connection was lost within the patience."""
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
             if not self.is_fault(exc):
                 raise
-            if self._failed(exc) >= self.patience:
+            down = self._failed(exc)
+            if down >= self.patience:
                 raise self.unavailable() from exc
-            return None
+            return False, down
         self._answered()
-        return result
+        return True, result
 
     def _failed(self, exc: BaseException) -> float:
         with self._lock:

@@ -94,6 +94,8 @@ def weight_bytes(config: ModelConfig, *, bytes_per_weight: int = BF16_BYTES) -> 
     import torch
     from transformers import AutoModelForCausalLM
 
+    from trainers.base_model import parameter_count
+
     where = f"model.base_model={config.base_model!r}"
     _check_local_folder(config.base_model, where)
     model_config = _read_config(config, where)
@@ -101,7 +103,7 @@ def weight_bytes(config: ModelConfig, *, bytes_per_weight: int = BF16_BYTES) -> 
         model = AutoModelForCausalLM.from_config(
             model_config, trust_remote_code=config.trust_remote_code
         )
-    return sum(p.numel() for p in model.parameters()) * bytes_per_weight
+    return parameter_count(model) * bytes_per_weight
 
 
 def _check_local_folder(name: str, where: str) -> None:
